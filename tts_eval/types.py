@@ -1,0 +1,217 @@
+"""The project's vocabulary: the two service protocols and the frozen records that flow between them.
+
+Everything here is plain data or a ``typing.Protocol``; nothing imports torch, transformers, vllm
+or lm_eval. Strategies in ``tts_eval.search`` are written against these names only, real
+engines (``tts_eval.engines``) and PRMs (``tts_eval.prm``) implement them, and test fakes satisfy
+the same protocols.
+
+What this module does not do: tokenisation, chat templates, answer grading, sampling.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+# --------------------------------------------------------------------------------------------
+# Policy engine
+# --------------------------------------------------------------------------------------------
+
+
+class FinishReason(str, enum.Enum):
+    """Why a completion stopped. Engines must tell these three apart exactly."""
+
+    STEP = "step"  # a stop string (the step delimiter) was produced
+    EOS = "eos"  # the model emitted an end-of-sequence / stop token
+    LENGTH = "length"  # cut off at max_tokens (never a finished solution)
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings of one generation request.
+
+    ``seed`` makes the request reproducible on its own: two engines given the same request and
+    seed return the same completions regardless of what else shares the batch.
+    """
+
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 2048
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Continue ``prompt_ids`` (templated prompt + the partial solution's token ids)."""
+
+    prompt_ids: tuple[int, ...]
+    params: SamplingParams
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled continuation.
+
+    ``token_ids`` are exactly the generated tokens (appending them to the prompt continues the
+    solution); ``text`` is their decoding. When ``finish_reason`` is STEP the text contains the stop
+    string (possibly followed by the remainder of the token that completed it).
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    finish_reason: FinishReason
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """All ``n`` completions of one request, plus what the prompt cost."""
+
+    completions: tuple[Completion, ...]
+    prompt_tokens: int
+    cached_prompt_tokens: int | None = None  # None: the engine cannot tell
+
+
+@runtime_checkable
+class PolicyEngine(Protocol):
+    """Batched step generation. Implementations: ``engines.hf``, ``engines.vllm``, test fakes."""
+
+    def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        """Chat-template ``messages`` (with the generation prompt) into token ids."""
+        ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        """One output per request, in order."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Process reward model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PRMRequest:
+    """Score every step of one (partial) solution to ``problem``."""
+
+    problem: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PRMOutput:
+    """One score in [0, 1] per step, and the PRM tokens actually run through the model for it."""
+
+    step_scores: tuple[float, ...]
+    tokens_processed: int
+
+
+@runtime_checkable
+class ProcessRewardModel(Protocol):
+    """Step scoring. Implementations: the adapters in ``tts_eval.prm``, test fakes."""
+
+    def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
+        """One output per request, in order; ``len(out.step_scores) == len(req.steps)``."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Task layer handed to strategies (no answer format is hard-coded inside a search loop)
+# --------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class AnswerSpec(Protocol):
+    """How a task recognises a finished step, extracts an answer and compares two answers."""
+
+    def is_final_step(self, step_text: str) -> bool: ...
+
+    def extract(self, solution_text: str) -> str | None: ...
+
+    def canonical(self, answer: str) -> str:
+        """A cheap key; equal keys imply equivalent answers (used to cache grouping)."""
+        ...
+
+    def equivalent(self, a: str, b: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem of a request batch.
+
+    ``uid`` is stable across runs and workers (lm-eval doc id or dataset id): per-problem seeds
+    are derived from it, never from batch position.
+    """
+
+    uid: str
+    text: str
+    prompt_ids: tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Traces
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A (possibly unfinished) solution with its full step trace."""
+
+    steps: tuple[str, ...]
+    step_scores: tuple[float, ...]
+    finish_reason: FinishReason  # of the last generated step
+    finished: bool  # EOS or a final-answer step; never a LENGTH cut-off or an iteration-cap stop
+    token_ids: tuple[int, ...] = ()
+    answer: str | None = None
+    group: int = 0  # dvts subtree / beam lineage id; 0 where unused
+
+    @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+
+@dataclass(frozen=True)
+class Cost:
+    policy_tokens: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    prm_tokens: int = 0
+    wall_time_s: float = 0.0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.policy_tokens + other.policy_tokens,
+            self.prompt_tokens + other.prompt_tokens,
+            self.cached_prompt_tokens + other.cached_prompt_tokens,
+            self.prm_tokens + other.prm_tokens,
+            self.wall_time_s + other.wall_time_s,
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Everything one strategy did for one problem."""
+
+    uid: str
+    strategy: str
+    candidates: tuple[Candidate, ...]
+    selected: int | None  # index into candidates; None when nothing was produced
+    cost: Cost
+    settings: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def selected_text(self) -> str:
+        return "" if self.selected is None else self.candidates[self.selected].text
