@@ -1,0 +1,3 @@
+"""placeholder"""
+import os
+os.environ["TTS_HOOK_RAN"]="1"
