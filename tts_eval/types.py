@@ -215,3 +215,22 @@ class SearchResult:
     @property
     def selected_text(self) -> str:
         return "" if self.selected is None else self.candidates[self.selected].text
+
+
+class TracedText(str):
+    """The selected solution text, as returned to lm-eval, carrying its :class:`SearchResult`.
+
+    lm-eval stores model responses as they are returned and hands them to the task's
+    ``process_results``; a task that knows about traces (math500) reads ``.trace`` there to compute
+    best-of-N style metrics, while every other task simply sees a ``str``.
+    """
+
+    trace: SearchResult | None
+
+    def __new__(cls, text: str, trace: SearchResult | None = None) -> TracedText:
+        obj = super().__new__(cls, text)
+        obj.trace = trace
+        return obj
+
+    def __reduce__(self):  # keep the trace through pickling (lm-eval's response cache)
+        return (TracedText, (str(self), self.trace))
