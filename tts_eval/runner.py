@@ -1,0 +1,48 @@
+"""Builds the services a :class:`~tts_eval.config.TTSConfig` describes and runs searches with them.
+
+``Runner.from_config(config)`` loads the policy engine (``tts_eval.engines``), the PRM when one is
+configured (``tts_eval.prm``) and the math answer spec (``tts_eval.grader``); ``runner.search(problems)``
+runs :func:`tts_eval.search.run_search` over all of them at once.
+
+What this module does not do: talk to lm-eval (``tts_eval.lm_model``) or spread work over several
+workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runner:
+    search_config: Any  # tts_eval.search.SearchConfig
+    engine: PolicyEngine
+    prm: ProcessRewardModel | None
+    answers: AnswerSpec
+
+    @classmethod
+    def from_config(cls, config) -> Runner:
+        from tts_eval.engines import load_engine
+        from tts_eval.grader import MathAnswerSpec
+
+        prm = None
+        if config.prm is not None:
+            from tts_eval.prm import load_prm
+
+            prm = load_prm(config.prm)
+        engine = load_engine(config.engine)
+        return cls(config.search, engine, prm, MathAnswerSpec())
+
+    def search(self, problems: Sequence[Problem], progress: bool = False) -> list[SearchResult]:
+        from tts_eval.search import run_search
+
+        return run_search(
+            self.search_config, problems, self.engine, self.prm, self.answers, progress=progress
+        )

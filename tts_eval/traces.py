@@ -1,0 +1,118 @@
+"""Search traces as JSON records, and the JSONL files that hold them.
+
+One record per (problem, strategy run): the :class:`~tts_eval.types.SearchResult` (every candidate,
+its steps, step scores, finish reason, answer; the selection; the cost) plus what is known of the
+problem (task, doc id, gold answer, level, subject). Records round-trip:
+``result_from_record(result_record(r)) == r``.
+
+Appends are whole lines written with one ``write`` of an ``O_APPEND`` file followed by ``fsync``, so
+an interrupted run leaves complete records (a torn last line, if any, is skipped on reading with a
+warning).
+
+What this module does not do: grade, vote or aggregate (see ``tts_eval.report``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
+
+logger = logging.getLogger(__name__)
+
+RECORD_VERSION = 1
+_DOC_FIELDS = ("unique_id", "answer", "level", "subject")
+
+
+def result_record(
+    result: SearchResult,
+    *,
+    task: str | None = None,
+    doc: Mapping[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """JSON-ready record of one search result (``extra`` keys are stored as given)."""
+    record: dict[str, Any] = {
+        "version": RECORD_VERSION,
+        "task": task,
+        "uid": result.uid,
+        "strategy": result.strategy,
+        "selected": result.selected,
+        "settings": dict(result.settings),
+        "cost": asdict(result.cost),
+        "candidates": [
+            {
+                "steps": list(c.steps),
+                "step_scores": list(c.step_scores),
+                "finish_reason": c.finish_reason.value,
+                "finished": c.finished,
+                "token_ids": list(c.token_ids),
+                "answer": c.answer,
+                "group": c.group,
+            }
+            for c in result.candidates
+        ],
+    }
+    if doc is not None:
+        record["doc"] = {k: doc[k] for k in _DOC_FIELDS if k in doc}
+    record.update(extra)
+    return record
+
+
+def result_from_record(record: Mapping[str, Any]) -> SearchResult:
+    """Inverse of :func:`result_record`."""
+    candidates = tuple(
+        Candidate(
+            steps=tuple(c["steps"]),
+            step_scores=tuple(float(s) for s in c["step_scores"]),
+            finish_reason=FinishReason(c["finish_reason"]),
+            finished=bool(c["finished"]),
+            token_ids=tuple(c.get("token_ids", ())),
+            answer=c.get("answer"),
+            group=int(c.get("group", 0)),
+        )
+        for c in record["candidates"]
+    )
+    return SearchResult(
+        uid=record["uid"],
+        strategy=record["strategy"],
+        candidates=candidates,
+        selected=record["selected"],
+        cost=Cost(**record["cost"]),
+        settings=dict(record.get("settings", {})),
+    )
+
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append records as JSON lines; each record is one write, then the file is fsynced."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for record in records:
+            os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Yield the complete records of a JSONL file; a torn final line is skipped with a warning."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1 and not line.endswith("\n"):
+                logger.warning("%s: skipping an incomplete last line (interrupted write)", path)
+                continue
+            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
