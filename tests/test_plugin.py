@@ -1,0 +1,126 @@
+"""Registration of the tts model and our tasks with lm-eval (fresh interpreters via subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_py(code: str, **env: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_importing_package_is_cheap():
+    out = run_py(
+        "import sys, tts_eval, tts_eval.types, tts_eval.plugin\n"
+        "heavy = [m for m in ('lm_eval', 'torch', 'transformers', 'vllm') if m in sys.modules]\n"
+        "print(heavy)"
+    )
+    assert out == "[]"
+
+
+def test_hook_is_installed_at_startup_without_importing_lm_eval():
+    out = run_py(
+        "import sys\n"
+        "print('tts_eval._lm_eval_hook' in sys.modules, 'lm_eval' in sys.modules)"
+    )
+    assert out == "True False"
+
+
+def test_tts_and_builtin_models_resolve_after_registry_import():
+    out = run_py(
+        "from lm_eval.api.registry import get_model\n"
+        "print(get_model('tts').__name__, get_model('hf').__name__, get_model('dummy').__name__)"
+    )
+    assert out == "TTSLM HFLM DummyLM"
+
+
+def test_builtin_models_resolve_even_when_lm_eval_models_was_never_imported():
+    # get_model() loads lm-eval's table only when the registry is empty: registering "tts"
+    # first must not hide the built-ins.
+    out = run_py(
+        "import lm_eval.api.registry as r\n"
+        "import sys\n"
+        "print('tts' in r.model_registry, 'hf' in r.model_registry)"
+    )
+    assert out == "True True"
+
+
+def test_task_manager_sees_math500_and_builtin_tasks():
+    out = run_py(
+        "from lm_eval.tasks import TaskManager\n"
+        "tm = TaskManager()\n"
+        "print('math500' in tm.all_tasks, 'gsm8k' in tm.all_tasks)\n"
+        "tm2 = TaskManager(include_path='/nonexistent-dir')\n"
+        "print('math500' in tm2.all_tasks)"
+    )
+    assert out.splitlines() == ["True True", "True"]
+
+
+def test_registration_is_idempotent():
+    out = run_py(
+        "from tts_eval import plugin\n"
+        "import lm_eval.api.registry as r\n"
+        "from lm_eval.tasks.manager import TaskManager\n"
+        "n = len(r.model_registry)\n"
+        "plugin.register(); plugin.register()\n"
+        "init = TaskManager.__init__\n"
+        "plugin.patch_task_manager()\n"
+        "tm = TaskManager()\n"
+        "print(len(r.model_registry) == n, TaskManager.__init__ is init,"
+        " [str(p) for p in tm.include_path].count(str(plugin.tasks_dir())))"
+    )
+    assert out == "True True 1"
+
+
+def test_hook_can_be_switched_off_and_explicit_registration_still_works():
+    out = run_py(
+        "import lm_eval.api.registry as r\n"
+        "before = 'tts' in r.model_registry\n"
+        "from tts_eval import plugin; plugin.register()\n"
+        "print(before, 'tts' in r.model_registry, 'hf' in r.model_registry)",
+        TTS_EVAL_NO_LM_EVAL_HOOK="1",
+    )
+    assert out == "False True True"
+
+
+def test_console_script_lists_eval_command():
+    exe = Path(sys.executable).parent / "tts-eval"
+    proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "eval" in proc.stdout
+    bad = subprocess.run([str(exe), "nope"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "accepted: eval" in bad.stderr
+
+
+@pytest.mark.slow
+def test_wheel_ships_hook_and_tasks(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = tmp_path.glob("tts_eval-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "tts_eval_lm_eval_hook.pth" in names
+    assert "tts_eval/tasks/math500/math500.yaml" in names
+    assert "tts_eval/tasks/math500/utils.py" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "[lm_eval.models]" in text and "tts = tts_eval.lm_model:TTSLM" in text
