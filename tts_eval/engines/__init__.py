@@ -1,0 +1,48 @@
+"""Policy engines: ``load_engine("hf" | "vllm", pretrained, **options)`` -> a ``PolicyEngine``.
+
+Both backends implement :class:`tts_eval.types.PolicyEngine` with the same semantics (token-id
+prompts, per-request seeds, STEP / EOS / LENGTH finish reasons, text = decoding of the token ids):
+``hf`` (:class:`~tts_eval.engines.hf.HFEngine`, transformers, CPU or one GPU) and ``vllm``
+(:class:`~tts_eval.engines.vllm.VLLMEngine`, prefix-cached vLLM). Everything that can be checked
+without weights is checked first: options (:class:`EngineConfig`), the model path, vllm being
+importable, and the tokenizer having a chat template.
+
+Importing this package is cheap: torch, transformers and vllm are imported only when an engine is
+built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tts_eval.engines.config import BACKENDS, EngineConfig, check_pretrained
+from tts_eval.types import PolicyEngine
+
+__all__ = ["BACKENDS", "EngineConfig", "load_engine"]
+
+
+def load_engine(
+    backend: str | EngineConfig, pretrained: str | None = None, **kwargs: Any
+) -> PolicyEngine:
+    """Build a policy engine from ``(backend, pretrained, **options)`` or from an EngineConfig.
+
+    Options are the fields of :class:`EngineConfig` (device, dtype, seed, batch_size,
+    max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager, revision,
+    trust_remote_code, chat_template).
+    """
+    if isinstance(backend, EngineConfig):
+        if pretrained is not None or kwargs:
+            raise ValueError("load_engine(config) takes no further arguments")
+        config = backend
+    else:
+        if pretrained is None:
+            raise ValueError("load_engine needs pretrained=<path or hub id>")
+        config = EngineConfig.from_kwargs(backend=backend, pretrained=pretrained, **kwargs)
+    check_pretrained(config.pretrained)
+    if config.backend == "vllm":
+        from tts_eval.engines.vllm import VLLMEngine
+
+        return VLLMEngine(config)
+    from tts_eval.engines.hf import HFEngine
+
+    return HFEngine(config)

