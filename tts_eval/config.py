@@ -178,13 +178,18 @@ def parse_model_args(
     if "device" in extra and "device" in engine_fields and "device" not in engine_vals:
         engine_vals["device"] = extra["device"]
     search_vals = {k: v for k, v in raw.items() if k in search_fields}
+    has_prm = raw.get("prm") not in (None, "")
+    if "strategy" not in search_vals and not has_prm:
+        # No PRM and no strategy: plain sampling, i.e. majority over n samples (n=1 by default).
+        search_vals["strategy"] = "majority"
+        search_vals.setdefault("n", 1)
     prm_vals = {PRM_KEYS[k]: v for k, v in raw.items() if k in PRM_KEYS}
     top_vals = {k: raw[k] for k in TOP_KEYS if k in raw}
 
     engine = _build(engine_cls, engine_vals, {f: f for f in engine_vals})
     search = _build(search_cls, search_vals, {f: f for f in search_vals})
     prm = None
-    if prm_vals.get("path") not in (None, ""):
+    if has_prm:
         prm = _build(prm_cls, prm_vals, {v: k for k, v in PRM_KEYS.items()})
     elif len(prm_vals) > ("path" in prm_vals):
         given = ", ".join(k for k in raw if k in PRM_KEYS and k != "prm")

@@ -1,0 +1,116 @@
+"""The lm-eval ``tts`` model: prompt recovery, text handling, and end-to-end CLI runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tts_eval.lm_model import CHAT_TAG, TTSLM, context_to_messages, problem_text, truncate_at
+from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
+
+PROBLEM = "What is $1+1$?"
+
+
+def test_chat_template_context_round_trips_messages():
+    lm = TTSLM.__new__(TTSLM)  # no config needed for the pure method
+    msgs = [{"role": "system", "content": "sys\n\n"}, {"role": "user", "content": PROBLEM}]
+    ctx = TTSLM.apply_chat_template(lm, msgs)
+    assert ctx.startswith(CHAT_TAG)
+    assert context_to_messages(ctx) == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": PROBLEM},
+    ]
+
+
+def test_plain_context_with_math500_description_splits_into_system_and_user():
+    ctx = SYSTEM_PROMPT + DESCRIPTION_SEPARATOR + PROBLEM
+    assert context_to_messages(ctx) == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": PROBLEM},
+    ]
+
+
+def test_plain_context_of_another_task_is_one_user_turn_and_system_prompt_overrides():
+    assert context_to_messages("Q: 2+2?\nA:") == [{"role": "user", "content": "Q: 2+2?\nA:"}]
+    msgs = context_to_messages(SYSTEM_PROMPT + DESCRIPTION_SEPARATOR + PROBLEM, "Be brief.")
+    assert msgs == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": PROBLEM},
+    ]
+    assert problem_text(msgs) == PROBLEM
+    with pytest.raises(ValueError, match="no user message"):
+        problem_text([{"role": "system", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("text", "until", "expected"),
+    [("abc<|eot|>def", ["<|eot|>"], "abc"), ("abc", [], "abc"), ("a\nb;c", [";", "\n"], "a")],
+)
+def test_truncate_at(text, until, expected):
+    assert truncate_at(text, until) == expected
+
+
+def test_loglikelihood_is_a_clear_not_supported_error():
+    lm = TTSLM.__new__(TTSLM)
+    with pytest.raises(NotImplementedError, match="only supports generation tasks"):
+        lm.loglikelihood([])
+    with pytest.raises(NotImplementedError, match="loglikelihood_rolling is not supported"):
+        lm.loglikelihood_rolling([])
+
+
+def test_bad_model_args_fail_before_loading_anything():
+    with pytest.raises(ValueError, match="unknown model_args key 'temprature'"):
+        TTSLM.create_from_arg_string("pretrained=/nonexistent/model,temprature=0.5")
+
+
+def run_lm_eval(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "lm_eval", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+        cwd=cwd,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_plain_sampling_on_tiny_model(tiny_llama, math500_path, tmp_path):
+    out = tmp_path / "out"
+    traces = tmp_path / "traces.jsonl"
+    proc = run_lm_eval(
+        [
+            "--model", "tts",
+            "--model_args",
+            f"pretrained={tiny_llama},backend=hf,max_tokens=16,seed=1,trace_path={traces}",
+            "--tasks", "math500", "--limit", "5",
+            "--output_path", str(out), "--log_samples",
+        ],
+        {"TTS_EVAL_MATH500": str(math500_path)},
+        tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (results_file,) = list(out.rglob("results_*.json"))
+    results = json.loads(results_file.read_text())["results"]["math500"]
+    assert results["exact_match,none"] == 0.0
+    assert "math500" in proc.stdout and "exact_match" in proc.stdout
+    records = [json.loads(line) for line in traces.read_text().splitlines()]
+    assert len(records) == 5
+    assert all(r["strategy"] == "majority" and len(r["candidates"]) == 1 for r in records)
+    assert all(r["cost"]["policy_tokens"] > 0 for r in records)
+
+
+@pytest.mark.slow
+def test_lm_eval_cli_rejects_unknown_key_in_one_line(tmp_path):
+    proc = run_lm_eval(
+        ["--model", "tts", "--model_args", "pretrained=x,strategyy=dvts", "--tasks", "math500"],
+        {},
+        tmp_path,
+    )
+    assert proc.returncode != 0
+    assert "unknown model_args key 'strategyy' for --model tts; accepted:" in proc.stderr
