@@ -1,0 +1,261 @@
+"""Fakes of the engine, PRM and answer-spec protocols, for exact tests of the search strategies.
+
+Token ids are characters: ``encode(text) = tuple(map(ord, text))`` and :data:`EOS_ID` (0) is the
+end-of-sequence token, so a candidate's token-id prefix and its text are interchangeable.
+
+- :class:`ScriptedEngine`: continuations scripted per prefix. ``script`` maps a prefix text to the
+  options for the next piece of text. The prefix is the decoded prompt + solution so far; a key
+  may also be the part after the prompt's ``sep`` (default ``"|"``), so prompts ``"P1|"`` and
+  ``"P2|"`` can share one script. Sample ``i`` of a request takes option ``i % len(options)`` at
+  every level (temperature 0: option 0); an option ending with ``"<eos>"`` ends the solution with
+  EOS. Output is then cut exactly like a real engine: at the first stop string (STEP, the stop
+  string kept in the text), at EOS (EOS id in ``token_ids``, not in ``text``), or at
+  ``max_tokens`` (LENGTH). A prefix missing from the script raises ``KeyError``.
+- :class:`RandomEngine`: pseudo-random steps that depend only on (seed, prompt ids, sample index);
+  it refuses requests without a seed. For determinism and batch-independence tests.
+- :class:`FakePRM`: the score of a step is the number in its last ``[0.x]`` tag (``default`` if
+  none); ``tokens_processed`` is the character count of problem + steps.
+- :class:`FakeAnswerSpec`: final step = contains ``\\boxed{``; answer = last boxed content;
+  equivalence by exact fractions, so ``1/2 ~ 0.5 ~ \\frac{1}{2}``. Counts its calls.
+
+All fakes record the batches they were called with (``calls``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+
+from tts_eval.types import (
+    Completion,
+    FinishReason,
+    GenerationOutput,
+    GenerationRequest,
+    PRMOutput,
+    PRMRequest,
+    Problem,
+)
+
+EOS_ID = 0
+EOS = "<eos>"
+
+
+def encode(text: str) -> tuple[int, ...]:
+    return tuple(ord(ch) for ch in text)
+
+
+def decode(ids: Sequence[int]) -> str:
+    return "".join(chr(i) for i in ids if i != EOS_ID)
+
+
+def problem(uid: str, text: str | None = None, prompt: str | None = None) -> Problem:
+    """A problem whose prompt ids encode ``prompt`` (default ``"<uid>|"``)."""
+    prompt = f"{uid}|" if prompt is None else prompt
+    return Problem(uid=uid, text=text or f"problem {uid}", prompt_ids=encode(prompt))
+
+
+def _tokens(piece: str) -> list[int]:
+    if piece.endswith(EOS):
+        return [*encode(piece[: -len(EOS)]), EOS_ID]
+    return list(encode(piece))
+
+
+def _cut(stream, params, on_missing) -> Completion:  # stream yields token ids lazily
+    text = ""
+    ids: list[int] = []
+    for token in stream:
+        if len(ids) >= params.max_tokens:
+            return Completion(text, tuple(ids), FinishReason.LENGTH)
+        ids.append(token)
+        if token == EOS_ID:
+            return Completion(text, tuple(ids), FinishReason.EOS)
+        text += chr(token)
+        if any(text.endswith(stop) for stop in params.stop):
+            return Completion(text, tuple(ids), FinishReason.STEP)
+    return on_missing(text, ids)
+
+
+class ScriptedEngine:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        script: Mapping[str, Sequence[str]],
+        sep: str = "|",
+        report_cache: bool = False,
+    ) -> None:
+        self.script = {key: list(options) for key, options in script.items()}
+        self.sep = sep
+        self.report_cache = report_cache
+        self.calls: list[list[GenerationRequest]] = []
+
+    def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return list(encode("".join(m["content"] for m in messages) + self.sep))
+
+    def _options(self, prefix: str) -> list[str]:
+        if prefix in self.script:
+            return self.script[prefix]
+        _, found, rest = prefix.partition(self.sep)
+        if found and rest in self.script:
+            return self.script[rest]
+        raise KeyError(f"script has no entry for prefix {prefix!r}")
+
+    def _stream(self, prompt: str, sample: int, greedy: bool):
+        text = prompt
+        while True:
+            options = self._options(text)
+            piece = options[0 if greedy else sample % len(options)]
+            yield from _tokens(piece)
+            if piece.endswith(EOS):
+                return
+            text += piece
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        self.calls.append(list(requests))
+        outputs = []
+        for request in requests:
+            prompt = decode(request.prompt_ids)
+            params = request.params
+            completions = tuple(
+                _cut(self._stream(prompt, i, params.temperature == 0), params, self._ran_out)
+                for i in range(params.n)
+            )
+            cached = max(0, len(request.prompt_ids) - 1) if self.report_cache else None
+            outputs.append(GenerationOutput(completions, len(request.prompt_ids), cached))
+        return outputs
+
+    @staticmethod
+    def _ran_out(text, ids):
+        raise AssertionError("scripted stream ended without EOS")
+
+
+class RandomEngine:
+    """Seeded pseudo-random solutions: ``steps`` of ``"s<k> [0.xx]"`` then ``\\boxed{a} [0.xx]``.
+
+    Each step ends the solution with probability ``p_final`` (after ``min_steps``); answers are
+    drawn from ``answers``. Everything depends only on (seed, prompt ids, sample index).
+    """
+
+    def __init__(
+        self,
+        answers: Sequence[str] = ("1/2", "0.5", "3", "4", "7"),
+        p_final: float = 0.3,
+        min_steps: int = 1,
+        max_steps: int = 12,
+    ) -> None:
+        self.answers = list(answers)
+        self.p_final = p_final
+        self.min_steps = min_steps
+        self.max_steps = max_steps
+        self.calls: list[list[GenerationRequest]] = []
+
+    def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return list(encode("".join(m["content"] for m in messages) + "|"))
+
+    def _stream(self, prompt_ids: tuple[int, ...], seed: int, sample: int, greedy: bool):
+        digest = hashlib.sha256(repr((seed, prompt_ids, 0 if greedy else sample)).encode())
+        rng = random.Random(digest.hexdigest())
+        for step in range(self.max_steps):
+            score = f"[{rng.randint(1, 99) / 100:.2f}]"
+            if step + 1 >= self.min_steps and rng.random() < self.p_final:
+                yield from _tokens(f"\\boxed{{{rng.choice(self.answers)}}} {score}{EOS}")
+                return
+            yield from _tokens(f"s{rng.randint(0, 999)} {score}\n\n")
+        yield EOS_ID
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        self.calls.append(list(requests))
+        outputs = []
+        for request in requests:
+            params = request.params
+            if params.seed is None:
+                raise ValueError("RandomEngine needs a seed on every request")
+            completions = tuple(
+                _cut(
+                    self._stream(request.prompt_ids, params.seed, i, params.temperature == 0),
+                    params,
+                    lambda text, ids: Completion(text, tuple(ids), FinishReason.EOS),
+                )
+                for i in range(params.n)
+            )
+            outputs.append(GenerationOutput(completions, len(request.prompt_ids), None))
+        return outputs
+
+
+_SCORE = re.compile(r"\[([01](?:\.\d+)?)\]")
+
+
+class FakePRM:
+    """Step score = the number in the step's last ``[0.x]`` tag, else ``default``."""
+
+    def __init__(self, default: float = 0.5) -> None:
+        self.default = default
+        self.calls: list[list[PRMRequest]] = []
+
+    def step_score(self, step: str) -> float:
+        found = _SCORE.findall(step)
+        return float(found[-1]) if found else self.default
+
+    def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
+        self.calls.append(list(requests))
+        return [
+            PRMOutput(
+                tuple(self.step_score(step) for step in request.steps),
+                len(request.problem) + sum(len(step) for step in request.steps),
+            )
+            for request in requests
+        ]
+
+
+def _boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None
+
+
+def _fraction(answer: str) -> Fraction | None:
+    frac = re.fullmatch(r"\\frac\{(-?\d+)\}\{(\d+)\}", answer)
+    if frac:
+        answer = f"{frac.group(1)}/{frac.group(2)}"
+    try:
+        return Fraction(answer)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+class FakeAnswerSpec:
+    """Boxed answers; ``1/2 ~ 0.5 ~ \\frac{1}{2}`` by exact fractions; counts its calls."""
+
+    def __init__(self) -> None:
+        self.canonical_calls = 0
+        self.equivalent_calls = 0
+
+    def is_final_step(self, step_text: str) -> bool:
+        return "\\boxed{" in step_text
+
+    def extract(self, solution_text: str) -> str | None:
+        return _boxed(solution_text)
+
+    def canonical(self, answer: str) -> str:
+        self.canonical_calls += 1
+        return answer.replace(" ", "")
+
+    def equivalent(self, a: str, b: str) -> bool:
+        self.equivalent_calls += 1
+        a, b = a.replace(" ", ""), b.replace(" ", "")
+        fa, fb = _fraction(a), _fraction(b)
+        if fa is not None and fb is not None:
+            return fa == fb
+        return a == b

@@ -1,0 +1,192 @@
+"""Shared pieces of the strategies: seeds, step segmentation, partial solutions and requests.
+
+- :func:`derive_seed`: a stable hash (BLAKE2b, not Python's ``hash()``) of the run seed, the
+  problem uid, a purpose, the candidate's lineage and the iteration; never of a batch position.
+- :func:`segment_steps`: splits a solution's text at the step delimiter into raw steps (which
+  concatenate back to the text exactly) and their PRM views (delimiter removed, stripped).
+  Whitespace-only pieces are never steps: they are glued to the previous step (or the next one at
+  the start). After a STEP completion, text after the last delimiter (the rest of the token that
+  completed it) is pending: it joins the next step's view, and is never scored on its own.
+- :class:`Node`: an immutable partial solution; :func:`extend` appends one completion to it and
+  decides whether it finished (EOS, or a STEP whose new step passes ``AnswerSpec.is_final_step``)
+  or is truncated (a LENGTH cut-off, or the per-solution ``max_tokens`` budget spent).
+
+What this module does not do: choose candidates, vote, or call an engine/PRM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, replace
+
+from tts_eval.search.config import SearchConfig
+from tts_eval.types import (
+    AnswerSpec,
+    Candidate,
+    Completion,
+    FinishReason,
+    GenerationRequest,
+    PRMRequest,
+    Problem,
+    SamplingParams,
+)
+
+SEED_BITS = 31  # seeds fit a signed 32-bit int, which every backend accepts
+
+
+def derive_seed(base: int, *parts: object) -> int:
+    """A seed in ``[0, 2**31)`` that depends only on ``base`` and ``parts`` (JSON-encodable)."""
+    payload = json.dumps([base, *parts], separators=(",", ":"), ensure_ascii=True)
+    digest = hashlib.blake2b(payload.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % (1 << SEED_BITS)
+
+
+def segment_steps(
+    text: str, delimiter: str, open_tail: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(raw_steps, views)`` of a solution text (see the module docstring).
+
+    ``"".join(raw_steps) == text`` whenever the text has any non-whitespace content.
+    """
+    pieces = text.split(delimiter)
+    raw_pieces = [piece + delimiter for piece in pieces[:-1]] + [pieces[-1]]
+    tail = raw_pieces.pop() if open_tail else ""
+    raws: list[str] = []
+    views: list[str] = []
+    lead = ""
+    for raw, piece in zip(raw_pieces, pieces, strict=False):
+        content = piece.strip()
+        if content:
+            raws.append(lead + raw)
+            views.append(content)
+            lead = ""
+        elif raws:
+            raws[-1] += raw
+        else:
+            lead += raw
+    if tail:
+        if raws:
+            raws[-1] += tail
+        else:
+            lead += tail
+    return tuple(raws), tuple(views)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A partial (or complete) solution of one problem inside a search.
+
+    ``lineage`` names the node in its search tree (child indices from the root); seeds are
+    derived from it. ``rank_score`` is what the strategy ranks by: the aggregated step scores, or
+    with lookahead the aggregated scores of the rolled-out prefix.
+    """
+
+    lineage: tuple[int, ...]
+    group: int = 0
+    token_ids: tuple[int, ...] = ()
+    text: str = ""
+    finish_reason: FinishReason = FinishReason.STEP
+    finished: bool = False
+    truncated: bool = False
+    step_scores: tuple[float, ...] = ()
+    rank_score: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Can be continued by another step."""
+        return not (self.finished or self.truncated)
+
+    @property
+    def open_tail(self) -> bool:
+        return self.active and self.finish_reason is FinishReason.STEP
+
+    def views(self, delimiter: str) -> tuple[str, ...]:
+        return segment_steps(self.text, delimiter, self.open_tail)[1]
+
+
+def extend(
+    node: Node,
+    completion: Completion,
+    *,
+    index: int,
+    config: SearchConfig,
+    answers: AnswerSpec,
+) -> Node:
+    """The child of ``node`` obtained by appending ``completion`` (the ``index``-th sample)."""
+    delimiter = config.step_delimiter
+    reason = completion.finish_reason
+    if reason is FinishReason.STEP and delimiter not in completion.text:
+        raise ValueError(
+            f"engine returned a STEP completion whose text lacks the step delimiter "
+            f"{delimiter!r}; engines must keep the stop string in Completion.text "
+            f"(got {completion.text[-40:]!r})"
+        )
+    text = node.text + completion.text
+    token_ids = node.token_ids + tuple(completion.token_ids)
+    finished = reason is FinishReason.EOS
+    truncated = reason is FinishReason.LENGTH
+    if reason is FinishReason.STEP:
+        before = node.views(delimiter)
+        after = segment_steps(text, delimiter, open_tail=True)[1]
+        finished = len(after) > len(before) and bool(answers.is_final_step(after[-1]))
+        if not finished and len(token_ids) >= config.max_tokens:
+            truncated, reason = True, FinishReason.LENGTH
+    return Node(
+        lineage=(*node.lineage, index),
+        group=node.group,
+        token_ids=token_ids,
+        text=text,
+        finish_reason=reason,
+        finished=finished,
+        truncated=truncated,
+        step_scores=node.step_scores,
+        rank_score=node.rank_score,
+    )
+
+
+def step_request(
+    problem: Problem,
+    token_ids: tuple[int, ...],
+    config: SearchConfig,
+    *,
+    n: int,
+    seed: int,
+    final: bool,
+    temperature: float | None = None,
+) -> GenerationRequest:
+    """Continue ``problem.prompt_ids + token_ids`` by one step (to the end when ``final``)."""
+    remaining = config.max_tokens - len(token_ids)
+    if remaining < 1:
+        raise AssertionError("a node with no token budget left must not be extended")
+    params = SamplingParams(
+        n=n,
+        temperature=config.temperature if temperature is None else temperature,
+        top_p=config.top_p,
+        max_tokens=remaining,
+        stop=() if final else (config.step_delimiter,),
+        seed=seed,
+    )
+    return GenerationRequest(prompt_ids=tuple(problem.prompt_ids) + tuple(token_ids), params=params)
+
+
+def prm_request(problem: Problem, views: tuple[str, ...]) -> PRMRequest:
+    return PRMRequest(problem=problem.text, steps=views)
+
+
+def scored(node: Node, scores: tuple[float, ...], agg_scores: float) -> Node:
+    return replace(node, step_scores=tuple(float(s) for s in scores), rank_score=agg_scores)
+
+
+def to_candidate(node: Node, config: SearchConfig, answers: AnswerSpec) -> Candidate:
+    """The trace record of a node (its answer is extracted whatever its state)."""
+    raws, _ = segment_steps(node.text, config.step_delimiter, node.open_tail)
+    return Candidate(
+        steps=raws,
+        step_scores=node.step_scores,
+        finish_reason=node.finish_reason,
+        finished=node.finished,
+        token_ids=node.token_ids,
+        answer=answers.extract(node.text) if node.text.strip() else None,
+        group=node.group,
+    )

@@ -1,0 +1,94 @@
+"""Beam search over reasoning steps, scored by a PRM.
+
+``n // beam_width`` beams are active. Each iteration the active beams (best-ranked first) are
+expanded round-robin into exactly ``n`` candidate next steps: ``beam_width`` per beam while all
+beams are active, ``n // A`` each plus one more for the ``n % A`` best beams when only ``A``
+remain. Every candidate's prefix is scored (see ``_tree``), then:
+
+- candidates that finished (EOS or a final-answer step) leave the pool as completed solutions;
+- candidates cut off at the token budget (LENGTH) leave it as truncated, never completed;
+- of the rest, the ``n // beam_width`` best-ranked across ALL of this problem's beams continue
+  (ties: lower lineage first); the others are pruned (counted in ``settings["pruned"]``).
+
+The search stops when no beam is active or after ``num_iterations`` (the last iteration generates
+to the end). The result lists the completed solutions ranked by aggregated score (best first;
+ties by lineage), then the truncated ones; the final answer is chosen among completed solutions
+by ``selection`` (``weighted`` by default, or ``naive``). ``Candidate.group`` is the index of the
+initial beam a solution descends from.
+
+What this module does not do: keep pruned intermediate candidates in the trace.
+"""
+
+from __future__ import annotations
+
+from tts_eval.search import voting
+from tts_eval.search._common import Node
+from tts_eval.search._driver import Work
+from tts_eval.search._tree import TreeWork
+from tts_eval.search.config import SearchConfig
+from tts_eval.types import AnswerSpec, Problem
+
+
+def expansion_counts(active: int, n: int) -> list[int]:
+    """Children per active beam (best first): round-robin of ``n`` candidates over ``active``."""
+    return [n // active + (1 if i < n % active else 0) for i in range(active)]
+
+
+class BeamSearchWork(TreeWork):
+    strategy = "beam_search"
+
+    def __init__(
+        self,
+        problem: Problem,
+        config: SearchConfig,
+        answers: AnswerSpec,
+        grouper: voting.AnswerGrouper,
+    ) -> None:
+        super().__init__(problem, config, answers, grouper)
+        self.width = config.n // config.beam_width
+        self.active = [Node(lineage=(b,), group=b) for b in range(self.width)]
+        self.completed: list[Node] = []
+        self.truncated: list[Node] = []
+        self.open: list[Node] = []
+        self.pruned = 0
+        self.active_per_iteration: list[int] = []
+
+    def expansions(self) -> list[tuple[Node, int]]:
+        self.active_per_iteration.append(len(self.active))
+        counts = expansion_counts(len(self.active), self.config.n)
+        return list(zip(self.active, counts, strict=True))
+
+    def select(self, parents: list[Node], families: list[list[Node]]) -> bool:
+        live: list[Node] = []
+        for family in families:
+            for child in family:
+                if child.finished:
+                    self.completed.append(child)
+                elif child.truncated:
+                    self.truncated.append(child)
+                else:
+                    live.append(child)
+        live.sort(key=lambda node: (-node.rank_score, node.lineage))
+        self.active = live[: self.width]
+        self.pruned += len(live) - len(self.active)
+        return bool(self.active)
+
+    def close(self) -> None:
+        self.open, self.active = self.active, []
+
+    def trace(self) -> tuple[list[Node], dict[str, object]]:
+        agg = self.config.agg
+        ranked = sorted(
+            self.completed, key=lambda n: (-voting.aggregate(n.step_scores, agg), n.lineage)
+        )
+        extra: dict[str, object] = {
+            "pruned": self.pruned,
+            "active_beams": list(self.active_per_iteration),
+        }
+        return ranked + self.truncated + self.open, extra
+
+
+def make_work(
+    problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
+) -> Work:
+    return BeamSearchWork(problem, config, answers, grouper)

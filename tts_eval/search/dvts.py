@@ -1,0 +1,80 @@
+"""Diverse verifier tree search (DVTS): ``n // beam_width`` independent greedy subtrees.
+
+Each subtree, at each iteration, samples ``beam_width`` (M) candidate next steps from its current
+node (one request, ``n=M``), the PRM scores them (see ``_tree``; lookahead applies), and only the
+best-ranked one is kept (ties: lowest child index). Children cut off at the token budget
+(LENGTH) are never kept while a sibling can still finish or continue. A subtree ends when its
+kept step finishes the solution (EOS or final-answer step), when all M children were truncated,
+or at ``num_iterations`` (the last iteration generates to the end).
+
+A subtree's result is its last family: the leaf and its M-1 siblings. Only those that finished
+can be selected (unfinished siblings never vote). Final selection over all subtrees' finished
+solutions follows ``selection`` as in best_of_n (``weighted`` by default). Subtrees never compete,
+which keeps diversity at large ``n``. ``Candidate.group`` is the subtree index; candidates are
+listed by subtree, then child index.
+
+What this module does not do: keep siblings discarded at earlier depths in the trace.
+"""
+
+from __future__ import annotations
+
+from tts_eval.search import voting
+from tts_eval.search._common import Node
+from tts_eval.search._driver import Work
+from tts_eval.search._tree import TreeWork
+from tts_eval.search.config import SearchConfig
+from tts_eval.types import AnswerSpec, Problem
+
+
+class DVTSWork(TreeWork):
+    strategy = "dvts"
+
+    def __init__(
+        self,
+        problem: Problem,
+        config: SearchConfig,
+        answers: AnswerSpec,
+        grouper: voting.AnswerGrouper,
+    ) -> None:
+        super().__init__(problem, config, answers, grouper)
+        subtrees = config.n // config.beam_width
+        self.active: dict[int, Node] = {s: Node(lineage=(s,), group=s) for s in range(subtrees)}
+        self.last_family: dict[int, list[Node]] = {}
+        self.leaves: dict[int, list[Node]] = {}
+        self.depth: dict[int, int] = {}
+
+    def expansions(self) -> list[tuple[Node, int]]:
+        return [(self.active[s], self.config.beam_width) for s in sorted(self.active)]
+
+    def select(self, parents: list[Node], families: list[list[Node]]) -> bool:
+        for parent, family in zip(parents, families, strict=True):
+            subtree = parent.group
+            self.depth[subtree] = self.iteration + 1
+            viable = [k for k, child in enumerate(family) if not child.truncated]
+            if not viable:
+                self.leaves[subtree] = family
+                del self.active[subtree]
+                continue
+            best = max(viable, key=lambda k: (family[k].rank_score, -k))
+            if family[best].finished:
+                self.leaves[subtree] = family
+                del self.active[subtree]
+            else:
+                self.active[subtree] = family[best]
+                self.last_family[subtree] = family
+        return bool(self.active)
+
+    def close(self) -> None:
+        for subtree in list(self.active):
+            self.leaves[subtree] = self.last_family[subtree]
+        self.active = {}
+
+    def trace(self) -> tuple[list[Node], dict[str, object]]:
+        nodes = [node for s in sorted(self.leaves) for node in self.leaves[s]]
+        return nodes, {"subtree_depths": [self.depth.get(s, 0) for s in sorted(self.leaves)]}
+
+
+def make_work(
+    problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
+) -> Work:
+    return DVTSWork(problem, config, answers, grouper)

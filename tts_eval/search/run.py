@@ -1,0 +1,111 @@
+"""The entry point of the search package: :func:`run_search` over a batch of problems.
+
+Checks its arguments (one-line errors, before any generation), builds one strategy state machine
+per problem and drives them all together, so each round issues one ``engine.generate`` and one
+``prm.score`` call covering every problem (see ``_driver``).
+
+What this module does not do: load models, render prompts, grade answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from tts_eval.search import beam_search, best_of_n, compute_optimal, dvts, majority
+from tts_eval.search._driver import Work, drive
+from tts_eval.search.config import SearchConfig
+from tts_eval.search.voting import AnswerGrouper
+from tts_eval.types import (
+    AnswerSpec,
+    PolicyEngine,
+    Problem,
+    ProcessRewardModel,
+    SearchResult,
+)
+
+logger = logging.getLogger(__name__)
+
+WorkFactory = Callable[[Problem, SearchConfig, AnswerSpec, AnswerGrouper], Work]
+
+FACTORIES: dict[str, WorkFactory] = {
+    "majority": majority.make_work,
+    "best_of_n": best_of_n.make_work,
+    "beam_search": beam_search.make_work,
+    "dvts": dvts.make_work,
+    "compute_optimal": compute_optimal.make_work,
+}
+
+
+def make_work(
+    problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: AnswerGrouper
+) -> Work:
+    """The state machine that runs ``config.strategy`` on one problem."""
+    return FACTORIES[config.strategy](problem, config, answers, grouper)
+
+
+def _check_arguments(
+    config: SearchConfig,
+    problems: Sequence[Problem],
+    engine: PolicyEngine,
+    prm: ProcessRewardModel | None,
+    answers: AnswerSpec,
+) -> None:
+    if not isinstance(config, SearchConfig):
+        raise TypeError(
+            f"config must be a tts_eval.search.SearchConfig, got {type(config).__name__}"
+        )
+    if not isinstance(engine, PolicyEngine):
+        raise TypeError(
+            "engine must implement tts_eval.types.PolicyEngine (render_prompt, generate), "
+            f"got {type(engine).__name__}"
+        )
+    if prm is None and config.strategy != "majority":
+        raise ValueError(
+            f"strategy={config.strategy} needs a process reward model (prm=...); "
+            "only strategy=majority runs without one"
+        )
+    if prm is not None and not isinstance(prm, ProcessRewardModel):
+        raise TypeError(
+            "prm must implement tts_eval.types.ProcessRewardModel (score), "
+            f"got {type(prm).__name__}"
+        )
+    if not isinstance(answers, AnswerSpec):
+        raise TypeError(
+            "answers must implement tts_eval.types.AnswerSpec "
+            f"(is_final_step, extract, canonical, equivalent), got {type(answers).__name__}"
+        )
+    seen: set[str] = set()
+    for problem in problems:
+        if not isinstance(problem, Problem):
+            raise TypeError(
+                f"problems must be tts_eval.types.Problem, got {type(problem).__name__}"
+            )
+        if problem.uid in seen:
+            raise ValueError(
+                f"problem uid {problem.uid!r} appears twice; uids must be unique within a batch "
+                "(seeds are derived from them)"
+            )
+        seen.add(problem.uid)
+
+
+def run_search(
+    config: SearchConfig,
+    problems: Sequence[Problem],
+    engine: PolicyEngine,
+    prm: ProcessRewardModel | None,
+    answers: AnswerSpec,
+    progress: bool = False,
+) -> list[SearchResult]:
+    """Run ``config.strategy`` on every problem, batched; one :class:`SearchResult` each, in order.
+
+    ``prm`` may be ``None`` only for ``strategy=majority``. Results are identical for the same
+    config, problems and (deterministic, seed-honouring) engine/PRM, whatever else is in the batch.
+    """
+    _check_arguments(config, problems, engine, prm, answers)
+    if not problems:
+        return []
+    grouper = AnswerGrouper(answers)
+    works = [make_work(problem, config, answers, grouper) for problem in problems]
+    logger.info("search: strategy=%s n=%d on %d problems", config.strategy, config.n, len(problems))
+    return drive(works, engine, prm, progress=progress, desc=f"search[{config.strategy}]")
