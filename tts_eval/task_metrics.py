@@ -1,17 +1,60 @@
 """Per-document metrics of the math500 task.
 
 ``math_metrics(output, gold)`` returns ``exact_match`` for any lm-eval model. When ``output`` is a
-:class:`tts_eval.traced.TracedText` (what the ``tts`` model returns), it also returns metrics computed
-from the same search trace: ``maj@n``, ``weighted@n``, ``naive@n``, ``pass@n`` and the policy tokens
-spent on the problem.
+:class:`~tts_eval.types.TracedText` (what the ``tts`` model returns), it adds metrics computed from the
+same search trace, all over the run's N candidates:
 
-What this module does not do: run models or searches; it only grades text.
+* ``maj@n``: the most frequent answer (grouped by equivalence) is correct;
+* ``weighted@n`` / ``naive@n``: PRM-weighted vote / single best-scored candidate is correct (only when
+  the candidates carry PRM step scores);
+* ``pass@n``: any finished candidate is correct (coverage);
+* ``policy_tokens``: policy tokens generated for the problem;
+* ``tts_trace``: the trace record itself (without token ids), so ``--log_samples`` logs it beside the
+  document; its aggregate in the results table is the number of traces logged.
+
+What this module does not do: run models or searches; it grades text and traces.
 """
 
 from __future__ import annotations
 
-from tts_eval.grader import grade
+from typing import Any
+
+from tts_eval.grader import MathAnswerSpec, grade, is_equiv
+from tts_eval.types import SearchResult
+
+TRACE_KEY = "tts_trace"
 
 
-def math_metrics(output: str, gold: str) -> dict[str, float]:
-    return {"exact_match": float(grade(output, gold))}
+def math_metrics(output: str, gold: str) -> dict[str, Any]:
+    metrics: dict[str, Any] = {"exact_match": float(grade(output, gold))}
+    trace = getattr(output, "trace", None)
+    if trace is not None:
+        metrics.update(trace_metrics(trace, gold))
+    return metrics
+
+
+def trace_metrics(result: SearchResult, gold: str) -> dict[str, Any]:
+    from tts_eval.search.voting import AnswerGrouper, majority_vote, naive_best, pass_at_n
+    from tts_eval.search.voting import weighted_vote
+    from tts_eval.traces import result_record
+
+    candidates = result.candidates
+    agg = str(result.settings.get("agg", "last"))
+    grouper = AnswerGrouper(MathAnswerSpec())
+
+    def correct(answer: str | None) -> bool:
+        return answer is not None and is_equiv(answer, gold)
+
+    def hit(index: int | None) -> float:
+        return float(index is not None and correct(candidates[index].answer))
+
+    metrics: dict[str, Any] = {
+        "maj@n": hit(majority_vote(candidates, grouper)),
+        "pass@n": float(pass_at_n(candidates, correct)),
+        "policy_tokens": float(result.cost.policy_tokens),
+    }
+    if any(c.step_scores for c in candidates):
+        metrics["weighted@n"] = hit(weighted_vote(candidates, grouper, agg))
+        metrics["naive@n"] = hit(naive_best(candidates, agg))
+    metrics[TRACE_KEY] = result_record(result, token_ids=False)
+    return metrics

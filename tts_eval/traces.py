@@ -35,9 +35,13 @@ def result_record(
     *,
     task: str | None = None,
     doc: Mapping[str, Any] | None = None,
+    token_ids: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    """JSON-ready record of one search result (``extra`` keys are stored as given)."""
+    """JSON-ready record of one search result (``extra`` keys are stored as given).
+
+    ``token_ids=False`` leaves the candidates' token ids out (they dominate the size of a record).
+    """
     record: dict[str, Any] = {
         "version": RECORD_VERSION,
         "task": task,
@@ -52,7 +56,7 @@ def result_record(
                 "step_scores": list(c.step_scores),
                 "finish_reason": c.finish_reason.value,
                 "finished": c.finished,
-                "token_ids": list(c.token_ids),
+                "token_ids": list(c.token_ids) if token_ids else [],
                 "answer": c.answer,
                 "group": c.group,
             }

@@ -36,3 +36,8 @@ def process_results(doc: dict, results: list) -> dict:
     from tts_eval.task_metrics import math_metrics
 
     return math_metrics(results[0], doc["answer"])
+
+
+def count_traces(items: list) -> int:
+    """Aggregate of the ``tts_trace`` entries: how many search traces were logged."""
+    return len(items)
