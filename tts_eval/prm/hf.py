@@ -1,0 +1,430 @@
+"""transformers execution of PRMs: backbone + small score head, with prefix KV reuse and batching.
+
+``HFScorer`` runs formatted token sequences through a decoder backbone (``AutoModel``) and a
+format-specific head that maps the last hidden state at every position to a probability-like
+score, and returns the scores at the requested read positions plus the number of tokens actually
+run through the backbone. Heads are our own small modules whose weights are read from the
+checkpoint files by name (no ``trust_remote_code``):
+
+- ``label_softmax``: rows of ``lm_head.weight`` for the "+" and "-" tokens; P("+") (rlhflow,
+  math_shepherd; tied embeddings are used when the checkpoint has no ``lm_head.weight``),
+- ``qwen_reward``: ``score.0`` Linear(h, h) -> ReLU -> ``score.2`` Linear(h, 2); P(class 1),
+- ``value_sigmoid``: ``v_head.summary`` Linear(h, 1); sigmoid (Skywork),
+- ``token_class``: the ``*ForTokenClassification`` head (``score`` or ``classifier``); P(class 1).
+
+Cost: every call first looks each sequence up in a ``PrefixCache`` (block-granular longest common
+prefix); cached blocks carry the backbone's key/value tensors and the per-token scores, so only the
+uncached suffix runs, with ``past_key_values``. Prefixes shared by two or more sequences of one
+call and not yet cached are run once first. Forwards are packed under a token budget
+(``batch_tokens`` new tokens per forward; padded past length bounded too); a sequence longer than
+the budget runs alone in chunks. Backbones that return no KV cache (bidirectional encoders) run
+every sequence in full.
+
+What this module does not do: format requests (``formats``), pick the PRM type (``registry``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cache import PrefixCache
+
+logger = logging.getLogger(__name__)
+
+# A packed forward may hold at most this many times ``batch_tokens`` tokens of (padded) past + new.
+KV_TOKENS_PER_BATCH_TOKEN = 8
+
+
+# --------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------
+
+
+class LabelSoftmaxHead(nn.Module):
+    """P(first label) of a softmax over two vocabulary rows of the LM head."""
+
+    def __init__(self, rows: torch.Tensor) -> None:
+        super().__init__()
+        self.rows = nn.Parameter(rows.float(), requires_grad=False)  # [2, hidden]
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(hidden.float() @ self.rows.T, dim=-1)[..., 0]
+
+
+class ClassProbHead(nn.Module):
+    """P(class 1) of a 2-class head, or the sigmoid of a 1-logit head."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module.float()
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.module(hidden.float())
+        if logits.shape[-1] == 1:
+            return torch.sigmoid(logits[..., 0])
+        return torch.softmax(logits, dim=-1)[..., 1]
+
+
+def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoint reading (named tensors only; the backbone loads through from_pretrained)
+# --------------------------------------------------------------------------------------------
+
+
+def _local_file(path: str, name: str) -> str | None:
+    if os.path.isdir(path):
+        candidate = os.path.join(path, name)
+        return candidate if os.path.exists(candidate) else None
+    try:  # a Hub id: files are in (or go to) the HF cache
+        from huggingface_hub import hf_hub_download
+
+        return hf_hub_download(path, name)
+    except Exception:  # noqa: BLE001 - absence of an optional file is the expected case here
+        return None
+
+
+def read_named_tensors(path: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Read the tensors ``names`` (those present) from a checkpoint's safetensors or .bin files."""
+    wanted = set(names)
+    found: dict[str, torch.Tensor] = {}
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        index = _local_file(path, index_name)
+        if index is not None:
+            weight_map = json.loads(Path(index).read_text())["weight_map"]
+            files = sorted({weight_map[n] for n in wanted if n in weight_map})
+        elif _local_file(path, single) is not None:
+            files = [single]
+        else:
+            continue
+        for fname in files:
+            local = _local_file(path, fname)
+            if local is None:
+                continue
+            if fname.endswith(".safetensors"):
+                from safetensors import safe_open
+
+                with safe_open(local, framework="pt") as f:
+                    for n in wanted & set(f.keys()):
+                        found[n] = f.get_tensor(n)
+            else:
+                state = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
+                found.update({n: state[n] for n in wanted if n in state})
+        return found
+    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin checkpoint under {path}")
+
+
+def _require(found: dict[str, torch.Tensor], names: Sequence[str], path: str, what: str) -> None:
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"{what} weights {missing} not found in the checkpoint {path}")
+
+
+def build_head(
+    kind: str, path: str, backbone: nn.Module, label_ids: Sequence[int] = ()
+) -> nn.Module:
+    """The score head ``kind`` for the checkpoint at ``path`` (see the module docstring)."""
+    if kind == "label_softmax":
+        found = read_named_tensors(path, ["lm_head.weight"])
+        if "lm_head.weight" in found:
+            weight = found["lm_head.weight"]
+        elif getattr(backbone.config, "tie_word_embeddings", False):
+            weight = backbone.get_input_embeddings().weight.detach().cpu()
+        else:
+            raise ValueError(f"LM head weight 'lm_head.weight' not found in the checkpoint {path}")
+        return LabelSoftmaxHead(weight[list(label_ids)])
+    if kind == "qwen_reward":
+        names = ["score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"]
+        found = read_named_tensors(path, names)
+        _require(found, names, path, "Qwen PRM reward head")
+        mlp = nn.Sequential(
+            _linear(found["score.0.weight"], found["score.0.bias"]),
+            nn.ReLU(),
+            _linear(found["score.2.weight"], found["score.2.bias"]),
+        )
+        return ClassProbHead(mlp)
+    if kind == "value_sigmoid":
+        names = ["v_head.summary.weight", "v_head.summary.bias"]
+        found = read_named_tensors(path, names)
+        _require(found, names, path, "Skywork value head")
+        return ClassProbHead(_linear(found[names[0]], found[names[1]]))
+    if kind == "token_class":
+        for prefix in ("score", "classifier"):
+            found = read_named_tensors(path, [f"{prefix}.weight", f"{prefix}.bias"])
+            if f"{prefix}.weight" in found:
+                head = _linear(found[f"{prefix}.weight"], found.get(f"{prefix}.bias"))
+                if head.out_features not in (1, 2):
+                    raise ValueError(
+                        f"token-classification PRM head has {head.out_features} labels; "
+                        "expected 2 (P(class 1) is the score) or 1 (sigmoid)"
+                    )
+                return ClassProbHead(head)
+        raise ValueError(
+            f"token-classification head weights ('score.weight' or 'classifier.weight') not found "
+            f"in the checkpoint {path}"
+        )
+    raise ValueError(f"unknown head kind {kind!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Execution with prefix reuse
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoredSequence:
+    """Scores at the requested positions and tokens actually run for one sequence."""
+
+    scores: tuple[float, ...]
+    tokens_processed: int
+
+
+@dataclass
+class _Item:
+    ids: tuple[int, ...]
+    blocks: list  # cached payloads: (kv [layers, 2, heads, block, dim], scores [block])
+
+    @property
+    def past(self) -> int:
+        return len(self.blocks) * (self.blocks[0][1].shape[0] if self.blocks else 0)
+
+    @property
+    def new(self) -> int:
+        return len(self.ids) - self.past
+
+
+def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class HFScorer:
+    """Runs token sequences through ``backbone`` + ``head``; see the module docstring."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        *,
+        batch_tokens: int = 8192,
+        cache_bytes: int = 2 << 30,
+        block_size: int = 16,
+    ) -> None:
+        if batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be >= 1, got {batch_tokens}")
+        self.backbone = backbone.eval()
+        self.device = next(backbone.parameters()).device
+        self.head = head.to(self.device).eval()
+        self.batch_tokens = batch_tokens
+        self.cache = PrefixCache(cache_bytes, block_size)
+        self.reuse = self.cache.enabled
+
+    # ---- public ----------------------------------------------------------------------------
+
+    def run(
+        self, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
+    ) -> list[ScoredSequence]:
+        """Scores at ``positions[i]`` of ``sequences[i]`` and tokens run, one per sequence."""
+        keys = [tuple(s) for s in sequences]
+        first: dict[tuple[int, ...], int] = {}
+        for i, key in enumerate(keys):
+            if key:
+                first.setdefault(key, i)
+        unique = list(first)
+        processed = [0] * len(keys)
+        with torch.inference_mode():
+            if self.reuse:
+                self._warm_shared(unique, [first[k] for k in unique], processed)
+            results = self._process(unique)
+        for key in unique:
+            processed[first[key]] += results[key][1]
+        out = []
+        for i, (key, pos) in enumerate(zip(keys, positions, strict=True)):
+            if not pos:
+                out.append(ScoredSequence((), processed[i]))
+                continue
+            scores = results[key][0]
+            out.append(ScoredSequence(tuple(float(scores[p]) for p in pos), processed[i]))
+        return out
+
+    def clear_cache(self) -> None:
+        self.cache.clear()
+
+    # ---- planning --------------------------------------------------------------------------
+
+    def _warm_shared(
+        self, seqs: list[tuple[int, ...]], owners: list[int], processed: list[int]
+    ) -> None:
+        """Run (once) the block-aligned prefixes shared by 2+ of ``seqs`` that are not cached."""
+        bs = self.cache.block_size
+        order = sorted(range(len(seqs)), key=seqs.__getitem__)
+        prefix_owner: dict[tuple[int, ...], int] = {}
+        for a, b in pairwise(order):
+            cut = _lcp(seqs[a], seqs[b]) // bs * bs
+            if cut == 0:
+                continue
+            prefix = seqs[a][:cut]
+            if self.cache.match_len(prefix) >= cut:
+                continue
+            owner = min(owners[a], owners[b])
+            prefix_owner[prefix] = min(prefix_owner.get(prefix, owner), owner)
+        if not prefix_owner:
+            return
+        prefixes = list(prefix_owner)
+        powners = [prefix_owner[p] for p in prefixes]
+        self._warm_shared(prefixes, powners, processed)
+        done = self._process(prefixes)
+        for prefix, owner in zip(prefixes, powners, strict=True):
+            processed[owner] += done[prefix][1]
+
+    def _process(self, seqs: list[tuple[int, ...]]) -> dict[tuple[int, ...], tuple]:
+        """Per-token scores (CPU float tensor over the whole sequence) and tokens run, per seq."""
+        results: dict[tuple[int, ...], tuple] = {}
+        todo: list[_Item] = []
+        for seq in seqs:
+            blocks = self.cache.match(seq) if self.reuse else []
+            item = _Item(seq, blocks)
+            if item.new == 0:
+                results[seq] = (torch.cat([b[1] for b in blocks]), 0)
+            else:
+                todo.append(item)
+        for batch in self._plan(todo):
+            if len(batch) == 1 and batch[0].new > self.batch_tokens and self.reuse:
+                self._forward_chunked(batch[0], results)
+            else:
+                self._forward_batch(batch, results)
+        return results
+
+    def _plan(self, items: list[_Item]) -> list[list[_Item]]:
+        budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
+        batches: list[list[_Item]] = []
+        current: list[_Item] = []
+        for item in sorted(items, key=lambda it: (len(it.ids), it.new), reverse=True):
+            candidate = [*current, item]
+            new_max = max(it.new for it in candidate)
+            past_max = max(it.past for it in candidate)
+            fits = (
+                len(candidate) * new_max <= budget
+                and len(candidate) * (past_max + new_max) <= kv_budget
+            )
+            if current and not fits:
+                batches.append(current)
+                candidate = [item]
+            current = candidate
+        if current:
+            batches.append(current)
+        return batches
+
+    # ---- forwards --------------------------------------------------------------------------
+
+    def _past_cache(self, items: list[_Item], past_max: int):
+        from transformers import DynamicCache
+
+        if past_max == 0:
+            return DynamicCache()
+        stacked = []
+        for it in items:
+            kv = torch.cat([b[0] for b in it.blocks], dim=3) if it.blocks else None
+            pad = past_max - it.past
+            if kv is None:
+                ref = next(b[0] for other in items for b in other.blocks)
+                shape = (*ref.shape[:3], past_max, ref.shape[4])
+                kv = ref.new_zeros(shape)
+            elif pad:
+                kv = torch.nn.functional.pad(kv, (0, 0, pad, 0))
+            stacked.append(kv)
+        past = torch.stack(stacked, dim=2)  # [layers, 2, batch, heads, past, dim]
+        return DynamicCache(ddp_cache_data=[(layer[0], layer[1]) for layer in past])
+
+    def _forward_batch(self, batch: list[_Item], results: dict) -> None:
+        past_max = max(it.past for it in batch)
+        new_max = max(it.new for it in batch)
+        n = len(batch)
+        input_ids = torch.zeros((n, new_max), dtype=torch.long)
+        position_ids = torch.zeros((n, new_max), dtype=torch.long)
+        mask = torch.zeros((n, past_max + new_max), dtype=torch.long)
+        for i, it in enumerate(batch):
+            input_ids[i, : it.new] = torch.tensor(it.ids[it.past :])
+            position_ids[i] = torch.arange(it.past, it.past + new_max)
+            mask[i, past_max - it.past : past_max + it.new] = 1
+        kwargs = {}
+        if self.reuse:
+            kwargs = {"past_key_values": self._past_cache(batch, past_max), "use_cache": True}
+        out = self.backbone(
+            input_ids=input_ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            position_ids=position_ids.to(self.device),
+            **kwargs,
+        )
+        scores = self.head(out.last_hidden_state).float().cpu()
+        kv = getattr(out, "past_key_values", None) if self.reuse else None
+        if self.reuse and (kv is None or kv.get_seq_length() != past_max + new_max):
+            logger.warning("PRM backbone returned no usable KV cache; prefix reuse disabled")
+            self.reuse = False
+            self.cache.clear()
+            kv = None
+        for i, it in enumerate(batch):
+            new_scores = scores[i, : it.new]
+            if kv is not None:
+                self._store(it, kv, i, past_max, new_scores)
+            old = [b[1] for b in it.blocks]
+            results[it.ids] = (torch.cat([*old, new_scores]), it.new)
+
+    def _forward_chunked(self, item: _Item, results: dict) -> None:
+        cache = self._past_cache([item], item.past)
+        chunks = []
+        for start in range(item.past, len(item.ids), self.batch_tokens):
+            ids = item.ids[start : start + self.batch_tokens]
+            out = self.backbone(
+                input_ids=torch.tensor([ids], device=self.device),
+                position_ids=torch.arange(start, start + len(ids), device=self.device)[None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            chunks.append(self.head(out.last_hidden_state)[0].float().cpu())
+        new_scores = torch.cat(chunks)
+        self._store(item, cache, 0, item.past, new_scores)
+        results[item.ids] = (torch.cat([*(b[1] for b in item.blocks), new_scores]), item.new)
+
+    def _store(self, item: _Item, kv, row: int, past_max: int, new_scores: torch.Tensor) -> None:
+        """Insert the full blocks of ``item`` (the cached ones and the newly computed ones)."""
+        bs = self.cache.block_size
+        n_new_blocks = len(item.ids) // bs - len(item.blocks)
+        payloads = list(item.blocks)
+        if n_new_blocks > 0:
+            end = past_max + n_new_blocks * bs
+            full = torch.stack(
+                [
+                    torch.stack(
+                        (layer.keys[row, :, past_max:end], layer.values[row, :, past_max:end])
+                    )
+                    for layer in kv.layers
+                ]
+            )  # [layers, 2, heads, n_new_blocks * bs, dim]
+            for k, chunk in enumerate(full.split(bs, dim=3)):
+                payloads.append((chunk.clone(), new_scores[k * bs : (k + 1) * bs].clone()))
+        sizes = [p[0].numel() * p[0].element_size() + p[1].numel() * 4 for p in payloads]
+        self.cache.insert(item.ids, payloads, sizes)
