@@ -6,9 +6,10 @@ end-of-sequence token, so a candidate's token-id prefix and its text are interch
 - :class:`ScriptedEngine`: continuations scripted per prefix. ``script`` maps a prefix text to the
   options for the next piece of text. The prefix is the decoded prompt + solution so far; a key
   may also be the part after the prompt's ``sep`` (default ``"|"``), so prompts ``"P1|"`` and
-  ``"P2|"`` can share one script. Sample ``i`` of a request takes option ``i % len(options)`` at
-  every level (temperature 0: option 0); an option ending with ``"<eos>"`` ends the solution with
-  EOS. Output is then cut exactly like a real engine: at the first stop string (STEP, the stop
+  ``"P2|"`` can share one script. Sample ``i`` of a request takes option ``(offset + i) %
+  len(options)`` at every level, ``offset`` being the number of samples already asked for the same
+  prompt earlier in the same call (so two beams at one prefix get different options); temperature
+  0 takes option 0. An option ending with ``"<eos>"`` ends the solution with EOS. Output is then cut exactly like a real engine: at the first stop string (STEP, the stop
   string kept in the text), at EOS (EOS id in ``token_ids``, not in ``text``), or at
   ``max_tokens`` (LENGTH). A prefix missing from the script raises ``KeyError``.
 - :class:`RandomEngine`: pseudo-random steps that depend only on (seed, prompt ids, sample index);
@@ -116,11 +117,18 @@ class ScriptedEngine:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         self.calls.append(list(requests))
         outputs = []
+        offsets: dict[tuple[int, ...], int] = {}
         for request in requests:
             prompt = decode(request.prompt_ids)
             params = request.params
+            offset = offsets.get(request.prompt_ids, 0)
+            offsets[request.prompt_ids] = offset + params.n
             completions = tuple(
-                _cut(self._stream(prompt, i, params.temperature == 0), params, self._ran_out)
+                _cut(
+                    self._stream(prompt, offset + i, params.temperature == 0),
+                    params,
+                    self._ran_out,
+                )
                 for i in range(params.n)
             )
             cached = max(0, len(request.prompt_ids) - 1) if self.report_cache else None
