@@ -1,0 +1,289 @@
+"""Answer equivalence as a ladder of small predicates, cheapest first.
+
+``is_equiv(pred, gold)``:
+
+1. candidates: each side is normalised (``latex.normalize``); a side with a trailing percent also
+   stands for its value / 100 (``28%`` matches ``28`` and ``0.28``); ``1,22`` (a comma that is no
+   thousands separator) stands for both the list ``1, 22`` and the decimal ``1.22``; a side that
+   reads like prose ("Soucis : 2,74 $") also stands for the answer ``extract_answer`` finds in it.
+   Any candidate pair that matches makes the answers equivalent.
+2. string rung: equal normal forms (spaces ignored).
+3. structure rung (``structure.parse``): lists/sets unordered, tuples ordered (a bare list against a
+   tuple: ordered), intervals by brackets and endpoints, unions, matrices, assignments by value.
+4. numeric rung (``numeric``): exact values of plain literals, no sympy.
+5. symbolic rung (``symbolic`` through ``bounded.call``): expressions, equations, relations.
+
+All symbolic work of one call shares a budget of ``CALL_BUDGET_S`` (each step at most
+``STEP_TIMEOUT_S``); running out counts as "not equivalent". Never raises: any internal error is
+logged at debug level and answers False. ``canonical`` gives a key whose equality implies
+equivalence. What this module does not do: find the answer in a whole output (``extract``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import time
+from fractions import Fraction
+
+from tts_eval.grader import bounded
+from tts_eval.grader.extract import extract_answer
+from tts_eval.grader.latex import MAX_ANSWER_CHARS, normalize, split_percent
+from tts_eval.grader.numeric import Number, numbers_equal, parse_number
+from tts_eval.grader.structure import Node, parse
+
+logger = logging.getLogger(__name__)
+
+CALL_BUDGET_S = 1.5
+STEP_TIMEOUT_S = 1.0
+
+_MATH_WORDS = {
+    "sin", "cos", "tan", "sec", "csc", "cot", "log", "exp", "sqrt", "frac", "infty", "and",
+    "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh", "det", "gcd", "lcm", "mod", "pmod",
+    "max", "min", "lim", "sum", "prod", "int", "dfrac", "cdot", "times", "pmatrix", "bmatrix",
+    "matrix", "begin", "end", "array", "cup", "cap", "leq", "geq", "neq", "approx", "right",
+    "left", "emptyset", "circ", "quad", "pm", "mp", "div", "ldots", "dots", "binom", "angle",
+}  # fmt: skip
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+_DECIMAL_COMMA_RE = re.compile(r"^-?\d+,\d+$")
+_THOUSANDS_RE = re.compile(r"^-?[1-9]\d{0,2}(?:,\d{3})+$")
+_BASE_RE = re.compile(r"^(\w+)_\{?(\d{1,2})\}?$")
+
+
+class _Budget:
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def _key(s: str) -> str:
+    return re.sub(r"\s+", "", s)
+
+
+def _is_prose(s: str) -> bool:
+    words = [w for w in _WORD_RE.findall(s) if w.lower() not in _MATH_WORDS]
+    return bool(words) and (bool(re.search(r"\d", s)) or len(words) >= 3)
+
+
+def _percent_of(s: str) -> str:
+    n = parse_number(s)
+    if n is None:
+        return f"\\frac{{{s}}}{{100}}"
+    v = n.value / 100
+    return str(v.numerator) if v.denominator == 1 else f"\\frac{{{v.numerator}}}{{{v.denominator}}}"
+
+
+@functools.lru_cache(maxsize=16384)
+def candidates(answer: str) -> tuple[str, ...]:
+    """The normalised readings of one answer string (see the module docstring), best first."""
+    base = normalize(answer)
+    out: list[str] = []
+    stripped, pct = split_percent(base)
+    out.append(stripped if pct else base)
+    if pct and stripped:
+        out.append(_percent_of(stripped))
+    if _DECIMAL_COMMA_RE.match(base) and not _THOUSANDS_RE.match(base):
+        out.append(base.replace(",", "."))
+    if _is_prose(base):
+        found = extract_answer(answer)
+        if found and found.strip() != answer.strip():
+            for c in candidates(found[:MAX_ANSWER_CHARS]):
+                if c not in out:
+                    out.append(c)
+    return tuple(dict.fromkeys(c for c in out if c))
+
+
+@functools.lru_cache(maxsize=16384)
+def _parse(s: str) -> Node:
+    return parse(s)
+
+
+@functools.lru_cache(maxsize=16384)
+def _number(s: str) -> Number | None:
+    return parse_number(s)
+
+
+def _bases(a: str, b: str) -> tuple[str, str]:
+    """``1011_2`` vs ``11``: digits only when one side has a base, values when both have one."""
+    ma, mb = _BASE_RE.match(a), _BASE_RE.match(b)
+    if not ma and not mb:
+        return a, b
+    if ma and mb:
+        try:
+            return str(int(ma.group(1), int(ma.group(2)))), str(int(mb.group(1), int(mb.group(2))))
+        except ValueError:
+            return a, b
+    return (ma.group(1) if ma else a), (mb.group(1) if mb else b)
+
+
+@functools.lru_cache(maxsize=65536)
+def _symbolic_cached(op: str, a: str, b: str, timeout: float) -> bool:
+    return bool(bounded.call(op, a, b, timeout))
+
+
+def _symbolic(op: str, a: str, b: str, budget: _Budget) -> bool:
+    left = min(budget.left(), STEP_TIMEOUT_S)
+    if left <= 0.01:
+        return False
+    a, b = sorted((a, b))
+    try:
+        return _symbolic_cached(op, a, b, STEP_TIMEOUT_S)
+    except bounded.GraderTimeout:
+        logger.debug("symbolic %s timed out on %r vs %r", op, a, b)
+        return False
+
+
+def _leaf_equal(a: str, b: str, budget: _Budget) -> bool:
+    if _key(a) == _key(b):
+        return True
+    if a.count("'") != b.count("'") or ":" in a or ":" in b:
+        return False  # primes and ratios/times ("12:00") are compared as written
+    a, b = _bases(a, b)
+    na, nb = _number(a), _number(b)
+    if na is not None and nb is not None:
+        return numbers_equal(na, nb)
+    if not a or not b:
+        return False
+    return _symbolic("expr", a, b, budget)
+
+
+def _match_unordered(xs: tuple[Node, ...], ys: tuple[Node, ...], budget: _Budget) -> bool:
+    """Every item of each side equals some item of the other (sets; duplicates collapse)."""
+    if not xs or not ys:
+        return not xs and not ys
+    return all(any(_node_equal(x, y, budget) for y in ys) for x in xs) and all(
+        any(_node_equal(x, y, budget) for x in xs) for y in ys
+    )
+
+
+def _match_ordered(xs: tuple[Node, ...], ys: tuple[Node, ...], budget: _Budget) -> bool:
+    return len(xs) == len(ys) and all(_node_equal(x, y, budget) for x, y in zip(xs, ys))
+
+
+def _values(n: Node) -> Node:
+    """An assignment map as the plain list of its values."""
+    return Node("list", n.src, tuple(i.items[0] for i in n.items))
+
+
+def _vector(n: Node) -> tuple[Node, ...] | None:
+    rows = n.items
+    if len(rows) == 1:
+        return rows[0].items
+    if all(len(r.items) == 1 for r in rows):
+        return tuple(r.items[0] for r in rows)
+    return None
+
+
+_SETLIKE = {"tuple", "union", "rel"}
+
+
+def _node_equal(x: Node, y: Node, budget: _Budget) -> bool:  # noqa: C901 - one table of cases
+    if budget.left() <= 0:
+        return False
+    if _key(x.src) == _key(y.src) and x.kind == y.kind:
+        return True
+    kx, ky = x.kind, y.kind
+    if kx == "assign" and ky == "assign":
+        return _node_equal(x.items[0], y.items[0], budget)
+    if "eq" in (kx, ky) and {kx, ky} <= {"eq", "assign"}:
+        return _symbolic("eq", x.src, y.src, budget)
+    if kx == "assign":
+        return _node_equal(x.items[0], y, budget)
+    if ky == "assign":
+        return _node_equal(x, y.items[0], budget)
+    if kx == "amap" and ky == "amap":
+        nx = {i.name: i.items[0] for i in x.items}
+        ny = {i.name: i.items[0] for i in y.items}
+        if set(nx) == set(ny):
+            return all(_node_equal(nx[k], ny[k], budget) for k in nx)
+        return _node_equal(_values(x), _values(y), budget)
+    if kx == "amap":
+        return _node_equal(_values(x), y, budget)
+    if ky == "amap":
+        return _node_equal(x, _values(y), budget)
+    if kx == ky == "expr":
+        return _leaf_equal(x.src, y.src, budget)
+    if kx == ky == "text":
+        return _key(x.src).lower() == _key(y.src).lower()
+    if "text" in (kx, ky):
+        return False
+    if kx in ("list", "set") and ky in ("list", "set"):
+        return _match_unordered(x.items, y.items, budget)
+    if {kx, ky} == {"list", "tuple"}:
+        return _match_ordered(x.items, y.items, budget)
+    if kx == "set" and len(x.items) == 1 and ky == "expr":
+        return _node_equal(x.items[0], y, budget)
+    if ky == "set" and len(y.items) == 1 and kx == "expr":
+        return _node_equal(x, y.items[0], budget)
+    if kx == ky == "tuple":
+        if len(x.items) == 2 and x.brackets != y.brackets:
+            return False
+        return _match_ordered(x.items, y.items, budget)
+    if kx in ("union", "list") and ky in ("union", "list"):
+        return _match_unordered(x.items, y.items, budget)
+    if kx == ky == "matrix":
+        return len(x.items) == len(y.items) and all(
+            _match_ordered(r.items, s.items, budget) for r, s in zip(x.items, y.items)
+        )
+    if {kx, ky} == {"matrix", "tuple"}:
+        m, t = (x, y) if kx == "matrix" else (y, x)
+        vec = _vector(m)
+        return vec is not None and len(t.items) > 2 and _match_ordered(vec, t.items, budget)
+    if kx in _SETLIKE and ky in _SETLIKE and "rel" in (kx, ky):
+        return _symbolic("set", x.src, y.src, budget)
+    if "expr" in (kx, ky) and ("\\begin" in x.src or "\\begin" in y.src):
+        return _symbolic("expr", x.src, y.src, budget)
+    return False
+
+
+def _candidate_equal(a: str, b: str, budget: _Budget) -> bool:
+    if _key(a) == _key(b):
+        return True
+    return _node_equal(_parse(a), _parse(b), budget)
+
+
+def is_equiv(pred: str, gold: str) -> bool:
+    """Whether the answers ``pred`` and ``gold`` (LaTeX or plain strings) are mathematically equal.
+
+    Never raises; returns within about ``CALL_BUDGET_S`` seconds (plus a one-time helper start).
+    """
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        return False
+    try:
+        budget = _Budget(CALL_BUDGET_S)
+        pc, gc = candidates(pred), candidates(gold)
+        return any(_candidate_equal(a, b, budget) for a in pc for b in gc)
+    except Exception:  # noqa: BLE001 - the grader never raises on model garbage
+        logger.debug("is_equiv failed on %r vs %r", pred, gold, exc_info=True)
+        return False
+
+
+def grade(output_text: str, gold: str) -> bool:
+    """Extract the final answer of ``output_text`` and compare it with ``gold``."""
+    pred = extract_answer(output_text) if isinstance(output_text, str) else None
+    return pred is not None and is_equiv(pred, gold)
+
+
+def canonical(answer: str) -> str:
+    """A cheap key: answers with equal keys are equivalent (the converse need not hold)."""
+    if not isinstance(answer, str):
+        return ""
+    try:
+        cands = candidates(answer)
+    except Exception:  # noqa: BLE001
+        return "raw:" + answer
+    if not cands:
+        return "raw:" + answer
+    first = cands[0]
+    num = _number(first)
+    if num is not None and num.places is None or num is not None and _exact(num.value, num.places):
+        return f"num:{num.value}"
+    return "str:" + _key(first)
+
+
+def _exact(value: Fraction, places: int | None) -> bool:
+    """A short decimal (fewer places than the rounding rule applies to) is an exact value."""
+    return places is not None and places < 4

@@ -1,0 +1,235 @@
+"""Small pure string helpers over LaTeX answers: balanced groups, ``\\boxed{}`` spans, normalisation.
+
+What this module does: find balanced ``{...}`` groups, locate ``\\boxed{}`` / ``\\fbox{}`` spans
+(including the ``\\boxed 5`` form and an unclosed trailing box), and rewrite an answer string into a
+normal form with the LaTeX noise removed (``\\left``/``\\right``, ``\\dfrac``, spacing commands,
+``\\text{}``-style wrappers, degrees, money, math delimiters, thousands separators, unit words).
+
+What it does not do: parse mathematics (see ``structure`` and ``symbolic``) or pick the answer out
+of a whole model output (see ``extract``). Every function here is linear-time in its input and never
+raises on any string.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_ANSWER_CHARS = 2000  # longer "answers" are compared as plain strings only
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+
+# LaTeX commands that are sometimes written with a doubled backslash (JSON double-escaping).
+_KNOWN_COMMANDS = (
+    "frac|dfrac|tfrac|cfrac|sqrt|left|right|boxed|fbox|text|textbf|textit|textnormal|mathrm|"
+    "mathbf|mathit|mathcal|mbox|le|leq|ge|geq|lt|gt|neq|ne|pi|cdot|times|div|infty|pm|mp|in|cup|"
+    "cap|sin|cos|tan|sec|csc|cot|log|ln|exp|quad|qquad|begin|end|circ|degree|approx|dots|ldots|"
+    "cdots|displaystyle|operatorname|binom|dbinom|tbinom|alpha|beta|gamma|theta|lambda|mu|sigma|"
+    "phi|omega|angle|emptyset|varnothing|sum|prod|int|lim|leqslant|geqslant"
+)
+_DOUBLE_BACKSLASH_CMD_RE = re.compile(r"(?<!\\)\\\\(?=(?:" + _KNOWN_COMMANDS + r")(?![A-Za-z]))")
+
+_TEXT_CMDS = (
+    "text",
+    "textbf",
+    "textit",
+    "textnormal",
+    "textrm",
+    "textsf",
+    "texttt",
+    "mathrm",
+    "mathbf",
+    "mathit",
+    "mathcal",
+    "mathsf",
+    "mathbb",
+    "mathtt",
+    "mbox",
+    "hbox",
+    "operatorname",
+    "boldsymbol",
+    "bm",
+    "emph",
+)
+_TEXT_CMD_RE = re.compile(r"\\(?:" + "|".join(_TEXT_CMDS) + r")(?![A-Za-z])\s*\{")
+
+_UNIT_WORDS = (
+    "units?|square|sq|cubic|cm|mm|km|m|meters?|metres?|centimeters?|millimeters?|kilometers?|"
+    "inches|inch|in|feet|foot|ft|yards?|yd|miles?|mi|mph|kg|g|grams?|kilograms?|pounds?|lbs?|lb|"
+    "ounces?|oz|liters?|litres?|l|ml|seconds?|secs?|s|minutes?|mins?|hours?|hrs?|h|days?|weeks?|"
+    "months?|years?|degrees?|deg|radians?|rad|dollars?|cents?|yuan|euros?|people|persons?|"
+    "students?|cookies|marbles|apples|items?|ways|times|points?|handshakes|numbers?|"
+    "integers?|pieces?|boxes|sides?|coins?|cups?|pages?|books?|trees|balls|tiles|squares?|"
+    "triangles?|diagonals?|games|rounds|teams|edges|vertices|faces|digits?"
+)
+_TRAILING_UNIT_RE = re.compile(
+    r"(?<=[\s}])\s*(?:(?:" + _UNIT_WORDS + r")(?:\s*\^\s*\{?[23]\}?)?\s*)+$", re.IGNORECASE
+)
+_PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\text\{\s*%\s*\}|percentage|percent|pct)\s*$", re.I)
+
+
+def matching_brace(s: str, open_idx: int) -> int:
+    """Index of the ``}`` closing the ``{`` at ``open_idx`` (escaped ``\\{``/``\\}`` skipped), or -1."""
+    depth = 0
+    i = open_idx
+    n = len(s)
+    while i < n:
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+@dataclass(frozen=True)
+class BoxSpan:
+    """One ``\\boxed`` occurrence: ``start``/``end`` of the whole command in the text and its content."""
+
+    start: int
+    end: int
+    content: str
+    closed: bool = True  # False for an unclosed trailing "\\boxed{"
+
+
+def find_boxes(text: str) -> list[BoxSpan]:
+    """All top-level ``\\boxed{...}`` / ``\\fbox{...}`` spans, in order of appearance.
+
+    ``\\boxed 5`` (no braces) takes the next whitespace/``$``-delimited token. An unclosed trailing
+    ``\\boxed{`` takes the rest of the text. Boxes nested inside a box are part of its content.
+    """
+    spans: list[BoxSpan] = []
+    pos = 0
+    while True:
+        m = _BOX_RE.search(text, pos)
+        if m is None:
+            return spans
+        j = m.end()
+        while j < len(text) and text[j] in " \t":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            close = matching_brace(text, j)
+            if close < 0:
+                spans.append(BoxSpan(m.start(), len(text), text[j + 1 :], closed=False))
+                return spans
+            spans.append(BoxSpan(m.start(), close + 1, text[j + 1 : close]))
+            pos = close + 1
+        else:
+            tok = re.match(r"[^\s$]+", text[j:])
+            if tok is None or j == m.end():
+                pos = m.end()
+                continue
+            token = tok.group(0).rstrip(".,;")
+            spans.append(BoxSpan(m.start(), j + len(token), token))
+            pos = j + len(token)
+
+
+def _replace_group_command(s: str, pattern: re.Pattern[str], keep: bool) -> str:
+    """Replace ``\\cmd{X}`` by `` X `` (keep=True) or by nothing, brace-balanced, left to right."""
+    out: list[str] = []
+    pos = 0
+    for _ in range(len(s)):
+        m = pattern.search(s, pos)
+        if m is None:
+            break
+        open_idx = m.end() - 1
+        close = matching_brace(s, open_idx)
+        out.append(s[pos : m.start()])
+        if close < 0:
+            out.append(" " + s[open_idx + 1 :] if keep else "")
+            pos = len(s)
+            break
+        if keep:
+            out.append(" " + s[open_idx + 1 : close] + " ")
+        pos = close + 1
+    out.append(s[pos:])
+    return "".join(out)
+
+
+_CONNECTOR_TEXT_RE = re.compile(
+    r"\\(?:text|textnormal|mbox|mathrm)\s*\{\s*(and|or|,)\s*\}", re.IGNORECASE
+)
+_SIMPLE_SUBS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), r)
+    for p, r in (
+        (r"\{,\}", ""),  # 14{,}916
+        (r",\\!\s*", ""),  # 56,\!01,\!78
+        (r"(?<=\d)\\,(?=\d{3}(?!\d))", ""),  # 1\,000
+        (r"\\left\s*\\?[.]", ""),
+        (r"\\right\s*\\?[.]", ""),
+        (r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![A-Za-z])", ""),
+        (r"\\(?:displaystyle|textstyle|scriptstyle|limits|nolimits)(?![A-Za-z])", ""),
+        (r"\\[dtc]frac(?![A-Za-z])", r"\\frac"),
+        (r"\\[dt]binom(?![A-Za-z])", r"\\binom"),
+        (r"\\q?quad(?![A-Za-z]{2})", " "),  # also the glued form "\quadx_2"
+        (r"(?<!\\)\\[,;:!> ]|~", " "),
+        (r"\\(?:hspace|vspace)\*?\{[^{}]*\}", " "),
+        (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°", ""),
+        (r"\\(le|ge)([a-z])(?![A-Za-z])", r"\\\1q \2"),  # glued "\lex"
+        (r"\\(?:leqslant|leq|le)(?![A-Za-z])", r"\\leq "),
+        (r"\\(?:geqslant|geq|ge)(?![A-Za-z])", r"\\geq "),
+        (r"\\(?:neq|ne)(?![A-Za-z])", r"\\neq "),
+        (r"<=|≤", r"\\leq "),
+        (r">=|≥", r"\\geq "),
+        (r"!=|≠", r"\\neq "),
+        (r"\\lt(?![A-Za-z])", "<"),
+        (r"\\gt(?![A-Za-z])", ">"),
+        (r"\\dots|\\ldots|\\cdots", r"..."),
+        (r"\\infty|∞", r"\\infty "),
+        (r"\+\s*\\infty", r"\\infty"),
+        (r"\\(?:varnothing|emptyset)", r"\\emptyset"),
+        (r"\\(?:dollar|euro|pounds)(?![A-Za-z])|€|£|¥", ""),
+        (r"\\\$|\$", ""),
+        (r"\\(?:\[|\]|\(|\))", " "),
+        (r"\\frac\s*(\d)\s*(\d)", r"\\frac{\1}{\2}"),
+        (r"\\frac\s*(\d)\s*\{", r"\\frac{\1}{"),
+        (r"\\frac\s*(\{[^{}]*\})\s*(\d)", r"\\frac\1{\2}"),
+        (r"\\sqrt\s*(\d+|[A-Za-z])(?![A-Za-z])", r"\\sqrt{\1}"),
+        (r"\\sqrt\s+\{", r"\\sqrt{"),
+        (r"\\mathrm\s*\{\s*e\s*\}|\\text\s*\{\s*e\s*\}", "e"),
+    )
+)
+
+
+def unbox(s: str) -> str:
+    """If ``s`` holds boxes, their contents joined by ", " (an answer with several boxes is a list)."""
+    boxes = find_boxes(s)
+    if not boxes:
+        return s
+    return ", ".join(b.content for b in boxes)
+
+
+def split_percent(s: str) -> tuple[str, bool]:
+    """Remove a trailing percent marker (``\\%``, ``%``, "percent", "pct"); say whether one was there."""
+    m = _PERCENT_RE.search(s)
+    if m is None or m.start() == 0:
+        return s, False
+    return s[: m.start()].rstrip(), True
+
+
+def normalize(answer: str) -> str:
+    """The normal form of one answer string (not a whole output): noise removed, spacing collapsed.
+
+    Keeps single spaces (they separate thousands groups and mixed numbers); ``canonical`` drops them.
+    """
+    s = answer[:MAX_ANSWER_CHARS]
+    s = _DOUBLE_BACKSLASH_CMD_RE.sub(r"\\", s)
+    s = unbox(s)
+    s = _CONNECTOR_TEXT_RE.sub(lambda m: f" {m.group(1).lower()} ", s)
+    for pat, rep in _SIMPLE_SUBS:
+        s = pat.sub(rep, s)
+    s = _replace_group_command(s, _TEXT_CMD_RE, keep=True)
+    s = s.replace("{,}", "")
+    s = re.sub(r"\s+", " ", s).strip()
+    s = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", "", s, flags=re.I)
+    s = s.rstrip(" .;").rstrip()
+    s = re.sub(r"(?<![\\])\\$", "", s).rstrip()  # "185\" (a stray trailing backslash)
+    s = _TRAILING_UNIT_RE.sub("", s).rstrip()
+    s = re.sub(r"^\(\s*([A-Za-z])\s*\)$", r"\1", s)  # multiple choice "(C)"
+    return s
