@@ -15,7 +15,7 @@ def main() -> None:
     sys.stdout = sys.stderr  # stray prints of libraries must not corrupt the protocol
     from tts_eval.grader import symbolic
 
-    symbolic.parse_latex("x+1")  # load sympy and the LaTeX parser before saying ready
+    symbolic.warm_up()  # load sympy and the LaTeX parser before saying ready
     out.write("ready\n")
     out.flush()
     for line in sys.stdin:

@@ -171,7 +171,7 @@ _SIMPLE_SUBS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(?<!\\)\\[,;:!> ]|~", " "),
         (r"\\(?:hspace|vspace)\*?\{[^{}]*\}", " "),
         (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree|°", ""),
-        (r"\\(le|ge)([a-z])(?![A-Za-z])", r"\\\1q \2"),  # glued "\lex"
+        (r"\\(le|ge)([a-pr-z])(?![A-Za-z])", r"\\\1q \2"),  # glued "\lex"
         (r"\\(?:leqslant|leq|le)(?![A-Za-z])", r"\\leq "),
         (r"\\(?:geqslant|geq|ge)(?![A-Za-z])", r"\\geq "),
         (r"\\(?:neq|ne)(?![A-Za-z])", r"\\neq "),

@@ -213,6 +213,8 @@ def _parse_item(s: str, depth: int) -> Node:
         if is_name(eq[0]):
             value = parse(eq[1], depth + 1)
             return Node("assign", s, (value,), name=name_key(eq[0]))
+        if not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", s)):
+            return _parse_item(eq[1], depth + 1)  # "\frac{1}{2} = 0.5": a computation, keep the result
         return Node("eq", s)
     ins = [p.strip() for p in split_top(s, _IN_RE)]
     if len(ins) == 2 and ins[1] and (not ins[0] or is_name(ins[0])):

@@ -50,6 +50,11 @@ def parse_latex(s: str) -> Any:
     if expr is None:
         return None
     try:
+        if isinstance(expr, sympy.MatrixExpr):
+            expr = expr.doit()  # "A + B", "A B" of explicit matrices
+    except Exception:  # noqa: BLE001
+        return None
+    try:
         i_sym = [x for x in getattr(expr, "free_symbols", ()) if str(x) == "i"]
         if i_sym:
             expr = expr.subs(i_sym[0], sympy.I)
@@ -181,24 +186,31 @@ def eq_equal(a: str, b: str) -> bool | None:
 
 
 def _as_real_set(e: Any) -> Any:
+    """A relation (or and/or of relations) in one variable as a subset of the reals, or None."""
     sympy = _sympy()
     if isinstance(e, sympy.Set):
         return e
-    if isinstance(e, (sympy.Rel, sympy.And, sympy.Or)):
-        free = list(e.free_symbols)
-        if len(free) != 1:
-            return None
-        x = free[0]
-        real_x = sympy.Symbol(str(x), real=True)
-        cond = e.subs(x, real_x)
-        try:
-            return sympy.solveset(cond, real_x, domain=sympy.S.Reals)
-        except Exception:  # noqa: BLE001
-            try:
-                return sympy.reduce_inequalities(cond, real_x).as_set()
-            except Exception:  # noqa: BLE001
-                return None
-    return None
+    if not isinstance(e, (sympy.Rel, sympy.And, sympy.Or)):
+        return None
+    free = list(e.free_symbols)
+    if len(free) != 1:
+        return None
+    real_x = sympy.Symbol(str(free[0]), real=True)
+    return _rel_set(e.subs(free[0], real_x), real_x)
+
+
+def _rel_set(e: Any, x: Any) -> Any:
+    sympy = _sympy()
+    if isinstance(e, sympy.And):
+        parts = [_rel_set(a, x) for a in e.args]
+        return None if any(p is None for p in parts) else sympy.Intersection(*parts)
+    if isinstance(e, sympy.Or):
+        parts = [_rel_set(a, x) for a in e.args]
+        return None if any(p is None for p in parts) else sympy.Union(*parts)
+    try:
+        return sympy.solveset(e, x, domain=sympy.S.Reals)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def set_equal(a: str, b: str) -> bool | None:
@@ -244,6 +256,24 @@ def _relations_equal(a: Any, b: Any) -> bool:
     if q.free_symbols or q == 0:
         return False
     return bool(q > 0) if ka == "ord" else True
+
+
+WARM_UP = (
+    r"\frac{1}{2}+\sqrt{3}x^2",
+    r"\sin(x)+\cos(y)",
+    r"\sum_{k=0}^{n-1} F_k F_{n-k-1}",
+    r"\int_0^1 x^2 dx",
+    r"\begin{pmatrix}1&2\\3&4\end{pmatrix}",
+    r"[1,2)\cup(3,\infty)",
+    r"x \leq 5",
+    r"y=2x+1",
+)
+
+
+def warm_up() -> None:
+    """Parse a few representative inputs once (the LaTeX parser is slow on its first use of a rule)."""
+    for s in WARM_UP:
+        parse_latex(s)
 
 
 OPS = {"expr": expr_equal, "eq": eq_equal, "set": set_equal}
