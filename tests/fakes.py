@@ -19,7 +19,8 @@ end-of-sequence token, so a candidate's token-id prefix and its text are interch
 - :class:`FakeAnswerSpec`: final step = contains ``\\boxed{``; answer = last boxed content;
   equivalence by exact fractions, so ``1/2 ~ 0.5 ~ \\frac{1}{2}``. Counts its calls.
 
-All fakes record the batches they were called with (``calls``).
+All fakes record the batches they were called with (``calls``) and, engines and PRM, what they
+returned (``outputs``).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class ScriptedEngine:
         self.sep = sep
         self.report_cache = report_cache
         self.calls: list[list[GenerationRequest]] = []
+        self.outputs: list[list[GenerationOutput]] = []
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return list(encode("".join(m["content"] for m in messages) + self.sep))
@@ -133,6 +135,7 @@ class ScriptedEngine:
             )
             cached = max(0, len(request.prompt_ids) - 1) if self.report_cache else None
             outputs.append(GenerationOutput(completions, len(request.prompt_ids), cached))
+        self.outputs.append(outputs)
         return outputs
 
     @staticmethod
@@ -159,6 +162,7 @@ class RandomEngine:
         self.min_steps = min_steps
         self.max_steps = max_steps
         self.calls: list[list[GenerationRequest]] = []
+        self.outputs: list[list[GenerationOutput]] = []
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return list(encode("".join(m["content"] for m in messages) + "|"))
@@ -190,6 +194,7 @@ class RandomEngine:
                 for i in range(params.n)
             )
             outputs.append(GenerationOutput(completions, len(request.prompt_ids), None))
+        self.outputs.append(outputs)
         return outputs
 
 
@@ -202,6 +207,7 @@ class FakePRM:
     def __init__(self, default: float = 0.5) -> None:
         self.default = default
         self.calls: list[list[PRMRequest]] = []
+        self.outputs: list[list[PRMOutput]] = []
 
     def step_score(self, step: str) -> float:
         found = _SCORE.findall(step)
@@ -209,13 +215,15 @@ class FakePRM:
 
     def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
         self.calls.append(list(requests))
-        return [
+        outputs = [
             PRMOutput(
                 tuple(self.step_score(step) for step in request.steps),
                 len(request.problem) + sum(len(step) for step in request.steps),
             )
             for request in requests
         ]
+        self.outputs.append(outputs)
+        return outputs
 
 
 def _boxed(text: str) -> str | None:
