@@ -214,10 +214,10 @@ def _node_equal(x: Node, y: Node, budget: _Budget) -> bool:  # noqa: C901 - one 
         return _match_unordered(x.items, y.items, budget)
     if {kx, ky} == {"list", "tuple"}:
         return _match_ordered(x.items, y.items, budget)
-    if kx == "set" and len(x.items) == 1 and ky == "expr":
-        return _node_equal(x.items[0], y, budget)
-    if ky == "set" and len(y.items) == 1 and kx == "expr":
-        return _node_equal(x, y.items[0], budget)
+    if kx in ("set", "list") and ky == "expr":  # duplicates collapse: {a, a} = {a}
+        return all(_node_equal(i, y, budget) for i in x.items)
+    if ky in ("set", "list") and kx == "expr":
+        return all(_node_equal(x, i, budget) for i in y.items)
     if kx == ky == "tuple":
         if len(x.items) == 2 and x.brackets != y.brackets:
             return False

@@ -4,7 +4,8 @@ Order of preference (the first that finds something wins):
 
 1. ``\\boxed{...}`` / ``\\fbox{...}`` / ``\\boxed 5``: the last box, joined with the boxes right
    before it when only a connector separates them ("and", "or", ",", ";", ``\\quad``), so
-   ``\\boxed{1} and \\boxed{-2}`` gives ``"1, -2"``.
+   ``\\boxed{1} and \\boxed{-2}`` gives ``"1, -2"``. A "final answer is X" phrase written after the
+   last box overrides it (the model restated its answer); a plain "answer is" does not.
 2. An answer phrase, last occurrence: "final answer is X", "Final Answer: X", "answer is X",
    "answer: X". Within the phrase's sentence: its math (``$...$`` etc.) if any, else the part after
    the last " is ", else the last number.
@@ -102,7 +103,8 @@ def extract_answer(text: str) -> str | None:
     phrase = None
     for m in _PHRASE_RE.finditer(text):
         phrase = m
-    if boxes and (phrase is None or phrase.start() < boxes[-1].start):
+    strong = phrase is not None and phrase.group(0).lower().startswith("final")
+    if boxes and (not strong or phrase.start() < boxes[-1].start):
         ans = _chain_back([(b.start, b.end, b.content) for b in boxes], text)
         if ans.strip():
             return ans.strip()
