@@ -1,0 +1,136 @@
+"""Each PRM adapter on a tiny random checkpoint of the right architecture, through load_prm.
+
+Checks: auto-detection, finite scores in [0, 1] with one per step, read positions that matter,
+incremental scoring with prefix reuse equal to scoring from scratch with fewer tokens processed,
+intra-call sharing of a common prefix, token-budget batching and chunking.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prm_models import BUILDERS, DIR_NAMES
+
+from tts_eval.prm import SUPPORTED, load_prm, split_steps
+from tts_eval.types import PRMOutput, PRMRequest, ProcessRewardModel
+
+pytestmark = pytest.mark.slow
+
+PROBLEM = "Let $f(x) = 2x + 3$. What is $f(4) - f(1)$?"
+SOLUTION = (
+    "## Step 1: Compute $f(4) = 2 \\cdot 4 + 3 = 11$.\n\n"
+    "## Step 2: Compute $f(1) = 2 \\cdot 1 + 3 = 5$.\n\n"
+    "## Step 3: Subtract: $11 - 5 = 6$.\n\n"
+    "## Step 4: Check: the slope is $2$ and $4 - 1 = 3$, so the change is $2 \\cdot 3 = 6$.\n\n"
+    "## Step 5: Therefore, the final answer is: $\\boxed{6}$. I hope it is correct.\n\n"
+)
+STEPS = split_steps(SOLUTION)
+
+
+@pytest.fixture(scope="session")
+def prm_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-prms")
+    return {t: build(root / DIR_NAMES[t]) for t, build in BUILDERS.items()}
+
+
+@pytest.fixture(scope="session")
+def prms(prm_dirs):
+    """(reusing, from-scratch) adapters per type, auto-detected from the checkpoint."""
+    return {
+        t: (load_prm(str(p), device="cpu"), load_prm(str(p), device="cpu", cache_bytes=0))
+        for t, p in prm_dirs.items()
+    }
+
+
+def _close(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-5) for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_solution_has_five_steps():
+    assert len(STEPS) == 5
+
+
+@pytest.mark.parametrize("prm_type", SUPPORTED)
+def test_autodetected_scores_shapes_and_range(prm_type, prms):
+    prm, _ = prms[prm_type]
+    assert isinstance(prm, ProcessRewardModel)
+    assert prm.prm_type == prm_type
+    requests = [PRMRequest(PROBLEM, STEPS[:k]) for k in (1, 3, 5)] + [PRMRequest(PROBLEM, ())]
+    out = prm.score(requests)
+    assert [len(o.step_scores) for o in out] == [1, 3, 5, 0]
+    assert all(isinstance(o, PRMOutput) for o in out)
+    scores = [s for o in out for s in o.step_scores]
+    assert all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores)
+    # random heads with spread weights: different steps get different scores
+    assert len({round(s, 6) for s in out[2].step_scores}) == 5
+    assert out[-1].tokens_processed == 0 and out[0].tokens_processed > 0
+
+
+@pytest.mark.parametrize("prm_type", SUPPORTED)
+def test_incremental_equals_scratch_with_fewer_tokens(prm_type, prms):
+    prm, scratch = prms[prm_type]
+    prm.scorer.clear_cache()
+    reuse_tokens = scratch_tokens = 0
+    for k in range(1, len(STEPS) + 1):
+        [inc] = prm.score([PRMRequest(PROBLEM, STEPS[:k])])
+        [ref] = scratch.score([PRMRequest(PROBLEM, STEPS[:k])])
+        assert _close(inc.step_scores, ref.step_scores), (k, inc, ref)
+        reuse_tokens += inc.tokens_processed
+        scratch_tokens += ref.tokens_processed
+        if k > 1:  # only the new step (plus less than a block and the format's tail) runs
+            assert inc.tokens_processed < ref.tokens_processed
+    assert reuse_tokens < 0.6 * scratch_tokens, (reuse_tokens, scratch_tokens)
+
+
+@pytest.mark.parametrize("prm_type", ["rlhflow", "qwen_prm", "token_classification"])
+def test_siblings_share_their_prefix_within_one_call(prm_type, prms):
+    """Beam-search shape: M children of one uncached parent, scored in one call."""
+    prm, scratch = prms[prm_type]
+    prm.scorer.clear_cache()
+    children = [
+        PRMRequest(PROBLEM, (*STEPS[:3], f"## Step 4: Variant {i} of the check gives {i}."))
+        for i in range(4)
+    ]
+    got = prm.score(children)
+    ref = scratch.score(children)
+    for g, r in zip(got, ref, strict=True):
+        assert _close(g.step_scores, r.step_scores)
+    total, total_ref = sum(o.tokens_processed for o in got), sum(o.tokens_processed for o in ref)
+    assert total < 0.5 * total_ref, (total, total_ref)
+    # duplicates are run once and counted once
+    dup = prm.score([children[0], children[0]])
+    assert dup[0].step_scores == dup[1].step_scores and dup[1].tokens_processed == 0
+
+
+@pytest.mark.parametrize(("batch_tokens", "block_size"), [(8, 4), (24, 16), (100_000, 1)])
+def test_token_budget_and_chunking_do_not_change_scores(batch_tokens, block_size, prm_dirs, prms):
+    _, scratch = prms["skywork"]
+    prm = load_prm(
+        str(prm_dirs["skywork"]), device="cpu", batch_tokens=batch_tokens, block_size=block_size
+    )
+    requests = [PRMRequest(PROBLEM, STEPS[:k]) for k in (2, 5, 3)]
+    for _ in range(2):  # cold, then warm cache
+        got = prm.score(requests)
+        ref = scratch.score(requests)
+        for g, r in zip(got, ref, strict=True):
+            assert _close(g.step_scores, r.step_scores)
+
+
+def test_small_cache_evicts_and_stays_correct(prm_dirs, prms):
+    _, scratch = prms["math_shepherd"]
+    prm = load_prm(str(prm_dirs["math_shepherd"]), device="cpu", cache_bytes=20_000)
+    for k in range(1, len(STEPS) + 1):
+        [got] = prm.score([PRMRequest(PROBLEM, STEPS[:k])])
+        [ref] = scratch.score([PRMRequest(PROBLEM, STEPS[:k])])
+        assert _close(got.step_scores, ref.step_scores)
+    assert prm.scorer.cache.nbytes <= 20_000
+
+
+def test_read_positions_matter(prms):
+    """Scoring a different problem changes the scores (the model output is really read)."""
+    prm, _ = prms["qwen_prm"]
+    a, b = prm.score([PRMRequest(PROBLEM, STEPS[:2]), PRMRequest("What is 1+1?", STEPS[:2])])
+    assert a.step_scores != b.step_scores
