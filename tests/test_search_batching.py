@@ -61,6 +61,8 @@ def test_requests_are_batched_across_problems(kwargs):
         return {decode(r.prompt_ids).split("|")[0] for r in call}
 
     assert uids_in(engine.calls[0]) == uids  # one call covers every problem
+    seeds = [r.params.seed for r in engine.calls[0]]
+    assert len(set(seeds)) == len(seeds)  # seeds differ across problems and beams
     lookahead = kwargs.get("lookahead", 0)
     if kwargs["strategy"] in ("beam_search", "dvts"):
         rounds = max(r.settings["iterations_run"] for r in results)

@@ -108,3 +108,29 @@ def test_scripted_engine_cuts_like_a_real_engine():
     assert (whole.text, whole.finish_reason) == ("ab\n\ncd\n\nz", FinishReason.EOS)
     (cut,) = run(1, (), 3)
     assert (cut.text, len(cut.token_ids), cut.finish_reason) == ("ab\n", 3, FinishReason.LENGTH)
+
+
+def test_search_package_imports_no_heavy_dependency():
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tts_eval.search
+
+    heavy = {"torch", "transformers", "vllm", "lm_eval"}
+    for path in Path(tts_eval.search.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not {name.split(".")[0] for name in names} & heavy, (path.name, names)
+    code = (
+        "import sys, tts_eval.search; "
+        "print(sorted(m for m in ('torch', 'transformers', 'vllm', 'lm_eval') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
