@@ -9,9 +9,12 @@ This works the same from the main thread, from other threads and from daemonic w
 signals, so it cannot clash with a host program's alarms.
 
 Helpers are pooled (at most ``MAX_WORKERS``), one request at a time each, guarded by a lock; a
-forked child process gets a fresh pool instead of sharing its parent's pipes. Starting a helper
-(importing sympy, about 1 s) is a one-time cost that is not counted against ``timeout``; it is
-bounded separately by ``STARTUP_TIMEOUT_S``. What this module does not do: decide anything about
+forked child process gets a fresh pool instead of sharing its parent's pipes. The first helper of
+a process is started in the calling thread (importing sympy and warming the LaTeX parser, 1-4 s):
+that one-time cost is not counted against ``timeout`` (it is bounded by ``STARTUP_TIMEOUT_S``).
+A warm spare helper is kept from then on, so a helper killed on timeout is replaced at once (and
+a new spare starts in the background); a call that finds no helper ready within its ``timeout``
+gets :class:`GraderTimeout` (so every call stays bounded). What this module does not do: decide anything about
 answers, or cache (``equiv`` caches results).
 """
 
@@ -30,7 +33,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-MAX_WORKERS = max(1, min(4, os.cpu_count() or 1))
+MAX_WORKERS = max(2, min(4, os.cpu_count() or 1))
 STARTUP_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -100,39 +103,69 @@ class _Worker:
 
 
 class _Pool:
+    """Ready helpers. After a helper is killed its replacement starts at once in the background;
+    only the very first helper of a process is started in the caller's thread (not timed)."""
+
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.idle: list[_Worker] = []
-        self.count = 0
+        self.count = 0  # ready + busy + starting
+        self.ever_ready = False
         self.cond = threading.Condition()
+
+    def _start_background(self) -> None:
+        def run() -> None:
+            try:
+                w = _Worker()
+            except Exception:  # noqa: BLE001 - logged; callers time out and retry later
+                logger.warning("grader helper process failed to restart", exc_info=True)
+                with self.cond:
+                    self.count -= 1
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.idle.append(w)
+                self.cond.notify_all()
+
+        threading.Thread(target=run, name="tts-grader-helper-start", daemon=True).start()
 
     def acquire(self, timeout: float) -> _Worker:
         deadline = time.monotonic() + timeout
         with self.cond:
-            while not self.idle and self.count >= MAX_WORKERS:
+            while not self.idle:
+                if self.count < MAX_WORKERS:
+                    self.count += 1
+                    if not self.ever_ready:
+                        break  # first helper of this process: start it here, untimed
+                    self._start_background()
                 left = deadline - time.monotonic()
-                if left <= 0 or not self.cond.wait(left):
-                    raise GraderTimeout("no grader helper process free in time")
-            if self.idle:
+                if left <= 0 or not self.cond.wait(left) and not self.idle:
+                    raise GraderTimeout("no grader helper process ready in time")
+            else:
                 return self.idle.pop()
-            self.count += 1
         try:
-            return _Worker()
+            w = _Worker()
         except BaseException:
             with self.cond:
                 self.count -= 1
-                self.cond.notify()
+                self.cond.notify_all()
             raise
+        with self.cond:
+            self.ever_ready = True
+            if self.count < MAX_WORKERS:  # a warm spare takes over at once when one is killed
+                self.count += 1
+                self._start_background()
+        return w
 
     def release(self, worker: _Worker, healthy: bool) -> None:
+        if not healthy:
+            worker.kill()
         with self.cond:
             if healthy:
                 self.idle.append(worker)
             else:
-                self.count -= 1
-            self.cond.notify()
-        if not healthy:
-            worker.kill()
+                self._start_background()  # the replacement keeps the slot
+            self.cond.notify_all()
 
     def close(self) -> None:
         with self.cond:

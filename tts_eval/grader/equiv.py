@@ -35,8 +35,8 @@ from tts_eval.grader.structure import Node, parse
 
 logger = logging.getLogger(__name__)
 
-CALL_BUDGET_S = 1.5
-STEP_TIMEOUT_S = 1.0
+CALL_BUDGET_S = 1.8
+STEP_TIMEOUT_S = 1.5
 
 _MATH_WORDS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "log", "exp", "sqrt", "frac", "infty", "and",

@@ -37,7 +37,7 @@ class Number:
 
 def parse_number(s: str) -> Number | None:
     """The exact value of a simple numeric literal, or None when ``s`` is anything else."""
-    s = s.strip()
+    s = re.sub(r"^([+-])\s+", r"\1", s.strip())
     if not s or len(s) > _MAX_DIGITS:
         return None
     try:
