@@ -25,9 +25,31 @@ def _eval(argv: Sequence[str]) -> int:
     return 0
 
 
+def _workflow(name: str) -> Callable[[Sequence[str]], int]:
+    def handler(argv: Sequence[str]) -> int:
+        from tts_eval.workflow import cli as workflow_cli
+
+        return getattr(workflow_cli, name)(argv)
+
+    return handler
+
+
 # name -> (help, handler taking the remaining argv)
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "eval": ("run an lm-eval evaluation (arguments as for `lm_eval run`)", _eval),
+    "sweep": (
+        "run a recipe's strategies x budgets through lm-eval (resumable)",
+        _workflow("sweep_main"),
+    ),
+    "report": (
+        "accuracy@n tables with 95% CIs, by level and subject (markdown, JSON)",
+        _workflow("report_main"),
+    ),
+    "plot": ("PNG figures: accuracy vs budget, vs tokens, by level", _workflow("plot_main")),
+    "fit-compute-optimal": (
+        "fit the strategy=compute_optimal routing table from a sweep",
+        _workflow("fit_main"),
+    ),
 }
 
 

@@ -1,0 +1,211 @@
+"""Workflow subcommands of ``tts-eval``: ``sweep``, ``report``, ``plot``, ``fit-compute-optimal``.
+
+Each handler takes the remaining argv and returns an exit status; a bad argument, a missing or
+malformed recipe, or results of the wrong task is reported as ONE line on stderr (exit 2), never
+a traceback.
+
+What this module does not do: the work itself (``sweep``, ``report``, ``plot``, ``fit``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -> int:
+    args = parser.parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return body(args)
+    except (ValueError, ImportError, FileNotFoundError) as exc:
+        print(f"tts-eval {prog}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _estimate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", help="refuse results of any other task (e.g. math500)")
+    parser.add_argument(
+        "--table",
+        help="compute-optimal table for the fitted curve "
+        "(default: compute_optimal_table.json in the results folder, if any)",
+    )
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=64,
+        help="random subsets per problem when not all subsets are enumerated",
+    )
+    parser.add_argument(
+        "--max-exact",
+        type=int,
+        default=256,
+        help="enumerate all subsets when there are at most this many",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of subsets and bootstrap")
+
+
+def _report_of(args: argparse.Namespace) -> dict[str, Any]:
+    from tts_eval.workflow.estimate import EstimateSettings
+    from tts_eval.workflow.report import build_report
+    from tts_eval.workflow.results import load_results
+
+    results = load_results(args.results, task=args.task)
+    settings = EstimateSettings(max_exact=args.max_exact, draws=args.draws, seed=args.seed)
+    return build_report(
+        results, settings=settings, bootstrap_iters=args.bootstrap, table=args.table
+    )
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tts-eval sweep",
+        description="Run strategies x budgets of a recipe through lm-eval (resumable).",
+    )
+    parser.add_argument("config", help="sweep recipe (configs/*.yaml)")
+    parser.add_argument(
+        "--model_args",
+        "--model-args",
+        default="",
+        help="k=v,... overriding the recipe's model_args",
+    )
+    parser.add_argument("--output_dir", "--output-dir", help="overrides sweep.output_dir")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    def body(args: argparse.Namespace) -> int:
+        from tts_eval.config import split_arg_string
+        from tts_eval.workflow.recipe import load_sweep_recipe
+        from tts_eval.workflow.sweep import run_sweep
+
+        recipe = load_sweep_recipe(args.config, split_arg_string(args.model_args))
+        summary = run_sweep(recipe, output_dir=args.output_dir, progress=not args.no_progress)
+        for run in summary.runs:
+            print(
+                f"{run.key}: {run.done_before} recorded before, {run.computed} computed, "
+                f"{run.total} documents"
+            )
+        print(f"results: {summary.output_dir}")
+        return 0
+
+    return _guard("sweep", body, parser, argv)
+
+
+def report_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tts-eval report",
+        description="Accuracy@n per strategy with 95%% CIs, by level/subject, tokens.",
+    )
+    parser.add_argument("results", help="results folder of a sweep, or a JSONL trace file")
+    parser.add_argument(
+        "--json", help="write the JSON report here (default: <results>/report.json for a folder)"
+    )
+    parser.add_argument(
+        "--markdown",
+        help="write the markdown report here (default: <results>/report.md for a folder)",
+    )
+    _estimate_args(parser)
+
+    def body(args: argparse.Namespace) -> int:
+        from tts_eval.workflow.report import to_markdown
+        from tts_eval.workflow.results import write_json_atomic
+
+        report = _report_of(args)
+        folder = Path(args.results) if Path(args.results).is_dir() else None
+        json_path = args.json or (folder / "report.json" if folder else None)
+        md_path = args.markdown or (folder / "report.md" if folder else None)
+        text = to_markdown(report)
+        if json_path:
+            write_json_atomic(json_path, report)
+        if md_path:
+            Path(md_path).write_text(text + "\n")
+        print(text)
+        return 0
+
+    return _guard("report", body, parser, argv)
+
+
+def plot_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tts-eval plot",
+        description="PNG figures: accuracy vs budget, vs tokens, by difficulty level.",
+    )
+    parser.add_argument("results", help="results folder, JSONL trace file, or a report .json")
+    parser.add_argument("--out", help="folder for the PNGs (default: <results>/figures)")
+    parser.add_argument(
+        "--ref", action="append", default=[], help='reference line "LABEL=ACCURACY%%", repeatable'
+    )
+    parser.add_argument("--oracle", action="store_true", help="also draw pass@n (coverage)")
+    _estimate_args(parser)
+
+    def body(args: argparse.Namespace) -> int:
+        from tts_eval.workflow.plot import parse_ref, plot_report
+        from tts_eval.workflow.report import REPORT_FORMAT
+
+        refs = [parse_ref(r) for r in args.ref]
+        source = Path(args.results)
+        if source.is_file() and source.suffix == ".json":
+            report = json.loads(source.read_text())
+            if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
+                raise ValueError(f"{source} is not a tts-eval report (tts-eval report --json)")
+            if args.task and report.get("task") != args.task:
+                raise ValueError(
+                    f"report {source} is for task {report.get('task')!r}, not {args.task!r}"
+                )
+        else:
+            report = _report_of(args)
+        out = (
+            Path(args.out)
+            if args.out
+            else ((source if source.is_dir() else source.parent) / "figures")
+        )
+        for path in plot_report(report, out, refs, oracle=args.oracle):
+            print(path)
+        return 0
+
+    return _guard("plot", body, parser, argv)
+
+
+def fit_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tts-eval fit-compute-optimal",
+        description="Fit the strategy=compute_optimal routing table from a sweep.",
+    )
+    parser.add_argument("results", help="results folder of a sweep with a best_of_n run")
+    parser.add_argument("--out", help="table path (default: <results>/compute_optimal_table.json)")
+    parser.add_argument("--probe-n", type=int, default=4, help="probe samples per problem")
+    parser.add_argument("--bins", type=int, default=5, help="difficulty bins (quantiles)")
+    _estimate_args(parser)
+
+    def body(args: argparse.Namespace) -> int:
+        from tts_eval.workflow.estimate import EstimateSettings
+        from tts_eval.workflow.fit import fit_table, run_settings_of, write_table
+        from tts_eval.workflow.report import TABLE_FILE, estimate_results
+        from tts_eval.workflow.results import load_results
+
+        results = load_results(args.results, task=args.task)
+        settings = EstimateSettings(max_exact=args.max_exact, draws=args.draws, seed=args.seed)
+        estimates = estimate_results(results, settings=settings)
+        table = fit_table(
+            estimates, run_settings_of(results), probe_n=args.probe_n, num_bins=args.bins
+        )
+        source = Path(args.results)
+        out = (
+            Path(args.out)
+            if args.out
+            else ((source if source.is_dir() else source.parent) / TABLE_FILE)
+        )
+        write_table(table, out)
+        for entry in table["entries"]:
+            print(f"bin {entry['bin']} n={entry['budget']}: {entry['strategy']}")
+        print(f"table: {out} (use model_args strategy=compute_optimal,compute_optimal_table={out})")
+        return 0
+
+    return _guard("fit-compute-optimal", body, parser, argv)

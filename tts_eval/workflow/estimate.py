@@ -1,0 +1,302 @@
+"""Accuracy@n per problem from trace records, and bootstrap confidence intervals.
+
+Curves read off each run (``N`` its budget, ``M`` its beam width), with ``n`` every power of two
+that the run can serve:
+
+- a ``best_of_n`` run gives ``best_of_n`` (its own ``selection``/``agg``), ``majority`` (the same
+  samples voted without the PRM) and ``pass@n`` (coverage: whether any of ``n`` samples is
+  correct, the unbiased estimator of :func:`tts_eval.search.voting.pass_at_k`), for n <= N;
+- a ``majority`` run gives ``majority`` and ``pass@n`` for n <= N;
+- a ``dvts`` run gives ``dvts`` for n = M, 2M, ... <= N from whole subtrees (``Candidate.group``);
+- ``beam_search`` and ``compute_optimal`` runs give their own curve at n = N only.
+
+Exchangeable estimates average the selection's correctness over subsets of the samples
+(subtrees for dvts): ALL ``C(N, n)`` subsets when there are at most ``max_exact`` of them (exact),
+otherwise ``draws`` random subsets (not the first ``n``) from a generator seeded by
+``(seed, uid, curve, n)``. At n = N the run's own recorded selection is used. Selection reuses
+:mod:`tts_eval.search.voting`. Tokens at n < N are the run's tokens scaled by n/N, the expected
+cost of ``n`` exchangeable samples.
+
+When several runs serve the same (curve, n), a run of that strategy at exactly n wins, otherwise
+the run with the largest budget.
+
+Confidence intervals: percentile bootstrap over problems (resampling the per-problem accuracies,
+``iters`` times, fixed seed).
+
+What this module does not do: render tables or figures (``report``, ``plot``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_eval.types import AnswerSpec, Candidate, SearchResult
+
+logger = logging.getLogger(__name__)
+
+CURVE_ORDER = (
+    "majority",
+    "best_of_n",
+    "beam_search",
+    "dvts",
+    "compute_optimal",
+    "compute_optimal (fitted)",
+    "pass@n",
+)
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    """How accuracy@n is estimated; see the module docstring."""
+
+    max_exact: int = 256
+    draws: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_exact", "draws"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclass
+class CurvePoint:
+    """Per-problem accuracy (in [0, 1]) and tokens of one curve at one budget."""
+
+    curve: str
+    n: int
+    run_key: str
+    run_strategy: str
+    run_n: int
+    accuracy: dict[str, float] = field(default_factory=dict)
+    policy_tokens: dict[str, float] = field(default_factory=dict)
+    prm_tokens: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProblemInfo:
+    uid: str
+    gold: str
+    level: str | None
+    subject: str | None
+
+
+def problem_info(record: Mapping[str, Any]) -> ProblemInfo:
+    doc = record.get("doc") or {}
+    if "answer" not in doc:
+        raise ValueError(
+            f"trace record {record.get('uid')} has no gold answer (doc.answer); "
+            "records must be written with the task's document (result_record(..., doc=doc))"
+        )
+    level = doc.get("level")
+    return ProblemInfo(
+        str(record["uid"]),
+        str(doc["answer"]),
+        None if level is None else str(level),
+        None if doc.get("subject") is None else str(doc["subject"]),
+    )
+
+
+def subsets(total: int, k: int, key: str, settings: EstimateSettings) -> list[tuple[int, ...]]:
+    """All k-subsets of ``range(total)`` when few enough, else ``draws`` seeded random ones."""
+    if not 1 <= k <= total:
+        raise ValueError(f"subset size must be in 1..{total}, got {k}")
+    if math.comb(total, k) <= settings.max_exact:
+        return list(itertools.combinations(range(total), k))
+    rng = random.Random(f"{settings.seed}/{key}")
+    return [tuple(sorted(rng.sample(range(total), k))) for _ in range(settings.draws)]
+
+
+def powers_of_two(low: int, high: int) -> list[int]:
+    out, n = [], 1
+    while n <= high:
+        if n >= low:
+            out.append(n)
+        n *= 2
+    return out
+
+
+class Grader:
+    """Correctness of answers against gold answers, cached per (canonical answer, gold)."""
+
+    def __init__(self, spec: AnswerSpec, is_correct: Callable[[str, str], bool]) -> None:
+        self.spec = spec
+        self.is_correct = is_correct
+        self._cache: dict[tuple[str, str], bool] = {}
+
+    def __call__(self, answer: str | None, gold: str) -> bool:
+        if answer is None:
+            return False
+        key = (self.spec.canonical(answer), gold)
+        verdict = self._cache.get(key)
+        if verdict is None:
+            verdict = self._cache[key] = bool(self.is_correct(answer, gold))
+        return verdict
+
+
+def _subset_accuracy(
+    result: SearchResult,
+    items: Sequence[Sequence[int]],
+    k: int,
+    choose: Callable[[Sequence[Candidate]], int | None],
+    correct: Sequence[bool],
+    key: str,
+    settings: EstimateSettings,
+) -> float:
+    hits = 0
+    chosen = subsets(len(items), k, key, settings)
+    for subset in chosen:
+        members = [i for item in subset for i in items[item]]
+        pick = choose([result.candidates[i] for i in members])
+        hits += pick is not None and correct[members[pick]]
+    return hits / len(chosen)
+
+
+def _items(result: SearchResult, strategy: str) -> list[list[int]]:
+    if strategy != "dvts":
+        return [[i] for i in range(len(result.candidates))]
+    groups: dict[int, list[int]] = {}
+    for i, c in enumerate(result.candidates):
+        groups.setdefault(c.group, []).append(i)
+    return [groups[g] for g in sorted(groups)]
+
+
+def run_curves(strategy: str, settings: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
+    """The (curve, budgets) a run of ``strategy`` with these search settings serves."""
+    n = int(settings["n"])
+    if strategy in ("best_of_n", "majority"):
+        curves = [("majority", powers_of_two(1, n)), ("pass@n", powers_of_two(1, n))]
+        if strategy == "best_of_n":
+            curves.insert(1, ("best_of_n", powers_of_two(1, n)))
+        return curves
+    if strategy == "dvts":
+        width = int(settings.get("beam_width", 4))
+        return [("dvts", [b for b in powers_of_two(width, n) if b % width == 0])]
+    return [(strategy, [n])]
+
+
+def estimate_run(
+    records: Sequence[Mapping[str, Any]],
+    key: str,
+    spec: AnswerSpec,
+    grader: Grader,
+    settings: EstimateSettings,
+) -> list[CurvePoint]:
+    """Every curve point one run serves (see the module docstring)."""
+    from tts_eval.search import voting
+    from tts_eval.traces import result_from_record
+
+    if not records:
+        return []
+    grouper = voting.AnswerGrouper(spec)
+    strategy = str(records[0]["strategy"])
+    run_settings = dict(records[0].get("settings") or {})
+    run_n = int(run_settings["n"])
+    selection = str(run_settings.get("selection", "weighted"))
+    agg = str(run_settings.get("agg", "last"))
+    points = {
+        (curve, n): CurvePoint(curve, n, key, strategy, run_n)
+        for curve, budgets in run_curves(strategy, run_settings)
+        for n in budgets
+    }
+    choosers: dict[str, Callable[[Sequence[Candidate]], int | None]] = {
+        "majority": lambda cs: voting.majority_vote(cs, grouper),
+        "best_of_n": lambda cs: voting.select(cs, selection, grouper, agg),
+        "dvts": lambda cs: voting.select(cs, selection, grouper, agg),
+    }
+    for record in records:
+        info = problem_info(record)
+        result = result_from_record(record)
+        correct = [voting.is_eligible(c) and grader(c.answer, info.gold) for c in result.candidates]
+        items = _items(result, strategy)
+        for (curve, n), point in points.items():
+            scale = n / run_n
+            point.policy_tokens[info.uid] = result.cost.policy_tokens * scale
+            point.prm_tokens[info.uid] = result.cost.prm_tokens * scale
+            if curve == "pass@n":
+                total = len(result.candidates)
+                point.accuracy[info.uid] = (
+                    voting.pass_at_k(total, sum(correct), n) if total >= n else float(any(correct))
+                )
+            elif n == run_n and curve == strategy:
+                point.accuracy[info.uid] = float(
+                    result.selected is not None and correct[result.selected]
+                )
+            elif curve in choosers:
+                k = n * len(items) // run_n
+                if k < 1 or k > len(items):
+                    continue
+                point.accuracy[info.uid] = _subset_accuracy(
+                    result,
+                    items,
+                    k,
+                    choosers[curve],
+                    correct,
+                    f"{info.uid}/{curve}/{n}",
+                    settings,
+                )
+            else:
+                point.accuracy[info.uid] = float(
+                    result.selected is not None and correct[result.selected]
+                )
+    return list(points.values())
+
+
+def collect_points(points: Sequence[CurvePoint]) -> dict[tuple[str, int], CurvePoint]:
+    """One point per (curve, n): a direct run (strategy at exactly n) wins, then the larger run."""
+
+    def rank(point: CurvePoint) -> tuple[bool, int]:
+        return (point.run_strategy == point.curve and point.run_n == point.n, point.run_n)
+
+    best: dict[tuple[str, int], CurvePoint] = {}
+    for point in points:
+        slot = (point.curve, point.n)
+        if slot not in best or rank(point) > rank(best[slot]):
+            best[slot] = point
+    return best
+
+
+def bootstrap_ci(
+    values: Sequence[float], iters: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling them)."""
+    import numpy as np
+
+    if not values:
+        return (math.nan, math.nan)
+    data = np.asarray(values, dtype=float)
+    if iters < 1 or data.min() == data.max():
+        return (float(data.mean()), float(data.mean()))
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), size=(iters, len(data)))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return (float(low), float(high))
+
+
+def difficulty_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Each problem's expected compute_optimal probe score, from a PRM-scored sampling run.
+
+    The probe score (``tts_eval.search.compute_optimal.probe_score``) is the mean aggregated score
+    of the probe samples, unfinished ones counting 0.0; over all ``N`` samples of a ``best_of_n``
+    run this is its expectation for any probe size.
+    """
+    from tts_eval.search.compute_optimal import probe_score
+    from tts_eval.traces import result_from_record
+
+    out = {}
+    for record in records:
+        agg = str((record.get("settings") or {}).get("agg", "last"))
+        out[str(record["uid"])] = probe_score(result_from_record(record), agg)
+    return out
+
+
+def curve_sort_key(curve: str) -> tuple[int, str]:
+    return (CURVE_ORDER.index(curve) if curve in CURVE_ORDER else len(CURVE_ORDER), curve)

@@ -1,0 +1,160 @@
+"""``tts-eval fit-compute-optimal``: the routing table of ``strategy=compute_optimal`` from a sweep.
+
+Difficulty is the one :mod:`tts_eval.search.compute_optimal` routes on: the probe score (mean
+aggregated PRM score of the probe samples, unfinished ones counting 0.0; higher = easier). For
+each problem it is estimated from the sweep's ``best_of_n`` run (the mean over all its samples,
+the expectation of the probe's score), so a sweep needs ``best_of_n`` to be fitted.
+
+Bins: ``bin_edges`` are the quantiles of the problems' scores at 1/B, ..., (B-1)/B (B =
+``num_bins``, default 5: difficulty quintiles), rounded to 4 decimals; coinciding edges are merged
+(fewer bins). Bin 1 is the easiest (the table's convention).
+
+Cell choice: for every budget some routable strategy (majority, best_of_n, beam_search, dvts) has
+an estimate at, and every bin, the strategy with the highest mean accuracy@n over the bin's
+problems (:mod:`tts_eval.workflow.estimate`); ties go to fewer policy tokens, then to the order
+majority, best_of_n, dvts, beam_search. A bin without problems takes the best strategy over all
+problems at that budget (logged). Entries carry the swept run's ``beam_width`` (tree
+strategies), ``selection`` and ``agg`` (best_of_n, dvts), so the table reproduces what was
+measured. The table is checked with :func:`tts_eval.search.compute_optimal.parse_table` before it
+is written.
+
+What this module does not do: run searches or report curves (``report`` shows the fitted curve).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from tts_eval.workflow.estimate import CurvePoint
+from tts_eval.workflow.report import Estimates
+
+logger = logging.getLogger(__name__)
+
+ROUTABLE = ("majority", "best_of_n", "dvts", "beam_search")
+
+
+def quantile_edges(scores: list[float], num_bins: int) -> list[float]:
+    """Strictly increasing edges in [0, 1] at the (k/num_bins) quantiles of ``scores``."""
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
+    if not scores:
+        raise ValueError("no problem has a difficulty score to bin")
+    data = sorted(scores)
+    edges: list[float] = []
+    for k in range(1, num_bins):
+        pos = k / num_bins * (len(data) - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(data) - 1)
+        value = data[lo] + (data[hi] - data[lo]) * (pos - lo)
+        value = round(min(1.0, max(0.0, value)), 4)
+        if not edges or value > edges[-1]:
+            edges.append(value)
+    if edges and edges[0] == 0.0:
+        edges = edges[1:]  # a 0.0 edge would leave a bin no score can fall into
+    return edges
+
+
+def _mean(point: CurvePoint, uids: list[str], field: str) -> float:
+    values = getattr(point, field)
+    return math.fsum(values[u] for u in uids) / len(uids)
+
+
+def _entry(strategy: str, point: CurvePoint, run_settings: Mapping[str, Any]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if strategy in ("dvts", "beam_search"):
+        extra["beam_width"] = int(run_settings.get("beam_width", 4))
+    if strategy in ("best_of_n", "dvts"):
+        for key in ("selection", "agg"):
+            if key in run_settings:
+                extra[key] = run_settings[key]
+    return {"strategy": strategy, **extra}
+
+
+def fit_table(
+    estimates: Estimates,
+    run_settings: Mapping[str, Mapping[str, Any]],
+    *,
+    probe_n: int = 4,
+    num_bins: int = 5,
+) -> dict[str, Any]:
+    """The routing table (JSON-ready, validated) fitted from ``estimates``.
+
+    ``run_settings`` maps a run key to that run's search settings (for the entries' overrides).
+    """
+    from tts_eval.search.compute_optimal import (
+        TABLE_FORMAT,
+        TABLE_VERSION,
+        ComputeOptimalTable,
+        parse_table,
+    )
+
+    if isinstance(probe_n, bool) or not isinstance(probe_n, int) or probe_n < 1:
+        raise ValueError(f"probe_n must be an integer >= 1, got {probe_n!r}")
+    if not estimates.difficulty:
+        raise ValueError(
+            "fit-compute-optimal needs a best_of_n run in the sweep (its PRM-scored samples give "
+            "each problem's difficulty); add best_of_n to sweep.strategies"
+        )
+    edges = quantile_edges(list(estimates.difficulty.values()), num_bins)
+    binner = ComputeOptimalTable(probe_n, tuple(edges), {})
+    bins: dict[int, list[str]] = {b: [] for b in range(1, len(edges) + 2)}
+    for uid, score in estimates.difficulty.items():
+        bins[binner.bin_of(score)].append(uid)
+    budgets = sorted({n for (curve, n) in estimates.points if curve in ROUTABLE})
+    entries = []
+    for n in budgets:
+        options = [
+            (curve, estimates.points[(curve, n)])
+            for curve in ROUTABLE
+            if (curve, n) in estimates.points
+        ]
+        everyone = sorted(estimates.difficulty)
+        for bin_, members in bins.items():
+            uids = members
+            if not uids:
+                logger.warning("bin %d has no problems; n=%d routes it like all problems", bin_, n)
+                uids = everyone
+            usable = [(c, p) for c, p in options if all(u in p.accuracy for u in uids)]
+            if not usable:
+                raise ValueError(
+                    f"no strategy has an estimate for every problem of bin {bin_} at n={n}; "
+                    "finish the sweep (tts-eval sweep <recipe> resumes it) before fitting"
+                )
+            curve, point = max(
+                usable,
+                key=lambda cp: (
+                    _mean(cp[1], uids, "accuracy"),
+                    -_mean(cp[1], uids, "policy_tokens"),
+                    -ROUTABLE.index(cp[0]),
+                ),
+            )
+            entry = _entry(curve, point, run_settings.get(point.run_key, {}))
+            entries.append({"bin": bin_, "budget": n, **entry})
+    table = {
+        "format": TABLE_FORMAT,
+        "version": TABLE_VERSION,
+        "probe_n": probe_n,
+        "bin_edges": edges,
+        "entries": entries,
+    }
+    parse_table(table, "fitted table")
+    return table
+
+
+def run_settings_of(results: Any) -> dict[str, dict[str, Any]]:
+    """Search settings per run key of loaded results (from their first record)."""
+    return {
+        key: dict(records[0].get("settings") or {})
+        for key, records in results.runs.items()
+        if records
+    }
+
+
+def write_table(table: Mapping[str, Any], path: str | os.PathLike) -> None:
+    from tts_eval.workflow.results import write_json_atomic
+
+    write_json_atomic(path, table)

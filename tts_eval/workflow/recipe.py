@@ -1,0 +1,204 @@
+"""Sweep recipes: a YAML file with the shared ``model_args`` and a ``sweep:`` section.
+
+A recipe looks like::
+
+    description: free text (optional)
+    model_args:            # read by --model_args config=<file> too (tts_eval.config.load_recipe)
+      pretrained: meta-llama/Llama-3.2-1B-Instruct
+      prm: RLHFlow/Llama3.1-8B-PRM-Deepseek-Data
+      strategy: dvts       # what a single `--model tts` run uses; a sweep sets strategy and n
+      n: 64
+    sweep:                 # read only by `tts-eval sweep`
+      task: math500
+      strategies: [majority, best_of_n, beam_search, dvts]
+      budgets: [4, 16, 64, 256]
+      limit: null          # first `limit` documents of the task, or all
+      output_dir: results/llama-1b
+      chunk_size: 50       # documents per lm-eval call (one search batch); records land per chunk
+      apply_chat_template: true
+      include_path: null   # extra lm-eval task folder
+
+:func:`load_sweep_recipe` validates everything (unknown keys, types, every run's ``model_args``
+through :func:`tts_eval.config.parse_model_args`) before anything loads; each error is one line
+naming the file and the key.
+
+What this module does not do: run anything (``tts_eval.workflow.sweep``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SWEEP_STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts", "compute_optimal")
+TOP_KEYS = ("description", "model_args", "sweep")
+# model_args keys a sweep manages itself.
+MANAGED_KEYS = ("strategy", "n", "trace_path")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """The ``sweep:`` section of a recipe, validated."""
+
+    strategies: tuple[str, ...]
+    budgets: tuple[int, ...]
+    task: str = "math500"
+    limit: int | None = None
+    output_dir: str = "results"
+    chunk_size: int = 50
+    apply_chat_template: bool = True
+    include_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.strategies:
+            raise ValueError(
+                f"sweep.strategies must list at least one of {', '.join(SWEEP_STRATEGIES)}"
+            )
+        for s in self.strategies:
+            if s not in SWEEP_STRATEGIES:
+                raise ValueError(
+                    f"sweep.strategies has unknown strategy {s!r}; "
+                    f"accepted: {', '.join(SWEEP_STRATEGIES)}"
+                )
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"sweep.strategies lists a strategy twice: {list(self.strategies)}")
+        if not self.budgets:
+            raise ValueError("sweep.budgets must list at least one budget (e.g. [4, 16, 64, 256])")
+        for b in self.budgets:
+            if isinstance(b, bool) or not isinstance(b, int) or b < 1 or b & (b - 1):
+                raise ValueError(
+                    f"sweep.budgets has {b!r}; accepted: powers of two >= 1 (1, 2, 4, ..., 256)"
+                )
+        if list(self.budgets) != sorted(set(self.budgets)):
+            raise ValueError(f"sweep.budgets must be strictly increasing, got {list(self.budgets)}")
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"sweep.task must be an lm-eval task name, got {self.task!r}")
+        if self.limit is not None and (
+            isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1
+        ):
+            raise ValueError(f"sweep.limit must be an integer >= 1 or null, got {self.limit!r}")
+        if not isinstance(self.output_dir, str) or not self.output_dir:
+            raise ValueError(f"sweep.output_dir must be a folder path, got {self.output_dir!r}")
+        if (
+            isinstance(self.chunk_size, bool)
+            or not isinstance(self.chunk_size, int)
+            or self.chunk_size < 1
+        ):
+            raise ValueError(f"sweep.chunk_size must be an integer >= 1, got {self.chunk_size!r}")
+        if not isinstance(self.apply_chat_template, bool):
+            raise ValueError(
+                f"sweep.apply_chat_template must be true or false, got {self.apply_chat_template!r}"
+            )
+        if self.include_path is not None and not isinstance(self.include_path, str):
+            raise ValueError(
+                f"sweep.include_path must be a folder path or null, got {self.include_path!r}"
+            )
+
+
+SWEEP_KEYS = tuple(f.name for f in dataclasses.fields(SweepSettings))
+
+
+@dataclass(frozen=True)
+class SweepRecipe:
+    """A validated recipe: shared ``model_args`` (without strategy/n) and the sweep settings."""
+
+    model_args: Mapping[str, Any]
+    sweep: SweepSettings
+    source: str = "<dict>"
+    description: str = ""
+
+    def run_model_args(self, strategy: str, n: int) -> dict[str, Any]:
+        """The flat ``model_args`` of one run of the sweep."""
+        return {**self.model_args, "strategy": strategy, "n": n}
+
+
+def _read_yaml(path: str | os.PathLike) -> Any:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"recipe {os.fspath(path)}: no such file (see configs/*.yaml)")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"recipe {os.fspath(path)} is not valid YAML: {first}") from None
+
+
+def parse_sweep_recipe(
+    data: Any, source: str = "<dict>", overrides: Mapping[str, Any] | None = None
+) -> SweepRecipe:
+    """Validate decoded recipe data; ``overrides`` replace ``model_args`` keys (as ``config=``)."""
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {source} must be a mapping with keys {', '.join(TOP_KEYS)}")
+    unknown = sorted(set(map(str, data)) - set(TOP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"recipe {source} has unknown top-level key(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(TOP_KEYS)}"
+        )
+    model_args = data.get("model_args")
+    if not isinstance(model_args, dict) or not model_args:
+        raise ValueError(f"recipe {source} needs a model_args: mapping (pretrained, prm, ...)")
+    sweep = data.get("sweep")
+    if not isinstance(sweep, dict):
+        raise ValueError(
+            f"recipe {source} needs a sweep: mapping (strategies, budgets, task, output_dir, ...)"
+        )
+    unknown = sorted(set(map(str, sweep)) - set(SWEEP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"recipe {source} has unknown sweep key(s) {', '.join(unknown)}; "
+            f"accepted: {', '.join(SWEEP_KEYS)}"
+        )
+    values = dict(sweep)
+    for key in ("strategies", "budgets"):
+        if key in values:
+            if not isinstance(values[key], list):
+                raise ValueError(f"recipe {source}: sweep.{key} must be a list")
+            values[key] = tuple(values[key])
+    try:
+        settings = SweepSettings(**{str(k): v for k, v in values.items()})
+    except TypeError:
+        raise ValueError(
+            f"recipe {source}: sweep needs strategies: [...] and budgets: [...]"
+        ) from None
+    except ValueError as exc:
+        raise ValueError(f"recipe {source}: {exc}") from None
+
+    args = {str(k): v for k, v in model_args.items()}
+    args.update(overrides or {})
+    if "trace_path" in args:
+        raise ValueError(
+            f"recipe {source}: model_args trace_path is managed by the sweep "
+            "(records go to sweep.output_dir); remove it"
+        )
+    shared = {k: v for k, v in args.items() if k not in MANAGED_KEYS}
+    recipe = SweepRecipe(shared, settings, source, str(data.get("description") or ""))
+    validate_runs(recipe)
+    return recipe
+
+
+def load_sweep_recipe(
+    path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> SweepRecipe:
+    """Read and validate a recipe file (see the module docstring)."""
+    return parse_sweep_recipe(_read_yaml(path), os.fspath(path), overrides)
+
+
+def validate_runs(recipe: SweepRecipe) -> None:
+    """Check every planned run's ``model_args`` (nothing loads); one line on the first error."""
+    from tts_eval.config import parse_model_args
+    from tts_eval.workflow.plan import plan_runs
+
+    for run in plan_runs(recipe):
+        try:
+            parse_model_args(recipe.run_model_args(run.strategy, run.n))
+        except ValueError as exc:
+            raise ValueError(
+                f"recipe {recipe.source}: run strategy={run.strategy} n={run.n}: {exc}"
+            ) from None

@@ -1,0 +1,261 @@
+"""``tts-eval report``: accuracy@n per strategy with 95% CIs, by level and subject, and tokens.
+
+:func:`estimate_results` turns loaded results (``tts_eval.workflow.results``) into per-problem
+accuracies per (curve, n) (``tts_eval.workflow.estimate``); :func:`build_report` aggregates them
+into a JSON-ready report (mean accuracy, percentile-bootstrap interval over problems, the same per
+MATH level and subject, mean policy and PRM tokens per problem); :func:`to_markdown` renders it.
+
+With a compute-optimal routing table (``--table``, or ``compute_optimal_table.json`` in the
+results folder, written by ``tts-eval fit-compute-optimal``) the report adds the curve
+``compute_optimal (fitted)``: each problem is binned by its difficulty (from the sweep's
+``best_of_n`` run) and scored with the strategy the table routes its bin to at that budget. Fitted
+and scored on the same problems, that curve is optimistic; a real ``compute_optimal`` run in the
+sweep is reported as its own curve.
+
+Grading uses ``tts_eval.grader.is_equiv`` and answer grouping ``tts_eval.grader.MathAnswerSpec``
+unless other ones are handed in.
+
+What this module does not do: run searches or draw figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tts_eval.types import AnswerSpec
+from tts_eval.workflow.estimate import (
+    CurvePoint,
+    EstimateSettings,
+    Grader,
+    ProblemInfo,
+    bootstrap_ci,
+    collect_points,
+    curve_sort_key,
+    difficulty_scores,
+    estimate_run,
+    problem_info,
+)
+from tts_eval.workflow.results import Results
+
+logger = logging.getLogger(__name__)
+
+REPORT_FORMAT = "tts-eval/report"
+REPORT_VERSION = 1
+TABLE_FILE = "compute_optimal_table.json"
+FITTED = "compute_optimal (fitted)"
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """Per-problem accuracy per (curve, n), the problems, and their difficulty (when known)."""
+
+    points: Mapping[tuple[str, int], CurvePoint]
+    problems: Mapping[str, ProblemInfo]
+    difficulty: Mapping[str, float]
+
+
+def _default_grading(
+    spec: AnswerSpec | None, is_correct: Callable[[str, str], bool] | None
+) -> tuple[AnswerSpec, Callable[[str, str], bool]]:
+    if spec is None or is_correct is None:
+        from tts_eval.grader import MathAnswerSpec, is_equiv
+
+        spec = spec or MathAnswerSpec()
+        is_correct = is_correct or is_equiv
+    return spec, is_correct
+
+
+def estimate_results(
+    results: Results,
+    spec: AnswerSpec | None = None,
+    is_correct: Callable[[str, str], bool] | None = None,
+    settings: EstimateSettings | None = None,
+) -> Estimates:
+    """Per-problem accuracies of every curve the results serve (see ``estimate``)."""
+    settings = settings or EstimateSettings()
+    spec, is_correct = _default_grading(spec, is_correct)
+    grader = Grader(spec, is_correct)
+    points: list[CurvePoint] = []
+    problems: dict[str, ProblemInfo] = {}
+    difficulty: dict[str, float] = {}
+    for key, records in sorted(results.runs.items()):
+        for record in records:
+            info = problem_info(record)
+            problems.setdefault(info.uid, info)
+        points.extend(estimate_run(records, key, spec, grader, settings))
+        if records and records[0].get("strategy") == "best_of_n":
+            difficulty = {**difficulty_scores(records), **difficulty}
+    if not points:
+        raise ValueError(f"results {results.source} hold no trace records yet")
+    return Estimates(collect_points(points), problems, difficulty)
+
+
+def fitted_points(estimates: Estimates, table: Any) -> list[CurvePoint]:
+    """The ``compute_optimal (fitted)`` curve: each problem scored by its routed strategy."""
+    if not estimates.difficulty:
+        logger.warning("no best_of_n run in the results: cannot bin problems for the fitted curve")
+        return []
+    out = []
+    for n in table.budgets:
+        point = CurvePoint(FITTED, n, table.source, "compute_optimal", n)
+        complete = True
+        for uid, score in estimates.difficulty.items():
+            route = table.route(table.bin_of(score), n)
+            source = estimates.points.get((route.strategy, n))
+            if source is None or uid not in source.accuracy:
+                complete = False
+                break
+            point.accuracy[uid] = source.accuracy[uid]
+            point.policy_tokens[uid] = source.policy_tokens[uid]
+            point.prm_tokens[uid] = source.prm_tokens[uid]
+        if complete and point.accuracy:
+            out.append(point)
+        elif not complete:
+            logger.info(
+                "fitted compute-optimal curve: no estimate of every routed strategy "
+                "at n=%d; that budget is left out",
+                n,
+            )
+    return out
+
+
+def _cell(values: Sequence[float], iters: int, seed: int) -> dict[str, Any]:
+    low, high = bootstrap_ci(values, iters=iters, seed=seed)
+    return {
+        "accuracy": math.fsum(values) / len(values),
+        "ci_low": low,
+        "ci_high": high,
+        "problems": len(values),
+    }
+
+
+def _by(point: CurvePoint, problems: Mapping[str, ProblemInfo], attr: str, iters: int, seed: int):
+    groups: dict[str, list[float]] = {}
+    for uid, value in point.accuracy.items():
+        label = getattr(problems[uid], attr)
+        if label is not None:
+            groups.setdefault(label, []).append(value)
+    return {label: _cell(groups[label], iters, seed) for label in sorted(groups)}
+
+
+def build_report(
+    results: Results,
+    spec: AnswerSpec | None = None,
+    is_correct: Callable[[str, str], bool] | None = None,
+    *,
+    settings: EstimateSettings | None = None,
+    bootstrap_iters: int = 2000,
+    table: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """The JSON-ready report of ``results`` (see the module docstring)."""
+    if (
+        isinstance(bootstrap_iters, bool)
+        or not isinstance(bootstrap_iters, int)
+        or (bootstrap_iters < 0)
+    ):
+        raise ValueError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
+    settings = settings or EstimateSettings()
+    estimates = estimate_results(results, spec, is_correct, settings)
+    points = list(estimates.points.values())
+    table_path = table
+    if table_path is None and results.source and Path(results.source).is_dir():
+        candidate = Path(results.source) / TABLE_FILE
+        table_path = candidate if candidate.is_file() else None
+    if table_path is not None:
+        from tts_eval.search.compute_optimal import load_table
+
+        points += fitted_points(estimates, load_table(table_path))
+    rows = []
+    for point in sorted(points, key=lambda p: (curve_sort_key(p.curve), p.n)):
+        values = list(point.accuracy.values())
+        if not values:
+            continue
+        rows.append(
+            {
+                "curve": point.curve,
+                "n": point.n,
+                **_cell(values, bootstrap_iters, settings.seed),
+                "policy_tokens": math.fsum(point.policy_tokens.values()) / len(values),
+                "prm_tokens": math.fsum(point.prm_tokens.values()) / len(values),
+                "run": point.run_key,
+                "by_level": _by(point, estimates.problems, "level", bootstrap_iters, settings.seed),
+                "by_subject": _by(
+                    point, estimates.problems, "subject", bootstrap_iters, settings.seed
+                ),
+            }
+        )
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "task": results.task,
+        "policy": results.policy,
+        "prm": results.prm,
+        "source": results.source,
+        "problems": len(estimates.problems),
+        "confidence": 0.95,
+        "bootstrap_iters": bootstrap_iters,
+        "estimate": {
+            "max_exact": settings.max_exact,
+            "draws": settings.draws,
+            "seed": settings.seed,
+        },
+        "compute_optimal_table": None if table_path is None else os.fspath(table_path),
+        "rows": rows,
+    }
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _breakdown(report: Mapping[str, Any], field: str, title: str) -> list[str]:
+    labels = sorted(
+        {label for row in report["rows"] for label in row[field]}, key=lambda s: (len(s), s)
+    )
+    if not labels:
+        return []
+    lines = [
+        f"## Accuracy by {title} (%)",
+        "",
+        "| strategy | n | " + " | ".join(labels) + " |",
+        "|---|---:|" + "---:|" * len(labels),
+    ]
+    for row in report["rows"]:
+        cells = [
+            _pct(row[field][label]["accuracy"]) if label in row[field] else "" for label in labels
+        ]
+        lines.append(f"| {row['curve']} | {row['n']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    """The report as markdown tables: overall, by level, by subject."""
+    who = ", ".join(
+        f"{k}: {report[k]}" for k in ("task", "policy", "prm") if report.get(k) is not None
+    )
+    lines = [
+        f"# Test-time compute report ({who})",
+        "",
+        f"{report['problems']} problems; accuracy in %, {int(report['confidence'] * 100)}% "
+        f"percentile-bootstrap interval over problems ({report['bootstrap_iters']} resamples); "
+        "tokens are means per problem.",
+        "",
+        "| strategy | n | accuracy | 95% CI | problems | policy tokens | PRM tokens |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for row in report["rows"]:
+        lines.append(
+            f"| {row['curve']} | {row['n']} | {_pct(row['accuracy'])} | "
+            f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}] | {row['problems']} | "
+            f"{row['policy_tokens']:.0f} | {row['prm_tokens']:.0f} |"
+        )
+    lines.append("")
+    lines += _breakdown(report, "by_level", "level")
+    lines += _breakdown(report, "by_subject", "subject")
+    return "\n".join(lines)
