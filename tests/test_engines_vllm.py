@@ -124,7 +124,23 @@ def test_render_prompt_matches_hf(engines):
     assert vl.render_prompt(messages) == hf.render_prompt(messages)
 
 
-def test_empty_stop_string_rejected(engines):
+def test_bad_requests_fail_before_generating(engines):
     vl, _, prompts, _ = engines
+    assert vl.max_model_len == 1024
     with pytest.raises(ValueError, match="non-empty strings"):
         vl.generate([GenerationRequest(prompts[0], SamplingParams(stop=("",)))])
+    with pytest.raises(ValueError, match="leaves no room under max_model_len=1024"):
+        vl.generate([GenerationRequest(prompts[3] * 4, GREEDY)])
+    with pytest.raises(ValueError, match="prompt_ids is empty"):
+        vl.generate([GenerationRequest((), GREEDY)])
+
+
+def test_generation_stops_at_max_model_len(engines):
+    vl, hf, prompts, _ = engines
+    room = 3
+    prompt = (prompts[3] * 4)[: 1024 - room]
+    got = vl.generate([GenerationRequest(prompt, GREEDY)])[0].completions[0]
+    want = hf.generate([GenerationRequest(prompt, SamplingParams(temperature=0, max_tokens=room))])
+    assert got.token_ids == want[0].completions[0].token_ids
+    assert got.finish_reason is want[0].completions[0].finish_reason
+    assert got.finish_reason is FinishReason.EOS or len(got.token_ids) == room

@@ -109,6 +109,7 @@ class VLLMEngine:
             enforce_eager,
         )
         self._vllm = vllm
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return render_chat(self.tokenizer, messages)
@@ -123,6 +124,11 @@ class VLLMEngine:
         for i, req in enumerate(requests):
             if not req.prompt_ids:
                 raise ValueError(f"request {i}: prompt_ids is empty; render a prompt first")
+            if len(req.prompt_ids) >= self.max_model_len:
+                raise ValueError(
+                    f"request {i}: prompt of {len(req.prompt_ids)} tokens leaves no room under "
+                    f"max_model_len={self.max_model_len}"
+                )
             validate_stops(req.params.stop)
             p = req.params
             prompts.append(TokensPrompt(prompt_token_ids=list(req.prompt_ids)))
