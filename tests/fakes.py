@@ -9,9 +9,10 @@ end-of-sequence token, so a candidate's token-id prefix and its text are interch
   ``"P2|"`` can share one script. Sample ``i`` of a request takes option ``(offset + i) %
   len(options)`` at every level, ``offset`` being the number of samples already asked for the same
   prompt earlier in the same call (so two beams at one prefix get different options); temperature
-  0 takes option 0. An option ending with ``"<eos>"`` ends the solution with EOS. Output is then cut exactly like a real engine: at the first stop string (STEP, the stop
-  string kept in the text), at EOS (EOS id in ``token_ids``, not in ``text``), or at
-  ``max_tokens`` (LENGTH). A prefix missing from the script raises ``KeyError``.
+  0 takes option 0. An option ending with ``"<eos>"`` ends the solution with EOS. Output is then
+  cut exactly like a real engine: at the first stop string (STEP, the stop string kept in the
+  text), at EOS (EOS id in ``token_ids``, not in ``text``), or at ``max_tokens`` (LENGTH). A
+  prefix missing from the script raises ``KeyError``.
 - :class:`RandomEngine`: pseudo-random steps that depend only on (seed, prompt ids, sample index);
   it refuses requests without a seed. For determinism and batch-independence tests.
 - :class:`FakePRM`: the score of a step is the number in its last ``[0.x]`` tag (``default`` if

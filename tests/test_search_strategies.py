@@ -40,7 +40,7 @@ BEAM_SCRIPT = {
     "b [0.85]\n\n": ["\\boxed{2} [0.6]\n\n", "f [0.4]\n\n"],
     "a [0.9]\n\ne [0.5]\n\n": [
         "\\boxed{1} [0.95]<eos>",
-        "g [0.2]\n\nh [0.3]\n\n\\boxed{3} [0.1]<eos>",
+        "g [0.2]\n\nh [0.3]\n\n\\boxed{3} [0.35]<eos>",
     ],
     "b [0.85]\n\nf [0.4]\n\n": ["\\boxed{2} [0.7]<eos>", "L" * 50 + "<eos>"],
 }
@@ -68,7 +68,9 @@ def test_beam_search_end_to_end(selection, answer):
     assert len(prm.calls) == 3
     # completed solutions ranked by score (not finish order), then the truncated one
     completed = [(c.answer, c.step_scores[-1]) for c in result.candidates if c.finished]
-    assert completed == [("1", 0.95), ("2", 0.7), ("2", 0.6), ("1", 0.3), ("3", 0.1)]
+    # only the n=4 best of the 5 completed solutions are kept and vote
+    assert completed == [("1", 0.95), ("2", 0.7), ("2", 0.6), ("3", 0.35)]
+    assert result.settings["completed_dropped"] == 1
     truncated = result.candidates[-1]
     assert (truncated.finished, truncated.finish_reason) == (False, FinishReason.LENGTH)
     assert truncated.step_scores == (0.85, 0.4)  # never scored itself: keeps its parent's scores
@@ -78,7 +80,7 @@ def test_beam_search_end_to_end(selection, answer):
     assert (step_final.finish_reason, step_final.finished) == (FinishReason.STEP, True)
     # multi-step final generation is split into steps, each scored
     multi = next(c for c in result.candidates if c.answer == "3")
-    assert multi.step_scores == (0.9, 0.5, 0.2, 0.3, 0.1)
+    assert multi.step_scores == (0.9, 0.5, 0.2, 0.3, 0.35)
     assert "".join(multi.steps) == multi.text
     assert {c.group for c in result.candidates} == {0}  # all descend from initial beam 0
     assert result.candidates[result.selected].answer == answer
@@ -103,8 +105,9 @@ def test_beam_search_expands_fewer_beams_into_more_candidates():
     (result,), engine, _ = run("beam_search", script, n=4, beam_width=2, num_iterations=2)
     assert result.settings["active_beams"] == [2, 1]
     assert [[r.params.n for r in call] for call in engine.calls] == [[2, 2], [4]]
-    assert len(result.candidates) == 7
-    assert result.candidates[result.selected].answer == "2"  # 0.8 + 0.7 + 0.3 beats 0.9
+    # 7 completed, the 4 best kept: 0.9 (3), 0.8 (2), 0.7 (2), 0.5 (1)
+    assert [c.answer for c in result.candidates] == ["3", "2", "2", "1"]
+    assert result.candidates[result.selected].answer == "2"  # 0.8 + 0.7 beats 0.9
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,15 @@ remain. Every candidate's prefix is scored (see ``_tree``), then:
   (ties: lower lineage first); the others are pruned (counted in ``settings["pruned"]``).
 
 The search stops when no beam is active or after ``num_iterations`` (the last iteration generates
-to the end). The result lists the completed solutions ranked by aggregated score (best first;
-ties by lineage), then the truncated ones; the final answer is chosen among completed solutions
-by ``selection`` (``weighted`` by default, or ``naive``). ``Candidate.group`` is the index of the
-initial beam a solution descends from.
+to the end). Completed solutions are then ranked by aggregated score (best first; ties by
+lineage), not by finish order, and the ``n`` best are kept, as in the published setup, so the
+vote runs over ``n`` solutions like best_of_n at the same ``n`` (how many lower-ranked ones were
+dropped is in ``settings["completed_dropped"]``). The result lists those, then the truncated
+ones; the final answer is chosen among them by ``selection`` (``weighted`` by default, or
+``naive``). ``Candidate.group`` is the index of the initial beam a solution descends from.
 
-What this module does not do: keep pruned intermediate candidates in the trace.
+What this module does not do: keep pruned intermediate candidates (or completed solutions beyond
+the ``n`` best) in the trace; their tokens are in the cost all the same.
 """
 
 from __future__ import annotations
@@ -81,11 +84,13 @@ class BeamSearchWork(TreeWork):
         ranked = sorted(
             self.completed, key=lambda n: (-voting.aggregate(n.step_scores, agg), n.lineage)
         )
+        kept = ranked[: self.config.n]
         extra: dict[str, object] = {
             "pruned": self.pruned,
+            "completed_dropped": len(ranked) - len(kept),
             "active_beams": list(self.active_per_iteration),
         }
-        return ranked + self.truncated + self.open, extra
+        return kept + self.truncated + self.open, extra
 
 
 def make_work(
