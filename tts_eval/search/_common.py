@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from tts_eval.search.config import SearchConfig
 from tts_eval.types import (
@@ -91,6 +91,7 @@ class Node:
     truncated: bool = False
     step_scores: tuple[float, ...] = ()
     rank_score: float = 0.0
+    _views: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def active(self) -> bool:
@@ -102,7 +103,12 @@ class Node:
         return self.active and self.finish_reason is FinishReason.STEP
 
     def views(self, delimiter: str) -> tuple[str, ...]:
-        return segment_steps(self.text, delimiter, self.open_tail)[1]
+        """PRM views of the steps (cached: a search uses one delimiter throughout)."""
+        if self._views is None:
+            object.__setattr__(
+                self, "_views", segment_steps(self.text, delimiter, self.open_tail)[1]
+            )
+        return self._views  # type: ignore[return-value]
 
 
 def extend(
@@ -126,12 +132,15 @@ def extend(
     token_ids = node.token_ids + tuple(completion.token_ids)
     finished = reason is FinishReason.EOS
     truncated = reason is FinishReason.LENGTH
+    views = None
     if reason is FinishReason.STEP:
         before = node.views(delimiter)
         after = segment_steps(text, delimiter, open_tail=True)[1]
         finished = len(after) > len(before) and bool(answers.is_final_step(after[-1]))
         if not finished and len(token_ids) >= config.max_tokens:
             truncated, reason = True, FinishReason.LENGTH
+        if not (finished or truncated):
+            views = after  # the child keeps an open tail: same segmentation
     return Node(
         lineage=(*node.lineage, index),
         group=node.group,
@@ -142,6 +151,7 @@ def extend(
         truncated=truncated,
         step_scores=node.step_scores,
         rank_score=node.rank_score,
+        _views=views,
     )
 
 
