@@ -195,7 +195,11 @@ def validate_runs(recipe: SweepRecipe) -> None:
     from tts_eval.config import parse_model_args
     from tts_eval.workflow.plan import plan_runs
 
-    for run in plan_runs(recipe):
+    try:
+        runs = plan_runs(recipe)
+    except ValueError as exc:
+        raise ValueError(f"recipe {recipe.source}: {exc}") from None
+    for run in runs:
         try:
             parse_model_args(recipe.run_model_args(run.strategy, run.n))
         except ValueError as exc:
