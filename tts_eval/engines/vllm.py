@@ -3,7 +3,9 @@
 :class:`VLLMEngine` wraps one ``vllm.LLM`` with prefix caching on. Prompts go in as token ids
 (``TokensPrompt``), so continuing a partial solution is exact and its prefix is served from the
 cache; every request carries its own ``n``, temperature, top_p, max_tokens, stop strings (kept in
-the output) and seed. The cost report uses vLLM's ``num_cached_tokens``.
+the output) and seed (vLLM seeds completion ``j`` with ``seed + j``, like the transformers engine;
+a request without a seed draws from vLLM's global generator, seeded once by ``EngineConfig.seed``,
+so it is not reproducible on its own). The cost report uses vLLM's ``num_cached_tokens``.
 
 Finish reasons come from :func:`classify_finish`: vLLM's ``stop_reason`` alone is ambiguous (None
 both for EOS and for a length cut-off), so ``finish_reason`` ("stop"/"length") is read first.
