@@ -27,9 +27,9 @@ def _cold() -> None:
     equiv.candidates.cache_clear()
     equiv._parse.cache_clear()
     equiv._number.cache_clear()
-    equiv._symbolic_cached.cache_clear()
+    equiv._SYMBOLIC_CACHE.clear()
     bounded.shutdown()
-    bounded.call("expr", "1", "1", timeout=5.0)  # start one helper outside the timed region
+    bounded.prestart()  # start the helpers outside the timed region
 
 
 def _summary(name: str, times: list[float]) -> str:

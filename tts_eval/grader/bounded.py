@@ -12,10 +12,13 @@ Helpers are pooled (at most ``MAX_WORKERS``), one request at a time each, guarde
 forked child process gets a fresh pool instead of sharing its parent's pipes. The first helper of
 a process is started in the calling thread (importing sympy and warming the LaTeX parser, 1-4 s):
 that one-time cost is not counted against ``timeout`` (it is bounded by ``STARTUP_TIMEOUT_S``).
-A warm spare helper is kept from then on, so a helper killed on timeout is replaced at once (and
-a new spare starts in the background); a call that finds no helper ready within its ``timeout``
-gets :class:`GraderTimeout` (so every call stays bounded). What this module does not do: decide anything about
-answers, or cache (``equiv`` caches results).
+Two warm spare helpers are kept from then on, so a helper killed on timeout is replaced at once
+(and a new spare starts in the background). Only when several timeouts in a row use up the spares
+does a call wait for a restarting helper; that wait is not counted either (a verdict must not
+depend on machine load), while waiting for a helper busy with another thread's call is.
+
+What this module does not do: decide anything about answers, or cache (``equiv`` caches results).
+Linux/macOS only (``select`` on pipes).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-MAX_WORKERS = max(2, min(4, os.cpu_count() or 1))
+MAX_WORKERS = 3  # one busy + two warm spares for a single caller; threads share them
 STARTUP_TIMEOUT_S = 60.0
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -111,6 +114,7 @@ class _Pool:
         self.idle: list[_Worker] = []
         self.count = 0  # ready + busy + starting
         self.ever_ready = False
+        self._busy = 0
         self.cond = threading.Condition()
 
     def _start_background(self) -> None:
@@ -130,7 +134,10 @@ class _Pool:
         threading.Thread(target=run, name="tts-grader-helper-start", daemon=True).start()
 
     def acquire(self, timeout: float) -> _Worker:
+        """A ready helper. Waiting for one that is still starting is not counted (start-up is not
+        comparison work); waiting while all helpers are busy with other threads' calls is."""
         deadline = time.monotonic() + timeout
+        startup_deadline = time.monotonic() + STARTUP_TIMEOUT_S
         with self.cond:
             while not self.idle:
                 if self.count < MAX_WORKERS:
@@ -138,10 +145,14 @@ class _Pool:
                     if not self.ever_ready:
                         break  # first helper of this process: start it here, untimed
                     self._start_background()
-                left = deadline - time.monotonic()
-                if left <= 0 or not self.cond.wait(left) and not self.idle:
+                now = time.monotonic()
+                starting = self.count - self._busy
+                limit = startup_deadline if starting > 0 else deadline
+                if now >= limit:
                     raise GraderTimeout("no grader helper process ready in time")
+                self.cond.wait(limit - now)
             else:
+                self._busy += 1
                 return self.idle.pop()
         try:
             w = _Worker()
@@ -151,8 +162,9 @@ class _Pool:
                 self.cond.notify_all()
             raise
         with self.cond:
+            self._busy += 1
             self.ever_ready = True
-            if self.count < MAX_WORKERS:  # a warm spare takes over at once when one is killed
+            while self.count < MAX_WORKERS:  # warm spares take over at once when one is killed
                 self.count += 1
                 self._start_background()
         return w
@@ -161,6 +173,7 @@ class _Pool:
         if not healthy:
             worker.kill()
         with self.cond:
+            self._busy -= 1
             if healthy:
                 self.idle.append(worker)
             else:
@@ -201,6 +214,23 @@ def call(op: str, a: str, b: str, timeout: float) -> object:
         return result
     finally:
         pool.release(worker, healthy)
+
+
+def prestart(timeout: float = STARTUP_TIMEOUT_S) -> bool:
+    """Start this process's helpers now and wait until all are ready; False if not in time.
+
+    Optional: the grader starts them on first use anyway. Useful before timing calls.
+    """
+    pool = _get_pool()
+    pool.release(pool.acquire(timeout), healthy=True)
+    deadline = time.monotonic() + timeout
+    with pool.cond:
+        while len(pool.idle) < pool.count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            pool.cond.wait(left)
+    return True
 
 
 def shutdown() -> None:

@@ -24,7 +24,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from fractions import Fraction
 
 from tts_eval.grader import bounded
@@ -35,8 +37,8 @@ from tts_eval.grader.structure import Node, parse
 
 logger = logging.getLogger(__name__)
 
-CALL_BUDGET_S = 1.8
-STEP_TIMEOUT_S = 1.5
+CALL_BUDGET_S = 1.6
+STEP_TIMEOUT_S = 1.2
 
 _MATH_WORDS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "log", "exp", "sqrt", "frac", "infty", "and",
@@ -119,21 +121,51 @@ def _bases(a: str, b: str) -> tuple[str, str]:
     return (ma.group(1) if ma else a), (mb.group(1) if mb else b)
 
 
-@functools.lru_cache(maxsize=65536)
-def _symbolic_cached(op: str, a: str, b: str, timeout: float) -> bool:
-    return bool(bounded.call(op, a, b, timeout))
+class _LRU:
+    """A small thread-safe LRU of finished symbolic verdicts (timeouts are never stored)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.data: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> bool | None:
+        with self.lock:
+            if key in self.data:
+                self.data.move_to_end(key)
+                return self.data[key]
+        return None
+
+    def put(self, key: tuple[str, str, str], value: bool) -> None:
+        with self.lock:
+            self.data[key] = value
+            if len(self.data) > self.maxsize:
+                self.data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.data.clear()
+
+
+_SYMBOLIC_CACHE = _LRU(65536)
 
 
 def _symbolic(op: str, a: str, b: str, budget: _Budget) -> bool:
+    a, b = sorted((a, b))
+    key = (op, a, b)
+    hit = _SYMBOLIC_CACHE.get(key)
+    if hit is not None:
+        return hit
     left = min(budget.left(), STEP_TIMEOUT_S)
     if left <= 0.01:
         return False
-    a, b = sorted((a, b))
     try:
-        return _symbolic_cached(op, a, b, STEP_TIMEOUT_S)
+        verdict = bool(bounded.call(op, a, b, left))
     except bounded.GraderTimeout:
         logger.debug("symbolic %s timed out on %r vs %r", op, a, b)
         return False
+    _SYMBOLIC_CACHE.put(key, verdict)
+    return verdict
 
 
 def _leaf_equal(a: str, b: str, budget: _Budget) -> bool:
@@ -160,7 +192,9 @@ def _match_unordered(xs: tuple[Node, ...], ys: tuple[Node, ...], budget: _Budget
 
 
 def _match_ordered(xs: tuple[Node, ...], ys: tuple[Node, ...], budget: _Budget) -> bool:
-    return len(xs) == len(ys) and all(_node_equal(x, y, budget) for x, y in zip(xs, ys))
+    return len(xs) == len(ys) and all(
+        _node_equal(x, y, budget) for x, y in zip(xs, ys, strict=True)
+    )
 
 
 def _values(n: Node) -> Node:
@@ -226,7 +260,7 @@ def _node_equal(x: Node, y: Node, budget: _Budget) -> bool:  # noqa: C901 - one 
         return _match_unordered(x.items, y.items, budget)
     if kx == ky == "matrix":
         return len(x.items) == len(y.items) and all(
-            _match_ordered(r.items, s.items, budget) for r, s in zip(x.items, y.items)
+            _match_ordered(r.items, s.items, budget) for r, s in zip(x.items, y.items, strict=True)
         )
     if {kx, ky} == {"matrix", "tuple"}:
         m, t = (x, y) if kx == "matrix" else (y, x)
@@ -252,6 +286,8 @@ def is_equiv(pred: str, gold: str) -> bool:
     """
     if not isinstance(pred, str) or not isinstance(gold, str):
         return False
+    if pred.strip() and pred.strip() == gold.strip():
+        return True  # identical answers, whatever they are
     try:
         budget = _Budget(CALL_BUDGET_S)
         pc, gc = candidates(pred), candidates(gold)

@@ -1,4 +1,4 @@
-"""Small pure string helpers over LaTeX answers: balanced groups, ``\\boxed{}`` spans, normalisation.
+"""Pure string helpers over LaTeX answers: balanced groups, ``\\boxed{}`` spans, normalisation.
 
 What this module does: find balanced ``{...}`` groups, locate ``\\boxed{}`` / ``\\fbox{}`` spans
 (including the ``\\boxed 5`` form and an unclosed trailing box), and rewrite an answer string into a
@@ -69,7 +69,7 @@ _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\text\{\s*%\s*\}|percentage|percent|pct)
 
 
 def matching_brace(s: str, open_idx: int) -> int:
-    """Index of the ``}`` closing the ``{`` at ``open_idx`` (escaped ``\\{``/``\\}`` skipped), or -1."""
+    """Index of the ``}`` closing the ``{`` at ``open_idx`` (``\\{``, ``\\}`` skipped), or -1."""
     depth = 0
     i = open_idx
     n = len(s)
@@ -90,7 +90,7 @@ def matching_brace(s: str, open_idx: int) -> int:
 
 @dataclass(frozen=True)
 class BoxSpan:
-    """One ``\\boxed`` occurrence: ``start``/``end`` of the whole command in the text and its content."""
+    """One ``\\boxed`` occurrence: ``start``/``end`` of the whole command, and its content."""
 
     start: int
     end: int
@@ -198,7 +198,7 @@ _SIMPLE_SUBS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 
 def unbox(s: str) -> str:
-    """If ``s`` holds boxes, their contents joined by ", " (an answer with several boxes is a list)."""
+    """If ``s`` holds boxes, their contents joined by ", " (several boxes make a list)."""
     boxes = find_boxes(s)
     if not boxes:
         return s
@@ -206,7 +206,7 @@ def unbox(s: str) -> str:
 
 
 def split_percent(s: str) -> tuple[str, bool]:
-    """Remove a trailing percent marker (``\\%``, ``%``, "percent", "pct"); say whether one was there."""
+    """Remove a trailing percent marker (``\\%``, ``%``, "percent", "pct"); say if there was one."""
     m = _PERCENT_RE.search(s)
     if m is None or m.start() == 0:
         return s, False
@@ -216,7 +216,7 @@ def split_percent(s: str) -> tuple[str, bool]:
 def normalize(answer: str) -> str:
     """The normal form of one answer string (not a whole output): noise removed, spacing collapsed.
 
-    Keeps single spaces (they separate thousands groups and mixed numbers); ``canonical`` drops them.
+    Keeps single spaces (they separate thousands groups, mixed numbers); ``canonical`` drops them.
     """
     s = answer[:MAX_ANSWER_CHARS]
     s = _DOUBLE_BACKSLASH_CMD_RE.sub(r"\\", s)

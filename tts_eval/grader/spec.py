@@ -1,4 +1,4 @@
-"""``MathAnswerSpec``: the math task's ``AnswerSpec`` (see ``tts_eval.types``) for search strategies.
+"""``MathAnswerSpec``: the math task's ``AnswerSpec`` (``tts_eval.types``) for search strategies.
 
 A step is final when it closes a ``\\boxed{}``; answers are extracted, keyed and compared with the
 grader. Equivalence results are memoised in a bounded LRU (voting compares O(N^2) pairs), keyed on
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from tts_eval.grader.equiv import canonical, is_equiv
 from tts_eval.grader.extract import extract_answer
@@ -49,4 +49,3 @@ class MathAnswerSpec:
             return True
         x, y = (a, b) if a <= b else (b, a)
         return self._equiv(x, y)
-

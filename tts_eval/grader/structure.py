@@ -117,7 +117,7 @@ def name_key(s: str) -> str:
 
 
 def is_name(s: str) -> bool:
-    """Whether ``s`` names the unknown rather than computes something (``x``, ``f(x)``, ``|AB|``)."""
+    """Whether ``s`` names the unknown rather than computes (``x``, ``f(x)``, ``|AB|``)."""
     s = re.sub(r"_\{[^{}]*\}|_[A-Za-z0-9]", "", s.strip())
     if not s or len(s) > 40 or not re.search(r"[A-Za-z]", s):
         return False
@@ -214,7 +214,9 @@ def _parse_item(s: str, depth: int) -> Node:
             value = parse(eq[1], depth + 1)
             return Node("assign", s, (value,), name=name_key(eq[0]))
         if not re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", s)):
-            return _parse_item(eq[1], depth + 1)  # "\frac{1}{2} = 0.5": a computation, keep the result
+            return _parse_item(
+                eq[1], depth + 1
+            )  # "\frac{1}{2} = 0.5": a computation, keep the result
         return Node("eq", s)
     ins = [p.strip() for p in split_top(s, _IN_RE)]
     if len(ins) == 2 and ins[1] and (not ins[0] or is_name(ins[0])):

@@ -1,8 +1,8 @@
-"""The symbolic rung: LaTeX -> sympy (via latex2sympy2_extended) and equality tests on the results.
+"""The symbolic rung: LaTeX -> sympy (latex2sympy2_extended) and equality tests on the results.
 
-Functions here take LaTeX strings and return ``True``/``False`` (``None``: could not parse). They can
-run for unbounded time on hostile input, so callers never call them directly: ``bounded.call`` runs
-them in a helper process with a timeout. This module imports sympy lazily, at first use.
+Functions here take LaTeX strings and return ``True``/``False`` (``None``: could not parse).
+They can run for unbounded time on hostile input, so callers never call them directly:
+``bounded.call`` runs them in a helper process with a timeout. Sympy is imported lazily.
 
 Equality of two expressions: structural, then exact numeric evaluation when there are no free
 symbols (with the long-decimal rounding rule of ``numeric``), then probing at fixed points,
@@ -126,7 +126,7 @@ def _scalar_equal(a: Any, b: Any, places: int | None) -> bool | None:
 def _matrix_equal(a: Any, b: Any) -> bool:
     if a.shape != b.shape:
         return False
-    return all(_scalar_equal(x, y, None) for x, y in zip(a, b))
+    return all(_scalar_equal(x, y, None) for x, y in zip(a, b, strict=True))
 
 
 def expr_equal(a: str, b: str) -> bool | None:
@@ -271,7 +271,7 @@ WARM_UP = (
 
 
 def warm_up() -> None:
-    """Parse a few representative inputs once (the LaTeX parser is slow on its first use of a rule)."""
+    """Parse a few typical inputs once (the LaTeX parser is slow on its first use of a rule)."""
     for s in WARM_UP:
         parse_latex(s)
 
