@@ -36,8 +36,7 @@ def test_importing_package_is_cheap():
 
 def test_hook_is_installed_at_startup_without_importing_lm_eval():
     out = run_py(
-        "import sys\n"
-        "print('tts_eval._lm_eval_hook' in sys.modules, 'lm_eval' in sys.modules)"
+        "import sys\nprint('tts_eval._lm_eval_hook' in sys.modules, 'lm_eval' in sys.modules)"
     )
     assert out == "True False"
 

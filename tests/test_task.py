@@ -72,7 +72,11 @@ def test_missing_local_copy_is_a_clear_error(monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     ("output", "gold", "expected"),
     [
-        ("## Step 1: add\n\nTherefore, the final answer is: $\\boxed{\\frac{1}{2}}$.", "\\frac12", 1.0),
+        (
+            "## Step 1: add\n\nTherefore, the final answer is: $\\boxed{\\frac{1}{2}}$.",
+            "\\frac12",
+            1.0,
+        ),
         ("The answer is $\\boxed{0.5}$", "\\frac{1}{2}", 1.0),
         ("The answer is $\\boxed{3}$", "\\frac{1}{2}", 0.0),
         ("no answer at all", "5", 0.0),

@@ -32,6 +32,7 @@ PRM_KEYS = {
 TOP_KEYS = ("system_prompt", "trace_path", "eager_load", "data_parallel_size", "ray_address")
 # Keys lm-eval's CLI passes to every model (--batch_size, --max_batch_size, --device).
 LM_EVAL_EXTRA_KEYS = ("batch_size", "max_batch_size", "device")
+LM_EVAL_DEFAULT_DEVICE = "cuda:0"
 # Values given with escapes on the command line ("\n\n").
 ESCAPED_KEYS = ("step_delimiter", "system_prompt")
 
@@ -175,8 +176,11 @@ def parse_model_args(
 
     extra = dict(extra or {})
     engine_vals = {k: v for k, v in raw.items() if k in engine_fields}
-    if "device" in extra and "device" in engine_fields and "device" not in engine_vals:
-        engine_vals["device"] = extra["device"]
+    # lm-eval's CLI always sends device="cuda:0" (its default), which says nothing: only a device
+    # the user chose with --device reaches the engine; otherwise the engine's "auto" decides.
+    cli_device = extra.get("device")
+    if cli_device not in (None, LM_EVAL_DEFAULT_DEVICE) and "device" not in engine_vals:
+        engine_vals["device"] = cli_device
     search_vals = {k: v for k, v in raw.items() if k in search_fields}
     has_prm = raw.get("prm") not in (None, "")
     if "strategy" not in search_vals and not has_prm:
@@ -199,6 +203,8 @@ def parse_model_args(
             f"model_args strategy={search.strategy} needs a PRM: add prm=<path or hub id> "
             "(or use strategy=majority, which needs none)"
         )
-    return _build(TTSConfig, {"engine": engine, "search": search, "prm": prm, **top_vals}, {
-        "engine": "engine", "search": "search", "prm": "prm", **{k: k for k in top_vals}
-    })
+    return _build(
+        TTSConfig,
+        {"engine": engine, "search": search, "prm": prm, **top_vals},
+        {"engine": "engine", "search": "search", "prm": "prm", **{k: k for k in top_vals}},
+    )

@@ -93,7 +93,9 @@ class TTSLM(LM):
             self._get_runner()
 
     @classmethod
-    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> TTSLM:
+    def create_from_arg_string(
+        cls, arg_string: str, additional_config: dict | None = None
+    ) -> TTSLM:
         extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
         return cls(config=parse_model_args(arg_string, extra=extra))
 
@@ -131,9 +133,7 @@ class TTSLM(LM):
         if not requests:
             return []
         runner = self._get_runner()
-        messages = [
-            context_to_messages(req.args[0], self.config.system_prompt) for req in requests
-        ]
+        messages = [context_to_messages(req.args[0], self.config.system_prompt) for req in requests]
         problems = [
             Problem(
                 uid=_request_uid(req, i),

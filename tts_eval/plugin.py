@@ -81,7 +81,9 @@ def patch_task_manager(manager_module: ModuleType | None = None) -> None:
         if include_path is None:
             include_path = [ours]
         else:
-            paths = list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+            paths = (
+                list(include_path) if isinstance(include_path, (list, tuple)) else [include_path]
+            )
             if ours not in {str(p) for p in paths}:
                 paths.append(ours)
             include_path = paths

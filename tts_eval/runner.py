@@ -29,14 +29,16 @@ class Runner:
 
     @classmethod
     def from_config(cls, config) -> Runner:
-        from tts_eval.engines import load_engine
+        from tts_eval.engines import check_pretrained, load_engine
         from tts_eval.grader import MathAnswerSpec
 
+        # Cheap checks of both models first, so a bad policy path fails before the PRM loads.
+        check_pretrained(config.engine.pretrained)
         prm = None
         if config.prm is not None:
-            from tts_eval.prm import load_prm
+            from tts_eval.prm import load_prm_from_config
 
-            prm = load_prm(config.prm)
+            prm = load_prm_from_config(config.prm)
         engine = load_engine(config.engine)
         return cls(config.search, engine, prm, MathAnswerSpec())
 
