@@ -140,11 +140,11 @@ class TTSLM(LM):
                 text=problem_text(msgs),
                 prompt_ids=tuple(runner.engine.render_prompt(msgs)),
             )
-            for i, (req, msgs) in enumerate(zip(requests, messages))
+            for i, (req, msgs) in enumerate(zip(requests, messages, strict=True))
         ]
         results = runner.search(problems, progress=not disable_tqdm)
         outputs = []
-        for req, result in zip(requests, results):
+        for req, result in zip(requests, results, strict=True):
             gen_kwargs = req.args[1] if len(req.args) > 1 and isinstance(req.args[1], dict) else {}
             until = gen_kwargs.get("until") or []
             if isinstance(until, str):
@@ -178,7 +178,7 @@ def _append_traces(path: str, requests, results: Sequence[SearchResult]) -> None
 
     records = [
         result_record(result, task=getattr(req, "task_name", None), doc=getattr(req, "doc", None))
-        for req, result in zip(requests, results)
+        for req, result in zip(requests, results, strict=True)
     ]
     append_jsonl(path, records)
     logger.info("wrote %d search traces to %s", len(records), path)

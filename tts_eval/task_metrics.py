@@ -34,8 +34,13 @@ def math_metrics(output: str, gold: str) -> dict[str, Any]:
 
 
 def trace_metrics(result: SearchResult, gold: str) -> dict[str, Any]:
-    from tts_eval.search.voting import AnswerGrouper, majority_vote, naive_best, pass_at_n
-    from tts_eval.search.voting import weighted_vote
+    from tts_eval.search.voting import (
+        AnswerGrouper,
+        majority_vote,
+        naive_best,
+        pass_at_n,
+        weighted_vote,
+    )
     from tts_eval.traces import result_record
 
     candidates = result.candidates
