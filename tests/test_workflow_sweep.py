@@ -1,0 +1,308 @@
+"""``tts-eval sweep`` end to end through lm-eval's math500 task, on the fake engine and PRM.
+
+A sweep is killed (SIGKILL, in a subprocess) part-way and resumed: nothing recorded is recomputed
+or rewritten, nothing is lost, a torn last line is repaired, and the resumed results equal those
+of an uninterrupted sweep (per-problem seeds come from doc ids, not from chunks or positions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import FakeAnswerSpec, FakePRM, RandomEngine, decode
+
+from tts_eval.runner import Runner
+from tts_eval.workflow.recipe import load_sweep_recipe
+from tts_eval.workflow.report import build_report
+from tts_eval.workflow.results import load_results
+from tts_eval.workflow.sweep import run_sweep
+
+HERE = Path(__file__).resolve().parent
+PROBLEMS = [
+    ("What is 1+2?", "3", 1, "Algebra"),
+    ("Half of one?", "\\frac{1}{2}", 2, "Prealgebra"),
+    ("What is 3+4?", "7", 3, "Algebra"),
+    ("What is 2+2?", "4", 5, "Number Theory"),
+    ("What is 9-2?", "7", 4, "Prealgebra"),
+]
+
+
+class CountingEngine(RandomEngine):
+    """RandomEngine that remembers every prompt it generated for (and may sleep per call)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.delay = delay
+        self.prompts: list[str] = []
+
+    def generate(self, requests):
+        time.sleep(self.delay)
+        self.prompts += [decode(r.prompt_ids) for r in requests]
+        return super().generate(requests)
+
+
+def fake_runner_factory(engine):
+    return lambda config: Runner(config.search, engine, FakePRM(), FakeAnswerSpec())
+
+
+def write_inputs(folder: Path, out: Path, chunk_size: int = 1, task: str = "math500") -> Path:
+    data = folder / "math500.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "problem": p,
+                    "solution": a,
+                    "answer": a,
+                    "level": lv,
+                    "subject": s,
+                    "unique_id": f"test/{i}.json",
+                }
+            )
+            + "\n"
+            for i, (p, a, lv, s) in enumerate(PROBLEMS)
+        )
+    )
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "model_args": {
+                    "pretrained": "fake/policy",
+                    "prm": "fake/prm",
+                    "beam_width": 2,
+                    "max_tokens": 200,
+                },
+                "sweep": {
+                    "task": task,
+                    "strategies": ["majority", "best_of_n", "beam_search", "dvts"],
+                    "budgets": [2, 4],
+                    "output_dir": str(out),
+                    "chunk_size": chunk_size,
+                },
+            }
+        )
+    )
+    return recipe
+
+
+def child(recipe: str, delay: str) -> None:
+    """Subprocess entry: run the sweep on a slow fake engine until killed."""
+    run_sweep(
+        load_sweep_recipe(recipe),
+        runner_factory=fake_runner_factory(CountingEngine(float(delay))),
+        progress=False,
+    )
+
+
+def read_lines(folder: Path) -> dict[str, list[str]]:
+    return {
+        p.name: p.read_text().splitlines(keepends=True)
+        for p in sorted((folder / "runs").glob("*.jsonl"))
+    }
+
+
+def count_records(folder: Path) -> int:
+    return sum(len(v) for v in read_lines(folder).values()) if (folder / "runs").is_dir() else 0
+
+
+def strip_timing(record: dict) -> dict:
+    return {**record, "cost": {**record["cost"], "wall_time_s": 0}}
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTS_EVAL_MATH500", str(tmp_path / "math500.jsonl"))
+    return tmp_path
+
+
+def test_sweep_records_every_run_and_document(env):
+    recipe = write_inputs(env, env / "out", chunk_size=2)
+    engine = CountingEngine()
+    summary = run_sweep(
+        load_sweep_recipe(recipe), runner_factory=fake_runner_factory(engine), progress=False
+    )
+    assert [(r.strategy, r.n) for r in summary.runs] == [
+        ("best_of_n", 4),
+        ("dvts", 4),
+        ("beam_search", 2),
+        ("beam_search", 4),
+    ]
+    files = read_lines(env / "out")
+    assert len(files) == 4
+    for lines in files.values():
+        records = [json.loads(line) for line in lines]
+        assert sorted(r["doc_id"] for r in records) == list(range(len(PROBLEMS)))
+        for r in records:
+            assert r["uid"] == f"math500/{r['doc_id']}"  # true doc ids despite samples=
+            assert r["doc"]["answer"] == PROBLEMS[r["doc_id"]][1]
+            assert r["doc"]["level"] == PROBLEMS[r["doc_id"]][2]
+            assert r["task"] == "math500" and r["run_key"]
+            assert r["settings"]["n"] in (2, 4) and r["settings"]["seed"] == 0
+    # a second run has nothing to do and calls no engine
+    again = CountingEngine()
+    summary = run_sweep(
+        load_sweep_recipe(recipe), runner_factory=fake_runner_factory(again), progress=False
+    )
+    assert again.prompts == [] and all(r.computed == 0 for r in summary.runs)
+    report = build_report(
+        load_results(env / "out"),
+        FakeAnswerSpec(),
+        lambda a, g: FakeAnswerSpec().equivalent(a, g),
+        bootstrap_iters=50,
+    )
+    curves = {(r["curve"], r["n"]) for r in report["rows"]}
+    assert {("majority", 1), ("best_of_n", 4), ("dvts", 2), ("beam_search", 2)} <= curves
+    assert report["problems"] == len(PROBLEMS)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_recomputing_or_losing(env):
+    recipe = write_inputs(env, env / "out", chunk_size=1)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "child", str(recipe), "0.4"],
+        cwd=HERE.parent,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if count_records(env / "out") >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"sweep child exited early: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("the sweep child recorded nothing within 180 s")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = read_lines(env / "out")
+    recorded = sum(len(v) for v in before.values())
+    assert 3 <= recorded < 4 * len(PROBLEMS)  # killed part-way
+    # a write torn by the kill: a partial last line must be cut off, not glued to the next record
+    torn_file = env / "out" / "runs" / next(iter(before))
+    with open(torn_file, "a") as f:
+        f.write('{"version": 1, "uid": "math500/')
+
+    engine = CountingEngine()
+    summary = run_sweep(
+        load_sweep_recipe(recipe), runner_factory=fake_runner_factory(engine), progress=False
+    )
+    after = read_lines(env / "out")
+    for name, lines in before.items():
+        assert after[name][: len(lines)] == lines  # nothing recorded was lost or rewritten
+    done_before = {name: {json.loads(x)["doc_id"] for x in lines} for name, lines in before.items()}
+    for lines in after.values():
+        ids = [json.loads(x)["doc_id"] for x in lines]
+        assert sorted(ids) == list(range(len(PROBLEMS)))  # complete, no duplicates
+    assert sum(r.done_before for r in summary.runs) == recorded
+    assert sum(r.computed for r in summary.runs) == 4 * len(PROBLEMS) - recorded
+    # the resumed engine never saw a problem whose every run was already recorded
+    finished_everywhere = set.intersection(*[done_before.get(name, set()) for name in after])
+    for doc_id in finished_everywhere:
+        assert not any(PROBLEMS[doc_id][0] in prompt for prompt in engine.prompts)
+
+    # resumed results equal an uninterrupted sweep's
+    (env / "clean").mkdir()
+    clean = write_inputs(env / "clean", env / "clean_out", chunk_size=3)
+    run_sweep(
+        load_sweep_recipe(clean),
+        runner_factory=fake_runner_factory(CountingEngine()),
+        progress=False,
+    )
+    for name, lines in read_lines(env / "clean_out").items():
+        want = {json.loads(x)["doc_id"]: strip_timing(json.loads(x)) for x in lines}
+        got = {json.loads(x)["doc_id"]: strip_timing(json.loads(x)) for x in after[name]}
+        assert got == want
+
+
+def test_results_folder_of_another_task_is_refused(env):
+    recipe = write_inputs(env, env / "out")
+    manifest = {
+        "format": "tts-eval/sweep",
+        "version": 1,
+        "task": "gsm8k",
+        "pretrained": "fake/policy",
+        "prm": "fake/prm",
+        "runs": [],
+    }
+    (env / "out").mkdir()
+    (env / "out" / "sweep.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="holds a sweep of task 'gsm8k', not 'math500'"):
+        run_sweep(
+            load_sweep_recipe(recipe),
+            runner_factory=fake_runner_factory(CountingEngine()),
+            progress=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_prm(tmp_path_factory) -> Path:
+    from prm_models import build_rlhflow
+
+    return build_rlhflow(tmp_path_factory.mktemp("tiny-rlhflow"))
+
+
+@pytest.mark.slow
+def test_sweep_report_plot_on_tiny_models(env, tiny_llama, tiny_prm, capsys):
+    """Real loading (Runner.from_config: HF engine, rlhflow PRM, math grader) on 2 problems."""
+    from tts_eval.cli import main as cli_main
+
+    write_inputs(env, env / "out")
+    recipe = env / "tiny.yaml"
+    recipe.write_text(
+        json.dumps(
+            {
+                "model_args": {
+                    "pretrained": str(tiny_llama),
+                    "prm": str(tiny_prm),
+                    "beam_width": 2,
+                    "max_tokens": 12,
+                    "num_iterations": 2,
+                    "device": "cpu",
+                },
+                "sweep": {
+                    "task": "math500",
+                    "strategies": ["majority", "best_of_n", "beam_search"],
+                    "budgets": [2],
+                    "limit": 2,
+                    "output_dir": str(env / "tiny_out"),
+                },
+            }
+        )
+    )
+    assert cli_main(["sweep", str(recipe), "--no-progress"]) == 0
+    files = read_lines(env / "tiny_out")
+    assert len(files) == 2 and all(len(lines) == 2 for lines in files.values())
+    for lines in files.values():
+        for line in lines:
+            record = json.loads(line)
+            assert record["cost"]["policy_tokens"] > 0 and record["candidates"]
+    assert cli_main(["report", str(env / "tiny_out"), "--bootstrap", "50"]) == 0
+    report = json.loads((env / "tiny_out" / "report.json").read_text())
+    assert {(r["curve"], r["n"]) for r in report["rows"]} >= {
+        ("majority", 1),
+        ("majority", 2),
+        ("best_of_n", 2),
+        ("beam_search", 2),
+    }
+    assert report["policy"] == str(tiny_llama) and report["problems"] == 2
+    assert cli_main(["plot", str(env / "tiny_out"), "--ref", "CoT=10"]) == 0
+    pngs = sorted((env / "tiny_out" / "figures").glob("*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "child":
+    child(sys.argv[2], sys.argv[3])
