@@ -274,6 +274,8 @@ def warm_up() -> None:
     """Parse a few typical inputs once (the LaTeX parser is slow on its first use of a rule)."""
     for s in WARM_UP:
         parse_latex(s)
+    set_equal("-x > -1", "x < 1")  # imports the solvers (slow the first time)
+    expr_equal(r"\frac{x}{f(x)}", r"\frac{x+0}{f(x)}")  # and simplify
 
 
 OPS = {"expr": expr_equal, "eq": eq_equal, "set": set_equal}
