@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
         _workflow("sweep_main"),
     ),
     "report": (
-        "accuracy@n tables with 95% CIs, by level and subject (markdown, JSON)",
+        "accuracy@n tables with 95%% CIs, by level and subject (markdown, JSON)",
         _workflow("report_main"),
     ),
     "plot": ("PNG figures: accuracy vs budget, vs tokens, by level", _workflow("plot_main")),

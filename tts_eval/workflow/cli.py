@@ -101,7 +101,7 @@ def sweep_main(argv: Sequence[str]) -> int:
 def report_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="tts-eval report",
-        description="Accuracy@n per strategy with 95%% CIs, by level/subject, tokens.",
+        description="Accuracy@n per strategy with 95% CIs, by level/subject, tokens.",
     )
     parser.add_argument("results", help="results folder of a sweep, or a JSONL trace file")
     parser.add_argument(
