@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import MATH500, build_llama  # noqa: E402
+from tiny_models import MATH500, build_llama, build_scripted_llama  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,28 @@ def tiny_llama(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def scripted_llama(tmp_path_factory) -> Path:
+    """A tiny Llama with a context-free next-token distribution that writes steps, ends and boxes
+    answers (see ``tiny_models.build_scripted_llama``)."""
+    return build_scripted_llama(tmp_path_factory.mktemp("scripted-llama"))
+
+
+@pytest.fixture(scope="session")
 def math500_path() -> Path:
     if not MATH500.exists():
         pytest.skip(f"MATH-500 copy not found at {MATH500} (../shared/data is absent)")
     return MATH500
+
+
+@pytest.fixture(scope="session")
+def tiny_prm(tmp_path_factory) -> Path:
+    """A random tiny RLHFlow-format PRM (Llama with "+"/"-" tokens) saved under a temp dir."""
+    from prm_models import build_rlhflow
+
+    return build_rlhflow(tmp_path_factory.mktemp("tiny-rlhflow-prm"))
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None

@@ -109,3 +109,45 @@ def build_llama(path: Path, *, hidden: int = 128, layers: int = 2, seed: int = 0
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)
     return path
+
+
+# Next-token distribution of build_scripted_llama: token -> probability (the rest is spread evenly).
+SCRIPTED_TOKENS = {"\n\n": 0.15, EOT: 0.05, "\\boxed{1}": 0.03, "\\boxed{2}": 0.03}
+
+
+def build_scripted_llama(path: Path, *, hidden: int = 128, seed: int = 0) -> Path:
+    """A tiny Llama whose next-token distribution is (almost) the same in every context.
+
+    The residual stream is dominated by one dimension that every token embedding sets high, and the
+    final norm keeps only that dimension, so the logits are ``c * lm_head[:, 0]``, which is rigged to
+    the probabilities of ``SCRIPTED_TOKENS``: solutions then have steps ("\\n\\n"), end (EOS) and
+    carry boxed answers ("\\boxed{1}" / "\\boxed{2}" are single tokens), so search, voting and PRM
+    scoring have real work to do. Loads through the normal code paths (transformers and vLLM).
+    """
+    import math
+
+    import torch
+    from transformers import LlamaForCausalLM
+
+    path = build_llama(path, hidden=hidden, seed=seed)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.add_tokens([t for t in SCRIPTED_TOKENS if t not in tok.get_vocab()])
+    tok.save_pretrained(path)
+    model = LlamaForCausalLM.from_pretrained(path)
+    model.resize_token_embeddings(len(tok))
+    vocab = len(tok)
+    rest = (1.0 - sum(SCRIPTED_TOKENS.values())) / (vocab - len(SCRIPTED_TOKENS))
+    logp = torch.full((vocab,), math.log(rest))
+    for text, p in SCRIPTED_TOKENS.items():
+        logp[tok.convert_tokens_to_ids(text)] = math.log(p)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 10.0
+        model.model.norm.weight.zero_()
+        model.model.norm.weight[0] = 1.0
+        scale = math.sqrt(hidden)  # what RMSNorm makes of a residual dominated by one dimension
+        model.lm_head.weight[:, 0] = logp / scale
+    model.config.vocab_size = vocab
+    model.save_pretrained(path)
+    return path

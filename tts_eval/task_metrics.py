@@ -5,8 +5,8 @@
 same search trace, all over the run's N candidates:
 
 * ``maj@n``: the most frequent answer (grouped by equivalence) is correct;
-* ``weighted@n`` / ``naive@n``: PRM-weighted vote / single best-scored candidate is correct (only when
-  the candidates carry PRM step scores);
+* ``weighted@n`` / ``naive@n``: PRM-weighted vote / single best-scored candidate is correct (for
+  every PRM-guided strategy, i.e. all but majority);
 * ``pass@n``: any finished candidate is correct (coverage);
 * ``policy_tokens``: policy tokens generated for the problem;
 * ``tts_trace``: the trace record itself (without token ids), so ``--log_samples`` logs it beside the
@@ -58,7 +58,7 @@ def trace_metrics(result: SearchResult, gold: str) -> dict[str, Any]:
         "pass@n": float(pass_at_n(candidates, correct)),
         "policy_tokens": float(result.cost.policy_tokens),
     }
-    if any(c.step_scores for c in candidates):
+    if result.strategy != "majority":  # PRM-guided: report on every document, scored or not
         metrics["weighted@n"] = hit(weighted_vote(candidates, grouper, agg))
         metrics["naive@n"] = hit(naive_best(candidates, agg))
     metrics[TRACE_KEY] = result_record(result, token_ids=False)
