@@ -29,6 +29,10 @@ class Runner:
 
     @classmethod
     def from_config(cls, config) -> Runner:
+        if config.data_parallel_size > 1:  # K Ray workers; see tts_eval.distributed
+            from tts_eval.distributed import RayRunner
+
+            return RayRunner.from_config(config)
         from tts_eval.engines import check_pretrained, load_engine
         from tts_eval.grader import MathAnswerSpec
 
