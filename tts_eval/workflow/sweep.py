@@ -171,9 +171,6 @@ def _sweep_model(config: Any, runner: Any, sink: Path, key: str):
     class SweepLM(TTSLM):
         chunk_ids: list[int] = []
 
-        def _get_runner(self):
-            return runner
-
         def generate_until(self, requests, disable_tqdm: bool = False):
             positions = [req.doc_id for req in requests]
             try:
@@ -196,7 +193,9 @@ def _sweep_model(config: Any, runner: Any, sink: Path, key: str):
             append_jsonl(sink, records)
             return outputs
 
-    return SweepLM(config=dataclasses.replace(config, eager_load=False, trace_path=None))
+    return SweepLM(
+        config=dataclasses.replace(config, eager_load=False, trace_path=None), runner=runner
+    )
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:
