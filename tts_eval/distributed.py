@@ -230,7 +230,6 @@ class SearchWorker:
 
         self.rank = rank
         self.chunks_done = 0
-        self.restarted = _was_restarted()
         self.node = _node_name()
         self._error: BaseException | None = None
         self.runner = None
@@ -250,7 +249,6 @@ class SearchWorker:
             "node": self.node,
             "pid": os.getpid(),
             "load_s": self.load_s,
-            "restarted": self.restarted,
             "threads": _torch_threads(),
         }
 
@@ -277,21 +275,25 @@ class SearchWorker:
     def _test_exit_hook(self) -> None:
         """Test-only: die like a killed process after chunk ``$TTS_EVAL_TEST_WORKER_EXIT_AFTER``."""
         after = os.environ.get(EXIT_AFTER_ENV)
-        if not after or self.restarted:
+        if not after or int(os.environ.get(EXIT_RANK_ENV, "0")) != self.rank:
             return
-        rank = int(os.environ.get(EXIT_RANK_ENV, "0"))
-        if rank == self.rank and self.chunks_done == int(after):
+        if self.chunks_done == int(after) and not _was_restarted():
             logger.warning("test hook %s: worker %d exits now", EXIT_AFTER_ENV, self.rank)
             os._exit(1)
 
 
 def _was_restarted() -> bool:
+    """Whether Ray restarted this actor (asked only by the test hook: it queries the GCS)."""
+    import warnings
+
     try:
         import ray
 
-        return bool(
-            ray.is_initialized() and ray.get_runtime_context().was_current_actor_reconstructed
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Ray's property uses a deprecated accessor
+            return bool(
+                ray.is_initialized() and ray.get_runtime_context().was_current_actor_reconstructed
+            )
     except Exception:  # noqa: BLE001 - outside an actor there is nothing to ask
         return False
 
@@ -371,6 +373,18 @@ def _connect(ray: Any, address: str | None, num_cpus: float) -> bool:
     return True
 
 
+_PROBE_RETRY_S = 1.0
+
+
+@dataclass
+class _Recovery:
+    """A lost worker Ray is restarting: when it was lost and the pending ``ready`` probe."""
+
+    since: float
+    ref: Any = None
+    next_try: float = 0.0
+
+
 class RayRunner:
     """Runs each request batch over K Ray actors (see the module docstring).
 
@@ -394,7 +408,8 @@ class RayRunner:
         self.options = options
         self._actors = actors
         self._started_ray = started_ray
-        self._dead: set[int] = set()
+        self._dead: set[int] = set()  # restarts exhausted
+        self._recovering: dict[int, _Recovery] = {}  # lost, being restarted by Ray
         self._chunk_ids = 0
         self.last_run: dict[str, Any] = {}
 
@@ -480,29 +495,23 @@ class RayRunner:
         results: list[SearchResult | None] = [None] * len(problems)
         attempts = [0] * len(problems)
         pending: deque[int] = deque(range(len(problems)))
-        idle: deque[int] = deque(r for r in range(self.workers) if r not in self._dead)
+        idle: deque[int] = deque(
+            r for r in range(self.workers) if r not in self._dead and r not in self._recovering
+        )
         inflight: dict[Any, tuple[int, list[int]]] = {}
-        probes: dict[Any, int] = {}
         lost_chunks = 0
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(
-                total=len(problems), desc=f"search[{self.search_config.strategy}] x{self.workers}"
-            )
+            desc = f"search[{self.search_config.strategy}] x{self.workers}"
+            bar = tqdm(total=len(problems), desc=desc)
         try:
             while pending or inflight:
+                self._probe_recovering()
                 while idle and pending:
                     rank = idle.popleft()
-                    alive = self.workers - len(self._dead)
-                    size = chunk_size(
-                        len(pending),
-                        alive,
-                        max_chunk=opts.max_chunk,
-                        chunks_per_worker=opts.chunks_per_worker,
-                    )
-                    chunk = [pending.popleft() for _ in range(min(size, len(pending)))]
+                    chunk = self._next_chunk(pending)
                     for i in chunk:
                         attempts[i] += 1
                     self._chunk_ids += 1
@@ -510,30 +519,16 @@ class RayRunner:
                         self._chunk_ids, [problems[i] for i in chunk]
                     )
                     inflight[ref] = (rank, chunk)
-                if not inflight and not probes:
-                    raise RuntimeError(
-                        f"all {self.workers} Ray workers died (restarts exhausted); "
-                        f"{len(pending)} problems were left unsearched"
-                    )
-                waiting = [*inflight, *probes]
-                timeout = None if inflight else opts.restart_timeout_s
-                ready, _ = ray.wait(waiting, num_returns=1, timeout=timeout)
+                if not inflight:
+                    self._check_recoverable(len(pending))
+                probes = {rec.ref: rank for rank, rec in self._recovering.items() if rec.ref}
+                ready, _ = ray.wait([*inflight, *probes], num_returns=1, timeout=_PROBE_RETRY_S)
                 if not ready:
-                    raise TimeoutError(
-                        f"no Ray worker came back within {opts.restart_timeout_s:.0f}s after losing "
-                        f"workers; {len(pending)} problems were left unsearched"
-                    )
+                    continue
                 ref = ready[0]
                 if ref in probes:
-                    rank = probes.pop(ref)
-                    try:
-                        _unwrap(ray, ref)
-                    except RayActorError as exc:
-                        self._dead.add(rank)
-                        logger.warning("ray worker %d is gone for good: %s", rank, _first_line(exc))
-                    else:
-                        logger.info("ray worker %d is back", rank)
-                        idle.append(rank)
+                    if self._on_probe(probes[ref], ref):
+                        idle.append(probes[ref])
                     continue
                 rank, chunk = inflight.pop(ref)
                 try:
@@ -543,8 +538,8 @@ class RayRunner:
                     over = [problems[i].uid for i in chunk if attempts[i] >= opts.max_attempts]
                     if over:
                         raise RuntimeError(
-                            f"problems {over} were lost with their worker {opts.max_attempts} times "
-                            f"(last: {_first_line(exc)}); giving up"
+                            f"problems {over} were lost with their worker {opts.max_attempts} "
+                            f"times (last: {_first_line(exc)}); giving up"
                         ) from exc
                     logger.warning(
                         "ray worker %d died searching %d problems; re-queued them (%s)",
@@ -553,7 +548,7 @@ class RayRunner:
                         _first_line(exc),
                     )
                     pending.extendleft(reversed(chunk))
-                    probes[self._actors[rank].ready.remote()] = rank
+                    self._recovering[rank] = _Recovery(since=time.monotonic())
                     continue
                 for i, result in zip(chunk, out, strict=True):
                     if result.uid != problems[i].uid:
@@ -577,6 +572,80 @@ class RayRunner:
         }
         _log_summary(self.last_run)
         return done
+
+    def wait_for_workers(self, timeout_s: float | None = None) -> int:
+        """Wait until every lost worker is back (or dead for good); return how many are alive.
+
+        ``search`` does not wait for a worker Ray is still restarting (the others carry on); call
+        this between batches to have all of them again. Raises ``TimeoutError`` after
+        ``timeout_s`` (default: ``options.restart_timeout_s``).
+        """
+        import ray
+
+        limit = self.options.restart_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        while self._recovering:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Ray workers {sorted(self._recovering)} were not back within {limit:.0f}s"
+                )
+            self._probe_recovering()
+            probes = {rec.ref: rank for rank, rec in self._recovering.items() if rec.ref}
+            ready, _ = ray.wait(list(probes), num_returns=1, timeout=_PROBE_RETRY_S)
+            if ready:
+                self._on_probe(probes[ready[0]], ready[0])
+        return self.workers - len(self._dead)
+
+    def _next_chunk(self, pending: deque[int]) -> list[int]:
+        alive = max(1, self.workers - len(self._dead))
+        size = chunk_size(
+            len(pending),
+            alive,
+            max_chunk=self.options.max_chunk,
+            chunks_per_worker=self.options.chunks_per_worker,
+        )
+        return [pending.popleft() for _ in range(min(size, len(pending)))]
+
+    def _probe_recovering(self) -> None:
+        """Ask each lost worker (being restarted by Ray) whether it is back, at most every 1 s."""
+        now = time.monotonic()
+        for rank, rec in self._recovering.items():
+            if rec.ref is None and now >= rec.next_try:
+                rec.ref = self._actors[rank].ready.remote()
+
+    def _on_probe(self, rank: int, ref: Any) -> bool:
+        """Handle a finished probe; True when the worker is back."""
+        import ray
+        from ray.exceptions import ActorDiedError, RayActorError
+
+        try:
+            _unwrap(ray, ref)
+        except ActorDiedError as exc:
+            del self._recovering[rank]
+            self._dead.add(rank)
+            logger.warning("ray worker %d is gone for good: %s", rank, _first_line(exc))
+            return False
+        except RayActorError:  # still restarting: ask again shortly
+            rec = self._recovering[rank]
+            rec.ref, rec.next_try = None, time.monotonic() + _PROBE_RETRY_S
+            return False
+        del self._recovering[rank]
+        logger.info("ray worker %d is back", rank)
+        return True
+
+    def _check_recoverable(self, left: int) -> None:
+        """With nothing in flight, fail when no worker can come back (or takes too long)."""
+        if not self._recovering:
+            raise RuntimeError(
+                f"all {self.workers} Ray workers died (restarts exhausted); "
+                f"{left} problems were left unsearched"
+            )
+        waited = time.monotonic() - min(rec.since for rec in self._recovering.values())
+        if waited > self.options.restart_timeout_s:
+            raise TimeoutError(
+                f"no Ray worker came back within {self.options.restart_timeout_s:.0f}s after "
+                f"losing workers; {left} problems were left unsearched"
+            )
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
