@@ -363,3 +363,51 @@ def test_lm_eval_cli_with_two_ray_workers_matches_one(
             c["token_ids"] for c in one["candidates"]
         ]
         assert two["cost"]["policy_tokens"] == one["cost"]["policy_tokens"]
+
+
+class _FakeRay:
+    """Just what ``_check_capacity`` reads from Ray: the cluster's total resources."""
+
+    def __init__(self, resources: dict[str, float]) -> None:
+        self.resources = resources
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+
+@pytest.mark.parametrize(
+    ("cluster", "per_worker", "workers", "joined", "error"),
+    [
+        ({"CPU": 2.0}, {"num_cpus": 1.0, "num_gpus": 0.0}, 2, False, None),
+        ({"CPU": 16.0, "GPU": 8.0}, {"num_cpus": 1.0, "num_gpus": 2.0}, 4, False, None),
+        ({"CPU": 16.0, "GPU": 4.0}, {"num_cpus": 1.0, "num_gpus": 1.0}, 6, False, "needs 6 GPUs"),
+        ({"CPU": 16.0, "GPU": 4.0}, {"num_cpus": 1.0, "num_gpus": 1.0}, 6, True, None),  # may grow
+    ],
+)
+def test_capacity_check_fails_fast_only_on_a_cluster_it_started(
+    cluster, per_worker, workers, joined, error, caplog
+):
+    from tts_eval.distributed import _check_capacity
+
+    fake = _FakeRay(cluster)
+    if error:
+        with pytest.raises(ValueError, match=f"{error}.*accepted here: data_parallel_size <= 4"):
+            _check_capacity(fake, per_worker, workers, joined=joined)
+    else:
+        _check_capacity(fake, per_worker, workers, joined=joined)
+        assert ("wait until the cluster grows" in caplog.text) == joined
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_in_a_worker_raises_its_own_error(
+    ray_cluster, tiny_llama, ray_prm
+):
+    from tts_eval.config import parse_model_args
+    from tts_eval.runner import Runner
+
+    # The driver's cheap checks pass (the type is given); loading the head fails in the workers.
+    args = _args(tiny_llama, ray_prm, "best_of_n").replace("prm_type=rlhflow", "prm_type=skywork")
+    with pytest.raises(ValueError, match="Skywork value head weights") as info:
+        Runner.from_config(parse_model_args(args + ",data_parallel_size=2"))
+    assert "\n" not in str(info.value)
+    assert ray_cluster.is_initialized()
