@@ -415,3 +415,38 @@ def test_report_reads_a_plain_trace_file(tmp_path):
     rows = rows_by(build_report(load_results(path), SPEC, is_correct, bootstrap_iters=10))
     assert rows[("best_of_n", 2)]["accuracy"] == pytest.approx(0.5)
     assert rows[("beam_search", 2)]["accuracy"] == pytest.approx(0.5)
+
+
+def test_per_problem_settings_do_not_split_a_plain_trace_file_into_runs(tmp_path):
+    records = [r for rs in fixture_runs().values() for r in rs]
+    for i, r in enumerate(records):
+        r.pop("run_key")
+        # per-problem outcomes a search or a Ray worker adds to a result's settings
+        r["settings"] = {**r["settings"], "pruned": i, "worker": {"rank": i % 2}}
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert len(load_results(path).runs) == len(fixture_runs())
+
+
+def test_report_shows_per_worker_throughput_of_distributed_runs(tmp_path):
+    records = fixture_runs()["beam_search-n4-x"]
+    for i, r in enumerate(records):
+        r["settings"] = {
+            **r["settings"],
+            "worker": {"rank": i % 2, "node": "n0", "chunk": i, "chunk_busy_s": 2.0},
+        }
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    report = build_report(load_results(path), SPEC, is_correct, bootstrap_iters=10)
+    (rows,) = report["workers"].values()
+    assert [(w["worker"], w["problems"], w["busy_s"]) for w in rows] == [
+        (0, (len(records) + 1) // 2, 2.0 * ((len(records) + 1) // 2)),
+        (1, len(records) // 2, 2.0 * (len(records) // 2)),
+    ]
+    assert "## Throughput per worker" in to_markdown(report)
+
+
+def test_report_of_single_worker_runs_has_no_worker_table(results_dir):
+    report = build_report(load_results(results_dir), SPEC, is_correct, bootstrap_iters=10)
+    assert report["workers"] == {}
+    assert "Throughput per worker" not in to_markdown(report)

@@ -4,8 +4,10 @@
 configured (``tts_eval.prm``) and the math answer spec (``tts_eval.grader``); ``runner.search(problems)``
 runs :func:`tts_eval.search.run_search` over all of them at once.
 
-What this module does not do: talk to lm-eval (``tts_eval.lm_model``) or spread work over several
-workers.
+With ``data_parallel_size > 1`` it hands over to :class:`tts_eval.distributed.RayRunner`, which has
+the same ``search`` method and spreads the problems over Ray actors, each holding its own ``Runner``.
+
+What this module does not do: talk to lm-eval (``tts_eval.lm_model``).
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
+
+if TYPE_CHECKING:
+    from tts_eval.distributed import RayRunner
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ class Runner:
     answers: AnswerSpec
 
     @classmethod
-    def from_config(cls, config) -> Runner:
+    def from_config(cls, config) -> Runner | RayRunner:
         if config.data_parallel_size > 1:  # K Ray workers; see tts_eval.distributed
             from tts_eval.distributed import RayRunner
 

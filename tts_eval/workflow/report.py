@@ -207,7 +207,20 @@ def build_report(
         },
         "compute_optimal_table": None if table_path is None else os.fspath(table_path),
         "rows": rows,
+        "workers": _workers(results),
     }
+
+
+def _workers(results: Results) -> dict[str, list[dict[str, Any]]]:
+    """Per-worker throughput of the runs that were spread over Ray workers (data_parallel_size>1)."""
+    from tts_eval.distributed import worker_throughput
+
+    out = {}
+    for key, records in results.runs.items():
+        rows = worker_throughput(records)
+        if rows:
+            out[key] = rows
+    return out
 
 
 def _pct(x: float) -> str:
@@ -231,6 +244,25 @@ def _breakdown(report: Mapping[str, Any], field: str, title: str) -> list[str]:
             _pct(row[field][label]["accuracy"]) if label in row[field] else "" for label in labels
         ]
         lines.append(f"| {row['curve']} | {row['n']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _worker_lines(report: Mapping[str, Any]) -> list[str]:
+    workers = report.get("workers") or {}
+    if not workers:
+        return []
+    lines = [
+        "## Throughput per worker",
+        "",
+        "| run | worker | node | problems | policy tokens | busy s | problems/s |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for key, rows in workers.items():
+        for row in rows:
+            lines.append(
+                f"| {key} | {row['worker']} | {row['node']} | {row['problems']} | "
+                f"{row['policy_tokens']} | {row['busy_s']:.1f} | {row['problems_per_s']:.2f} |"
+            )
     return [*lines, ""]
 
 
@@ -258,4 +290,5 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     lines.append("")
     lines += _breakdown(report, "by_level", "level")
     lines += _breakdown(report, "by_subject", "subject")
+    lines += _worker_lines(report)
     return "\n".join(lines)

@@ -101,18 +101,17 @@ def _dedupe(records: Sequence[dict[str, Any]], where: str) -> list[dict[str, Any
 
 
 def settings_key(record: Mapping[str, Any]) -> str:
-    """A run key for a record without one: strategy, n and a digest of its search settings."""
-    settings = dict(record.get("settings") or {})
-    for key in (
-        "iterations_run",
-        "subtree_depths",
-        "routed_strategy",
-        "routed_settings",
-        "difficulty_bin",
-        "probe_score",
-        "probe_scores",
-    ):
-        settings.pop(key, None)
+    """A run key for a record without one: strategy, n and a digest of its search configuration.
+
+    Only :class:`~tts_eval.search.SearchConfig` fields count: per-problem entries of a result's
+    settings (beam counts, routing, the worker that ran it, ...) never split a run.
+    """
+    import dataclasses
+
+    from tts_eval.search import SearchConfig
+
+    fields = {f.name for f in dataclasses.fields(SearchConfig)}
+    settings = {k: v for k, v in (record.get("settings") or {}).items() if k in fields}
     payload = json.dumps([record.get("task"), settings], sort_keys=True, default=str)
     digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
     return f"{record.get('strategy')}-n{settings.get('n')}-{digest}"
