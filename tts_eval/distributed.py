@@ -43,6 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tts_eval.search.run import check_problems
 from tts_eval.types import Problem, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -188,21 +189,6 @@ def worker_throughput(records: Iterable[SearchResult | Mapping[str, Any]]) -> li
         row["problems_per_s"] = row["problems"] / busy if busy > 0 else 0.0
         out.append(row)
     return out
-
-
-def _check_unique(problems: Sequence[Problem]) -> None:
-    seen: set[str] = set()
-    for problem in problems:
-        if not isinstance(problem, Problem):
-            raise TypeError(
-                f"problems must be tts_eval.types.Problem, got {type(problem).__name__}"
-            )
-        if problem.uid in seen:
-            raise ValueError(
-                f"problem uid {problem.uid!r} appears twice; uids must be unique within a batch "
-                "(seeds are derived from them)"
-            )
-        seen.add(problem.uid)
 
 
 def _import_ray():
@@ -487,7 +473,7 @@ class RayRunner:
         import ray
         from ray.exceptions import RayActorError
 
-        _check_unique(problems)
+        check_problems(problems)
         if not problems:
             return []
         opts = self.options

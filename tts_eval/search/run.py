@@ -75,6 +75,15 @@ def _check_arguments(
             "answers must implement tts_eval.types.AnswerSpec "
             f"(is_final_step, extract, canonical, equivalent), got {type(answers).__name__}"
         )
+    check_problems(problems)
+
+
+def check_problems(problems: Sequence[Problem]) -> None:
+    """Raise unless every item is a :class:`Problem` and no uid appears twice in the batch.
+
+    Shared by :func:`run_search` and the Ray driver (``tts_eval.distributed``), which checks a
+    batch before splitting it into chunks.
+    """
     seen: set[str] = set()
     for problem in problems:
         if not isinstance(problem, Problem):
