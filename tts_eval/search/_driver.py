@@ -20,7 +20,8 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from tts_eval.types import (
     Cost,
@@ -35,6 +36,9 @@ from tts_eval.types import (
 )
 
 logger = logging.getLogger(__name__)
+
+_Request = TypeVar("_Request", GenerationRequest, PRMRequest)
+_Output = TypeVar("_Output", GenerationOutput, PRMOutput)
 
 
 class Work(abc.ABC):
@@ -91,17 +95,42 @@ class _Costs:
     def cost(self, i: int) -> Cost:
         return Cost(self.policy[i], self.prompt[i], self.cached[i], self.prm[i], self.seconds[i])
 
+    def charge_time(self, indices: Sequence[int], seconds: float, weights: list[int]) -> None:
+        """Split the ``seconds`` of one batched call among works ``indices`` by ``weights``."""
+        for i, share in zip(indices, _split_time(seconds, weights), strict=True):
+            self.seconds[i] += share
 
-def _generate_round(works: Sequence[Work], engine: PolicyEngine, costs: _Costs) -> int:
-    owners: list[tuple[int, int]] = []  # (work index, number of requests)
-    flat: list[GenerationRequest] = []
+
+def _collect(
+    works: Sequence[Work], requests_of: Callable[[Work], list[_Request]]
+) -> tuple[list[tuple[int, int]], list[_Request]]:
+    """The requests of every work not done, flattened, and (work index, count) per asking work."""
+    owners: list[tuple[int, int]] = []
+    flat: list[_Request] = []
     for i, work in enumerate(works):
         if work.done:
             continue
-        requests = work.generation_requests()
+        requests = requests_of(work)
         if requests:
             owners.append((i, len(requests)))
             flat.extend(requests)
+    return owners, flat
+
+
+def _split(
+    outputs: list[_Output], owners: list[tuple[int, int]]
+) -> list[tuple[int, list[_Output]]]:
+    """The outputs of one flattened call cut back into (work index, its outputs), in order."""
+    chunks = []
+    pos = 0
+    for i, count in owners:
+        chunks.append((i, outputs[pos : pos + count]))
+        pos += count
+    return chunks
+
+
+def _generate_round(works: Sequence[Work], engine: PolicyEngine, costs: _Costs) -> int:
+    owners, flat = _collect(works, lambda work: work.generation_requests())
     if not flat:
         return 0
     start = time.perf_counter()
@@ -114,23 +143,18 @@ def _generate_round(works: Sequence[Work], engine: PolicyEngine, costs: _Costs) 
                 f"engine.generate returned {len(output.completions)} completions for a request "
                 f"with n={request.params.n}"
             )
+    chunks = _split(outputs, owners)
     weights = []
-    pos = 0
-    for i, count in owners:
-        chunk = outputs[pos : pos + count]
-        pos += count
+    for i, chunk in chunks:
         generated = sum(len(c.token_ids) for out in chunk for c in out.completions)
         prompt = sum(out.prompt_tokens for out in chunk)
         costs.policy[i] += generated
         costs.prompt[i] += prompt
         costs.cached[i] += sum(out.cached_prompt_tokens or 0 for out in chunk)
         weights.append(prompt + generated)
-    for (i, _), seconds in zip(owners, _split_time(elapsed, weights), strict=True):
-        costs.seconds[i] += seconds
-    pos = 0
-    for i, count in owners:
-        works[i].on_generated(outputs[pos : pos + count])
-        pos += count
+    costs.charge_time([i for i, _ in chunks], elapsed, weights)
+    for i, chunk in chunks:
+        works[i].on_generated(chunk)
     logger.debug(
         "generate: %d requests from %d problems, %d tokens, %.3fs",
         len(flat),
@@ -142,15 +166,7 @@ def _generate_round(works: Sequence[Work], engine: PolicyEngine, costs: _Costs) 
 
 
 def _score_round(works: Sequence[Work], prm: ProcessRewardModel | None, costs: _Costs) -> int:
-    owners: list[tuple[int, int]] = []
-    flat: list[PRMRequest] = []
-    for i, work in enumerate(works):
-        if work.done:
-            continue
-        requests = work.prm_requests()
-        if requests:
-            owners.append((i, len(requests)))
-            flat.extend(requests)
+    owners, flat = _collect(works, lambda work: work.prm_requests())
     if not flat:
         return 0
     if prm is None:
@@ -165,19 +181,15 @@ def _score_round(works: Sequence[Work], prm: ProcessRewardModel | None, costs: _
                 f"prm.score returned {len(output.step_scores)} step scores for a request with "
                 f"{len(request.steps)} steps; expected one per step"
             )
+    chunks = _split(outputs, owners)
     weights = []
-    pos = 0
-    for i, count in owners:
-        tokens = sum(out.tokens_processed for out in outputs[pos : pos + count])
+    for i, chunk in chunks:
+        tokens = sum(out.tokens_processed for out in chunk)
         costs.prm[i] += tokens
         weights.append(tokens)
-        pos += count
-    for (i, _), seconds in zip(owners, _split_time(elapsed, weights), strict=True):
-        costs.seconds[i] += seconds
-    pos = 0
-    for i, count in owners:
-        works[i].on_scored(outputs[pos : pos + count])
-        pos += count
+    costs.charge_time([i for i, _ in chunks], elapsed, weights)
+    for i, chunk in chunks:
+        works[i].on_scored(chunk)
     logger.debug(
         "score: %d requests from %d problems, %d tokens, %.3fs",
         len(flat),
