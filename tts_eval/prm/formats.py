@@ -24,7 +24,7 @@ What this module does not do: load models, compute scores, batch, or cache.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -163,6 +163,47 @@ def _clean(problem: str, steps: Sequence[str]) -> tuple[str, list[str]]:
     return problem.strip(), [clean_step(s) for s in steps]
 
 
+def _render_labelled_chat(
+    tokenizer: Any,
+    problem: str,
+    steps: Sequence[str],
+    messages: Callable[[str, Sequence[str], str], list[dict[str, str]]],
+    label: str,
+    *,
+    unit: str,
+    **template_kwargs: Any,
+) -> tuple[str, list[tuple[int, int]]]:
+    """Render ``messages(problem, steps, mark)`` with the chat template, ``label`` at each mark.
+
+    A sentinel absent from the request stands in for the mark while templating, so the character
+    span of every ``label`` in the returned text is known exactly; there must be one per step
+    (else ``PRMFormatError``, naming the lost ``unit``).
+    """
+    sentinel = _sentinel_for([problem, *steps])
+    rendered = tokenizer.apply_chat_template(
+        messages(problem, steps, sentinel), tokenize=False, **template_kwargs
+    )
+    text, spans = _substitute(rendered, sentinel, label)
+    if len(spans) != len(steps):
+        raise PRMFormatError(f"the chat template kept {len(spans)} of {len(steps)} {unit}")
+    return text, spans
+
+
+def _concat_steps(
+    tokenizer: Any, prefix_ids: list[int], steps: Sequence[str], separator_ids: Sequence[int]
+) -> tuple[list[int], list[int]]:
+    """``prefix_ids``, then each step's ids followed by ``separator_ids``.
+
+    Returns the ids and, per step, the position of its last separator token (where it is read).
+    """
+    ids = list(prefix_ids)
+    positions = []
+    for step in steps:
+        ids += _encode(tokenizer, step) + list(separator_ids)
+        positions.append(len(ids) - 1)
+    return ids, positions
+
+
 _EMPTY = FormattedInput((), (), "")
 
 
@@ -200,15 +241,9 @@ class RLHFlowFormat:
     def format(self, problem: str, steps: Sequence[str]) -> FormattedInput:
         if not steps:
             return _EMPTY
-        sentinel = _sentinel_for([problem, *steps])
-        rendered = self.tokenizer.apply_chat_template(
-            self.messages(problem, steps, sentinel), tokenize=False
+        text, spans = _render_labelled_chat(
+            self.tokenizer, problem, steps, self.messages, GOOD_LABEL, unit="assistant turns"
         )
-        text, spans = _substitute(rendered, sentinel, GOOD_LABEL)
-        if len(spans) != len(steps):
-            raise PRMFormatError(
-                f"the chat template kept {len(spans)} of {len(steps)} assistant turns"
-            )
         ids, label_pos = locate_tokens(
             self.tokenizer, text, spans, self.good_id, special=False, what="assistant '+'"
         )
@@ -300,13 +335,15 @@ class QwenPRMFormat:
     def format(self, problem: str, steps: Sequence[str]) -> FormattedInput:
         if not steps:
             return _EMPTY
-        sentinel = _sentinel_for([problem, *steps])
-        rendered = self.tokenizer.apply_chat_template(
-            self.messages(problem, steps, sentinel), tokenize=False, add_generation_prompt=False
+        text, spans = _render_labelled_chat(
+            self.tokenizer,
+            problem,
+            steps,
+            self.messages,
+            QWEN_STEP_TOKEN,
+            unit="step marks",
+            add_generation_prompt=False,
         )
-        text, spans = _substitute(rendered, sentinel, QWEN_STEP_TOKEN)
-        if len(spans) != len(steps):
-            raise PRMFormatError(f"the chat template kept {len(spans)} of {len(steps)} step marks")
         ids, pos = locate_tokens(
             self.tokenizer, text, spans, self.step_id, special=False, what="<extra_0>"
         )
@@ -337,11 +374,9 @@ class SkyworkFormat:
             return _EMPTY
         problem, steps = _clean(problem, steps)
         prefix = (self.tokenizer.bos_token or "") + problem + "\n"
-        ids = _encode(self.tokenizer, prefix)
-        positions = []
-        for step in steps:
-            ids += _encode(self.tokenizer, step) + [self.step_id]
-            positions.append(len(ids) - 1)
+        ids, positions = _concat_steps(
+            self.tokenizer, _encode(self.tokenizer, prefix), steps, [self.step_id]
+        )
         text = prefix + "".join(step + self.step_token for step in steps)
         return FormattedInput(tuple(ids), tuple(positions), text)
 
@@ -370,11 +405,8 @@ class TokenClassificationFormat:
             return _EMPTY
         problem, steps = _clean(problem, steps)
         bos_id = getattr(self.tokenizer, "bos_token_id", None)
-        ids = ([bos_id] if bos_id is not None else []) + _encode(self.tokenizer, problem)
-        positions = []
-        for step in steps:
-            ids += _encode(self.tokenizer, step) + list(self.separator_ids)
-            positions.append(len(ids) - 1)
+        prefix_ids = ([bos_id] if bos_id is not None else []) + _encode(self.tokenizer, problem)
+        ids, positions = _concat_steps(self.tokenizer, prefix_ids, steps, self.separator_ids)
         bos = self.tokenizer.bos_token if bos_id is not None else ""
         text = bos + problem + "".join(step + self.separator for step in steps)
         return FormattedInput(tuple(ids), tuple(positions), text)
