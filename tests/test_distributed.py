@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from lm_eval_cli import run_lm_eval
 
 from tts_eval.distributed import (
     EXIT_AFTER_ENV,
@@ -316,17 +316,6 @@ def test_a_worker_killed_mid_run_loses_nothing(
     # The lost chunk (worker 0's first) was never returned: no result carries its chunk id.
     chunks = {(r.settings[WORKER_KEY]["rank"], r.settings[WORKER_KEY]["chunk"]) for r in got}
     assert 1 not in {chunk for _, chunk in chunks}
-
-
-def run_lm_eval(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lm_eval", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-        cwd=cwd,
-        timeout=900,
-    )
 
 
 @pytest.mark.slow

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from lm_eval_cli import run_lm_eval
 
 from tts_eval.lm_model import CHAT_TAG, TTSLM, context_to_messages, problem_text, truncate_at
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
@@ -66,17 +63,6 @@ def test_loglikelihood_is_a_clear_not_supported_error():
 def test_bad_model_args_fail_before_loading_anything():
     with pytest.raises(ValueError, match="unknown model_args key 'temprature'"):
         TTSLM.create_from_arg_string("pretrained=/nonexistent/model,temprature=0.5")
-
-
-def run_lm_eval(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lm_eval", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-        cwd=cwd,
-        timeout=900,
-    )
 
 
 @pytest.mark.slow

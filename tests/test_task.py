@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from lm_eval_cli import run_lm_eval
 
 from tts_eval.plugin import tasks_dir
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
@@ -86,17 +85,6 @@ def test_process_results_grades_with_our_grader(output, gold, expected):
     from tts_eval.task_metrics import math_metrics
 
     assert math_metrics(output, gold)["exact_match"] == expected
-
-
-def run_lm_eval(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lm_eval", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        cwd=cwd,
-        timeout=900,
-    )
 
 
 def read_results(out_dir: Path) -> dict:
