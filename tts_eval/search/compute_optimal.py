@@ -223,14 +223,16 @@ def load_table(path: str | os.PathLike[str] | None) -> ComputeOptimalTable:
     return _load_cached(str(p), p.stat().st_mtime_ns)
 
 
+def sample_scores(result: SearchResult, agg: str) -> list[float]:
+    """The aggregated score of each probe sample, in order (an unfinished sample scores 0.0)."""
+    return [voting.aggregate(c.step_scores, agg) if c.finished else 0.0 for c in result.candidates]
+
+
 def probe_score(result: SearchResult, agg: str) -> float:
     """Mean aggregated score over all probe samples (unfinished samples count 0.0)."""
     if not result.candidates:
         return 0.0
-    total = sum(
-        voting.aggregate(c.step_scores, agg) if c.finished else 0.0 for c in result.candidates
-    )
-    return total / len(result.candidates)
+    return sum(sample_scores(result, agg)) / len(result.candidates)
 
 
 class ComputeOptimalWork(Work):
@@ -292,10 +294,7 @@ class ComputeOptimalWork(Work):
             "routed_settings": dict(route.overrides),
             "difficulty_bin": bin_,
             "probe_score": score,
-            "probe_scores": [
-                voting.aggregate(c.step_scores, self.config.agg) if c.finished else 0.0
-                for c in probe.candidates
-            ],
+            "probe_scores": sample_scores(probe, self.config.agg),
         }
         self.inner = self._make_work(self.problem, inner_config, self.answers, self.grouper)
 
