@@ -10,6 +10,16 @@ import pytest
 from tts_eval.grader import MathAnswerSpec, canonical, extract_answer, grade, is_equiv
 from tts_eval.types import AnswerSpec
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_grader_helpers():
+    """Start the grader's helper processes (and their parser warm-up) before the first timed call,
+    as the tts model does at start-up; a cold start under load would eat a call's time budget."""
+    from tts_eval.grader import bounded
+
+    assert bounded.prestart(), "grader helper processes did not start"
+
+
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PEER = DATA / "answer_equivalence" / "peer_cases.jsonl"
 MATH500 = DATA / "math500" / "test.jsonl"

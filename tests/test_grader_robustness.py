@@ -13,6 +13,16 @@ from hypothesis import strategies as st
 
 from tts_eval.grader import MathAnswerSpec, bounded, canonical, extract_answer, grade, is_equiv
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _warm_grader_helpers():
+    """Start the grader's helper processes (and their parser warm-up) before the first timed call,
+    as the tts model does at start-up; a cold start under load would eat a call's time budget."""
+    from tts_eval.grader import bounded
+
+    assert bounded.prestart(), "grader helper processes did not start"
+
+
 LIMIT_S = 2.0
 # Slow for sympy: the product is evaluated term by term (verified to run for > 5 s).
 PATHOLOGICAL = r"\prod_{k=1}^{10^{7}} (1+\frac{1}{k^2})"
