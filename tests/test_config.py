@@ -94,3 +94,13 @@ def test_recipe_file_is_loaded_and_explicit_keys_override(tmp_path):
 
 def test_split_arg_string_keeps_values_as_strings():
     assert split_arg_string("a=1, b = x=y ,") == {"a": "1", "b": "x=y"}
+
+
+def test_gpu_memory_is_shared_with_a_prm_on_the_gpu_by_default():
+    alone = parse_model_args("pretrained=m,backend=vllm")
+    shared = parse_model_args("pretrained=m,backend=vllm,prm=p")
+    prm_on_cpu = parse_model_args("pretrained=m,backend=vllm,prm=p,prm_device=cpu")
+    explicit = parse_model_args("pretrained=m,backend=vllm,prm=p,gpu_memory_utilization=0.7")
+    assert shared.engine.gpu_memory_utilization == 0.5
+    assert alone.engine.gpu_memory_utilization == prm_on_cpu.engine.gpu_memory_utilization == 0.9
+    assert explicit.engine.gpu_memory_utilization == 0.7

@@ -33,6 +33,8 @@ TOP_KEYS = ("system_prompt", "trace_path", "eager_load", "data_parallel_size", "
 # Keys lm-eval's CLI passes to every model (--batch_size, --max_batch_size, --device).
 LM_EVAL_EXTRA_KEYS = ("batch_size", "max_batch_size", "device")
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"
+# vLLM's share of GPU memory when a PRM runs beside it on the same GPU (otherwise the engine default).
+PRM_SHARED_GPU_MEMORY_UTILIZATION = 0.5
 # Values given with escapes on the command line ("\n\n").
 ESCAPED_KEYS = ("step_delimiter", "system_prompt")
 
@@ -188,6 +190,11 @@ def parse_model_args(
         search_vals["strategy"] = "majority"
         search_vals.setdefault("n", 1)
     prm_vals = {PRM_KEYS[k]: v for k, v in raw.items() if k in PRM_KEYS}
+    if has_prm and "gpu_memory_utilization" not in engine_vals:
+        prm_device = str(prm_vals.get("device") or "")
+        if not prm_device.startswith("cpu"):
+            # The PRM shares the GPU with vLLM's policy: leave it half of the memory by default.
+            engine_vals["gpu_memory_utilization"] = PRM_SHARED_GPU_MEMORY_UTILIZATION
     top_vals = {k: raw[k] for k in TOP_KEYS if k in raw}
 
     engine = _build(engine_cls, engine_vals, {f: f for f in engine_vals})
