@@ -100,3 +100,32 @@ def test_lm_eval_cli_rejects_unknown_key_in_one_line(tmp_path):
     )
     assert proc.returncode != 0
     assert "unknown model_args key 'strategyy' for --model tts; accepted:" in proc.stderr
+
+
+@pytest.mark.slow
+def test_tts_eval_eval_command_registers_explicitly_with_the_hook_off(
+    tiny_llama, math500_path, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "tts-eval"
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TTS_EVAL_NO_LM_EVAL_HOOK": "1",
+        "TTS_EVAL_MATH500": str(math500_path),
+    }
+    cmd = [
+        str(exe), "eval", "--model", "tts",
+        "--model_args", f"pretrained={tiny_llama},backend=hf,max_tokens=8",
+        "--tasks", "math500", "--limit", "1", "--output_path", str(out),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (results_file,) = list(out.rglob("results_*.json"))
+    table = json.loads(results_file.read_text())["results"]["math500"]
+    assert table["exact_match,none"] == 0.0 and table["tts_trace,none"] == 1
