@@ -129,3 +129,32 @@ def test_tts_eval_eval_command_registers_explicitly_with_the_hook_off(
     (results_file,) = list(out.rglob("results_*.json"))
     table = json.loads(results_file.read_text())["results"]["math500"]
     assert table["exact_match,none"] == 0.0 and table["tts_trace,none"] == 1
+
+
+@pytest.mark.slow
+def test_out_of_memory_in_policy_or_prm_is_one_line_naming_the_knob(
+    tiny_llama, tiny_prm, monkeypatch
+):
+    import torch
+
+    from tts_eval.engines import load_engine
+    from tts_eval.errors import OutOfMemoryError
+    from tts_eval.prm import load_prm
+    from tts_eval.types import GenerationRequest, PRMRequest, SamplingParams
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    engine = load_engine("hf", str(tiny_llama), dtype="float32", batch_size=4)
+    monkeypatch.setattr(engine, "_forward", oom)
+    request = GenerationRequest(tuple(engine.render_prompt([{"role": "user", "content": "1+1?"}])),
+                                SamplingParams(n=2, max_tokens=8))  # fmt: skip
+    with pytest.raises(OutOfMemoryError) as err:
+        engine.generate([request])
+    assert "batch_size=4" in str(err.value) and "\n" not in str(err.value)
+
+    prm = load_prm(str(tiny_prm), "rlhflow", batch_tokens=512)
+    monkeypatch.setattr(prm.scorer, "run", oom)
+    with pytest.raises(OutOfMemoryError) as err:
+        prm.score([PRMRequest("1+1?", ("2",))])
+    assert "prm_batch_tokens=512" in str(err.value) and "\n" not in str(err.value)

@@ -38,6 +38,7 @@ from tts_eval.engines.config import (
     load_tokenizer,
     render_chat,
 )
+from tts_eval.errors import OutOfMemoryError, torch_oom_types
 from tts_eval.types import (
     Completion,
     FinishReason,
@@ -169,8 +170,16 @@ class HFEngine:
         rows = self._expand(requests)
         t0 = time.perf_counter()
         order = sorted(range(len(rows)), key=lambda k: rows[k].prompt_len)
-        for start in range(0, len(order), self.batch_size):
-            self._run_chunk([rows[k] for k in order[start : start + self.batch_size]], requests)
+        try:
+            for start in range(0, len(order), self.batch_size):
+                self._run_chunk([rows[k] for k in order[start : start + self.batch_size]], requests)
+        except torch_oom_types() as exc:
+            longest = max(r.params.max_tokens for r in rows)
+            raise OutOfMemoryError(
+                f"policy out of memory on {self.device} generating {len(rows)} rows "
+                f"(up to {longest} new tokens each) in chunks of batch_size={self.batch_size}; "
+                "lower batch_size= or max_tokens=, or use backend=vllm"
+            ) from exc
         outputs = []
         by_request: list[list[_Row]] = [[] for _ in requests]
         for row in rows:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
+from ..errors import OutOfMemoryError, torch_oom_types
 from ..types import PRMOutput, PRMRequest
 from .formats import FormattedInput, PRMFormat
 
@@ -27,6 +28,8 @@ class ScoredSequenceLike(Protocol):
 
 
 class SequenceScorer(Protocol):
+    batch_tokens: int  # new tokens per forward (named in out-of-memory errors)
+
     def run(
         self, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
     ) -> Sequence[ScoredSequenceLike]: ...
@@ -49,9 +52,16 @@ class PRMAdapter:
 
     def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
         formatted = [self.render(r) for r in requests]
-        results = self.scorer.run(
-            [f.token_ids for f in formatted], [f.read_positions for f in formatted]
-        )
+        try:
+            results = self.scorer.run(
+                [f.token_ids for f in formatted], [f.read_positions for f in formatted]
+            )
+        except torch_oom_types() as exc:
+            raise OutOfMemoryError(
+                f"PRM {self.name} out of memory scoring {len(requests)} solutions with "
+                f"prm_batch_tokens={self.scorer.batch_tokens}; lower prm_batch_tokens=, or put the "
+                "PRM elsewhere with prm_device= (and give the policy less: gpu_memory_utilization=)"
+            ) from exc
         outputs = []
         for req, res in zip(requests, results, strict=True):
             if len(res.scores) != len(req.steps):

@@ -1,0 +1,23 @@
+"""Errors tts-eval raises on purpose, beyond ``ValueError`` for bad arguments.
+
+What this module does not do: catch anything; the engines and PRMs translate their backends'
+errors into these at the edge, with one line that names the argument to change.
+"""
+
+from __future__ import annotations
+
+
+class OutOfMemoryError(RuntimeError):
+    """A batch did not fit in device memory; the message names the knob that makes it smaller."""
+
+
+def torch_oom_types() -> tuple[type[BaseException], ...]:
+    """The exception types torch raises when an allocation fails (imports torch)."""
+    import torch
+
+    types: list[type[BaseException]] = []
+    for holder, name in ((torch, "OutOfMemoryError"), (torch.cuda, "OutOfMemoryError")):
+        cls = getattr(holder, name, None)
+        if isinstance(cls, type) and cls not in types:
+            types.append(cls)
+    return tuple(types)
