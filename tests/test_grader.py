@@ -198,8 +198,6 @@ def test_math_answer_spec_rejects_bad_cache_size(bad: object) -> None:
 
 
 def _peer_rows() -> list[dict]:
-    if not PEER.exists():
-        pytest.skip(f"peer corpus not found at {PEER} (../shared/data is absent)")
     return [json.loads(line) for line in PEER.read_text().splitlines() if line.strip()]
 
 
@@ -209,6 +207,9 @@ def _is_core(r: dict) -> bool:
     )
 
 
+@pytest.mark.skipif(
+    not PEER.exists(), reason=f"peer corpus not found at {PEER} (../shared/data is absent)"
+)
 def test_peer_corpus_accuracy() -> None:
     rows = _peer_rows()
     tally = {"core": [0, 0], "other": [0, 0]}
@@ -232,9 +233,10 @@ def test_peer_corpus_accuracy() -> None:
     assert core_acc >= 0.97
 
 
+@pytest.mark.skipif(
+    not MATH500.exists(), reason=f"MATH-500 not found at {MATH500} (../shared/data is absent)"
+)
 def test_math500_gold_self_consistency() -> None:
-    if not MATH500.exists():
-        pytest.skip(f"MATH-500 not found at {MATH500} (../shared/data is absent)")
     rows = [json.loads(line) for line in MATH500.read_text().splitlines() if line.strip()]
     bad = []
     for r in rows:
