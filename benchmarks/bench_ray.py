@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from prm_models import build_rlhflow  # noqa: E402
 from tiny_models import MATH500, build_llama  # noqa: E402
-
 from tts_eval.config import parse_model_args  # noqa: E402
 from tts_eval.distributed import worker_throughput  # noqa: E402
 from tts_eval.runner import Runner  # noqa: E402
+
 from tts_eval.types import Problem  # noqa: E402
 
 FALLBACK = [

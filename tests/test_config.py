@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tts_eval.config import TTSConfig, accepted_keys, parse_model_args, split_arg_string
+from tts_eval.settings import TTSConfig, accepted_keys, parse_model_args, split_arg_string
 
 
 def test_full_arg_string_maps_onto_sub_configs():
@@ -54,15 +54,37 @@ def test_lm_eval_device_flag_reaches_the_engine():
         ("pretrained=m,bogus=1", "unknown model_args key 'bogus' for --model tts; accepted: "),
         ("pretrained=m,n", "malformed model_args part 'n'"),
         ("pretrained=m,n=1,n=2", "model_args key 'n' is given twice"),
-        ("n=4", "pretrained=<path or hub id> is required"),
-        ("pretrained=m,prm=p,n=abc", "model_args n='abc' is not a valid int"),
-        ("pretrained=m,prm=p,temperature=hot", "model_args temperature='hot' is not a valid float"),
+        ("n=4", "model_args pretrained is required; accepted: a model directory or hub id"),
+        ("pretrained=m,prm=p,n=abc", "model_args n=abc is invalid; accepted: an integer"),
+        (
+            "pretrained=m,prm=p,temperature=hot",
+            "model_args temperature=hot is invalid; accepted: a number",
+        ),
         ("pretrained=m,prm=p,strategy=dvts,n=6,beam_width=4", "multiple of beam_width=4"),
-        ("pretrained=m,prm=p,strategy=greedy", "strategy must be one of"),
+        (
+            "pretrained=m,prm=p,strategy=greedy",
+            "model_args strategy=greedy is invalid; accepted: majority",
+        ),
         ("pretrained=m,strategy=beam_search,n=8", "strategy=beam_search needs a PRM"),
         ("pretrained=m,prm_type=rlhflow", "given without prm="),
         ("pretrained=m,data_parallel_size=0", "data_parallel_size=0 is invalid"),
-        ("pretrained=m,config=/nonexistent/recipe.yaml", "no such recipe file"),
+        ("pretrained=m,config=/nonexistent/recipe.yaml", "accepted: an existing recipe file"),
+        (
+            "pretrained=m,answer=words",
+            "model_args answer=words is invalid; accepted: math, number, regex:",
+        ),
+        (
+            "pretrained=m,answer=regex:\\d+",
+            "model_args answer=regex:\\d+ is invalid; accepted: math",
+        ),
+        (
+            "pretrained=m,prm=p,prm_device=gpu",
+            "model_args prm_device=gpu is invalid; accepted: auto, cpu",
+        ),
+        (
+            "pretrained=m,prm=p,prm_dtype=fp8",
+            "model_args prm_dtype=fp8 is invalid; accepted: auto, float32",
+        ),
     ],
 )
 def test_bad_model_args_are_one_line_errors(args, message):

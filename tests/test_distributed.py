@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 from lm_eval_cli import run_lm_eval
-
 from tts_eval.distributed import (
     EXIT_AFTER_ENV,
     EXIT_RANK_ENV,
@@ -32,6 +31,7 @@ from tts_eval.distributed import (
     worker_resources,
     worker_throughput,
 )
+
 from tts_eval.engines import EngineConfig
 from tts_eval.types import Cost, Problem, SearchResult
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tts_eval.engines import EngineConfig, load_engine
-from tts_eval.engines.config import check_pretrained, eos_token_ids, looks_like_hub_id, render_chat
+from tts_eval.engines.chat import eos_token_ids, render_chat
 from tts_eval.engines.hf import pick_token, stop_window, validate_stops
 from tts_eval.engines.vllm import classify_finish
+from tts_eval.settings import check_model_path, looks_like_hub_id
 from tts_eval.types import FinishReason, SamplingParams
 
 # ----------------------------------------------------------------------------------------------
@@ -55,17 +56,20 @@ def with_extra_eos(src: Path, dst: Path, token_id: int) -> Path:
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"backend": "tgi"}, "backend='tgi' is unknown; accepted: hf, vllm"),
-        ({"pretrained": ""}, "pretrained=<path or hub id> is required"),
-        ({"dtype": "fp8"}, "dtype='fp8' is unknown; accepted: auto, float32"),
-        ({"device": "gpu"}, "device='gpu' is invalid"),
+        ({"backend": "tgi"}, "model_args backend=tgi is invalid; accepted: hf, vllm"),
+        ({"pretrained": ""}, "model_args pretrained='' is invalid; accepted: a model directory"),
+        ({"dtype": "fp8"}, "model_args dtype=fp8 is invalid; accepted: auto, float32"),
+        ({"device": "gpu"}, "model_args device=gpu is invalid; accepted: auto, cpu, mps, cuda"),
         ({"seed": -1}, "seed=-1 is invalid"),
         ({"batch_size": 0}, "batch_size=0 is invalid"),
         ({"max_model_len": 0}, "max_model_len=0 is invalid"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization=1.5 is invalid"),
         ({"gpu_memory_utilization": 0.0}, "gpu_memory_utilization=0.0 is invalid"),
         ({"tensor_parallel_size": 0, "backend": "vllm"}, "tensor_parallel_size=0 is invalid"),
-        ({"tensor_parallel_size": 2}, "tensor_parallel_size=2 needs backend=vllm"),
+        (
+            {"tensor_parallel_size": 2},
+            "tensor_parallel_size=2 is invalid; accepted: 1 with backend=hf",
+        ),
     ],
 )
 def test_engine_config_rejects_bad_values(kwargs, message):
@@ -113,16 +117,19 @@ def test_missing_path_is_one_line_error(path):
     with pytest.raises(ValueError) as info:
         load_engine("hf", path)
     text = str(info.value)
-    assert f"pretrained={path!r}" in text and "no such directory" in text and "\n" not in text
+    assert f"model_args pretrained={path} is invalid" in text and "no such directory" in text
+    assert "\n" not in text
 
 
 def test_existing_dir_and_hub_id_pass_the_path_check(tmp_path):
-    check_pretrained(str(tmp_path))
-    check_pretrained("org/model")
+    check_model_path("pretrained", str(tmp_path))
+    check_model_path("pretrained", "org/model")
 
 
 def test_unknown_backend_lists_accepted(tmp_path):
-    with pytest.raises(ValueError, match=r"backend='ollama' is unknown; accepted: hf, vllm"):
+    with pytest.raises(
+        ValueError, match=r"model_args backend=ollama is invalid; accepted: hf, vllm"
+    ):
         load_engine("ollama", str(tmp_path))
 
 
@@ -169,7 +176,7 @@ def test_missing_chat_template_is_one_line_error(template_free_tokenizer):
 def test_chat_template_option_fixes_a_template_free_tokenizer(template_free_tokenizer):
     from tiny_models import CHAT_TEMPLATE
 
-    from tts_eval.engines.config import load_tokenizer
+    from tts_eval.engines.chat import load_tokenizer
 
     cfg = EngineConfig(pretrained=str(template_free_tokenizer), chat_template=CHAT_TEMPLATE)
     tok = load_tokenizer(cfg)

@@ -46,15 +46,33 @@ def test_detection_rules_name_only_supported_types():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"prm_type": "nope"}, "unknown prm_type 'nope'; supported: rlhflow, math_shepherd"),
-        ({"device": "gpu"}, "device 'gpu'"),
-        ({"dtype": "fp8"}, "dtype 'fp8'"),
-        ({"batch_tokens": 0}, "batch_tokens must be an integer >= 1"),
-        ({"batch_tokens": 1.5}, "batch_tokens"),
-        ({"cache_bytes": -1}, "cache_bytes"),
-        ({"block_size": 0}, "block_size"),
-        ({"prm_type": "rlhflow", "step_separator": "\n"}, "step_separator applies to"),
-        ({"step_separator": ""}, "step_separator must be a non-empty"),
+        (
+            {"prm_type": "nope"},
+            "^model_args prm_type=nope is invalid; accepted: rlhflow, math_shep",
+        ),
+        (
+            {"device": "gpu"},
+            "^model_args prm_device=gpu is invalid; accepted: auto, cpu, mps, cuda",
+        ),
+        ({"dtype": "fp8"}, "^model_args prm_dtype=fp8 is invalid; accepted: auto, float32"),
+        (
+            {"batch_tokens": 0},
+            "^model_args prm_batch_tokens=0 is invalid; accepted: an integer >= 1$",
+        ),
+        ({"batch_tokens": 1.5}, "^model_args prm_batch_tokens=1.5 is invalid"),
+        (
+            {"cache_bytes": -1},
+            "^model_args prm_cache_bytes=-1 is invalid; accepted: an integer >= 0",
+        ),
+        ({"block_size": 0}, "^model_args prm_block_size=0 is invalid"),
+        (
+            {"prm_type": "rlhflow", "step_separator": "\n"},
+            r"^model_args prm_step_separator=\\n is invalid; accepted: only with prm_type=skywork",
+        ),
+        (
+            {"step_separator": ""},
+            "^model_args prm_step_separator='' is invalid; accepted: a non-empty",
+        ),
     ],
 )
 def test_config_validation(kwargs, match):
@@ -71,12 +89,12 @@ def test_config_accepts_defaults_and_is_frozen():
 
 
 def test_unknown_prm_type_fails_before_any_file_is_read(tmp_path):
-    with pytest.raises(ValueError, match="supported: rlhflow, math_shepherd, qwen_prm, skywork"):
+    with pytest.raises(ValueError, match="accepted: rlhflow, math_shepherd, qwen_prm, skywork"):
         load_prm(str(tmp_path / "missing"), prm_type="shepherd")
 
 
 def test_missing_path(tmp_path):
-    with pytest.raises(PRMPathError, match="does not exist"):
+    with pytest.raises(PRMPathError, match="^model_args prm=.* is invalid; .*no such directory"):
         load_prm(str(tmp_path / "missing"))
 
 
@@ -87,7 +105,7 @@ def test_dir_without_config(tmp_path):
 
 def test_undetectable_type_names_the_fix(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    with pytest.raises(ValueError, match="pass prm_type= one of: rlhflow"):
+    with pytest.raises(ValueError, match="model_args prm_type is needed: .*; accepted: rlhflow"):
         load_prm(str(tmp_path))
 
 

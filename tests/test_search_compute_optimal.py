@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeAnswerSpec, FakePRM, ScriptedEngine, decode, problem
 
 from tts_eval.search import SearchConfig, default_table, load_table, run_search
-from tts_eval.search.compute_optimal import parse_table
+from tts_eval.settings import parse_table
 
 
 def table(**overrides):
@@ -52,7 +52,7 @@ def test_bins(score, expected):
 @pytest.mark.parametrize(
     "data, message",
     [
-        ([], r"top level must be a JSON object"),
+        ([], r"top level must be an object with format, version"),
         (table(extra=1), r"top level has unknown keys \['extra'\]"),
         (table(format="x"), r"format must be 'tts-eval/compute-optimal-table'"),
         (table(version=2), r"version must be 1, got 2"),
@@ -86,7 +86,7 @@ def test_bins(score, expected):
         ),
         (
             table(entries=[{"bin": 1, "budget": 6, "strategy": "dvts", "beam_width": 4}]),
-            r"entries\[0\] is not a valid search at n=6: n=6 must be a multiple of beam_width=4",
+            r"entries\[0\] is not a valid search at n=6: model_args n=6 is invalid; accepted: a multiple of beam_width=4",
         ),
         (
             table(entries=[{"bin": 1, "budget": 4, "strategy": "dvts"}] * 2),
@@ -110,7 +110,10 @@ def test_table_errors_are_one_line(tmp_path, data, message):
 def test_table_must_cover_the_budget(tmp_path):
     path = write(tmp_path, table())
     assert SearchConfig(strategy="compute_optimal", n=4, compute_optimal_table=path).n == 4
-    with pytest.raises(ValueError, match=r"has no entries for n=8; budgets in the table: 4$"):
+    with pytest.raises(
+        ValueError,
+        match=r"model_args n=8 is invalid; accepted: a budget of compute_optimal_table \(.*\): 4$",
+    ):
         SearchConfig(strategy="compute_optimal", n=8, compute_optimal_table=path)
 
 

@@ -10,7 +10,7 @@ import pytest
 from fakes import FakeAnswerSpec
 
 from tts_eval.cli import main as cli_main
-from tts_eval.search.compute_optimal import load_table
+from tts_eval.settings import load_table
 from tts_eval.workflow.estimate import EstimateSettings, bootstrap_ci, subsets
 from tts_eval.workflow.fit import fit_table, quantile_edges, run_settings_of
 from tts_eval.workflow.plan import RunSpec, plan_runs
@@ -38,7 +38,7 @@ BASE = {
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_recipes_load_as_sweeps_and_as_config(path):
-    from tts_eval.config import parse_model_args
+    from tts_eval.settings import parse_model_args
 
     recipe = load_sweep_recipe(path)
     assert recipe.sweep.task == "math500"
@@ -75,7 +75,10 @@ def _with(section: str, **changes):
         (_with("sweep", budgets=[3]), "powers of two"),
         (_with("sweep", budgets=[16, 4]), "strictly increasing"),
         (_with("sweep", limit=0), "sweep.limit"),
-        (_with("model_args", temperature="hot"), "temperature='hot' is not a valid float"),
+        (
+            _with("model_args", temperature="hot"),
+            "model_args temperature=hot is invalid; accepted: a number",
+        ),
         (_with("model_args", colour="red"), "unknown model_args key 'colour'"),
         (_with("model_args", trace_path="x.jsonl"), "trace_path is managed by the sweep"),
         (_with("model_args", beam_width=32), "no budget dvts can run"),

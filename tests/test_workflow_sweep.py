@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from fakes import FakeAnswerSpec, FakePRM, RandomEngine, decode
 
-from tts_eval.runner import Runner
+from tts_eval.runtime import Searcher
+from tts_eval.runtime.local import LocalSearcher
 from tts_eval.workflow.recipe import load_sweep_recipe
 from tts_eval.workflow.report import build_report
 from tts_eval.workflow.results import load_results
@@ -48,8 +49,11 @@ class CountingEngine(RandomEngine):
         return super().generate(requests)
 
 
-def fake_runner_factory(engine):
-    return lambda config: Runner(config.search, engine, FakePRM(), FakeAnswerSpec())
+def fake_searcher_factory(engine):
+    def factory(config) -> Searcher:
+        return LocalSearcher(engine, FakePRM(), FakeAnswerSpec())
+
+    return factory
 
 
 def write_inputs(folder: Path, out: Path, chunk_size: int = 1, task: str = "math500") -> Path:
@@ -97,7 +101,7 @@ def child(recipe: str, delay: str) -> None:
     """Subprocess entry: run the sweep on a slow fake engine until killed."""
     run_sweep(
         load_sweep_recipe(recipe),
-        runner_factory=fake_runner_factory(CountingEngine(float(delay))),
+        searcher_factory=fake_searcher_factory(CountingEngine(float(delay))),
         progress=False,
     )
 
@@ -127,7 +131,7 @@ def test_sweep_records_every_run_and_document(env):
     recipe = write_inputs(env, env / "out", chunk_size=2)
     engine = CountingEngine()
     summary = run_sweep(
-        load_sweep_recipe(recipe), runner_factory=fake_runner_factory(engine), progress=False
+        load_sweep_recipe(recipe), searcher_factory=fake_searcher_factory(engine), progress=False
     )
     assert [(r.strategy, r.n) for r in summary.runs] == [
         ("best_of_n", 4),
@@ -149,7 +153,7 @@ def test_sweep_records_every_run_and_document(env):
     # a second run has nothing to do and calls no engine
     again = CountingEngine()
     summary = run_sweep(
-        load_sweep_recipe(recipe), runner_factory=fake_runner_factory(again), progress=False
+        load_sweep_recipe(recipe), searcher_factory=fake_searcher_factory(again), progress=False
     )
     assert again.prompts == [] and all(r.computed == 0 for r in summary.runs)
     report = build_report(
@@ -198,7 +202,7 @@ def test_killed_sweep_resumes_without_recomputing_or_losing(env):
 
     engine = CountingEngine()
     summary = run_sweep(
-        load_sweep_recipe(recipe), runner_factory=fake_runner_factory(engine), progress=False
+        load_sweep_recipe(recipe), searcher_factory=fake_searcher_factory(engine), progress=False
     )
     after = read_lines(env / "out")
     for name, lines in before.items():
@@ -219,7 +223,7 @@ def test_killed_sweep_resumes_without_recomputing_or_losing(env):
     clean = write_inputs(env / "clean", env / "clean_out", chunk_size=3)
     run_sweep(
         load_sweep_recipe(clean),
-        runner_factory=fake_runner_factory(CountingEngine()),
+        searcher_factory=fake_searcher_factory(CountingEngine()),
         progress=False,
     )
     for name, lines in read_lines(env / "clean_out").items():
@@ -243,7 +247,7 @@ def test_results_folder_of_another_task_is_refused(env):
     with pytest.raises(ValueError, match="holds a sweep of task 'gsm8k', not 'math500'"):
         run_sweep(
             load_sweep_recipe(recipe),
-            runner_factory=fake_runner_factory(CountingEngine()),
+            searcher_factory=fake_searcher_factory(CountingEngine()),
             progress=False,
         )
 
@@ -257,7 +261,7 @@ def tiny_prm(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_sweep_report_plot_on_tiny_models(env, tiny_llama, tiny_prm, capsys):
-    """Real loading (Runner.from_config: HF engine, rlhflow PRM, math grader) on 2 problems."""
+    """Real loading (open_searcher: HF engine, rlhflow PRM, math grader) on 2 problems."""
     from tts_eval.cli import main as cli_main
 
     write_inputs(env, env / "out")

@@ -21,3 +21,15 @@ def torch_oom_types() -> tuple[type[BaseException], ...]:
         if isinstance(cls, type) and cls not in types:
             types.append(cls)
     return tuple(types)
+
+
+def free_device_memory() -> None:
+    """Collect garbage and return cached accelerator memory to the driver (after a model is
+    dropped); nothing to do when torch was never imported."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -3,14 +3,15 @@
 ``lm_eval --model tts --model_args pretrained=...,prm=...,strategy=dvts,n=64 --tasks math500``
 
 Each ``generate_until`` batch (for math500: all 500 problems) becomes ONE search over all its
-problems (:func:`tts_eval.search.run_search`), driven by a policy engine and, for PRM-guided
-strategies, a process reward model. The selected solution goes back to lm-eval as plain text (a
+problems through a :class:`tts_eval.runtime.Searcher` (the policy engine and, for PRM-guided
+strategies, a process reward model: in this process, or on K Ray workers). The selected solution goes back to lm-eval as plain text (a
 :class:`~tts_eval.types.TracedText` carrying the whole trace), so every generation task works with
 it; math500 also reads the trace for best-of-N style metrics. Traces can be written as JSONL with
 ``trace_path=``.
 
-What this module does not do: parse ``model_args`` (``tts_eval.config``), search
-(``tts_eval.search``), generate (``tts_eval.engines``) or score steps (``tts_eval.prm``).
+What this module does not do: parse ``model_args`` (``tts_eval.settings``), load models
+(``tts_eval.runtime``), search (``tts_eval.search``), generate (``tts_eval.engines``) or score
+steps (``tts_eval.prm``).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from tts_eval.config import TTSConfig, parse_model_args
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
+from tts_eval.runtime import Searcher
+from tts_eval.settings import TTSConfig, parse_model_args
 from tts_eval.types import Problem, SearchResult, TracedText
 
 logger = logging.getLogger(__name__)
@@ -87,19 +89,24 @@ class TTSLM(LM):
     """lm-eval model running step-level test-time search (see module docstring)."""
 
     def __init__(
-        self, config: TTSConfig | None = None, runner: Any | None = None, **model_args: Any
+        self,
+        config: TTSConfig | None = None,
+        searcher: Searcher | None = None,
+        **model_args: Any,
     ) -> None:
-        """``config`` (or flat ``model_args``) says what to load; ``runner`` (a loaded
-        :class:`tts_eval.runner.Runner`) reuses engines and PRM that are already loaded."""
+        """``config`` (or flat ``model_args``) says what to load and how to search; ``searcher``
+        (an open :class:`tts_eval.runtime.Searcher`) reuses models that are already loaded: the
+        caller keeps owning it. A searcher this model opens itself is closed by :meth:`close`."""
         super().__init__()
         self.config = config if config is not None else parse_model_args(model_args)
-        self._runner = runner  # otherwise built on first use, see _get_runner()
+        self._searcher = searcher  # otherwise opened on first use, see _get_searcher()
+        self._owns_searcher = searcher is None
         # The grader's helper processes warm up in the background while the models load.
         from tts_eval.grader.bounded import prestart
 
         threading.Thread(target=prestart, name="tts-eval-grader-prestart", daemon=True).start()
         if self.config.eager_load:
-            self._get_runner()
+            self._get_searcher()
 
     @classmethod
     def create_from_arg_string(
@@ -141,17 +148,17 @@ class TTSLM(LM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         if not requests:
             return []
-        runner = self._get_runner()
+        searcher = self._get_searcher()
         messages = [context_to_messages(req.args[0], self.config.system_prompt) for req in requests]
         problems = [
             Problem(
                 uid=_request_uid(req, i),
                 text=problem_text(msgs),
-                prompt_ids=tuple(runner.engine.render_prompt(msgs)),
+                prompt_ids=tuple(searcher.render_prompt(msgs)),
             )
             for i, (req, msgs) in enumerate(zip(requests, messages, strict=True))
         ]
-        results = runner.search(problems, progress=not disable_tqdm)
+        results = searcher.search(problems, self.config.search, progress=not disable_tqdm)
         outputs = []
         for req, result in zip(requests, results, strict=True):
             gen_kwargs = req.args[1] if len(req.args) > 1 and isinstance(req.args[1], dict) else {}
@@ -165,12 +172,20 @@ class TTSLM(LM):
         return outputs
 
     # ------------------------------------------------------------------ internals
-    def _get_runner(self):
-        if self._runner is None:
-            from tts_eval.runner import Runner
+    def close(self) -> None:
+        """Close the searcher this model opened (models, GPU memory, Ray workers); a searcher
+        handed in with ``searcher=`` stays open for its owner."""
+        if self._owns_searcher and self._searcher is not None:
+            self._searcher.close()
+            self._searcher = None
 
-            self._runner = Runner.from_config(self.config)
-        return self._runner
+    def _get_searcher(self) -> Searcher:
+        if self._searcher is None:
+            from tts_eval.runtime import open_searcher
+
+            self._searcher = open_searcher(self.config)
+            self._owns_searcher = True
+        return self._searcher
 
 
 def _request_uid(req, position: int) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tts_eval.engines.config import BACKENDS, EngineConfig, check_pretrained
+from tts_eval.settings import BACKENDS, EngineConfig, check_model_path
 from tts_eval.types import PolicyEngine
 
 __all__ = ["BACKENDS", "EngineConfig", "load_engine"]
@@ -38,7 +38,7 @@ def load_engine(
         if pretrained is None:
             raise ValueError("load_engine needs pretrained=<path or hub id>")
         config = EngineConfig.from_kwargs(backend=backend, pretrained=pretrained, **kwargs)
-    check_pretrained(config.pretrained)
+    check_model_path("pretrained", config.pretrained)
     if config.backend == "vllm":
         from tts_eval.engines.vllm import VLLMEngine
 

@@ -30,15 +30,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_eval.engines.config import (
+from tts_eval.engines.chat import (
     DEFAULT_HF_BATCH_SIZE,
-    EngineConfig,
-    check_pretrained,
     eos_token_ids,
     load_tokenizer,
     render_chat,
 )
-from tts_eval.errors import OutOfMemoryError, torch_oom_types
+from tts_eval.errors import OutOfMemoryError, free_device_memory, torch_oom_types
+from tts_eval.settings import EngineConfig, check_model_path
 from tts_eval.types import (
     Completion,
     FinishReason,
@@ -124,7 +123,7 @@ class HFEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "hf":
             raise ValueError(f"HFEngine needs backend=hf, got backend={config.backend!r}")
-        check_pretrained(config.pretrained)
+        check_model_path("pretrained", config.pretrained)
         self.config = config
         self.tokenizer = load_tokenizer(config)
         try:
@@ -165,6 +164,11 @@ class HFEngine:
     # ------------------------------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return render_chat(self.tokenizer, messages)
+
+    def close(self) -> None:
+        """Drop the model weights and free their device memory (the engine is unusable after)."""
+        self.__dict__.pop("model", None)
+        free_device_memory()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         rows = self._expand(requests)

@@ -24,14 +24,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tts_eval.engines.config import (
+from tts_eval.engines.chat import (
     VLLM_INSTALL_HINT,
-    EngineConfig,
-    check_pretrained,
     load_tokenizer,
     render_chat,
 )
 from tts_eval.engines.hf import validate_stops
+from tts_eval.settings import EngineConfig, check_model_path
 from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class VLLMEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "vllm":
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
-        check_pretrained(config.pretrained)
+        check_model_path("pretrained", config.pretrained)
         self.config = config
         vllm = import_vllm()
         self.tokenizer = load_tokenizer(config)
@@ -115,6 +114,19 @@ class VLLMEngine:
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return render_chat(self.tokenizer, messages)
+
+    def close(self) -> None:
+        """Stop vLLM's engine core (its processes and KV cache) and free the model's memory."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        core = getattr(llm.llm_engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        del llm
+        from tts_eval.errors import free_device_memory
+
+        free_device_memory()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         if not requests:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..errors import OutOfMemoryError, torch_oom_types
+from ..errors import OutOfMemoryError, free_device_memory, torch_oom_types
 from ..types import PRMOutput, PRMRequest
 from .formats import FormattedInput, PRMFormat
 
@@ -47,6 +47,11 @@ class PRMAdapter:
     def __repr__(self) -> str:
         return f"PRMAdapter(prm_type={self.prm_type!r}, name={self.name!r})"
 
+    def close(self) -> None:
+        """Drop the scorer (weights and prefix cache) and free their device memory."""
+        self.__dict__.pop("scorer", None)
+        free_device_memory()
+
     def render(self, request: PRMRequest) -> FormattedInput:
         return self.format.format(request.problem, request.steps)
 
@@ -71,7 +76,7 @@ class PRMAdapter:
             if not all(math.isfinite(s) for s in res.scores):
                 raise FloatingPointError(
                     f"{self.prm_type} produced non-finite step scores {res.scores}; "
-                    "try dtype=float32"
+                    "try prm_dtype=float32"
                 )
             outputs.append(PRMOutput(tuple(res.scores), res.tokens_processed))
         tokens = sum(o.tokens_processed for o in outputs)

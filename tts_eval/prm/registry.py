@@ -1,4 +1,4 @@
-"""PRM types, their auto-detection table, the frozen ``PRMConfig`` and ``load_prm``.
+"""PRM types, their auto-detection table, and ``load_prm`` (settings: ``tts_eval.settings.PRMConfig``).
 
 ``load_prm(path, prm_type=None, ...)`` validates its arguments, reads the checkpoint's
 ``config.json``, picks the PRM type (explicit ``prm_type`` or the first matching row of
@@ -21,6 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..settings import (
+    PRM_TYPE_NAMES,
+    STEP_SEPARATOR_TYPES,
+    PRMConfig,
+    invalid,
+    looks_like_hub_id,
+)
 from .adapter import PRMAdapter
 from .formats import FORMATS
 
@@ -57,9 +64,8 @@ PRM_TYPES: Mapping[str, PRMTypeSpec] = {
     )
 }
 SUPPORTED = tuple(PRM_TYPES)
-DTYPES = ("float32", "bfloat16", "float16")
-_DEVICE = re.compile(r"cpu|mps|(cuda|xpu)(:\d+)?")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+if SUPPORTED != PRM_TYPE_NAMES:  # the settings list the same PRM types, in the same order
+    raise ImportError(f"prm.registry types {SUPPORTED} != settings.PRM_TYPE_NAMES {PRM_TYPE_NAMES}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,10 @@ def _supported() -> str:
     return ", ".join(SUPPORTED)
 
 
+def _path_message(path: str, why: str) -> str:
+    return str(invalid("prm", path, f"a PRM model directory with config.json, or a hub id ({why})"))
+
+
 def detect_prm_type(path: str, model_config: Mapping[str, Any]) -> str | None:
     """The PRM type of the first matching ``DETECTION_RULES`` row, or None."""
     names = [str(path).lower(), str(model_config.get("_name_or_path", "")).lower()]
@@ -110,87 +120,37 @@ def detect_prm_type(path: str, model_config: Mapping[str, Any]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class PRMConfig:
-    """How to load a PRM. ``None`` device/dtype: cuda + bfloat16 when a GPU is visible, else
-    cpu + float32. ``cache_bytes=0`` disables prefix reuse. ``step_separator`` is the step token
-    of ``skywork`` and the separator of ``token_classification`` (default "\\n" for both)."""
-
-    path: str
-    prm_type: str | None = None
-    device: str | None = None
-    dtype: str | None = None
-    batch_tokens: int = 8192
-    cache_bytes: int = 2 << 30
-    block_size: int = 16
-    step_separator: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
-            raise ValueError(f"prm path must be a non-empty path or Hub id, got {self.path!r}")
-        if self.prm_type is not None and self.prm_type not in PRM_TYPES:
-            raise ValueError(f"unknown prm_type {self.prm_type!r}; supported: {_supported()}")
-        if self.device is not None and not _DEVICE.fullmatch(self.device):
-            raise ValueError(
-                f"prm device {self.device!r} not understood; use cpu, cuda, cuda:N, mps or xpu"
-            )
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"prm dtype {self.dtype!r} not supported; use one of {DTYPES}")
-        for name in ("batch_tokens", "block_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"prm {name} must be an integer >= 1, got {value!r}")
-        if isinstance(self.cache_bytes, bool) or not isinstance(self.cache_bytes, int):
-            raise ValueError(f"prm cache_bytes must be an integer >= 0, got {self.cache_bytes!r}")
-        if self.cache_bytes < 0:
-            raise ValueError(f"prm cache_bytes must be an integer >= 0, got {self.cache_bytes!r}")
-        if self.step_separator is not None:
-            if not self.step_separator:
-                raise ValueError("prm step_separator must be a non-empty string")
-            if self.prm_type not in (None, "skywork", "token_classification"):
-                raise ValueError(
-                    f"prm step_separator applies to skywork and token_classification only, "
-                    f"not prm_type={self.prm_type}"
-                )
-
-
 def read_model_config(path: str) -> dict[str, Any]:
     """The checkpoint's config.json as a dict (local directory or Hub id), or a PRMPathError."""
     path = str(path)
     if os.path.isdir(path):
         cfg = Path(path) / "config.json"
         if not cfg.exists():
-            raise PRMPathError(
-                f"PRM path {path!r} has no config.json; point prm= at a saved model directory"
-            )
+            raise PRMPathError(_path_message(path, "it has no config.json"))
         return json.loads(cfg.read_text())
     if os.path.exists(path):
-        raise PRMPathError(f"PRM path {path!r} is a file; expected a model directory or Hub id")
-    if path.startswith((".", "/", "~")) or not _HUB_ID.fullmatch(path):
-        raise PRMPathError(f"PRM path {path!r} does not exist")
+        raise PRMPathError(_path_message(path, "it is a file"))
+    if path.startswith("/") or "/" not in path or not looks_like_hub_id(path):
+        raise PRMPathError(_path_message(path, "no such directory"))
     try:
         from huggingface_hub import hf_hub_download
 
         return json.loads(Path(hf_hub_download(path, "config.json")).read_text())
     except Exception as err:  # noqa: BLE001 - re-raised as one line naming the argument
         raise PRMPathError(
-            f"PRM path {path!r} is not a local directory and its config.json could not be fetched "
-            f"from the Hugging Face Hub ({type(err).__name__})"
+            _path_message(path, f"not local, and the hub did not serve it: {type(err).__name__}")
         ) from err
 
 
 def build_format(prm_type: str, tokenizer: Any, step_separator: str | None = None):
     """The format object of ``prm_type`` for ``tokenizer`` (checks its step/label tokens)."""
     if prm_type not in FORMATS:
-        raise ValueError(f"unknown prm_type {prm_type!r}; supported: {_supported()}")
+        raise invalid("prm_type", prm_type, _supported())
     cls = FORMATS[prm_type]
-    if step_separator is not None and prm_type in ("skywork", "token_classification"):
+    if step_separator is not None and prm_type in STEP_SEPARATOR_TYPES:
         return cls.from_tokenizer(tokenizer, step_separator)
     if step_separator is not None:
-        raise ValueError(
-            f"prm step_separator applies to skywork and token_classification only, "
-            f"not prm_type={prm_type}"
-        )
+        raise invalid("prm_step_separator", step_separator, f"only with {STEP_SEPARATOR_TYPES}")
     return cls.from_tokenizer(tokenizer)
 
 
@@ -201,8 +161,8 @@ def resolve_prm_type(config: PRMConfig, model_config: Mapping[str, Any]) -> str:
     if detected is None:
         archs = model_config.get("architectures")
         raise ValueError(
-            f"cannot detect the PRM type of {str(config.path)!r} (architectures={archs}); "
-            f"pass prm_type= one of: {_supported()}"
+            f"model_args prm_type is needed: the PRM type of {str(config.path)!r} cannot be "
+            f"detected (architectures={archs}); accepted: {_supported()}"
         )
     return detected
 
@@ -239,8 +199,8 @@ def load_prm_from_config(config: PRMConfig) -> PRMAdapter:
 
     from .hf import HFScorer, build_head
 
-    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = config.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    device = config.resolved_device(torch.cuda.is_available())
+    dtype = config.resolved_dtype(device)
     logger.info("loading PRM %s as prm_type=%s on %s (%s)", path, prm_type, device, dtype)
     backbone = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
     label_ids = (fmt.good_id, fmt.bad_id) if PRM_TYPES[prm_type].head == "label_softmax" else ()

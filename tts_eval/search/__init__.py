@@ -1,17 +1,16 @@
 """Test-time search strategies, pure over the protocols of :mod:`tts_eval.types`.
 
 One strategy per module: ``majority``, ``best_of_n``, ``beam_search``, ``dvts``,
-``compute_optimal``; ``voting`` holds the pure selection rules; ``config`` the validated
-:class:`SearchConfig`; ``run`` the entry point :func:`run_search`. Nothing in this package imports
+``compute_optimal``; ``voting`` holds the pure selection rules; ``run`` the entry point
+:func:`run_search`. Settings (:class:`tts_eval.settings.SearchConfig`, the strategy registry and
+the compute-optimal routing table) live in :mod:`tts_eval.settings`. Nothing in this package imports
 torch, transformers, vllm or lm_eval.
 
 What this package does not do: load models (``tts_eval.engines``, ``tts_eval.prm``) or extract and
 grade answers (``tts_eval.grader``; strategies receive an ``AnswerSpec``).
 """
 
-from tts_eval.search.compute_optimal import ComputeOptimalTable, default_table, load_table
-from tts_eval.search.config import AGGREGATIONS, SELECTIONS, STRATEGIES, SearchConfig
-from tts_eval.search.run import run_search
+from tts_eval.search.run import check_problems, run_search
 from tts_eval.search.voting import (
     AnswerGrouper,
     aggregate,
@@ -23,6 +22,15 @@ from tts_eval.search.voting import (
     select,
     weighted_vote,
 )
+from tts_eval.settings import (  # re-exported: the settings a search takes
+    AGGREGATIONS,
+    SELECTIONS,
+    STRATEGIES,
+    ComputeOptimalTable,
+    SearchConfig,
+    default_table,
+    load_table,
+)
 
 __all__ = [
     "AGGREGATIONS",
@@ -31,10 +39,11 @@ __all__ = [
     "AnswerGrouper",
     "ComputeOptimalTable",
     "SearchConfig",
-    "aggregate",
     "default_table",
-    "group_answers",
     "load_table",
+    "aggregate",
+    "check_problems",
+    "group_answers",
     "majority_vote",
     "naive_best",
     "pass_at_k",

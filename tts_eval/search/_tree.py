@@ -32,7 +32,7 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.search.config import SearchConfig
+from tts_eval.settings import SearchConfig
 from tts_eval.types import (
     AnswerSpec,
     Candidate,

@@ -28,7 +28,7 @@ from tts_eval.search import voting
 from tts_eval.search._common import Node
 from tts_eval.search._driver import Work
 from tts_eval.search._tree import TreeWork
-from tts_eval.search.config import SearchConfig
+from tts_eval.settings import SearchConfig
 from tts_eval.types import AnswerSpec, Problem
 
 

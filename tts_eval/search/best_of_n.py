@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from tts_eval.search import voting
 from tts_eval.search._driver import Work
-from tts_eval.search.config import SearchConfig
 from tts_eval.search.majority import SamplingWork
+from tts_eval.settings import SearchConfig
 from tts_eval.types import AnswerSpec, Problem
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from tts_eval.search import beam_search, best_of_n, compute_optimal, dvts, majority
+from tts_eval.search import compute_optimal
 from tts_eval.search._driver import Work, drive
-from tts_eval.search.config import SearchConfig
 from tts_eval.search.voting import AnswerGrouper
+from tts_eval.settings import STRATEGIES, SearchConfig
 from tts_eval.types import (
     AnswerSpec,
     PolicyEngine,
@@ -28,13 +28,13 @@ logger = logging.getLogger(__name__)
 
 WorkFactory = Callable[[Problem, SearchConfig, AnswerSpec, AnswerGrouper], Work]
 
+# One factory per name of the strategy registry (tts_eval.settings.STRATEGY_INFO).
 FACTORIES: dict[str, WorkFactory] = {
-    "majority": majority.make_work,
-    "best_of_n": best_of_n.make_work,
-    "beam_search": beam_search.make_work,
-    "dvts": dvts.make_work,
+    **compute_optimal.ROUTED_FACTORIES,
     "compute_optimal": compute_optimal.make_work,
 }
+if set(FACTORIES) != set(STRATEGIES):  # a strategy registered in settings but not built here
+    raise ImportError(f"search factories {sorted(FACTORIES)} != settings.STRATEGIES {STRATEGIES}")
 
 
 def make_work(
@@ -60,7 +60,7 @@ def _check_arguments(
             "engine must implement tts_eval.types.PolicyEngine (render_prompt, generate), "
             f"got {type(engine).__name__}"
         )
-    if prm is None and config.strategy != "majority":
+    if prm is None and config.info.needs_prm:
         raise ValueError(
             f"strategy={config.strategy} needs a process reward model (prm=...); "
             "only strategy=majority runs without one"
@@ -81,7 +81,7 @@ def _check_arguments(
 def check_problems(problems: Sequence[Problem]) -> None:
     """Raise unless every item is a :class:`Problem` and no uid appears twice in the batch.
 
-    Shared by :func:`run_search` and the Ray driver (``tts_eval.distributed``), which checks a
+    Shared by :func:`run_search` and the Ray searcher (``tts_eval.runtime``), which checks a
     batch before splitting it into chunks.
     """
     seen: set[str] = set()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from tts_eval.search.config import AGGREGATIONS, SELECTIONS
+from tts_eval.settings import AGGREGATIONS, SELECTIONS
 from tts_eval.types import AnswerSpec, Candidate
 
 

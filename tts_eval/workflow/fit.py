@@ -29,12 +29,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tts_eval.settings import ROUTABLE_STRATEGIES
 from tts_eval.workflow.estimate import CurvePoint
 from tts_eval.workflow.report import Estimates
 
 logger = logging.getLogger(__name__)
-
-ROUTABLE = ("majority", "best_of_n", "dvts", "beam_search")
 
 
 def quantile_edges(scores: list[float], num_bins: int) -> list[float]:
@@ -85,12 +84,7 @@ def fit_table(
 
     ``run_settings`` maps a run key to that run's search settings (for the entries' overrides).
     """
-    from tts_eval.search.compute_optimal import (
-        TABLE_FORMAT,
-        TABLE_VERSION,
-        ComputeOptimalTable,
-        parse_table,
-    )
+    from tts_eval.settings import TABLE_FORMAT, TABLE_VERSION, ComputeOptimalTable, parse_table
 
     if isinstance(probe_n, bool) or not isinstance(probe_n, int) or probe_n < 1:
         raise ValueError(f"probe_n must be an integer >= 1, got {probe_n!r}")
@@ -104,12 +98,12 @@ def fit_table(
     bins: dict[int, list[str]] = {b: [] for b in range(1, len(edges) + 2)}
     for uid, score in estimates.difficulty.items():
         bins[binner.bin_of(score)].append(uid)
-    budgets = sorted({n for (curve, n) in estimates.points if curve in ROUTABLE})
+    budgets = sorted({n for (curve, n) in estimates.points if curve in ROUTABLE_STRATEGIES})
     entries = []
     for n in budgets:
         options = [
             (curve, estimates.points[(curve, n)])
-            for curve in ROUTABLE
+            for curve in ROUTABLE_STRATEGIES
             if (curve, n) in estimates.points
         ]
         everyone = sorted(estimates.difficulty)
@@ -129,7 +123,7 @@ def fit_table(
                 key=lambda cp: (
                     _mean(cp[1], uids, "accuracy"),
                     -_mean(cp[1], uids, "policy_tokens"),
-                    -ROUTABLE.index(cp[0]),
+                    -ROUTABLE_STRATEGIES.index(cp[0]),
                 ),
             )
             entry = _entry(curve, point, run_settings.get(point.run_key, {}))

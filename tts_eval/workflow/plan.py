@@ -95,7 +95,7 @@ def run_identity(task: str, config: Any) -> dict[str, Any]:
 
 
 def run_key(task: str, config: Any) -> str:
-    """``<strategy>-n<N>-<digest>`` of a parsed :class:`~tts_eval.config.TTSConfig`."""
+    """``<strategy>-n<N>-<digest>`` of a parsed :class:`~tts_eval.settings.TTSConfig`."""
     payload = json.dumps(run_identity(task, config), sort_keys=True, default=str)
     digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
     return f"{config.search.strategy}-n{config.search.n}-{digest}"

@@ -3,7 +3,7 @@
 A recipe looks like::
 
     description: free text (optional)
-    model_args:            # read by --model_args config=<file> too (tts_eval.config.load_recipe)
+    model_args:            # read by --model_args config=<file> too (tts_eval.settings.load_recipe)
       pretrained: meta-llama/Llama-3.2-1B-Instruct
       prm: RLHFlow/Llama3.1-8B-PRM-Deepseek-Data
       strategy: dvts       # what a single `--model tts` run uses; a sweep sets strategy and n
@@ -19,7 +19,7 @@ A recipe looks like::
       include_path: null   # extra lm-eval task folder
 
 :func:`load_sweep_recipe` validates everything (unknown keys, types, every run's ``model_args``
-through :func:`tts_eval.config.parse_model_args`) before anything loads; each error is one line
+through :func:`tts_eval.settings.parse_model_args`) before anything loads; each error is one line
 naming the file and the key.
 
 What this module does not do: run anything (``tts_eval.workflow.sweep``).
@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SWEEP_STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts", "compute_optimal")
+from tts_eval.settings import STRATEGIES
+
 TOP_KEYS = ("description", "model_args", "sweep")
 # model_args keys a sweep manages itself.
 MANAGED_KEYS = ("strategy", "n", "trace_path")
@@ -55,14 +56,12 @@ class SweepSettings:
 
     def __post_init__(self) -> None:
         if not self.strategies:
-            raise ValueError(
-                f"sweep.strategies must list at least one of {', '.join(SWEEP_STRATEGIES)}"
-            )
+            raise ValueError(f"sweep.strategies must list at least one of {', '.join(STRATEGIES)}")
         for s in self.strategies:
-            if s not in SWEEP_STRATEGIES:
+            if s not in STRATEGIES:
                 raise ValueError(
                     f"sweep.strategies has unknown strategy {s!r}; "
-                    f"accepted: {', '.join(SWEEP_STRATEGIES)}"
+                    f"accepted: {', '.join(STRATEGIES)}"
                 )
         if len(set(self.strategies)) != len(self.strategies):
             raise ValueError(f"sweep.strategies lists a strategy twice: {list(self.strategies)}")
@@ -192,7 +191,7 @@ def load_sweep_recipe(
 
 def validate_runs(recipe: SweepRecipe) -> None:
     """Check every planned run's ``model_args`` (nothing loads); one line on the first error."""
-    from tts_eval.config import parse_model_args
+    from tts_eval.settings import parse_model_args
     from tts_eval.workflow.plan import plan_runs
 
     try:

@@ -168,7 +168,7 @@ def build_report(
         candidate = Path(results.source) / TABLE_FILE
         table_path = candidate if candidate.is_file() else None
     if table_path is not None:
-        from tts_eval.search.compute_optimal import load_table
+        from tts_eval.settings import load_table
 
         points += fitted_points(estimates, load_table(table_path))
     rows = []
@@ -213,7 +213,7 @@ def build_report(
 
 def _workers(results: Results) -> dict[str, list[dict[str, Any]]]:
     """Per-worker throughput of the runs that were spread over Ray workers (data_parallel_size>1)."""
-    from tts_eval.distributed import worker_throughput
+    from tts_eval.runtime.throughput import worker_throughput
 
     out = {}
     for key, records in results.runs.items():

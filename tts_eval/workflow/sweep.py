@@ -1,9 +1,10 @@
 """``tts-eval sweep``: run strategies x budgets over a task through lm-eval, resumably.
 
-:func:`run_sweep` plans the runs (:func:`tts_eval.workflow.plan.plan_runs`), loads the policy and
-the PRM ONCE, and for each run evaluates the documents still to do through
-``lm_eval.evaluator.evaluate`` (``samples={task: chunk}``) with a ``tts`` model whose search
-settings are the run's. After each chunk (one search batch) its per-document trace records are
+:func:`run_sweep` plans the runs (:func:`tts_eval.workflow.plan.plan_runs`), opens ONE searcher
+(:func:`tts_eval.runtime.open_searcher`: the policy and the PRM, in this process or on K Ray
+workers with ``data_parallel_size=K``), and for each run evaluates the documents still to do through
+``lm_eval.evaluator.evaluate`` (``samples={task: chunk}``) with a ``tts`` model that hands the
+run's search settings to that searcher with every batch. The searcher is closed at the end. After each chunk (one search batch) its per-document trace records are
 appended to ``runs/<run key>.jsonl`` (one ``write`` per record, then ``fsync``), so an interrupted
 sweep loses at most the chunk in flight. Re-running the same recipe skips every (run key, doc id)
 already recorded; a torn last line is cut off first. Progress bars show runs and documents.
@@ -157,8 +158,9 @@ def _done_doc_ids(path: Path) -> set[int]:
     return {int(r["doc_id"]) for r in read_jsonl(path) if "doc_id" in r}
 
 
-def _sweep_model(config: Any, runner: Any, sink: Path, key: str):
-    """A ``tts`` lm-eval model sharing ``runner``'s loaded engine/PRM, recording to ``sink``.
+def _sweep_model(config: Any, searcher: Any, sink: Path, key: str):
+    """A ``tts`` lm-eval model searching with ``config`` on the open ``searcher``, recording to
+    ``sink``.
 
     lm-eval numbers the documents selected with ``samples=`` 0, 1, ... in order, not by their
     index in the task; ``chunk_ids`` (the sorted chunk) maps them back, and the requests carry
@@ -194,7 +196,7 @@ def _sweep_model(config: Any, runner: Any, sink: Path, key: str):
             return outputs
 
     return SweepLM(
-        config=dataclasses.replace(config, eager_load=False, trace_path=None), runner=runner
+        config=dataclasses.replace(config, eager_load=False, trace_path=None), searcher=searcher
     )
 
 
@@ -206,17 +208,18 @@ def run_sweep(
     recipe: SweepRecipe,
     *,
     output_dir: str | os.PathLike | None = None,
-    runner_factory: Callable[[Any], Any] | None = None,
+    searcher_factory: Callable[[Any], Any] | None = None,
     progress: bool = True,
 ) -> SweepSummary:
     """Run (or resume) every planned run of ``recipe``; see the module docstring.
 
-    ``runner_factory(config)`` builds the :class:`tts_eval.runner.Runner` (engine, PRM, answer
-    spec) once for the whole sweep; the default is ``Runner.from_config``.
+    ``searcher_factory(config)`` opens the :class:`tts_eval.runtime.Searcher` once for the whole
+    sweep (every run shares its models); the default is :func:`tts_eval.runtime.open_searcher`.
+    The sweep closes it when done.
     """
     from tqdm.auto import tqdm
 
-    from tts_eval.config import parse_model_args
+    from tts_eval.settings import parse_model_args
 
     settings = recipe.sweep
     folder = Path(output_dir if output_dir is not None else settings.output_dir)
@@ -257,39 +260,42 @@ def run_sweep(
             ),
         )
 
-    from tts_eval.runner import Runner
+    from tts_eval.runtime import open_searcher
 
-    build = runner_factory or Runner.from_config
-    shared = build(configs[0])
+    searcher = (searcher_factory or open_searcher)(configs[0])
     summary = []
-    outer = tqdm(total=len(runs), desc="strategies", disable=not progress, position=0)
-    for run, key, config, todo in zip(runs, keys, configs, todo_by_run, strict=True):
-        outer.set_postfix_str(f"{run.strategy} n={run.n}")
-        done_before = len(doc_ids) - len(todo)
-        if todo:
-            runner = dataclasses.replace(shared, search_config=config.search)
-            sink = folder / RUNS_DIR / f"{key}.jsonl"
-            model = _sweep_model(config, runner, sink, key)
-            inner = tqdm(
-                total=len(doc_ids),
-                initial=done_before,
-                desc=f"problems [{run.strategy} n={run.n}]",
-                disable=not progress,
-                position=1,
-                leave=False,
+    try:
+        outer = tqdm(total=len(runs), desc="strategies", disable=not progress, position=0)
+        for run, key, config, todo in zip(runs, keys, configs, todo_by_run, strict=True):
+            outer.set_postfix_str(f"{run.strategy} n={run.n}")
+            done_before = len(doc_ids) - len(todo)
+            if todo:
+                sink = folder / RUNS_DIR / f"{key}.jsonl"
+                model = _sweep_model(config, searcher, sink, key)
+                inner = tqdm(
+                    total=len(doc_ids),
+                    initial=done_before,
+                    desc=f"problems [{run.strategy} n={run.n}]",
+                    disable=not progress,
+                    position=1,
+                    leave=False,
+                )
+                for chunk in _chunks(todo, settings.chunk_size):
+                    model.chunk_ids = sorted(chunk)
+                    _evaluate(model, loaded, settings.task, chunk, settings.apply_chat_template)
+                    inner.update(len(chunk))
+                inner.close()
+            logger.info(
+                "sweep run %s: %d documents recorded before, %d computed now",
+                key,
+                done_before,
+                len(todo),
             )
-            for chunk in _chunks(todo, settings.chunk_size):
-                model.chunk_ids = sorted(chunk)
-                _evaluate(model, loaded, settings.task, chunk, settings.apply_chat_template)
-                inner.update(len(chunk))
-            inner.close()
-        logger.info(
-            "sweep run %s: %d documents recorded before, %d computed now",
-            key,
-            done_before,
-            len(todo),
-        )
-        summary.append(RunProgress(key, run.strategy, run.n, done_before, len(todo), len(doc_ids)))
-        outer.update(1)
-    outer.close()
+            summary.append(
+                RunProgress(key, run.strategy, run.n, done_before, len(todo), len(doc_ids))
+            )
+            outer.update(1)
+        outer.close()
+    finally:
+        searcher.close()
     return SweepSummary(os.fspath(folder), tuple(summary))

@@ -1,0 +1,96 @@
+"""``LocalSearcher``: the policy engine, the PRM and the answer spec of a run, in this process.
+
+``LocalSearcher.from_config(config)`` checks everything that can be checked without weights
+(:func:`preflight`: the policy path, the PRM's path and type, the answer setting), then loads the
+PRM (when one is configured) and the policy engine once. ``search(problems, search_config)`` runs
+:func:`tts_eval.search.run_search` over all problems at once with the settings it is given, so
+one loaded searcher serves every run of a sweep. ``close()`` frees the models' device memory.
+
+What this module does not do: talk to lm-eval (``tts_eval.lm_model``), spread work over
+processes (``tts_eval.runtime.ray``), or parse settings (``tts_eval.settings``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+from tts_eval.engines import load_engine
+from tts_eval.grader import answer_spec
+from tts_eval.prm import load_prm_from_config
+from tts_eval.prm.registry import read_model_config, resolve_prm_type
+from tts_eval.search import run_search
+from tts_eval.settings import SearchConfig, TTSConfig, check_model_path
+from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
+
+logger = logging.getLogger(__name__)
+
+_loads = 0  # LocalSearchers that loaded models in this process (see models_loaded)
+
+
+def models_loaded() -> int:
+    """How many times this process loaded a policy (and PRM) through ``LocalSearcher.from_config``."""
+    return _loads
+
+
+def preflight(config: TTSConfig) -> None:
+    """The checks that need no weights: policy path, PRM path and type, answer setting."""
+    check_model_path("pretrained", config.engine.pretrained)
+    if config.prm is not None:
+        resolve_prm_type(config.prm, read_model_config(str(config.prm.path)))
+    answer_spec(config.answer)
+
+
+class LocalSearcher:
+    """A :class:`tts_eval.runtime.Searcher` over models loaded in this process."""
+
+    def __init__(
+        self, engine: PolicyEngine, prm: ProcessRewardModel | None, answers: AnswerSpec
+    ) -> None:
+        self.engine = engine
+        self.prm = prm
+        self.answers = answers
+
+    @classmethod
+    def from_config(cls, config: TTSConfig) -> LocalSearcher:
+        """Check, then load the PRM and the policy engine of ``config`` (its search settings
+        are not kept: each ``search`` call brings its own)."""
+        global _loads
+        preflight(config)
+        prm = load_prm_from_config(config.prm) if config.prm is not None else None
+        try:
+            engine = load_engine(config.engine)
+        except BaseException:
+            if prm is not None:
+                prm.close()
+            raise
+        _loads += 1
+        return cls(engine, prm, answer_spec(config.answer))
+
+    def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return self.engine.render_prompt(messages)
+
+    def search(
+        self, problems: Sequence[Problem], config: SearchConfig, *, progress: bool = False
+    ) -> list[SearchResult]:
+        """Run ``config`` over ``problems`` as one batch; one result each, in order."""
+        self._check_open()
+        return run_search(config, problems, self.engine, self.prm, self.answers, progress=progress)
+
+    def close(self) -> None:
+        """Free the policy's and the PRM's memory; the searcher cannot search afterwards."""
+        for name in ("engine", "prm"):
+            service = getattr(self, name, None)
+            if service is not None and hasattr(service, "close"):
+                service.close()
+            setattr(self, name, None)
+
+    def _check_open(self) -> None:
+        if self.engine is None:
+            raise RuntimeError("this searcher was closed; open a new one")
+
+    def __enter__(self) -> LocalSearcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
