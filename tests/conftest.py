@@ -44,3 +44,13 @@ def vllm_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("vllm") is not None
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for the whole session; Ray searchers join it in-process,
+    and subprocesses join it through RAY_ADDRESS."""
+    ray = pytest.importorskip("ray", reason="pip install 'tts-eval[ray]' to run the Ray tests")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -252,13 +252,6 @@ def test_results_folder_of_another_task_is_refused(env):
         )
 
 
-@pytest.fixture(scope="module")
-def tiny_prm(tmp_path_factory) -> Path:
-    from prm_models import build_rlhflow
-
-    return build_rlhflow(tmp_path_factory.mktemp("tiny-rlhflow"))
-
-
 @pytest.mark.slow
 def test_sweep_report_plot_on_tiny_models(env, tiny_llama, tiny_prm, capsys):
     """Real loading (open_searcher: HF engine, rlhflow PRM, math grader) on 2 problems."""
@@ -310,3 +303,95 @@ def test_sweep_report_plot_on_tiny_models(env, tiny_llama, tiny_prm, capsys):
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "child":
     child(sys.argv[2], sys.argv[3])
+
+
+def _tiny_recipe(env: Path, policy: Path, prm: Path, workers: int) -> Path:
+    recipe = env / f"tiny-k{workers}.yaml"
+    model_args = {
+        "pretrained": str(policy),
+        "prm": str(prm),
+        "prm_type": "rlhflow",
+        "beam_width": 2,
+        "max_tokens": 12,
+        "num_iterations": 2,
+        "device": "cpu",
+        "seed": 5,
+        "data_parallel_size": workers,
+    }
+    sweep = {
+        "task": "math500",
+        "strategies": ["majority", "best_of_n", "beam_search"],
+        "budgets": [2, 4],
+        "limit": 3,
+        "chunk_size": 2,
+        "output_dir": str(env / f"out-k{workers}"),
+    }
+    recipe.write_text(json.dumps({"model_args": model_args, "sweep": sweep}))
+    return recipe
+
+
+def _comparable(record: dict) -> dict:
+    """A record without what may differ between K=1 and K=2: wall time, the worker entry, and
+    float32 noise in PRM scores (rounded; see tests/test_runtime.py)."""
+    settings = {k: v for k, v in record["settings"].items() if k != "worker"}
+    candidates = [
+        {**c, "step_scores": [round(s, 5) for s in c["step_scores"]]} for c in record["candidates"]
+    ]
+    return {
+        **strip_timing(record),
+        "settings": settings,
+        "candidates": candidates,
+        "run_key": record.get("run_key"),
+    }
+
+
+@pytest.mark.slow
+def test_sweep_on_two_ray_workers_loads_once_and_equals_one_worker(
+    env, ray_cluster, tiny_llama, tiny_prm
+):
+    from tts_eval.runtime import open_searcher
+    from tts_eval.runtime.local import models_loaded
+    from tts_eval.runtime.ray import RaySearcher
+
+    write_inputs(env, env / "unused")
+    opened = []
+
+    def counting_factory(config):
+        opened.append(open_searcher(config))
+        return opened[-1]
+
+    records = {}
+    for k in (1, 2):
+        before = models_loaded()
+        recipe = load_sweep_recipe(_tiny_recipe(env, tiny_llama, tiny_prm, k))
+        summary = run_sweep(recipe, searcher_factory=counting_factory, progress=False)
+        assert [(r.strategy, r.n, r.computed) for r in summary.runs] == [
+            ("best_of_n", 4, 3),
+            ("beam_search", 2, 3),
+            ("beam_search", 4, 3),
+        ]
+        files = read_lines(env / f"out-k{k}")
+        records[k] = {name: [json.loads(line) for line in lines] for name, lines in files.items()}
+        if k == 1:  # one in-process load for the whole sweep (every strategy and budget)
+            assert models_loaded() == before + 1
+    assert len(opened) == 2, "each sweep opens its searcher once"
+    ray_searcher = opened[1]
+    assert isinstance(ray_searcher, RaySearcher)
+    # One load per worker for the whole K=2 sweep: every record of every run was searched by
+    # the two processes that loaded their models once at start-up.
+    assert [info["loads"] for info in ray_searcher.infos] == [1, 1]
+    started = {(info["rank"], info["pid"]) for info in ray_searcher.infos}
+    seen = {
+        (r["settings"]["worker"]["rank"], r["settings"]["worker"]["pid"])
+        for lines in records[2].values()
+        for r in lines
+    }
+    assert seen == started
+    assert ray_searcher.workers == 0, "the sweep closes its searcher (the Ray actors) at the end"
+    assert ray_cluster.is_initialized()
+    assert sorted(records[1]) == sorted(records[2])
+    for name in records[1]:
+        one = [_comparable(r) for r in records[1][name]]
+        two = [_comparable(r) for r in records[2][name]]
+        assert one == two, name
+        assert all(r["cost"]["policy_tokens"] > 0 for r in records[1][name])
