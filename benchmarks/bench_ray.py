@@ -3,15 +3,21 @@
 Builds a tiny random Llama policy and a tiny RLHFlow-format PRM (``tests/tiny_models.py``,
 ``tests/prm_models.py``), takes the first ``--problems`` MATH-500 problems (built-in ones when the
 shared data is absent) and searches them with ``best_of_n`` (or ``--strategy``): once with the
-default in-process runner (K=1) and once per ``--workers`` value through ``RayRunner`` on a local
-Ray cluster. K=1 runs twice: with torch's default threads, and with one thread, which is what
+default in-process searcher (K=1) and once per ``--workers`` value through ``RaySearcher`` on a
+local Ray cluster. K=1 runs twice: with torch's default threads, and with one thread, which is what
 each Ray worker gets (Ray sets OMP_NUM_THREADS to an actor's num_cpus=1). Prints start-up time
 (Ray + loading the models in every worker), search time, problems per second, the per-worker
 throughput of the Ray runs, and whether each run selected the same solutions as K=1. A figure to
 report, not a timed assertion: on a 2-core machine K=2 can at best double the one-thread figure,
 and on a busy machine torch's multi-threaded CPU kernels can be far slower than one thread.
 
+``--ray-data`` also measures what the runtime would cost on Ray Data instead (the figure quoted
+in ``tts_eval.runtime.ray``): ``--calls`` searches (lm-eval batches, or runs of a sweep) through
+``Dataset.map_batches`` over an actor pool of K actors that load the models in their constructor,
+against the same calls on one ``RaySearcher`` whose actors loaded once.
+
     python benchmarks/bench_ray.py [--problems 24] [--workers 2] [--n 8] [--max-tokens 48]
+    python benchmarks/bench_ray.py --problems 6 --workers 2 --ray-data --calls 3
 """
 
 from __future__ import annotations
@@ -29,10 +35,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from prm_models import build_rlhflow  # noqa: E402
 from tiny_models import MATH500, build_llama  # noqa: E402
-from tts_eval.config import parse_model_args  # noqa: E402
-from tts_eval.distributed import worker_throughput  # noqa: E402
-from tts_eval.runner import Runner  # noqa: E402
 
+from tts_eval.runtime import open_searcher  # noqa: E402
+from tts_eval.runtime.throughput import worker_throughput  # noqa: E402
+from tts_eval.settings import parse_model_args  # noqa: E402
 from tts_eval.types import Problem  # noqa: E402
 
 FALLBACK = [
@@ -53,11 +59,9 @@ def _texts(count: int) -> list[str]:
     return [FALLBACK[i % len(FALLBACK)] + f" (variant {i})" for i in range(count)]
 
 
-def _problems(runner, texts: list[str]) -> list[Problem]:
+def _problems(searcher, texts: list[str]) -> list[Problem]:
     return [
-        Problem(
-            f"p{i}", text, tuple(runner.engine.render_prompt([{"role": "user", "content": text}]))
-        )
+        Problem(f"p{i}", text, tuple(searcher.render_prompt([{"role": "user", "content": text}])))
         for i, text in enumerate(texts)
     ]
 
@@ -74,17 +78,17 @@ def run(args_string: str, workers: int, texts: list[str], threads: int | None = 
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    runner = Runner.from_config(parse_model_args(f"{args_string},data_parallel_size={workers}"))
+    config = parse_model_args(f"{args_string},data_parallel_size={workers}")
+    searcher = open_searcher(config)
     start_s = time.perf_counter() - t0
     try:
-        problems = _problems(runner, texts)
+        problems = _problems(searcher, texts)
         t0 = time.perf_counter()
-        results = runner.search(problems)
+        results = searcher.search(problems, config.search)
         search_s = time.perf_counter() - t0
     finally:
         torch.set_num_threads(default_threads)
-        if workers > 1:
-            runner.close()
+        searcher.close()
     if workers == 1:
         label = f"K=1 ({threads or default_threads} thr)"
     else:
@@ -106,6 +110,8 @@ def main() -> None:
     parser.add_argument("--strategy", default="best_of_n")
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--ray-data", action="store_true", help="also time Ray Data map_batches")
+    parser.add_argument("--calls", type=int, default=3, help="searches timed with --ray-data")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -118,6 +124,9 @@ def main() -> None:
             f"max_tokens={args.max_tokens},seed=0"
         )
         texts = _texts(args.problems)
+        if args.ray_data:
+            compare_ray_data(model_args, args.workers[0], texts, args.calls)
+            return
         runs = [run(model_args, 1, texts), run(model_args, 1, texts, threads=1)]
         runs += [run(model_args, k, texts) for k in args.workers]
 
@@ -141,6 +150,76 @@ def main() -> None:
                 f"{row['policy_tokens']} policy tokens, busy {row['busy_s']:.2f}s, "
                 f"{row['problems_per_s']:.2f} problems/s"
             )
+
+
+class _RayDataSearch:
+    """The Ray Data way: an actor-pool UDF that loads the models in its constructor."""
+
+    def __init__(self, config) -> None:
+        from tts_eval.runtime.local import LocalSearcher
+
+        self.config = config
+        self.searcher = LocalSearcher.from_config(config)
+
+    def __call__(self, batch: dict) -> dict:
+        problems = [
+            Problem(str(uid), str(text), tuple(int(t) for t in ids))
+            for uid, text, ids in zip(batch["uid"], batch["text"], batch["prompt_ids"], strict=True)
+        ]
+        results = self.searcher.search(problems, self.config.search)
+        return {"uid": [r.uid for r in results], "tokens": [r.cost.policy_tokens for r in results]}
+
+
+def compare_ray_data(args_string: str, workers: int, texts: list[str], calls: int) -> None:
+    """``calls`` searches through Ray Data map_batches vs one RaySearcher (see the docstring)."""
+    import ray
+
+    config = parse_model_args(f"{args_string},data_parallel_size={workers}")
+    ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        t0 = time.perf_counter()
+        searcher = open_searcher(config)
+        start_s = time.perf_counter() - t0
+        problems = _problems(searcher, texts)
+        searcher_s, tokens = [], None
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            results = searcher.search(problems, config.search)
+            searcher_s.append(time.perf_counter() - t0)
+            tokens = sorted((r.uid, r.cost.policy_tokens) for r in results)
+        searcher.close()
+
+        data_s = []
+        rows = [{"uid": p.uid, "text": p.text, "prompt_ids": list(p.prompt_ids)} for p in problems]
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            out = (
+                ray.data.from_items(rows)
+                .map_batches(
+                    _RayDataSearch,
+                    fn_constructor_args=(config,),
+                    concurrency=workers,
+                    batch_size=max(1, len(rows) // (2 * workers)),
+                    num_cpus=1,
+                )
+                .take_all()
+            )
+            data_s.append(time.perf_counter() - t0)
+            same = sorted((r["uid"], r["tokens"]) for r in out) == tokens
+    finally:
+        ray.shutdown()
+    print(f"\n{len(texts)} problems, K={workers}, {calls} searches (tiny models, CPU)")
+    print(f"RaySearcher: start {start_s:.1f}s once, then per search " + _secs(searcher_s))
+    print("Ray Data map_batches (actor pool, models load per call): per search " + _secs(data_s))
+    print(f"  same tokens as RaySearcher: {same}")
+    total_searcher, total_data = start_s + sum(searcher_s), sum(data_s)
+    print(
+        f"  {calls} searches in all: RaySearcher {total_searcher:.1f}s, Ray Data {total_data:.1f}s"
+    )
+
+
+def _secs(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}s" for v in values)
 
 
 if __name__ == "__main__":
