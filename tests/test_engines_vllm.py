@@ -44,6 +44,11 @@ def engines(tiny_llama, tmp_path_factory):
     hf = load_engine("hf", str(path), dtype="float32", device="cpu")
     vl = load_engine("vllm", str(path), dtype="float32", seed=0, max_model_len=1024)
     yield vl, hf, prompts, k
+    vl.close()  # stops vLLM's engine core; a second close is a no-op
+    vl.close()
+    assert "llm" not in vl.__dict__
+    hf.close()
+    base.close()
     mp.undo()
 
 

@@ -673,10 +673,6 @@ class TTSConfig:
                 f"{self.search.strategy} needs a PRM: add prm=<path or hub id>",
             )
 
-    def with_search(self, search: SearchConfig) -> TTSConfig:
-        """The same run with other search settings (what every run of a sweep differs in)."""
-        return dataclasses.replace(self, search=search)
-
 
 def accepted_keys() -> list[str]:
     names = {f.name for f in dataclasses.fields(EngineConfig)}

@@ -30,6 +30,7 @@ from tts_eval.engines.chat import (
     render_chat,
 )
 from tts_eval.engines.hf import validate_stops
+from tts_eval.errors import free_device_memory
 from tts_eval.settings import EngineConfig, check_model_path
 from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
 
@@ -124,8 +125,6 @@ class VLLMEngine:
         if core is not None:
             core.shutdown()
         del llm
-        from tts_eval.errors import free_device_memory
-
         free_device_memory()
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:

@@ -36,19 +36,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tts_eval.settings import STRATEGIES
 from tts_eval.types import AnswerSpec, Candidate, SearchResult
 
 logger = logging.getLogger(__name__)
 
-CURVE_ORDER = (
-    "majority",
-    "best_of_n",
-    "beam_search",
-    "dvts",
-    "compute_optimal",
-    "compute_optimal (fitted)",
-    "pass@n",
-)
+CURVE_ORDER = (*STRATEGIES, "compute_optimal (fitted)", "pass@n")
 
 
 @dataclass(frozen=True)

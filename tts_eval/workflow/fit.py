@@ -29,7 +29,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tts_eval.settings import ROUTABLE_STRATEGIES
+from tts_eval.settings import ROUTABLE_STRATEGIES, TREE_STRATEGIES
 from tts_eval.workflow.estimate import CurvePoint
 from tts_eval.workflow.report import Estimates
 
@@ -64,7 +64,7 @@ def _mean(point: CurvePoint, uids: list[str], field: str) -> float:
 
 def _entry(strategy: str, point: CurvePoint, run_settings: Mapping[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
-    if strategy in ("dvts", "beam_search"):
+    if strategy in TREE_STRATEGIES:
         extra["beam_width"] = int(run_settings.get("beam_width", 4))
     if strategy in ("best_of_n", "dvts"):
         for key in ("selection", "agg"):
