@@ -34,21 +34,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from prm_models import build_rlhflow  # noqa: E402
-from tiny_models import MATH500, build_llama  # noqa: E402
+from tiny_models import MATH500, SAMPLE_PROBLEMS, build_llama  # noqa: E402
 
 from tts_eval.runtime import open_searcher  # noqa: E402
 from tts_eval.runtime.throughput import worker_throughput  # noqa: E402
 from tts_eval.settings import parse_model_args  # noqa: E402
 from tts_eval.types import Problem  # noqa: E402
 
-FALLBACK = [
-    "What is $1+1$?",
-    "Compute $\\frac{1}{2} + \\frac{1}{3}$.",
-    "Solve for $x$: $x^2 - 4 = 0$.",
-    "What is the sum of the first ten positive integers?",
-    "Find the area of a circle of radius $3$.",
-    "How many positive divisors does $36$ have?",
-]
+FALLBACK = SAMPLE_PROBLEMS
 
 
 def _texts(count: int) -> list[str]:

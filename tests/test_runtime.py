@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from fakes import FakeAnswerSpec, FakePRM, RandomEngine
 from lm_eval_cli import run_lm_eval
+from tiny_models import SAMPLE_PROBLEMS
 
 from tts_eval.runtime import Searcher, open_searcher
 from tts_eval.runtime.local import LocalSearcher, models_loaded
@@ -32,14 +33,7 @@ from tts_eval.runtime.throughput import WORKER_KEY, worker_throughput
 from tts_eval.settings import RayOptions, SearchConfig, parse_model_args
 from tts_eval.types import Cost, Problem, SearchResult
 
-PROBLEMS = [
-    "What is $1+1$?",
-    "Compute $\\frac{1}{2} + \\frac{1}{3}$.",
-    "Solve for $x$: $x^2 - 4 = 0$.",
-    "What is the sum of the first ten positive integers?",
-    "Find the area of a circle of radius $3$.",
-    "How many positive divisors does $36$ have?",
-]
+PROBLEMS = SAMPLE_PROBLEMS
 
 # ---------------------------------------------------------------------------------------------
 # The protocol and the in-process searcher

@@ -17,6 +17,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MATH500 = ROOT.parent / "shared" / "data" / "math500" / "test.jsonl"
+# A few MATH-style problems for tests and benchmarks that need prompts, not the data set.
+SAMPLE_PROBLEMS = (
+    "What is $1+1$?",
+    "Compute $\\frac{1}{2} + \\frac{1}{3}$.",
+    "Solve for $x$: $x^2 - 4 = 0$.",
+    "What is the sum of the first ten positive integers?",
+    "Find the area of a circle of radius $3$.",
+    "How many positive divisors does $36$ have?",
+)
 
 BOS = "<|begin_of_text|>"
 EOT = "<|eot_id|>"
