@@ -17,10 +17,13 @@ import pytest
 
 from tts_eval.engines import EngineConfig, load_engine
 from tts_eval.engines.chat import eos_token_ids, render_chat
+from tts_eval.engines.failures import engine_error, indices_text
 from tts_eval.engines.hf import pick_token, stop_window, validate_stops
-from tts_eval.engines.vllm import classify_finish
+from tts_eval.engines.progress import PROGRESS_DELAY_S, GenerationProgress, bar_options
+from tts_eval.engines.vllm import classify_finish, platform_options
+from tts_eval.errors import EngineError
 from tts_eval.settings import check_model_path, looks_like_hub_id
-from tts_eval.types import FinishReason, SamplingParams
+from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
 
 # ----------------------------------------------------------------------------------------------
 # Helpers shared with tests/test_engines_hf.py and tests/test_engines_vllm.py
@@ -284,3 +287,78 @@ class _GenCfg:
 )
 def test_eos_token_ids_union(gen_eos, expected):
     assert eos_token_ids(_FakeTokenizer(), _GenCfg(gen_eos)) == frozenset(expected)
+
+
+# ----------------------------------------------------------------------------------------------
+# Engine failures, progress and platform options
+# ----------------------------------------------------------------------------------------------
+
+
+def _requests(*lengths: int) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(tuple(range(1, n + 1)), SamplingParams(n=2, seed=10 + i))
+        for i, n in enumerate(lengths)
+    ]
+
+
+def test_engine_error_names_engine_request_and_cause():
+    cause = RuntimeError("CPU Generator does not use offset\n  File ...\nmore")
+    err = engine_error("vllm", "/models/tiny", _requests(5, 2100, 7), [1], cause, hint="see log")
+    assert isinstance(err, EngineError) and isinstance(err, RuntimeError)
+    assert str(err) == (
+        "policy engine backend=vllm pretrained=/models/tiny failed on request 1 of 3 "
+        "(prompt of 2100 tokens, n=2, seed=11): RuntimeError: CPU Generator does not use offset; "
+        "see log"
+    )
+
+
+def test_engine_error_for_several_requests_names_the_longest():
+    err = engine_error("hf", "m", _requests(5, 30, 12, 4), [2, 1, 0, 1, 3], ValueError(""))
+    assert str(err) == (
+        "policy engine backend=hf pretrained=m failed on requests 0-3 of 4 "
+        "(prompts of 4-30 tokens; longest: request 1): ValueError"
+    )
+    long_cause = KeyError("x" * 1000)
+    text = str(engine_error("hf", "m", _requests(3, 3), [0, 1], long_cause))
+    assert "\n" not in text and len(text) < 450 and text.endswith("...")
+
+
+@pytest.mark.parametrize(
+    "indices, text",
+    [
+        ([3], "3"),
+        ([0, 1], "0, 1"),
+        ([4, 5, 6], "4-6"),
+        ([0, 2, 4, 6, 8, 10, 12], "0, 2, 4, 6, 8 (+2 more)"),
+    ],
+)
+def test_indices_text(indices, text):
+    assert indices_text(indices) == text
+
+
+def test_bar_options_follow_the_progress_setting():
+    assert bar_options(False) is None
+    assert bar_options(True)["delay"] == 0.0
+    assert bar_options(None)["delay"] == PROGRESS_DELAY_S > 0
+    assert bar_options(True)["file"] is sys.stderr
+
+
+def test_generation_progress_counts_requests_tokens_and_rate(capsys):
+    with GenerationProgress([0, 0, 1], True, "hf generate") as bar:
+        bar.update(3)
+        bar.update(3, [1])
+        bar.update(2, [0, 0])
+    assert bar.tokens == 8
+    err = capsys.readouterr().err
+    assert "hf generate" in err and "3/3" in err
+    assert "req 2/2, 8 tok" in err and "tok/s" in err
+    with GenerationProgress([0], False, "hf generate") as quiet:
+        quiet.update(5, [0])
+    with GenerationProgress([0], None, "hf generate") as short:  # shorter than the delay
+        short.update(5, [0])
+    assert capsys.readouterr().err == ""
+
+
+def test_platform_options_turn_chunked_prefill_off_on_cpu_only():
+    assert platform_options(on_cpu=True) == {"enable_chunked_prefill": False}
+    assert platform_options(on_cpu=False) == {}

@@ -11,6 +11,7 @@ import pytest
 from test_engines import first_stop_index, with_extra_eos
 
 from tts_eval.engines import load_engine
+from tts_eval.errors import EngineError
 from tts_eval.types import FinishReason, GenerationOutput, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.slow
@@ -193,3 +194,57 @@ def test_continuation_by_token_ids(engine, prompts):
 def test_bad_requests_fail_before_generating(engine, prompt_ids, stop, message):
     with pytest.raises(ValueError, match=message):
         engine.generate([GenerationRequest(prompt_ids, SamplingParams(stop=stop))])
+
+
+def test_backend_failure_is_one_line_engine_error(engine, prompts, monkeypatch):
+    def broken_forward(*args, **kwargs):
+        raise RuntimeError("boom: kernel failed\nsecond line of the traceback")
+
+    monkeypatch.setattr(engine.model, "forward", broken_forward)
+    one = GenerationRequest(prompts[1], SamplingParams(n=2, max_tokens=5, seed=3))
+    with pytest.raises(EngineError) as info:
+        engine.generate([one])
+    text = str(info.value)
+    assert "\n" not in text
+    assert text == (
+        f"policy engine backend=hf pretrained={engine.config.pretrained} failed on request 0 of 1 "
+        f"(prompt of {len(prompts[1])} tokens, n=2, seed=3): RuntimeError: boom: kernel failed"
+    )
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(EngineError, match=r"failed on requests 0, 1 of 2 \(prompts of"):
+        engine.generate([GenerationRequest(p, GREEDY) for p in prompts[:2]])
+    with pytest.raises(ValueError, match="prompt_ids is empty"):  # our own errors stay as they are
+        engine.generate([GenerationRequest((), GREEDY)])
+
+
+@pytest.mark.parametrize("progress", [True, False, None])
+def test_progress_bar_on_stderr_leaves_results_unchanged(
+    engine, prompts, capsys, monkeypatch, progress
+):
+    """True: a bar from the start, updated; False: none; None: none before the delay (made an
+    hour here, so the check does not depend on how busy the machine is)."""
+    monkeypatch.setattr("tts_eval.engines.progress.PROGRESS_DELAY_S", 3600.0)
+    requests = [
+        GenerationRequest(p, SamplingParams(n=2, temperature=1.0, max_tokens=12, seed=21))
+        for p in prompts
+    ]
+    engine.progress = False
+    want = engine.generate(requests)
+    capsys.readouterr()
+    engine.progress = progress
+    try:
+        got = engine.generate(requests)
+    finally:
+        engine.progress = None
+    assert got == want
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    if progress:
+        tokens = sum(len(c.token_ids) for o in got for c in o.completions)
+        frames = captured.err.replace("\r", "\n").splitlines()
+        assert any(f.startswith("hf generate:") for f in frames)
+        assert "6/6" in frames[-1] and f"req 3/3, {tokens} tok" in frames[-1]
+        assert "tok/s" in frames[-1]
+        assert len([f for f in frames if f.startswith("hf generate:")]) > 1  # updated
+    else:
+        assert captured.err == ""

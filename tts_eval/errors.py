@@ -11,6 +11,15 @@ class OutOfMemoryError(RuntimeError):
     """A batch did not fit in device memory; the message names the knob that makes it smaller."""
 
 
+class EngineError(RuntimeError):
+    """A policy engine failed while generating (a backend crash, not a bad argument).
+
+    One line naming the engine (backend and model), the request(s) it was running (index in the
+    ``generate`` call, prompt length, n and seed) and the backend's own error; the original
+    exception is its ``__cause__``.
+    """
+
+
 def torch_oom_types() -> tuple[type[BaseException], ...]:
     """The exception types torch raises when an allocation fails (imports torch)."""
     import torch

@@ -7,6 +7,12 @@ prompts, per-request seeds, STEP / EOS / LENGTH finish reasons, text = decoding 
 without weights is checked first: options (:class:`EngineConfig`), the model path, vllm being
 importable, and the tokenizer having a chat template.
 
+While generating, both engines raise ``ValueError`` for a bad request (before any work),
+:class:`tts_eval.errors.OutOfMemoryError` when a batch does not fit, and a one-line
+:class:`tts_eval.errors.EngineError` (naming backend, model and request) for any other backend
+failure; both show a tqdm progress bar on stderr for long calls (their ``progress`` attribute:
+None = calls longer than a couple of seconds, True = always, False = never).
+
 Importing this package is cheap: torch, transformers and vllm are imported only when an engine is
 built.
 """

@@ -16,6 +16,14 @@ cache copied to its rows. A row stops at the first of:
 Temperature 0 is greedy (argmax); otherwise softmax at the temperature, nucleus (top_p) filtering,
 and an inverse-CDF draw with one uniform number from the row's generator per token.
 
+Progress: ``HFEngine.progress`` (``None`` by default: a bar only for calls longer than a couple of
+seconds; ``True`` always, ``False`` never) shows a tqdm bar on stderr over the call's completions,
+with requests done, tokens generated and tokens/s (:mod:`tts_eval.engines.progress`). Errors: bad
+requests raise ``ValueError`` before any forward pass, running out of device memory raises
+:class:`~tts_eval.errors.OutOfMemoryError`, and anything else that fails inside the decoding loop
+raises a one-line :class:`~tts_eval.errors.EngineError` naming the model and the requests of the
+failing chunk.
+
 What this module does not do: reuse KV across calls (``cached_prompt_tokens`` is None), tensor
 parallelism, or continuous batching (use ``backend=vllm`` for throughput).
 """
@@ -36,6 +44,8 @@ from tts_eval.engines.chat import (
     load_tokenizer,
     render_chat,
 )
+from tts_eval.engines.failures import engine_error
+from tts_eval.engines.progress import GenerationProgress
 from tts_eval.errors import OutOfMemoryError, free_device_memory, torch_oom_types
 from tts_eval.settings import EngineConfig, check_model_path
 from tts_eval.types import (
@@ -160,6 +170,8 @@ class HFEngine:
         self._seed_rng = random.Random(config.seed)
         forward_params = inspect.signature(self.model.forward).parameters
         self._logits_to_keep = "logits_to_keep" in forward_params
+        # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
+        self.progress: bool | None = None
 
     # ------------------------------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -174,9 +186,34 @@ class HFEngine:
         rows = self._expand(requests)
         t0 = time.perf_counter()
         order = sorted(range(len(rows)), key=lambda k: rows[k].prompt_len)
+        chunks = [
+            [rows[k] for k in order[start : start + self.batch_size]]
+            for start in range(0, len(order), self.batch_size)
+        ]
+        with GenerationProgress((r.request for r in rows), self.progress, "hf generate") as bar:
+            self._run_chunks(chunks, rows, requests, bar)
+        outputs = self._outputs(requests, rows)
+        logger.debug(
+            "generated %d rows (%d tokens) for %d requests in %.2fs",
+            len(rows),
+            bar.tokens,
+            len(requests),
+            time.perf_counter() - t0,
+        )
+        return outputs
+
+    def _run_chunks(
+        self,
+        chunks: list[list[_Row]],
+        rows: list[_Row],
+        requests: Sequence[GenerationRequest],
+        bar: GenerationProgress,
+    ) -> None:
+        """Run every chunk, turning backend failures into OutOfMemoryError / EngineError."""
+        chunk: list[_Row] = []
         try:
-            for start in range(0, len(order), self.batch_size):
-                self._run_chunk([rows[k] for k in order[start : start + self.batch_size]], requests)
+            for chunk in chunks:
+                self._run_chunk(chunk, requests, bar)
         except torch_oom_types() as exc:
             longest = max(r.params.max_tokens for r in rows)
             raise OutOfMemoryError(
@@ -184,10 +221,18 @@ class HFEngine:
                 f"(up to {longest} new tokens each) in chunks of batch_size={self.batch_size}; "
                 "lower batch_size= or max_tokens=, or use backend=vllm"
             ) from exc
-        outputs = []
+        except Exception as exc:
+            raise engine_error(
+                "hf", self.config.pretrained, requests, [r.request for r in chunk], exc
+            ) from exc
+
+    def _outputs(
+        self, requests: Sequence[GenerationRequest], rows: list[_Row]
+    ) -> list[GenerationOutput]:
         by_request: list[list[_Row]] = [[] for _ in requests]
         for row in rows:
             by_request[row.request].append(row)
+        outputs = []
         for req, req_rows in zip(requests, by_request, strict=True):
             completions = tuple(
                 Completion(
@@ -200,12 +245,6 @@ class HFEngine:
             outputs.append(
                 GenerationOutput(completions=completions, prompt_tokens=len(req.prompt_ids))
             )
-        logger.debug(
-            "generated %d rows for %d requests in %.2fs",
-            len(rows),
-            len(requests),
-            time.perf_counter() - t0,
-        )
         return outputs
 
     # ------------------------------------------------------------------------------------------
@@ -251,7 +290,9 @@ class HFEngine:
         )
         return out.logits[:, -1, :].float(), out.past_key_values
 
-    def _run_chunk(self, rows: list[_Row], requests: Sequence[GenerationRequest]) -> None:
+    def _run_chunk(
+        self, rows: list[_Row], requests: Sequence[GenerationRequest], bar: GenerationProgress
+    ) -> None:
         import torch
 
         dev = self.device
@@ -281,6 +322,7 @@ class HFEngine:
                 ]
                 for r, tok in zip(active, new_tokens, strict=True):
                     self._append(r, tok)
+                bar.update(len(active), [r.request for r in active if r.finish is not None])
                 keep = [k for k, r in enumerate(active) if r.finish is None]
                 if not keep:
                     break

