@@ -453,3 +453,240 @@ def test_report_of_single_worker_runs_has_no_worker_table(results_dir):
     report = build_report(load_results(results_dir), SPEC, is_correct, bootstrap_iters=10)
     assert report["workers"] == {}
     assert "Throughput per worker" not in to_markdown(report)
+
+
+# --------------------------------------------------------------------------- token attribution
+
+
+def test_prm_free_curves_of_a_best_of_n_run_charge_no_prm_tokens(results_dir):
+    rows = rows_by(build_report(load_results(results_dir), SPEC, is_correct, bootstrap_iters=10))
+    for n in (1, 2, 4):
+        # majority and pass@n vote the sampled solutions without the PRM
+        assert rows[("majority", n)]["prm_tokens"] == 0, n
+        assert rows[("pass@n", n)]["prm_tokens"] == 0, n
+        assert rows[("majority", n)]["policy_tokens"] == pytest.approx(300 * n / 4), n
+        assert rows[("majority", n)]["run"] == "best_of_n-n4-x"
+        # best_of_n keeps the PRM tokens of the run it is read off (2x policy tokens here)
+        assert rows[("best_of_n", n)]["prm_tokens"] == pytest.approx(600 * n / 4), n
+    assert rows[("dvts", 2)]["prm_tokens"] == pytest.approx(1000 * 2 / 4)
+    assert "| majority | 4 | 50.0 | [0.0, 100.0] | 2 | 300 | 0 |" in to_markdown(
+        build_report(load_results(results_dir), SPEC, is_correct, bootstrap_iters=10)
+    )
+
+
+# --------------------------------------------------------------------------- settings groups
+
+
+def _two_temperatures(results_dir: Path) -> Path:
+    """The fixture folder plus a best_of_n run of the same documents at temperature 0.5."""
+    key = "best_of_n-n4-t05"
+    records = [
+        {**r, "run_key": key, "settings": {**r["settings"], "temperature": 0.5}}
+        for r in fixture_runs()["best_of_n-n4-x"]
+    ]
+    records[0]["candidates"] = [cand("5", 0.9)] * 4  # wrong at 0.5 for document A
+    (results_dir / RUNS_DIR / f"{key}.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records)
+    )
+    manifest = json.loads((results_dir / MANIFEST).read_text())
+    manifest["runs"].append({"key": key, "strategy": "best_of_n", "n": 4})
+    write_json_atomic(results_dir / MANIFEST, manifest)
+    return results_dir
+
+
+def test_runs_of_other_search_settings_are_reported_apart_and_labelled(results_dir):
+    results = load_results(_two_temperatures(results_dir))
+    report = build_report(results, SPEC, is_correct, bootstrap_iters=10)
+    labels = [g["label"] for g in report["settings_groups"]]
+    assert labels == ["temperature=0.8", "temperature=0.5"]
+    rows = {(r["settings"], r["curve"], r["n"]): r for r in report["rows"]}
+    old = rows[("temperature=0.8", "best_of_n", 4)]
+    new = rows[("temperature=0.5", "best_of_n", 4)]
+    assert (old["accuracy"], new["accuracy"]) == (0.5, 0.0)
+    assert (old["run"], new["run"]) == ("best_of_n-n4-x", "best_of_n-n4-t05")
+    assert ("temperature=0.5", "majority", 1) in rows  # every curve of the run, per group
+    assert ("temperature=0.5", "dvts", 4) not in rows  # dvts ran at 0.8 only
+    assert old["settings_digest"] != new["settings_digest"]
+    text = to_markdown(report)
+    assert "| best_of_n [temperature=0.5] | 4 | 0.0 |" in text
+    assert "| best_of_n [temperature=0.8] | 4 | 50.0 |" in text
+    assert "runs of 2 search settings" in text
+    paths = plot_report(report, results_dir / "fig")
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_estimates_for_fitting_take_one_settings_group(results_dir):
+    results = load_results(_two_temperatures(results_dir))
+    with pytest.raises(ValueError) as info:
+        estimate_results(results, SPEC, is_correct)
+    text = str(info.value)
+    assert "\n" not in text and "hold runs of 2 search settings" in text
+    assert "temperature=0.8" in text and "temperature=0.5" in text
+    report = build_report(results, SPEC, is_correct, bootstrap_iters=10)
+    digest = report["settings_groups"][1]["digest"]
+    estimates = estimate_results(results, SPEC, is_correct, group=digest[:4])
+    assert {p.run_key for p in estimates.points.values()} == {"best_of_n-n4-t05"}
+    with pytest.raises(ValueError, match="settings 'zz' matches no settings group; accepted: "):
+        estimate_results(results, SPEC, is_correct, group="zz")
+
+
+def test_one_settings_group_has_no_labels(results_dir):
+    report = build_report(load_results(results_dir), SPEC, is_correct, bootstrap_iters=10)
+    assert {r["settings"] for r in report["rows"]} == {""}
+    assert len(report["settings_groups"]) == 1
+    assert "search settings" not in to_markdown(report)
+
+
+def test_manifest_of_a_newer_version_is_refused(results_dir):
+    manifest = json.loads((results_dir / MANIFEST).read_text())
+    write_json_atomic(results_dir / MANIFEST, {**manifest, "version": 99})
+    with pytest.raises(ValueError, match=r"sweep.json has version 99; this tts-eval reads"):
+        load_results(results_dir)
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def test_report_counts_silent_degradations_per_run(tmp_path):
+    delimited = {
+        **cand("3", 0.9),
+        "steps": ["first step\n\n", "then \\boxed{3}"],
+        "step_scores": [0.5, 0.9],
+    }
+    runs = {
+        "best_of_n-n2-d": [
+            record("best_of_n-n2-d", "best_of_n", 2, 0, DOC_A, [delimited, delimited], 0, 10),
+            record(
+                "best_of_n-n2-d",
+                "best_of_n",
+                2,
+                1,
+                DOC_B,
+                [cand(None, None, False), cand(None, None, False)],
+                None,
+                10,
+            ),
+        ],
+        "beam_search-n2-d": [
+            record("beam_search-n2-d", "beam_search", 2, 0, DOC_A, [delimited], 0, 10),
+            record("beam_search-n2-d", "beam_search", 2, 1, DOC_B, [cand("7", 0.5)], 0, 10),
+        ],
+    }
+    # version 2 records carry their diagnostics; version 1 ones (the others) are recomputed
+    runs["beam_search-n2-d"][1]["version"] = 2
+    runs["beam_search-n2-d"][1]["settings"]["diagnostics"] = {
+        "steps_without_delimiter": 1,
+        "no_finished_candidate": False,
+        "empty_response": False,
+    }
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for rs in runs.values() for r in rs))
+    report = build_report(load_results(path), SPEC, is_correct, bootstrap_iters=10)
+    assert report["diagnostics"]["best_of_n-n2-d"] == {
+        "problems": 2,
+        "undelimited_problems": 1,  # document B: two cut-off candidates without a delimiter
+        "steps_without_delimiter": 2,
+        "no_finished_candidate": 1,
+        "empty_response": 1,
+    }
+    assert report["diagnostics"]["beam_search-n2-d"] == {
+        "problems": 2,
+        "undelimited_problems": 1,
+        "steps_without_delimiter": 1,
+        "no_finished_candidate": 0,
+        "empty_response": 0,
+    }
+    text = to_markdown(report)
+    assert "## Diagnostics" in text
+    assert "| best_of_n-n2-d | 2 | 1 | 2 | 1 | 1 |" in text
+
+
+def _hopeless_results(folder: Path) -> Path:
+    """A sweep where nothing is ever right and no best_of_n sample finishes (difficulty all 0)."""
+    runs = {
+        "best_of_n-n2-z": [
+            record(
+                "best_of_n-n2-z",
+                "best_of_n",
+                2,
+                i,
+                doc,
+                [cand(None, None, False)] * 2,
+                None,
+                10,
+            )
+            for i, doc in enumerate([DOC_A, DOC_B])
+        ],
+        "beam_search-n2-z": [
+            record("beam_search-n2-z", "beam_search", 2, i, doc, [cand("9", 0.5)], 0, 10)
+            for i, doc in enumerate([DOC_A, DOC_B])
+        ],
+    }
+    for key, records in runs.items():
+        path = folder / RUNS_DIR / f"{key}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json_atomic(
+        folder / MANIFEST,
+        {
+            "format": "tts-eval/sweep",
+            "version": 1,
+            "task": "math500",
+            "pretrained": "org/policy",
+            "prm": "org/prm",
+            "runs": [{"key": k, "strategy": k.split("-")[0], "n": 2} for k in runs],
+        },
+    )
+    return folder
+
+
+def test_degenerate_fit_warns_and_notes_it_beside_the_table(tmp_path, results_dir, caplog):
+    from tts_eval.workflow.fit import write_table
+    from tts_eval.workflow.results import table_notes_path
+
+    caplog.set_level("WARNING")
+    results = load_results(_hopeless_results(tmp_path / "hopeless"))
+    estimates = estimate_results(results, SPEC, is_correct)
+    table = fit_table(estimates, run_settings_of(results), probe_n=2, num_bins=5)
+    assert table["bin_edges"] == [] and {e["bin"] for e in table["entries"]} == {1}
+    assert len(table.notes) == 2
+    assert "take 1 distinct value(s) (from 0 to 0): 1 bin(s) instead of 5" in table.notes[0]
+    assert "strategy=compute_optimal skips its probe" in table.notes[0]
+    assert table.notes[1].startswith("every strategy has accuracy 0 at n=1, 2:")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [f"fit-compute-optimal: {note}" for note in table.notes] == [
+        w for w in warned if w.startswith("fit-compute-optimal")
+    ]
+    out = tmp_path / "hopeless" / "compute_optimal_table.json"
+    write_table(table, out)
+    assert load_table(out).num_bins == 1  # the table itself is exactly the routing schema
+    # ... and a compute_optimal search with it does not pay for a probe that cannot matter
+    from fakes import FakePRM, ScriptedEngine, problem
+
+    from tts_eval.search import SearchConfig, run_search
+
+    engine = ScriptedEngine({"": ["\\boxed{1} [0.9]<eos>"]})
+    config = SearchConfig(strategy="compute_optimal", n=2, compute_optimal_table=str(out))
+    (searched,) = run_search(config, [problem("P")], engine, FakePRM(), SPEC)
+    assert searched.settings["probe_skipped"] is True
+    assert [r.params.n for call in engine.calls for r in call] == [2]
+    notes = json.loads(table_notes_path(out).read_text())
+    assert notes == {"table": str(out), "notes": list(table.notes)}
+    report = build_report(results, SPEC, is_correct, bootstrap_iters=10)
+    assert report["compute_optimal_table_notes"] == list(table.notes)
+    assert "Notes of the fitted table" in to_markdown(report)
+    # a fit without notes removes the stale notes file
+    healthy = load_results(results_dir)
+    estimates = estimate_results(healthy, SPEC, is_correct)
+    write_table(fit_table(estimates, run_settings_of(healthy), num_bins=2), out)
+    assert not table_notes_path(out).exists()
+
+
+def test_healthy_fit_has_no_notes(results_dir, caplog):
+    caplog.set_level("WARNING")
+    results = load_results(results_dir)
+    table = fit_table(
+        estimate_results(results, SPEC, is_correct), run_settings_of(results), num_bins=2
+    )
+    assert table.notes == ()
+    assert not [r for r in caplog.records if r.getMessage().startswith("fit-compute-optimal")]

@@ -56,7 +56,15 @@ def fake_searcher_factory(engine):
     return factory
 
 
-def write_inputs(folder: Path, out: Path, chunk_size: int = 1, task: str = "math500") -> Path:
+def write_inputs(
+    folder: Path,
+    out: Path,
+    chunk_size: int = 1,
+    task: str = "math500",
+    strategies: tuple[str, ...] = ("majority", "best_of_n", "beam_search", "dvts"),
+    budgets: tuple[int, ...] = (2, 4),
+    apply_chat_template: bool = True,
+) -> Path:
     data = folder / "math500.jsonl"
     data.write_text(
         "".join(
@@ -86,10 +94,11 @@ def write_inputs(folder: Path, out: Path, chunk_size: int = 1, task: str = "math
                 },
                 "sweep": {
                     "task": task,
-                    "strategies": ["majority", "best_of_n", "beam_search", "dvts"],
-                    "budgets": [2, 4],
+                    "strategies": list(strategies),
+                    "budgets": list(budgets),
                     "output_dir": str(out),
                     "chunk_size": chunk_size,
+                    "apply_chat_template": apply_chat_template,
                 },
             }
         )
@@ -250,6 +259,140 @@ def test_results_folder_of_another_task_is_refused(env):
             searcher_factory=fake_searcher_factory(CountingEngine()),
             progress=False,
         )
+
+
+def sweep(recipe: Path, overrides=None, output_dir=None, engine=None):
+    return run_sweep(
+        load_sweep_recipe(recipe, overrides),
+        output_dir=output_dir,
+        searcher_factory=fake_searcher_factory(engine or CountingEngine()),
+        progress=False,
+    )
+
+
+def equivalent(answer: str, gold: str) -> bool:
+    return FakeAnswerSpec().equivalent(answer, gold)
+
+
+def test_resweep_with_other_search_settings_keeps_runs_apart(env, caplog):
+    recipe = write_inputs(
+        env, env / "out", chunk_size=5, strategies=("majority", "best_of_n"), budgets=(2,)
+    )
+    (first,) = sweep(recipe).runs
+    caplog.set_level("WARNING")
+    (second,) = sweep(recipe, {"temperature": "0.5"}).runs
+    assert second.key != first.key and second.computed == len(PROBLEMS)  # nothing reused
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        "already holds runs of other search settings (temperature=0.8); the runs of "
+        "temperature=0.5 are recorded beside them" in w
+        for w in warned
+    ), warned
+    manifest = json.loads((env / "out" / "sweep.json").read_text())
+    assert manifest["version"] == 2
+    assert manifest["model_args"]["temperature"] == "0.5"  # the latest sweep's
+    entries = {e["key"]: e for e in manifest["runs"]}
+    assert "temperature" not in entries[first.key]["model_args"]
+    assert entries[second.key]["model_args"]["temperature"] == "0.5"
+    assert (
+        entries[first.key]["search"]["temperature"],
+        entries[second.key]["search"]["temperature"],
+    ) == (0.8, 0.5)
+    assert entries[first.key]["settings_digest"] != entries[second.key]["settings_digest"]
+
+    report = build_report(
+        load_results(env / "out"), FakeAnswerSpec(), equivalent, bootstrap_iters=10
+    )
+    assert [g["label"] for g in report["settings_groups"]] == ["temperature=0.8", "temperature=0.5"]
+    rows = {(r["settings"], r["curve"], r["n"]): r for r in report["rows"]}
+    for label, key in (("temperature=0.8", first.key), ("temperature=0.5", second.key)):
+        assert rows[(label, "best_of_n", 2)]["run"] == key
+        assert rows[(label, "majority", 1)]["problems"] == len(PROBLEMS)
+    # resuming either setting finds its own records
+    assert sweep(recipe, {"temperature": "0.5"}).runs[0].computed == 0
+    assert sweep(recipe).runs[0].computed == 0
+
+
+REFUSED = [
+    (
+        "system_prompt",
+        {"system_prompt": "Answer tersely."},
+        "system_prompt=None",
+        "'Answer tersely.'",
+    ),
+    ("prm", {"prm": "fake/other-prm"}, "prm='fake/prm'", "prm='fake/other-prm'"),
+    ("prm_type", {"prm_type": "math_shepherd"}, "prm_type=None", "prm_type='math_shepherd'"),
+    ("answer", {"answer": "number"}, "answer='math'", "answer='number'"),
+    ("dtype", {"dtype": "float32"}, "dtype=", "dtype='float32'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "theirs", "mine"), REFUSED, ids=[c[0] for c in REFUSED]
+)
+def test_resweep_with_other_non_search_settings_is_refused(env, name, overrides, theirs, mine):
+    recipe = write_inputs(env, env / "out", chunk_size=5, strategies=("majority",), budgets=(2,))
+    sweep(recipe)
+    manifest = (env / "out" / "sweep.json").read_text()
+    engine = CountingEngine()
+    with pytest.raises(ValueError) as info:
+        sweep(recipe, overrides, engine=engine)
+    text = str(info.value)
+    assert "\n" not in text
+    assert text.startswith(f"results folder {env / 'out'} holds a sweep with {name}="), text
+    assert theirs in text and mine in text
+    assert f"use sweep.output_dir={env / 'out'}-" in text
+    assert engine.prompts == [] and (env / "out" / "sweep.json").read_text() == manifest
+    if name == "system_prompt":  # the folder it names takes the sweep
+        suggested = text.split("use sweep.output_dir=")[1].split(" ")[0]
+        (run,) = sweep(recipe, overrides, output_dir=suggested).runs
+        assert run.computed == len(PROBLEMS)
+        identity = json.loads((Path(suggested) / "sweep.json").read_text())["identity"]
+        assert identity["system_prompt"] == "Answer tersely."
+        assert sweep(recipe, overrides, output_dir=suggested).runs[0].computed == 0
+
+
+def test_resweep_without_the_chat_template_is_refused(env):
+    write_inputs(env, env / "out", chunk_size=5, strategies=("majority",), budgets=(2,))
+    sweep(env / "recipe.yaml")
+    (env / "plain").mkdir()
+    plain = write_inputs(
+        env / "plain",
+        env / "out",
+        strategies=("majority",),
+        budgets=(2,),
+        apply_chat_template=False,
+    )
+    with pytest.raises(
+        ValueError,
+        match="holds a sweep with apply_chat_template=True, not apply_chat_template=False",
+    ):
+        sweep(plain)
+
+
+def test_sweep_upgrades_a_version_1_manifest(env):
+    recipe = write_inputs(env, env / "out", chunk_size=5, strategies=("majority",), budgets=(2,))
+    legacy = {
+        "format": "tts-eval/sweep",
+        "version": 1,
+        "task": "math500",
+        "pretrained": "fake/policy",
+        "prm": "fake/prm",
+        "model_args": {"pretrained": "fake/policy"},
+        "runs": [],
+    }
+    (env / "out").mkdir()
+    (env / "out" / "sweep.json").write_text(json.dumps(legacy))
+    (run,) = sweep(recipe).runs
+    manifest = json.loads((env / "out" / "sweep.json").read_text())
+    assert manifest["version"] == 2 and manifest["identity"]["system_prompt"] is None
+    assert manifest["model_args"]["max_tokens"] == 200
+    assert [e["key"] for e in manifest["runs"]] == [run.key]
+    (env / "out" / "sweep.json").write_text(json.dumps({**legacy, "prm": "fake/old-prm"}))
+    with pytest.raises(
+        ValueError, match="holds a sweep with prm='fake/old-prm', not prm='fake/prm'"
+    ):
+        sweep(recipe)
 
 
 @pytest.mark.slow

@@ -5,6 +5,12 @@ its steps, step scores, finish reason, answer; the selection; the cost) plus wha
 problem (task, doc id, gold answer, level, subject). Records round-trip:
 ``result_from_record(result_record(r)) == r``.
 
+Record versions (``version``): 2 adds ``settings["diagnostics"]`` (``steps_without_delimiter``,
+``no_finished_candidate``, ``empty_response``; see :mod:`tts_eval.search.diagnostics`) and, for
+``compute_optimal``, ``settings["requested_settings"]`` and ``settings["probe_skipped"]``.
+Version 1 records are read as they are (readers recompute the diagnostics from the candidates:
+:func:`tts_eval.search.diagnostics.diagnostics_of`); a newer version is refused (one line).
+
 Appends are whole lines written with one ``write`` of an ``O_APPEND`` file followed by ``fsync``, so
 an interrupted run leaves complete records (a torn last line, if any, is skipped on reading with a
 warning).
@@ -26,7 +32,8 @@ from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
 logger = logging.getLogger(__name__)
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 _DOC_FIELDS = ("unique_id", "answer", "level", "subject")
 
 
@@ -70,7 +77,13 @@ def result_record(
 
 
 def result_from_record(record: Mapping[str, Any]) -> SearchResult:
-    """Inverse of :func:`result_record`."""
+    """Inverse of :func:`result_record` (reads every version in :data:`READABLE_VERSIONS`)."""
+    version = record.get("version", 1)
+    if version not in READABLE_VERSIONS:
+        raise ValueError(
+            f"trace record {record.get('uid')} has version {version!r}; this tts-eval reads "
+            f"versions {', '.join(map(str, READABLE_VERSIONS))} (upgrade tts-eval)"
+        )
     candidates = tuple(
         Candidate(
             steps=tuple(c["steps"]),

@@ -9,6 +9,17 @@ thresholds in [0, 1]) into bins ``1 .. len(bin_edges) + 1``: bin 1 holds the eas
 addition to the routed strategy's budget (its tokens are in the problem's ``Cost``); its samples
 are not part of the result's candidates (their scores are in ``settings["probe_scores"]``).
 
+When every bin routes to the same strategy and settings at the run's budget (a one-bin table, e.g.
+one fitted from a sweep whose problems all scored alike), the difficulty cannot change the route:
+the probe is skipped (no tokens spent on it), ``settings["probe_skipped"]`` is true and
+``difficulty_bin``/``probe_score`` are ``None``.
+
+The result's settings are the routed search's (its ``beam_width``, ``selection``, ... as run),
+with ``strategy``/``n`` of the compute_optimal run, the routing (``routed_strategy``,
+``routed_settings``, ``difficulty_bin``, ``probe_score``, ``probe_scores``) and
+``requested_settings``: the compute_optimal run's own search settings, identical for every problem
+of the run (what groups its records into one run, ``tts_eval.workflow.results``).
+
 The routing table (one entry per (bin, budget), where ``budget`` is the run's ``n``) is a setting:
 its format, validation and built-in default are :class:`tts_eval.settings.ComputeOptimalTable`,
 :func:`tts_eval.settings.load_table` and :func:`tts_eval.settings.default_table`.
@@ -28,7 +39,7 @@ from collections.abc import Callable, Mapping
 from tts_eval.search import beam_search, best_of_n, dvts, majority, voting
 from tts_eval.search._driver import Work
 from tts_eval.search.majority import SamplingWork
-from tts_eval.settings import SearchConfig, load_table
+from tts_eval.settings import Route, SearchConfig, load_table
 from tts_eval.types import (
     AnswerSpec,
     Cost,
@@ -95,6 +106,24 @@ class ComputeOptimalWork(Work):
         )
         self.inner: Work | None = None
         self.info: dict[str, object] = {}
+        routes = {self.table.route(b, config.n) for b in range(1, self.table.num_bins + 1)}
+        if len(routes) == 1:
+            self._start(routes.pop(), None, None, [])
+
+    def _start(
+        self, route: Route, bin_: int | None, score: float | None, scores: list[float]
+    ) -> None:
+        inner_config = route.config_for(self.config)
+        self.info = {
+            "routed_strategy": route.strategy,
+            "routed_settings": dict(route.overrides),
+            "difficulty_bin": bin_,
+            "probe_score": score,
+            "probe_scores": scores,
+            "probe_skipped": bin_ is None,
+        }
+        make = ROUTED_FACTORIES[inner_config.strategy]
+        self.inner = make(self.problem, inner_config, self.answers, self.grouper)
 
     @property
     def current(self) -> Work:
@@ -111,16 +140,7 @@ class ComputeOptimalWork(Work):
         score = probe_score(probe, self.config.agg)
         bin_ = self.table.bin_of(score)
         route = self.table.route(bin_, self.config.n)
-        inner_config = route.config_for(self.config)
-        self.info = {
-            "routed_strategy": route.strategy,
-            "routed_settings": dict(route.overrides),
-            "difficulty_bin": bin_,
-            "probe_score": score,
-            "probe_scores": sample_scores(probe, self.config.agg),
-        }
-        make = ROUTED_FACTORIES[inner_config.strategy]
-        self.inner = make(self.problem, inner_config, self.answers, self.grouper)
+        self._start(route, bin_, score, sample_scores(probe, self.config.agg))
 
     def generation_requests(self) -> list[GenerationRequest]:
         self._route_if_probed()
@@ -145,6 +165,7 @@ class ComputeOptimalWork(Work):
             "strategy": "compute_optimal",
             "n": self.config.n,
             "compute_optimal_table": self.table.source,
+            "requested_settings": self.config.settings(),
         }
         return dataclasses.replace(inner, strategy="compute_optimal", settings=settings)
 

@@ -2,7 +2,9 @@
 
 Checks its arguments (one-line errors, before any generation), builds one strategy state machine
 per problem and drives them all together, so each round issues one ``engine.generate`` and one
-``prm.score`` call covering every problem (see ``_driver``).
+``prm.score`` call covering every problem (see ``_driver``). Every result gets
+``settings["diagnostics"]`` and the batch's silent degradations (a step delimiter that never
+occurs, empty responses) are logged as warnings (see ``diagnostics``).
 
 What this module does not do: load models, render prompts, grade answers.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from tts_eval.search import compute_optimal
+from tts_eval.search import compute_optimal, diagnostics
 from tts_eval.search._driver import Work, drive
 from tts_eval.search.voting import AnswerGrouper
 from tts_eval.settings import STRATEGIES, SearchConfig
@@ -117,4 +119,7 @@ def run_search(
     grouper = AnswerGrouper(answers)
     works = [make_work(problem, config, answers, grouper) for problem in problems]
     logger.info("search: strategy=%s n=%d on %d problems", config.strategy, config.n, len(problems))
-    return drive(works, engine, prm, progress=progress, desc=f"search[{config.strategy}]")
+    results = drive(works, engine, prm, progress=progress, desc=f"search[{config.strategy}]")
+    results = diagnostics.annotate(results, config)
+    diagnostics.warn_batch(results, config)
+    return results

@@ -15,7 +15,9 @@ Exchangeable estimates average the selection's correctness over subsets of the s
 otherwise ``draws`` random subsets (not the first ``n``) from a generator seeded by
 ``(seed, uid, curve, n)``. At n = N the run's own recorded selection is used. Selection reuses
 :mod:`tts_eval.search.voting`. Tokens at n < N are the run's tokens scaled by n/N, the expected
-cost of ``n`` exchangeable samples.
+cost of ``n`` exchangeable samples. Curves that use no PRM (``majority``, ``pass@n``) cost no PRM
+tokens even when read off a ``best_of_n`` run (whose PRM tokens belong to its ``best_of_n``
+curve); their policy tokens are the sampled ones.
 
 When several runs serve the same (curve, n), a run of that strategy at exactly n wins, otherwise
 the run with the largest budget.
@@ -42,6 +44,8 @@ from tts_eval.types import AnswerSpec, Candidate, SearchResult
 logger = logging.getLogger(__name__)
 
 CURVE_ORDER = (*STRATEGIES, "compute_optimal (fitted)", "pass@n")
+# Curves that select without a PRM: they are charged no PRM tokens.
+PRM_FREE_CURVES = ("majority", "pass@n")
 
 
 @dataclass(frozen=True)
@@ -212,7 +216,8 @@ def estimate_run(
         for (curve, n), point in points.items():
             scale = n / run_n
             point.policy_tokens[info.uid] = result.cost.policy_tokens * scale
-            point.prm_tokens[info.uid] = result.cost.prm_tokens * scale
+            prm_tokens = 0 if curve in PRM_FREE_CURVES else result.cost.prm_tokens
+            point.prm_tokens[info.uid] = prm_tokens * scale
             if curve == "pass@n":
                 total = len(result.candidates)
                 point.accuracy[info.uid] = (

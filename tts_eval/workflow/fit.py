@@ -18,6 +18,16 @@ strategies), ``selection`` and ``agg`` (best_of_n, dvts), so the table reproduce
 measured. The table is checked with :func:`tts_eval.search.compute_optimal.parse_table` before it
 is written.
 
+Degenerate fits are not silent. :func:`fit_table` returns a :class:`FittedTable` (the table's plain
+JSON dict) whose ``notes`` say what the fit could not measure, each also logged as a WARNING:
+difficulty scores that do not separate the problems (fewer bins than asked: one bin when, e.g.,
+no sampled solution ever finished, so every score is 0; ``strategy=compute_optimal`` then skips
+its probe, see ``tts_eval.search.compute_optimal``), and budgets where every strategy has accuracy
+0 (the route there follows the fewest policy tokens, not accuracy). The table format has no place
+for free text, so :func:`write_table` writes the notes beside the table, as
+``<table stem>.notes.json`` (``tts_eval.workflow.results.table_notes_path``; removed when a refit
+has none), and ``tts-eval report`` shows them with the fitted curve.
+
 What this module does not do: run searches or report curves (``report`` shows the fitted curve).
 """
 
@@ -55,6 +65,39 @@ def quantile_edges(scores: list[float], num_bins: int) -> list[float]:
     if edges and edges[0] == 0.0:
         edges = edges[1:]  # a 0.0 edge would leave a bin no score can fall into
     return edges
+
+
+class FittedTable(dict):
+    """A fitted routing table: exactly the table's JSON dict, plus ``notes`` (see the module
+    docstring); ``json.dumps`` writes the table alone."""
+
+    notes: tuple[str, ...] = ()
+
+
+def _bin_notes(scores: list[float], edges: list[float], num_bins: int) -> list[str]:
+    bins = len(edges) + 1
+    if bins >= num_bins:
+        return []
+    note = (
+        f"difficulty scores of the {len(scores)} problems take {len({round(x, 4) for x in scores})} "
+        f"distinct value(s) (from {min(scores):.4g} to {max(scores):.4g}): {bins} bin(s) instead "
+        f"of {num_bins}"
+    )
+    if bins == 1:
+        note += (
+            "; every problem routes alike, so strategy=compute_optimal skips its probe; "
+            "a sweep whose best_of_n samples finish with PRM scores would separate them"
+        )
+    return [note]
+
+
+def _zero_note(zero_budgets: list[int]) -> list[str]:
+    if not zero_budgets:
+        return []
+    return [
+        f"every strategy has accuracy 0 at n={', '.join(map(str, zero_budgets))}: routes there "
+        "follow the fewest policy tokens, not measured accuracy"
+    ]
 
 
 def _mean(point: CurvePoint, uids: list[str], field: str) -> float:
@@ -100,13 +143,16 @@ def fit_table(
         bins[binner.bin_of(score)].append(uid)
     budgets = sorted({n for (curve, n) in estimates.points if curve in ROUTABLE_STRATEGIES})
     entries = []
+    zero_budgets = []
+    everyone = sorted(estimates.difficulty)
     for n in budgets:
         options = [
             (curve, estimates.points[(curve, n)])
             for curve in ROUTABLE_STRATEGIES
             if (curve, n) in estimates.points
         ]
-        everyone = sorted(estimates.difficulty)
+        if all(not any(p.accuracy.values()) for _, p in options):
+            zero_budgets.append(n)
         for bin_, members in bins.items():
             uids = members
             if not uids:
@@ -128,14 +174,18 @@ def fit_table(
             )
             entry = _entry(curve, point, run_settings.get(point.run_key, {}))
             entries.append({"bin": bin_, "budget": n, **entry})
-    table = {
-        "format": TABLE_FORMAT,
-        "version": TABLE_VERSION,
-        "probe_n": probe_n,
-        "bin_edges": edges,
-        "entries": entries,
-    }
-    parse_table(table, "fitted table")
+    table = FittedTable(
+        format=TABLE_FORMAT,
+        version=TABLE_VERSION,
+        probe_n=probe_n,
+        bin_edges=edges,
+        entries=entries,
+    )
+    parse_table(dict(table), "fitted table")
+    scores = list(estimates.difficulty.values())
+    table.notes = tuple(_bin_notes(scores, edges, num_bins) + _zero_note(zero_budgets))
+    for note in table.notes:
+        logger.warning("fit-compute-optimal: %s", note)
     return table
 
 
@@ -149,6 +199,14 @@ def run_settings_of(results: Any) -> dict[str, dict[str, Any]]:
 
 
 def write_table(table: Mapping[str, Any], path: str | os.PathLike) -> None:
-    from tts_eval.workflow.results import write_json_atomic
+    """Write the table to ``path`` and its notes (if any) beside it; a stale notes file goes."""
+    from tts_eval.workflow.results import table_notes_path, write_json_atomic
 
-    write_json_atomic(path, table)
+    write_json_atomic(path, dict(table))
+    notes = list(getattr(table, "notes", ()))
+    side = table_notes_path(path)
+    if notes:
+        write_json_atomic(side, {"table": os.fspath(path), "notes": notes})
+        logger.warning("the fitted table has %d note(s); see %s", len(notes), side)
+    elif side.is_file():
+        side.unlink()

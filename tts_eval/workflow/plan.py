@@ -14,6 +14,10 @@ A run's key is ``<strategy>-n<N>-<digest>``, the digest covering the task and ev
 changes results (search settings, policy, PRM, system prompt) but not runtime placement (device,
 batch sizes, memory split), so a resumed sweep finds its earlier records.
 
+A results folder holds runs of ONE :func:`folder_identity` (the run identity without the search
+settings, plus the answer format and ``apply_chat_template``); runs of other search settings may
+join it (they are reported as their own settings group), anything else needs its own folder.
+
 What this module does not do: run anything or read results.
 """
 
@@ -99,3 +103,17 @@ def run_key(task: str, config: Any) -> str:
     payload = json.dumps(run_identity(task, config), sort_keys=True, default=str)
     digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
     return f"{config.search.strategy}-n{config.search.n}-{digest}"
+
+
+def folder_identity(task: str, config: Any, apply_chat_template: bool) -> dict[str, Any]:
+    """What every run in one results folder shares (see the module docstring); JSON-ready."""
+    identity = {k: v for k, v in run_identity(task, config).items() if k != "search"}
+    identity["answer"] = getattr(config, "answer", "math")
+    identity["apply_chat_template"] = apply_chat_template
+    return json.loads(json.dumps(identity, default=str))
+
+
+def identity_digest(identity: dict[str, Any]) -> str:
+    """A short digest of a :func:`folder_identity` (names the folder a sweep should use)."""
+    payload = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.blake2b(payload.encode(), digest_size=4).hexdigest()

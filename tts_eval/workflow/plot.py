@@ -6,8 +6,10 @@
 - ``accuracy_vs_tokens.png``: accuracy against mean generated (policy) tokens per problem;
 - ``accuracy_by_level.png``: one panel per difficulty level, accuracy against n.
 
-Titles name the task, policy and PRM. ``pass@n`` (coverage) is left out of the figures unless
-``oracle=True``. matplotlib is imported lazily with the Agg backend (no display needed).
+Titles name the task, policy and PRM. When the report holds several settings groups, each group's
+curve is its own line, named like its rows (``best_of_n [temperature=0.5]``). ``pass@n``
+(coverage) is left out of the figures unless ``oracle=True``. matplotlib is imported lazily with
+the Agg backend (no display needed).
 
 What this module does not do: compute estimates (``report``/``estimate``).
 """
@@ -65,11 +67,13 @@ def _title(report: Mapping[str, Any], what: str) -> str:
 
 
 def _curves(report: Mapping[str, Any], oracle: bool) -> dict[str, list[Mapping[str, Any]]]:
+    from tts_eval.workflow.report import row_name
+
     curves: dict[str, list[Mapping[str, Any]]] = {}
     for row in report["rows"]:
         if row["curve"] == "pass@n" and not oracle:
             continue
-        curves.setdefault(row["curve"], []).append(row)
+        curves.setdefault(row_name(row), []).append(row)
     return {k: sorted(v, key=lambda r: r["n"]) for k, v in curves.items()}
 
 

@@ -12,6 +12,19 @@ results folder, written by ``tts-eval fit-compute-optimal``) the report adds the
 and scored on the same problems, that curve is optimistic; a real ``compute_optimal`` run in the
 sweep is reported as its own curve.
 
+Settings groups (``tts_eval.workflow.results.settings_groups``): runs of different search settings
+in one folder (e.g. swept at ``temperature=0.8`` and again at ``0.5``) are estimated separately;
+every row carries ``settings`` (the settings that differ between the groups, e.g.
+``temperature=0.5``; empty when there is one group) and ``settings_digest``, and the markdown names
+such rows ``best_of_n [temperature=0.5]``. :func:`estimate_results` (what ``fit-compute-optimal``
+fits from) takes one group: ``group=`` a digest (or its prefix), required when there are several.
+
+Diagnostics: ``report["diagnostics"]`` counts per run the problems whose candidates never contain
+the step delimiter (``undelimited_problems``; ``steps_without_delimiter`` sums the candidates),
+those with no finished candidate and those with an empty response
+(:mod:`tts_eval.search.diagnostics`; recomputed from the candidates for version 1 records); the
+markdown lists the runs where any is non-zero.
+
 Grading uses ``tts_eval.grader.is_equiv`` and answer grouping ``tts_eval.grader.MathAnswerSpec``
 unless other ones are handed in.
 
@@ -41,14 +54,27 @@ from tts_eval.workflow.estimate import (
     estimate_run,
     problem_info,
 )
-from tts_eval.workflow.results import Results
+from tts_eval.workflow.results import (
+    Results,
+    SettingsGroup,
+    describe_groups,
+    read_table_notes,
+    settings_groups,
+)
 
 logger = logging.getLogger(__name__)
 
 REPORT_FORMAT = "tts-eval/report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 TABLE_FILE = "compute_optimal_table.json"
 FITTED = "compute_optimal (fitted)"
+DIAGNOSTIC_COUNTS = (
+    "problems",
+    "undelimited_problems",
+    "steps_without_delimiter",
+    "no_finished_candidate",
+    "empty_response",
+)
 
 
 @dataclass(frozen=True)
@@ -71,29 +97,61 @@ def _default_grading(
     return spec, is_correct
 
 
+def _estimate_runs(
+    results: Results, keys: Sequence[str], grader: Grader, settings: EstimateSettings
+) -> Estimates:
+    points: list[CurvePoint] = []
+    problems: dict[str, ProblemInfo] = {}
+    difficulty: dict[str, float] = {}
+    for key in sorted(keys):
+        records = results.runs[key]
+        for record in records:
+            info = problem_info(record)
+            problems.setdefault(info.uid, info)
+        points.extend(estimate_run(records, key, grader.spec, grader, settings))
+        if records and records[0].get("strategy") == "best_of_n":
+            difficulty = {**difficulty_scores(records), **difficulty}
+    return Estimates(collect_points(points), problems, difficulty)
+
+
+def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
+    """The settings group ``group`` (a digest or its prefix), or the only one when ``None``."""
+    groups = settings_groups(results)
+    if group is None:
+        if len(groups) > 1:
+            raise ValueError(
+                f"results {results.source} hold runs of {len(groups)} search settings "
+                f"({describe_groups(groups)}); estimate one at a time: pick one with "
+                "--settings DIGEST (group=DIGEST)"
+            )
+        return groups[0] if groups else None
+    found = [g for g in groups if g.digest.startswith(group)]
+    if len(found) != 1:
+        raise ValueError(
+            f"results {results.source}: settings {group!r} "
+            f"{'matches no' if not found else 'matches more than one'} settings group; "
+            f"accepted: {describe_groups(groups) or 'none (no records yet)'}"
+        )
+    return found[0]
+
+
 def estimate_results(
     results: Results,
     spec: AnswerSpec | None = None,
     is_correct: Callable[[str, str], bool] | None = None,
     settings: EstimateSettings | None = None,
+    group: str | None = None,
 ) -> Estimates:
-    """Per-problem accuracies of every curve the results serve (see ``estimate``)."""
+    """Per-problem accuracies of every curve one settings group serves (see ``estimate``)."""
     settings = settings or EstimateSettings()
     spec, is_correct = _default_grading(spec, is_correct)
-    grader = Grader(spec, is_correct)
-    points: list[CurvePoint] = []
-    problems: dict[str, ProblemInfo] = {}
-    difficulty: dict[str, float] = {}
-    for key, records in sorted(results.runs.items()):
-        for record in records:
-            info = problem_info(record)
-            problems.setdefault(info.uid, info)
-        points.extend(estimate_run(records, key, spec, grader, settings))
-        if records and records[0].get("strategy") == "best_of_n":
-            difficulty = {**difficulty_scores(records), **difficulty}
-    if not points:
+    chosen = choose_group(results, group)
+    estimates = _estimate_runs(
+        results, chosen.runs if chosen else (), Grader(spec, is_correct), settings
+    )
+    if not estimates.points:
         raise ValueError(f"results {results.source} hold no trace records yet")
-    return Estimates(collect_points(points), problems, difficulty)
+    return estimates
 
 
 def fitted_points(estimates: Estimates, table: Any) -> list[CurvePoint]:
@@ -144,6 +202,36 @@ def _by(point: CurvePoint, problems: Mapping[str, ProblemInfo], attr: str, iters
     return {label: _cell(groups[label], iters, seed) for label in sorted(groups)}
 
 
+def _rows(
+    estimates: Estimates,
+    group: SettingsGroup,
+    extra: Sequence[CurvePoint],
+    iters: int,
+    seed: int,
+) -> list[dict[str, Any]]:
+    rows = []
+    points = [*estimates.points.values(), *extra]
+    for point in sorted(points, key=lambda p: (curve_sort_key(p.curve), p.n)):
+        values = list(point.accuracy.values())
+        if not values:
+            continue
+        rows.append(
+            {
+                "curve": point.curve,
+                "n": point.n,
+                "settings": group.label,
+                "settings_digest": group.digest,
+                **_cell(values, iters, seed),
+                "policy_tokens": math.fsum(point.policy_tokens.values()) / len(values),
+                "prm_tokens": math.fsum(point.prm_tokens.values()) / len(values),
+                "run": point.run_key,
+                "by_level": _by(point, estimates.problems, "level", iters, seed),
+                "by_subject": _by(point, estimates.problems, "subject", iters, seed),
+            }
+        )
+    return rows
+
+
 def build_report(
     results: Results,
     spec: AnswerSpec | None = None,
@@ -153,7 +241,7 @@ def build_report(
     bootstrap_iters: int = 2000,
     table: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready report of ``results`` (see the module docstring)."""
+    """The JSON-ready report of ``results``, every settings group (see the module docstring)."""
     if (
         isinstance(bootstrap_iters, bool)
         or not isinstance(bootstrap_iters, int)
@@ -161,35 +249,27 @@ def build_report(
     ):
         raise ValueError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
     settings = settings or EstimateSettings()
-    estimates = estimate_results(results, spec, is_correct, settings)
-    points = list(estimates.points.values())
+    spec, is_correct = _default_grading(spec, is_correct)
+    grader = Grader(spec, is_correct)
     table_path = table
     if table_path is None and results.source and Path(results.source).is_dir():
         candidate = Path(results.source) / TABLE_FILE
         table_path = candidate if candidate.is_file() else None
+    loaded_table = None
     if table_path is not None:
         from tts_eval.settings import load_table
 
-        points += fitted_points(estimates, load_table(table_path))
-    rows = []
-    for point in sorted(points, key=lambda p: (curve_sort_key(p.curve), p.n)):
-        values = list(point.accuracy.values())
-        if not values:
-            continue
-        rows.append(
-            {
-                "curve": point.curve,
-                "n": point.n,
-                **_cell(values, bootstrap_iters, settings.seed),
-                "policy_tokens": math.fsum(point.policy_tokens.values()) / len(values),
-                "prm_tokens": math.fsum(point.prm_tokens.values()) / len(values),
-                "run": point.run_key,
-                "by_level": _by(point, estimates.problems, "level", bootstrap_iters, settings.seed),
-                "by_subject": _by(
-                    point, estimates.problems, "subject", bootstrap_iters, settings.seed
-                ),
-            }
-        )
+        loaded_table = load_table(table_path)
+    groups = settings_groups(results)
+    rows: list[dict[str, Any]] = []
+    problems: set[str] = set()
+    for group in groups:
+        estimates = _estimate_runs(results, group.runs, grader, settings)
+        problems.update(estimates.problems)
+        fitted = fitted_points(estimates, loaded_table) if loaded_table is not None else []
+        rows += _rows(estimates, group, fitted, bootstrap_iters, settings.seed)
+    if not rows:
+        raise ValueError(f"results {results.source} hold no trace records yet")
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -197,7 +277,7 @@ def build_report(
         "policy": results.policy,
         "prm": results.prm,
         "source": results.source,
-        "problems": len(estimates.problems),
+        "problems": len(problems),
         "confidence": 0.95,
         "bootstrap_iters": bootstrap_iters,
         "estimate": {
@@ -206,9 +286,42 @@ def build_report(
             "seed": settings.seed,
         },
         "compute_optimal_table": None if table_path is None else os.fspath(table_path),
+        "compute_optimal_table_notes": [] if table_path is None else read_table_notes(table_path),
+        "settings_groups": [
+            {
+                "digest": g.digest,
+                "label": g.label,
+                "settings": dict(g.settings),
+                "runs": list(g.runs),
+            }
+            for g in groups
+        ],
         "rows": rows,
+        "diagnostics": run_diagnostics(results),
         "workers": _workers(results),
     }
+
+
+def run_diagnostics(results: Results) -> dict[str, dict[str, int]]:
+    """Per run: problems, and how many are undelimited / have no finished candidate / an empty
+    response, plus the candidates without the delimiter (see the module docstring)."""
+    from tts_eval.search.diagnostics import diagnostics_of, undelimited
+    from tts_eval.traces import result_from_record
+
+    out = {}
+    for key, records in results.runs.items():
+        counts = dict.fromkeys(DIAGNOSTIC_COUNTS, 0)
+        for record in records:
+            result = result_from_record(record)
+            diag = diagnostics_of(result)
+            counts["problems"] += 1
+            counts["undelimited_problems"] += undelimited(result, diag)
+            counts["steps_without_delimiter"] += int(diag["steps_without_delimiter"])
+            counts["no_finished_candidate"] += bool(diag["no_finished_candidate"])
+            counts["empty_response"] += bool(diag["empty_response"])
+        if records:
+            out[key] = counts
+    return out
 
 
 def _workers(results: Results) -> dict[str, list[dict[str, Any]]]:
@@ -227,6 +340,12 @@ def _pct(x: float) -> str:
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
 
 
+def row_name(row: Mapping[str, Any]) -> str:
+    """A row's curve, with its settings group's label when the report has several groups."""
+    label = row.get("settings") or ""
+    return f"{row['curve']} [{label}]" if label else str(row["curve"])
+
+
 def _breakdown(report: Mapping[str, Any], field: str, title: str) -> list[str]:
     labels = sorted(
         {label for row in report["rows"] for label in row[field]}, key=lambda s: (len(s), s)
@@ -243,7 +362,47 @@ def _breakdown(report: Mapping[str, Any], field: str, title: str) -> list[str]:
         cells = [
             _pct(row[field][label]["accuracy"]) if label in row[field] else "" for label in labels
         ]
-        lines.append(f"| {row['curve']} | {row['n']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row_name(row)} | {row['n']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _group_lines(report: Mapping[str, Any]) -> list[str]:
+    groups = report.get("settings_groups") or []
+    if len(groups) < 2:
+        return []
+    lines = [
+        f"These results hold runs of {len(groups)} search settings; each is estimated on its own "
+        "and its rows are labelled [with the settings that differ]:",
+        "",
+    ]
+    lines += [f"- `{g['digest']}`: {g['label']} (runs {', '.join(g['runs'])})" for g in groups]
+    return [*lines, ""]
+
+
+def _diagnostic_lines(report: Mapping[str, Any]) -> list[str]:
+    runs = {
+        key: counts
+        for key, counts in (report.get("diagnostics") or {}).items()
+        if any(counts[name] for name in DIAGNOSTIC_COUNTS[1:])
+    }
+    if not runs:
+        return []
+    lines = [
+        "## Diagnostics",
+        "",
+        "Problems whose candidates never contain the step delimiter (each solution one step), "
+        "with no finished candidate, or with an empty response (nothing selectable).",
+        "",
+        "| run | problems | undelimited | candidates without delimiter | no finished candidate "
+        "| empty response |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, c in runs.items():
+        lines.append(
+            f"| {key} | {c['problems']} | {c['undelimited_problems']} | "
+            f"{c['steps_without_delimiter']} | {c['no_finished_candidate']} | "
+            f"{c['empty_response']} |"
+        )
     return [*lines, ""]
 
 
@@ -283,12 +442,18 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row['curve']} | {row['n']} | {_pct(row['accuracy'])} | "
+            f"| {row_name(row)} | {row['n']} | {_pct(row['accuracy'])} | "
             f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}] | {row['problems']} | "
             f"{row['policy_tokens']:.0f} | {row['prm_tokens']:.0f} |"
         )
     lines.append("")
+    notes = report.get("compute_optimal_table_notes") or []
+    if notes:
+        lines += [f"Notes of the fitted table {report['compute_optimal_table']}:", ""]
+        lines += [f"- {note}" for note in notes] + [""]
+    lines += _group_lines(report)
     lines += _breakdown(report, "by_level", "level")
     lines += _breakdown(report, "by_subject", "subject")
+    lines += _diagnostic_lines(report)
     lines += _worker_lines(report)
     return "\n".join(lines)

@@ -2,12 +2,27 @@
 
 A results folder holds::
 
-    sweep.json               manifest: task, policy, PRM, model_args, the runs (key, strategy, n)
+    sweep.json               manifest (below)
     runs/<run key>.jsonl     one trace record per document (tts_eval.traces.result_record + doc_id,
                              run_key), appended atomically as the sweep goes
 
+The manifest (``format`` ``tts-eval/sweep``, ``version`` 2) names the ``task``, ``pretrained``,
+``prm``, the folder's ``identity`` (everything but search settings that its runs must share:
+policy revision/dtype/chat template, PRM and PRM type, system prompt, answer format,
+``apply_chat_template``; see :func:`tts_eval.workflow.plan.folder_identity`), the ``model_args``
+of the latest sweep, and the ``runs``: ``key``, ``strategy``, ``n``, ``search`` (the run's search
+settings), ``settings_digest`` and the ``model_args`` it was swept with. Version 1 manifests
+(no ``identity``, runs without ``settings_digest``/``model_args``) are read as well; a sweep into
+such a folder upgrades its manifest.
+
 :func:`load_results` also accepts a single JSONL trace file (e.g. written by ``--model tts`` with
 ``trace_path=``); its records are grouped into runs by their search settings.
+
+Settings groups: runs whose search settings agree except for ``strategy``, ``n`` and
+``compute_optimal_table`` form one group (:func:`settings_groups`), identified by
+:func:`settings_digest` and labelled with the settings that differ between the groups of the
+results (e.g. ``temperature=0.5``); curves are estimated and reported per group, so runs of other
+settings swept into the same folder are never mixed up with (or hidden by) each other.
 
 What this module does not do: grade or aggregate (``tts_eval.workflow.report``).
 """
@@ -28,7 +43,10 @@ logger = logging.getLogger(__name__)
 MANIFEST = "sweep.json"
 RUNS_DIR = "runs"
 MANIFEST_FORMAT = "tts-eval/sweep"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
+READABLE_MANIFEST_VERSIONS = (1, 2)
+# Search settings that tell the runs of one settings group apart.
+PER_RUN_SETTINGS = ("strategy", "n", "compute_optimal_table")
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,25 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def table_notes_path(table: str | os.PathLike) -> Path:
+    """Where the notes of a fitted compute-optimal table live: ``<stem>.notes.json`` beside it."""
+    path = Path(table)
+    return path.with_name(f"{path.stem}.notes.json")
+
+
+def read_table_notes(table: str | os.PathLike) -> list[str]:
+    """The notes written beside a fitted table (``tts_eval.workflow.fit.write_table``), if any."""
+    path = table_notes_path(table)
+    if not path.is_file():
+        return []
+    try:
+        notes = json.loads(path.read_text()).get("notes", [])
+    except (json.JSONDecodeError, AttributeError):
+        logger.warning("%s is not a notes file of a fitted table; ignored", path)
+        return []
+    return [str(note) for note in notes] if isinstance(notes, list) else []
+
+
 def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The manifest of a results folder, or ``None`` when the folder has none."""
     path = Path(folder) / MANIFEST
@@ -67,6 +104,12 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
         raise ValueError(f"results folder {folder}: {MANIFEST} is not valid JSON") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"results folder {folder}: {MANIFEST} is not a tts-eval sweep manifest")
+    if data.get("version", 1) not in READABLE_MANIFEST_VERSIONS:
+        raise ValueError(
+            f"results folder {folder}: {MANIFEST} has version {data.get('version')!r}; this "
+            f"tts-eval reads versions {', '.join(map(str, READABLE_MANIFEST_VERSIONS))} "
+            "(upgrade tts-eval)"
+        )
     return data
 
 
@@ -106,15 +149,104 @@ def settings_key(record: Mapping[str, Any]) -> str:
     Only :class:`~tts_eval.search.SearchConfig` fields count: per-problem entries of a result's
     settings (beam counts, routing, the worker that ran it, ...) never split a run.
     """
+    settings = {
+        k: v for k, v in _requested(record.get("settings") or {}).items() if k in _search_fields()
+    }
+    payload = json.dumps([record.get("task"), settings], sort_keys=True, default=str)
+    digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
+    return f"{record.get('strategy')}-n{settings.get('n')}-{digest}"
+
+
+def _search_fields() -> dict[str, Any]:
+    """The fields of :class:`~tts_eval.search.SearchConfig` with their defaults."""
     import dataclasses
 
     from tts_eval.search import SearchConfig
 
-    fields = {f.name for f in dataclasses.fields(SearchConfig)}
-    settings = {k: v for k, v in (record.get("settings") or {}).items() if k in fields}
-    payload = json.dumps([record.get("task"), settings], sort_keys=True, default=str)
-    digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
-    return f"{record.get('strategy')}-n{settings.get('n')}-{digest}"
+    return {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+
+
+def _requested(settings: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The run's own settings: a compute_optimal result's settings are the routed search's, its
+    run's are under ``requested_settings`` (trace records version 2)."""
+    requested = settings.get("requested_settings")
+    return requested if isinstance(requested, Mapping) else settings
+
+
+def search_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's full search settings from a result's (or manifest entry's) settings: only
+    SearchConfig fields, missing ones at their defaults."""
+    given = _requested(settings)
+    return {name: given.get(name, default) for name, default in _search_fields().items()}
+
+
+def settings_digest(settings: Mapping[str, Any]) -> str:
+    """The settings group of a run: a digest of its search settings but ``PER_RUN_SETTINGS``."""
+    shared = {k: v for k, v in search_settings(settings).items() if k not in PER_RUN_SETTINGS}
+    payload = json.dumps(shared, sort_keys=True, default=str)
+    return hashlib.blake2b(payload.encode(), digest_size=4).hexdigest()
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+
+
+def differing_settings(groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The setting names whose values differ between the given search settings."""
+    names = [k for k in _search_fields() if k not in PER_RUN_SETTINGS]
+    return [
+        k
+        for k in names
+        if len({json.dumps(g.get(k), sort_keys=True, default=str) for g in groups}) > 1
+    ]
+
+
+def settings_label(settings: Mapping[str, Any], names: Sequence[str]) -> str:
+    """``"temperature=0.5, top_p=0.9"``: the values of ``names`` in ``settings``."""
+    return ", ".join(f"{k}={_shown(settings.get(k))}" for k in names)
+
+
+@dataclass(frozen=True)
+class SettingsGroup:
+    """Runs sharing their search settings but strategy and n (see the module docstring)."""
+
+    digest: str
+    settings: Mapping[str, Any]
+    runs: tuple[str, ...]
+    label: str = ""
+
+
+def run_settings(results: Results, key: str) -> dict[str, Any]:
+    """A run's search settings: its manifest entry's ``search``, else its first record's."""
+    for entry in results.manifest.get("runs", []):
+        if entry.get("key") == key and isinstance(entry.get("search"), Mapping):
+            return search_settings(entry["search"])
+    records = results.runs.get(key) or [{}]
+    return search_settings(records[0].get("settings") or {})
+
+
+def settings_groups(results: Results) -> list[SettingsGroup]:
+    """The settings groups of the runs that hold records, in order of first appearance."""
+    order: dict[str, dict[str, Any]] = {}
+    members: dict[str, list[str]] = {}
+    for key, records in results.runs.items():
+        if not records:
+            continue
+        settings = run_settings(results, key)
+        digest = settings_digest(settings)
+        shared = {k: v for k, v in settings.items() if k not in PER_RUN_SETTINGS}
+        order.setdefault(digest, shared)
+        members.setdefault(digest, []).append(key)
+    names = differing_settings(list(order.values())) if len(order) > 1 else []
+    return [
+        SettingsGroup(digest, settings, tuple(members[digest]), settings_label(settings, names))
+        for digest, settings in order.items()
+    ]
+
+
+def describe_groups(groups: Sequence[SettingsGroup]) -> str:
+    """``"3f2a1c9d: temperature=0.8; 9e8d7c6b: temperature=0.5"`` (one line)."""
+    return "; ".join(f"{g.digest}: {g.label or 'default'}" for g in groups)
 
 
 def _read_records(path: Path) -> list[dict[str, Any]]:

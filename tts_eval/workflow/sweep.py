@@ -9,8 +9,15 @@ appended to ``runs/<run key>.jsonl`` (one ``write`` per record, then ``fsync``),
 sweep loses at most the chunk in flight. Re-running the same recipe skips every (run key, doc id)
 already recorded; a torn last line is cut off first. Progress bars show runs and documents.
 
-The results folder's ``sweep.json`` names the task, policy and PRM; a folder written for another
-task or model is refused (one line) rather than mixed.
+The results folder's ``sweep.json`` (``tts_eval.workflow.results``) names the task, policy and PRM
+and records the folder's identity (:func:`tts_eval.workflow.plan.folder_identity`). A recipe that
+differs from it in anything but search settings (another task, policy, PRM, PRM type, system
+prompt, answer format, dtype, chat template or ``apply_chat_template``) is refused in one line
+naming the setting and a folder to use instead (``<folder>-<digest of the new identity>``), rather
+than mixed. Runs of other search settings (e.g. ``temperature=0.5`` into a folder swept at 0.8)
+are added beside the existing ones, with a warning: each run entry records its search settings,
+their digest and its ``model_args``, the manifest's ``model_args`` become the latest sweep's, and
+``tts-eval report`` shows each settings group as its own rows.
 
 What this module does not do: grade or aggregate (``tts_eval.workflow.report``).
 """
@@ -20,20 +27,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tts_eval.workflow.plan import RunSpec, plan_runs, run_key
+from tts_eval.workflow.plan import (
+    RunSpec,
+    folder_identity,
+    identity_digest,
+    plan_runs,
+    run_key,
+)
 from tts_eval.workflow.recipe import SweepRecipe
 from tts_eval.workflow.results import (
     MANIFEST,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
     RUNS_DIR,
+    differing_settings,
     read_manifest,
     repair_tail,
+    search_settings,
+    settings_digest,
+    settings_label,
     write_json_atomic,
 )
 
@@ -119,20 +136,30 @@ def _doc_ids(task: Any, limit: int | None) -> list[int]:
     return list(range(count if limit is None else min(limit, count)))
 
 
-def _check_manifest(folder: Path, recipe: SweepRecipe, config: Any) -> dict[str, Any]:
+def _shown(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _refuse(folder: Path, name: str, theirs: Any, mine: Any, identity: dict[str, Any]) -> None:
+    raise ValueError(
+        f"results folder {folder} holds a sweep with {name}={_shown(theirs)}, not "
+        f"{name}={_shown(mine)}; only runs that differ in search settings can share a folder: "
+        f"use sweep.output_dir={folder}-{identity_digest(identity)} (or --output_dir)"
+    )
+
+
+def _check_manifest(folder: Path, recipe: SweepRecipe, identity: dict[str, Any]) -> dict[str, Any]:
+    """The folder's manifest, checked against ``identity`` and brought up to date (see the module
+    docstring); a new one for a new folder."""
     manifest = read_manifest(folder)
-    policy = config.engine.pretrained
-    prm = None if config.prm is None else config.prm.path
     if manifest is None:
-        return {
+        manifest = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
             "task": recipe.sweep.task,
-            "pretrained": policy,
-            "prm": prm,
-            "model_args": {k: v for k, v in recipe.model_args.items()},
-            "recipe": recipe.source,
-            "description": recipe.description,
+            "pretrained": identity["pretrained"],
+            "prm": identity["prm"],
             "runs": [],
         }
     if manifest.get("task") != recipe.sweep.task:
@@ -140,13 +167,66 @@ def _check_manifest(folder: Path, recipe: SweepRecipe, config: Any) -> dict[str,
             f"results folder {folder} holds a sweep of task {manifest.get('task')!r}, not "
             f"{recipe.sweep.task!r}; choose another sweep.output_dir"
         )
-    for name, mine in (("pretrained", policy), ("prm", prm)):
-        if manifest.get(name) != mine:
-            raise ValueError(
-                f"results folder {folder} holds a sweep with {name}={manifest.get(name)}, not "
-                f"{name}={mine}; choose another sweep.output_dir"
-            )
+    recorded = manifest.get("identity")
+    if not isinstance(recorded, dict):  # version 1: only the policy and the PRM were recorded
+        recorded = {k: manifest.get(k) for k in ("pretrained", "prm")}
+    for name in dict.fromkeys([*identity, *recorded]):
+        if name in recorded and recorded.get(name) != identity.get(name):
+            _refuse(folder, name, recorded.get(name), identity.get(name), identity)
+    manifest.update(
+        version=MANIFEST_VERSION,
+        identity=identity,
+        model_args=dict(recipe.model_args),
+        recipe=recipe.source,
+        description=recipe.description,
+    )
     return manifest
+
+
+def _add_runs(
+    manifest: dict[str, Any],
+    folder: Path,
+    recipe: SweepRecipe,
+    planned: Sequence[tuple[RunSpec, str, Any]],
+) -> None:
+    """Add the planned runs missing from the manifest; warn when their search settings are new."""
+    entries = manifest["runs"]
+    known = {entry["key"] for entry in entries}
+    before = {
+        settings_digest(entry["search"]): search_settings(entry["search"])
+        for entry in entries
+        if isinstance(entry.get("search"), dict)
+    }
+    for run, key, config in planned:
+        search = config.search.settings()
+        for entry in entries:  # version 1 entries gain their settings digest
+            if entry["key"] == key:
+                entry.setdefault("settings_digest", settings_digest(search))
+        if key in known:
+            continue
+        entries.append(
+            {
+                "key": key,
+                "strategy": run.strategy,
+                "n": run.n,
+                "search": search,
+                "settings_digest": settings_digest(search),
+                "model_args": dict(recipe.model_args),
+            }
+        )
+        known.add(key)
+    if not planned or not before:
+        return
+    mine = search_settings(planned[0][2].search.settings())
+    if settings_digest(mine) not in before:
+        names = differing_settings([mine, *before.values()])
+        logger.warning(
+            "results folder %s already holds runs of other search settings (%s); the runs of "
+            "%s are recorded beside them and reported as their own settings group",
+            folder,
+            " | ".join(settings_label(other, names) for other in before.values()),
+            settings_label(mine, names),
+        )
 
 
 def _done_doc_ids(path: Path) -> set[int]:
@@ -226,22 +306,13 @@ def run_sweep(
     runs: list[RunSpec] = plan_runs(recipe)
     configs = [parse_model_args(recipe.run_model_args(r.strategy, r.n)) for r in runs]
     keys = [run_key(settings.task, c) for c in configs]
-    manifest = _check_manifest(folder, recipe, configs[0])
+    identity = folder_identity(settings.task, configs[0], settings.apply_chat_template)
+    manifest = _check_manifest(folder, recipe, identity)
     manager = _task_manager(settings)
     loaded = _load_task(settings, manager)
     doc_ids = _doc_ids(loaded["tasks"][settings.task], settings.limit)
 
-    known = {entry["key"] for entry in manifest["runs"]}
-    for run, key, config in zip(runs, keys, configs, strict=True):
-        if key not in known:
-            manifest["runs"].append(
-                {
-                    "key": key,
-                    "strategy": run.strategy,
-                    "n": run.n,
-                    "search": config.search.settings(),
-                }
-            )
+    _add_runs(manifest, folder, recipe, list(zip(runs, keys, configs, strict=True)))
     manifest["limit"] = settings.limit
     (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / MANIFEST, manifest)
