@@ -13,8 +13,8 @@ from tts_eval.types import AnswerSpec
 
 @pytest.fixture(scope="module", autouse=True)
 def _warm_grader_helpers():
-    """Start the grader's helper processes (and their parser warm-up) before the first timed call,
-    as the tts model does at start-up; a cold start under load would eat a call's time budget."""
+    """Start the grader's helper processes (their template imports sympy and warms the parser,
+    about 1 s) before the first timed call, as the tts model does at start-up."""
     from tts_eval.grader import bounded
 
     assert bounded.prestart(), "grader helper processes did not start"
@@ -23,6 +23,8 @@ def _warm_grader_helpers():
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PEER = DATA / "answer_equivalence" / "peer_cases.jsonl"
 MATH500 = DATA / "math500" / "test.jsonl"
+
+SQRT_2000 = "\\sqrt{" * 2000 + "2" + "}" * 2000  # 16 KB; its last number, 2, is not its value
 
 EQUIV_TABLE = [
     # numbers, separators, decimals
@@ -109,6 +111,21 @@ EQUIV_TABLE = [
     (r"$\displaystyle \left( \frac{1}{3} \right)$", "1/3", True),
     (r"\boxed{\frac{1}{3}}", "1/3", True),
     ("12:00", "1:00", False),
+    # abuse (issue 10, item 16): parenthesised exponents, exactness, huge and undefined values
+    ("2^(3)", "8", True),
+    ("x^(x^x)", "x^{x^x}", True),
+    (r"\frac{10^{10}+1}{10^{10}}", "1", False),  # within 1e-9, still not equal
+    (r"\sqrt{2\sqrt{2\sqrt{2\sqrt{2}}}}", "2", False),  # tends to 2, is not 2
+    ("2^{10000}", "2^{10000}+1", False),
+    ("2^{10000}", r"2^{9999} \cdot 2", True),
+    (r"10^{10^{10^{10}}}", "10", False),  # refused at once, not run out of time
+    (r"\frac{1}{0}", "0", False),
+    (r"\frac{1}{0}", r"\frac{2}{0}", False),  # undefined equals nothing
+    ("1e999999", "1", False),
+    pytest.param(", ".join(["1"] * 100), "1", False, id="100-item-list"),  # > MAX_ITEMS: as text
+    ("1, 1", "1", True),  # a short list still collapses like a set
+    pytest.param(SQRT_2000, "2", False, id="sqrt-2000-deep"),
+    ("1\x002", "12", True),  # control characters are dropped
 ]
 
 
@@ -133,6 +150,22 @@ EXTRACT_TABLE = [
     ("no numbers here", None),
     ("", None),
     (r"unclosed \boxed{3 + ", "3 +"),
+    # abuse (issue 10, item 16): missed escapes ("\b" is backspace, "\f" form feed) are repaired,
+    # control characters dropped, and an answer is never cut short to a number inside it
+    ("\boxed{\frac{1}{0}}", r"\frac{1}{0}"),  # deliberately not raw strings: as reported
+    ("\boxed{10^{10^{10^{10}}}}", "10^{10^{10^{10}}}"),
+    ("\boxed{1e999999}", "1e999999"),
+    ("so $\x08oxed{\x0crac{1}{2}}$", r"\frac{1}{2}"),
+    (r"\frac{1}{0}", r"\frac{1}{0}"),
+    ("10^{10^{10^{10}}}", "10^{10^{10^{10}}}"),
+    ("we get 1e999999", "1e999999"),
+    (r"so x = 2\sqrt{3}.", r"2\sqrt{3}"),
+    (r"The area is 5 cm^{2}.", "5"),
+    (r"so 17\text{ apples}", "17"),
+    ("\\boxed{1\x002}", "12"),
+    ("the answer is 4\x00", "4"),
+    pytest.param(SQRT_2000, SQRT_2000, id="sqrt-2000-deep-kept-whole"),
+    pytest.param(r"\boxed{1}" * 100_000, ", ".join(["1"] * 100_000), id="100k-boxes-kept-whole"),
 ]
 
 
@@ -147,6 +180,10 @@ def test_extract_answer_table(text: str, expected: str | None) -> None:
         (r"Thus $x = \boxed{\dfrac{14}{3}}$.", r"\frac{14}{3}", True),
         (r"Thus $x = \boxed{\dfrac{14}{3}}$.", r"\frac{13}{3}", False),
         ("no answer at all", "5", False),
+        (r"\boxed{2^(3)}", "8", True),
+        ("\boxed{\frac{1}{0}}", "0", False),
+        pytest.param(SQRT_2000, "2", False, id="sqrt-2000-deep"),
+        pytest.param(r"\boxed{1}" * 100_000, "1", False, id="100k-boxes"),
     ],
 )
 def test_grade(output: str, gold: str, expected: bool) -> None:

@@ -1,6 +1,11 @@
 """Per-document metrics of the math500 task.
 
-``math_metrics(output, gold)`` returns ``exact_match`` for any lm-eval model. When ``output`` is a
+``math_metrics(output, gold)`` returns, for any lm-eval model, ``exact_match``, ``grade_status``
+(``"ok"``, or ``"timeout"`` when the grader could not decide within its CPU budgets - the sample
+then counts as not matching, and ``--log_samples`` shows the status beside it; its aggregate in
+the results table is the number of statuses logged) and ``grade_timeouts`` (1.0 for such a
+sample, so its mean in the results table is the fraction of samples whose grading timed out).
+When ``output`` is a
 :class:`~tts_eval.types.TracedText` (what the ``tts`` model returns), it adds metrics computed from the
 same search trace, all over the run's N candidates:
 
@@ -19,14 +24,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from tts_eval.grader import MathAnswerSpec, grade, is_equiv
+from tts_eval.grader import MathAnswerSpec, grade_verdict, is_equiv
 from tts_eval.types import SearchResult
 
 TRACE_KEY = "tts_trace"
+STATUS_KEY = "grade_status"
+TIMEOUTS_KEY = "grade_timeouts"
 
 
 def math_metrics(output: str, gold: str) -> dict[str, Any]:
-    metrics: dict[str, Any] = {"exact_match": float(grade(output, gold))}
+    verdict = grade_verdict(output, gold)
+    metrics: dict[str, Any] = {
+        "exact_match": float(verdict.equivalent),
+        STATUS_KEY: verdict.status,
+        TIMEOUTS_KEY: float(verdict.status == "timeout"),
+    }
     trace = getattr(output, "trace", None)
     if trace is not None:
         metrics.update(trace_metrics(trace, gold))

@@ -1,9 +1,15 @@
 """Pure string helpers over LaTeX answers: balanced groups, ``\\boxed{}`` spans, normalisation.
 
 What this module does: find balanced ``{...}`` groups, locate ``\\boxed{}`` / ``\\fbox{}`` spans
-(including the ``\\boxed 5`` form and an unclosed trailing box), and rewrite an answer string into a
-normal form with the LaTeX noise removed (``\\left``/``\\right``, ``\\dfrac``, spacing commands,
-``\\text{}``-style wrappers, degrees, money, math delimiters, thousands separators, unit words).
+(including the ``\\boxed 5`` form and an unclosed trailing box), clean control characters
+(``clean_control``: a LaTeX command whose backslash became a control character through a missed
+escape - ``\\frac`` typed into a non-raw Python or JSON string is form feed + ``rac`` - is
+repaired; every other control character except tab, newline and carriage return is dropped), and
+rewrite an answer string into a normal form with the LaTeX noise removed (``\\left``/``\\right``,
+``\\dfrac``, spacing commands, ``\\text{}``-style wrappers, degrees, money, math delimiters,
+thousands separators, unit words) and parenthesised exponents braced (``2^(3)`` -> ``2^{(3)}``).
+An answer longer than ``MAX_ANSWER_CHARS`` is never shortened: its normal form is the text with
+spacing collapsed only, and ``equiv`` compares it as a plain string.
 
 What it does not do: parse mathematics (see ``structure`` and ``symbolic``) or pick the answer out
 of a whole model output (see ``extract``). Every function here is linear-time in its input and never
@@ -16,6 +22,26 @@ import re
 from dataclasses import dataclass
 
 MAX_ANSWER_CHARS = 2000  # longer "answers" are compared as plain strings only
+
+# A missed escape turns the backslash of a LaTeX command into a control character ("\boxed" in a
+# Python or JSON string is backspace + "oxed"). Each such character, with the commands it can
+# start (newline "\n" is left alone: real newlines are everywhere).
+_MANGLED_COMMANDS = {
+    "\x07": "alpha|approx|angle|ast|arcsin|arccos|arctan",
+    "\x08": "boxed|beta|bar|binom|begin|bigl|bigr|big|bf|bot|bullet|because",
+    "\x0b": "vec|varnothing|varphi|varepsilon|vee|vert|vdots",
+    "\x0c": "frac|fbox|forall",
+    "\r": "right|rho|rangle|rfloor|rceil|rm",
+    "\t": "text|textbf|textit|textrm|times|theta|tan|tanh|tfrac|tbinom|tau|tilde|triangle",
+}
+_MANGLED_RE = re.compile(
+    "|".join(
+        f"{re.escape(c)}(?=(?:{'|'.join(w[1:] for w in words.split('|'))})(?![A-Za-z]))"
+        for c, words in _MANGLED_COMMANDS.items()
+    )
+)
+_MANGLED_LETTER = {c: words[0] for c, words in _MANGLED_COMMANDS.items()}
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 
@@ -213,12 +239,55 @@ def split_percent(s: str) -> tuple[str, bool]:
     return s[: m.start()].rstrip(), True
 
 
+def clean_control(text: str) -> str:
+    """Repair LaTeX commands mangled by a missed escape, then drop other control characters."""
+    if not _CONTROL_RE.search(text) and "\t" not in text and "\r" not in text:
+        return text
+    text = _MANGLED_RE.sub(lambda m: "\\" + _MANGLED_LETTER[m.group(0)], text)
+    return _CONTROL_RE.sub("", text)
+
+
+def brace_paren_exponents(s: str) -> str:
+    """``2^(3)`` -> ``2^{(3)}``, ``x^(x^x)`` -> ``x^{(x^x)}``: a parenthesised exponent becomes a
+    braced group (LaTeX reads ``^(`` as the exponent ``(`` alone). Unbalanced input is returned
+    unchanged. One pass with a stack, linear time."""
+    if "^" not in s or "(" not in s:
+        return s
+    out: list[str] = []
+    stack: list[bool] = []  # per open "(": whether it opens an exponent
+    i, n = 0, len(s)
+    while i < n:
+        c = s[i]
+        if c == "^":
+            j = i + 1
+            while j < n and s[j] == " ":
+                j += 1
+            if j < n and s[j] == "(":
+                out.append("^{(")
+                stack.append(True)
+                i = j + 1
+                continue
+        elif c == "(":
+            stack.append(False)
+        elif c == ")" and stack and stack.pop():
+            out.append(")}")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return s if any(stack) else "".join(out)
+
+
 def normalize(answer: str) -> str:
     """The normal form of one answer string (not a whole output): noise removed, spacing collapsed.
 
     Keeps single spaces (they separate thousands groups, mixed numbers); ``canonical`` drops them.
+    An answer longer than ``MAX_ANSWER_CHARS`` only has its control characters cleaned and its
+    spacing collapsed (it is compared as a plain string; nothing is cut off).
     """
-    s = answer[:MAX_ANSWER_CHARS]
+    s = clean_control(answer)
+    if len(s) > MAX_ANSWER_CHARS:
+        return re.sub(r"\s+", " ", s).strip()
     s = _DOUBLE_BACKSLASH_CMD_RE.sub(r"\\", s)
     s = unbox(s)
     s = _CONNECTOR_TEXT_RE.sub(lambda m: f" {m.group(1).lower()} ", s)
@@ -226,6 +295,7 @@ def normalize(answer: str) -> str:
         s = pat.sub(rep, s)
     s = _replace_group_command(s, _TEXT_CMD_RE, keep=True)
     s = s.replace("{,}", "")
+    s = brace_paren_exponents(s)
     s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", "", s, flags=re.I)
     s = s.rstrip(" .;").rstrip()

@@ -15,6 +15,10 @@ Semantics encoded here (and relied on by ``equiv``):
   ``A:B``), compared by its value; ``2x + 4y = 3`` stays an equation. ``a = b = c``: the last part.
 - ``a \\pm b``: the list ``a + b, a - b``. ``a \\approx b``: ``a`` (``b`` when ``a`` is a name).
 
+Bounds: nesting deeper than ``MAX_DEPTH`` stays one ``expr`` leaf; a list, set, tuple, union or
+matrix of more than ``MAX_ITEMS`` items (or rows) is not cut short but kept whole as a ``text``
+node, which only equals the same text (a 100-item list of ones is not the answer ``1``).
+
 What it does not do: evaluate anything, or normalise LaTeX (``latex.normalize`` runs first).
 """
 
@@ -138,7 +142,9 @@ def parse(s: str, depth: int = 0) -> Node:
     for chunk in split_top(s, re.compile(";")):
         groups.extend(g.strip() for g in split_top(chunk, _WORD_SEP_RE) if g.strip(" ,"))
     if len(groups) > 1:
-        return _make_list(s, [_parse_group(g, depth + 1) for g in groups[:MAX_ITEMS]])
+        if len(groups) > MAX_ITEMS:
+            return Node("text", s)
+        return _make_list(s, [_parse_group(g, depth + 1) for g in groups])
     return _parse_group(s, depth)
 
 
@@ -159,7 +165,9 @@ def _parse_group(s: str, depth: int) -> Node:
     parts = [p.strip() for p in split_top(s, re.compile(",")) if p.strip()]
     if len(parts) <= 1:
         return _parse_item(parts[0] if parts else s, depth)
-    nodes = [_parse_item(p, depth + 1) for p in parts[:MAX_ITEMS]]
+    if len(parts) > MAX_ITEMS:
+        return Node("text", s)
+    nodes = [_parse_item(p, depth + 1) for p in parts]
     names = [n.name for n in nodes if n.kind == "assign"]
     if len(names) == len(nodes) and len(set(names)) == len(names):
         return Node("amap", s, tuple(nodes))
@@ -225,8 +233,10 @@ def _parse_item(s: str, depth: int) -> Node:
     if rel is not None:
         return rel
     cups = [p.strip() for p in split_top(s, _CUP_RE)]
+    if len(cups) > MAX_ITEMS:
+        return Node("text", s)
     if len(cups) > 1 and all(cups):
-        return Node("union", s, tuple(_parse_item(p, depth + 1) for p in cups[:MAX_ITEMS]))
+        return Node("union", s, tuple(_parse_item(p, depth + 1) for p in cups))
     m = _MATRIX_RE.match(s)
     if m:
         return _matrix(s, m.group(2), depth)
@@ -268,15 +278,18 @@ def _bracketed(s: str, depth: int) -> Node | None:
         return parse(inner, depth + 1) if inner else None
     if any(not p for p in parts):
         return None
-    items = tuple(_parse_item(p, depth + 1) for p in parts[:MAX_ITEMS])
+    if len(parts) > MAX_ITEMS:
+        return Node("text", s)
+    items = tuple(_parse_item(p, depth + 1) for p in parts)
     return Node("tuple", s, items, s[0] + s[-1])
 
 
 def _matrix(src: str, body: str, depth: int) -> Node:
     rows = [r.strip() for r in re.split(r"\\\\", body)]
     rows = [r for r in rows if r and not r.startswith("\\hline")]
+    if len(rows) > MAX_ITEMS or any(r.count("&") >= MAX_ITEMS for r in rows):
+        return Node("text", src)
     cells = tuple(
-        Node("list", r, tuple(_parse_item(c, depth + 1) for c in r.split("&")[:MAX_ITEMS]))
-        for r in rows[:MAX_ITEMS]
+        Node("list", r, tuple(_parse_item(c, depth + 1) for c in r.split("&"))) for r in rows
     )
     return Node("matrix", src, cells)

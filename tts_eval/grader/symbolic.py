@@ -2,12 +2,23 @@
 
 Functions here take LaTeX strings and return ``True``/``False`` (``None``: could not parse).
 They can run for unbounded time on hostile input, so callers never call them directly:
-``bounded.call`` runs them in a helper process with a timeout. Sympy is imported lazily.
+``bounded.run`` runs them in a helper process on a CPU budget. Sympy is imported lazily.
 
-Equality of two expressions: structural, then exact numeric evaluation when there are no free
-symbols (with the long-decimal rounding rule of ``numeric``), then probing at fixed points,
-then ``simplify(a - b) == 0``. Equations are equal when ``(l1 - r1) / (l2 - r2)`` is a nonzero
-constant; relations and intervals are compared as subsets of the reals in their one variable.
+Equality of two expressions: structural, then numeric evaluation when there are no free symbols,
+then probing at fixed points, then ``simplify(a - b) == 0``. Constants are evaluated with mpmath
+node by node (linear in the size of the expression; sympy's own ``evalf`` is exponential on nested
+radicals) and compared by these rules: a decimal literal with 4+ places matches a value that rounds
+to it (``numeric``'s rule); an expression holding a decimal (a sympy ``Float``) matches within a
+relative ``1e-9``; exact expressions are compared exactly when rational, else must agree to
+about 100 significant digits (evaluated at 30 and at 120 digits, they must converge), so
+``2^{2^{-40}}`` is not ``1`` and ``\\frac{10^{10}+1}{10^{10}}`` is not ``1`` (an expression with a
+node the mpmath rules do not know, such as a sum, falls back to ``evalf`` and ``1e-9``).
+Equations are equal when ``(l1 - r1) / (l2 - r2)`` is a nonzero constant; relations and intervals
+are compared as subsets of the reals in their one variable.
+
+Refused (``parse_latex`` gives None, so the comparison is "not equal" at once): inputs longer than
+``MAX_LATEX_CHARS``, undefined values (``\\frac{1}{0}``), and constants whose exact value would
+need more than ``MAX_DIGITS`` digits (``10^{10^{10^{10}}}``: sympy would try to build the integer).
 What it does not do: string normalisation or structure (``latex``, ``structure``).
 """
 
@@ -15,14 +26,19 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import re
+from fractions import Fraction
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
 _PROBES = ((0.5772, 1.3247, 2.6854), (1.6180, 0.4142, 3.1416), (2.2361, 0.7071, 1.4142))
 _TOL = 1e-9
+_LOW_DPS, _HIGH_DPS = 30, 120
 MAX_LATEX_CHARS = 600
+MAX_DIGITS = 10_000
+_LOG10_2 = 0.30103
 
 
 def _sympy():
@@ -47,7 +63,7 @@ def parse_latex(s: str) -> Any:
         expr = latex2sympy(s)
     except Exception:  # noqa: BLE001 - any parser failure means "not parseable"
         return None
-    if expr is None:
+    if expr is None or _digits(expr) > MAX_DIGITS:
         return None
     try:
         if isinstance(expr, sympy.MatrixExpr):
@@ -60,7 +76,133 @@ def parse_latex(s: str) -> Any:
             expr = expr.subs(i_sym[0], sympy.I)
     except Exception:  # noqa: BLE001
         pass
+    try:
+        if expr.has(sympy.S.ComplexInfinity, sympy.S.NaN):
+            return None  # undefined (division by zero): equal to nothing
+    except Exception:  # noqa: BLE001
+        return None
     return expr
+
+
+def _abs_bound(e: Any) -> float:
+    """An upper bound of ``|e|`` for a symbol-free unevaluated tree (``inf`` when huge)."""
+    if getattr(e, "is_Rational", False):
+        try:
+            return abs(int(e.p)) / int(e.q)
+        except OverflowError:
+            return math.inf
+    if getattr(e, "is_Float", False):
+        return abs(float(e))
+    args = getattr(e, "args", ())
+    if not args:
+        return 4.0  # pi, E, I, ...
+    bounds = [_abs_bound(a) for a in args]
+    if getattr(e, "is_Add", False):
+        return sum(bounds)
+    if getattr(e, "is_Mul", False):
+        return math.prod(bounds)
+    if getattr(e, "is_Pow", False):
+        if e.args[1].is_Rational and e.args[1] < 0 and bounds[0] >= 1 and e.args[0].is_Rational:
+            return 1.0  # 2^{-40}
+        base, ex = max(bounds[0], 2.0), bounds[1]
+        return math.inf if ex * math.log10(base) > 300 else base**ex
+    if type(e).__name__ in _GROWTH_FUNCS:
+        n = max(bounds)
+        return math.inf if n > 170 else float(math.factorial(int(n) + 1))
+    return max(bounds)
+
+
+_GROWTH_FUNCS = {"factorial", "gamma", "binomial", "factorial2", "subfactorial", "RisingFactorial"}
+
+
+def _digits(e: Any) -> float:
+    """An upper bound of the decimal digits of the exact value sympy would build for ``e`` (its
+    symbol-free parts); ``inf`` when astronomically large. Reads the unevaluated tree only."""
+    if getattr(e, "is_Rational", False):
+        return (abs(e.p).bit_length() + abs(e.q).bit_length()) * _LOG10_2 + 1
+    args = getattr(e, "args", ())
+    if not args:
+        return 1.0
+    symbol_free = not getattr(e, "free_symbols", True)
+    if getattr(e, "is_Pow", False) and symbol_free:
+        exponent, base = _abs_bound(e.args[1]), e.args[0]
+        if exponent > 1e15:
+            return math.inf
+        if base.is_Rational:
+            per = math.log10(max(abs(int(base.p)), 1)) + math.log10(int(base.q))
+        else:
+            per = _digits(base)
+        return math.ceil(exponent) * per + 1
+    if type(e).__name__ in _GROWTH_FUNCS and symbol_free:
+        n = max(_abs_bound(a) for a in args)
+        return n * math.log10(max(n, 2.0)) + 1
+    return sum(_digits(a) for a in args)
+
+
+def _mp_value(e: Any, mp: Any) -> Any:
+    """The mpmath value of a symbol-free sympy tree at ``mp``'s current precision (linear time).
+
+    Raises ``ValueError`` on a node it does not know (callers fall back to sympy's ``evalf``)."""
+    sympy = _sympy()
+    if e.is_Integer:
+        return mp.mpf(int(e))
+    if e.is_Rational:
+        return mp.mpf(int(e.p)) / int(e.q)
+    if e.is_Float:
+        return mp.mpf(e._mpf_)
+    consts = {sympy.S.Pi: mp.pi, sympy.S.Exp1: mp.e, sympy.S.ImaginaryUnit: mp.mpc(0, 1)}
+    if e in consts:
+        return consts[e]
+    args = [_mp_value(a, mp) for a in e.args]
+    if e.is_Add:
+        return mp.fsum(args)
+    if e.is_Mul:
+        return mp.fprod(args)
+    if e.is_Pow:
+        return mp.power(args[0], args[1])
+    name = type(e).__name__
+    if name == "log":
+        return mp.log(args[0]) if len(args) == 1 else mp.log(args[0]) / mp.log(args[1])
+    fn = _MP_FUNCS.get(name)
+    if fn is None:
+        raise ValueError(f"no mpmath rule for {name}")
+    return getattr(mp, fn)(*args) if fn != "abs" else abs(args[0])
+
+
+_MP_FUNCS = {
+    **{f: f for f in ("sin", "cos", "tan", "cot", "sec", "csc", "asin", "acos", "atan", "acot")},
+    **{f: f for f in ("sinh", "cosh", "tanh", "exp", "sqrt", "floor", "factorial", "gamma")},
+    "ceiling": "ceil",
+    "binomial": "binomial",
+    "Abs": "abs",
+    "UnevaluatedExpr": "mpmathify",
+    "re": "re",
+    "im": "im",
+    "conjugate": "conj",
+}
+
+
+def _value(expr: Any, dps: int, fallback: bool = True) -> Any:
+    """The mpmath value of a symbol-free expression at ``dps`` digits, or None. A node the mpmath
+    rules do not know falls back to sympy's ``evalf`` (as a complex double) unless not ``fallback``.
+    """
+    import mpmath
+
+    with mpmath.workdps(dps):
+        try:
+            v = mpmath.mpmathify(_mp_value(expr, mpmath.mp))
+        except (ValueError, TypeError, ZeroDivisionError, OverflowError, RecursionError):
+            if not fallback:
+                return None
+            try:
+                v = mpmath.mpmathify(complex(expr.evalf(dps)))
+            except Exception:  # noqa: BLE001
+                return None
+        except Exception:  # noqa: BLE001
+            return None
+        if not mpmath.isfinite(v):
+            return None
+        return +v
 
 
 def _decimal_places(s: str) -> int | None:
@@ -75,13 +217,67 @@ def _close(x: complex, y: complex, places: int | None) -> bool:
 
 
 def _num(expr: Any) -> complex | None:
+    v = _value(expr, _LOW_DPS)
+    if v is None:
+        return None
     try:
-        v = complex(expr.evalf(30))
-    except Exception:  # noqa: BLE001
+        c = complex(v)
+    except (OverflowError, TypeError, ValueError):
         return None
-    if v != v or abs(v) == float("inf"):
+    if c != c or abs(c) == float("inf"):
         return None
-    return v
+    return c
+
+
+def _exact_rational(e: Any) -> Fraction | None:
+    """The exact value of a tree of rationals under + * and integer powers (factorials,
+    binomials), or None. Sizes are bounded beforehand by ``MAX_DIGITS`` (``parse_latex``)."""
+    if e.is_Rational:
+        return Fraction(int(e.p), int(e.q))
+    name = type(e).__name__
+    parts = [_exact_rational(a) for a in e.args]
+    if not parts or any(p is None for p in parts):
+        return None
+    if e.is_Add:
+        return sum(parts, Fraction(0))
+    if e.is_Mul:
+        return math.prod(parts, start=Fraction(1))
+    if e.is_Pow:
+        base, ex = parts
+        if ex.denominator != 1 or (base == 0 and ex < 0):
+            return None
+        return base ** int(ex)
+    if name in ("factorial", "binomial") and all(p.denominator == 1 and p >= 0 for p in parts):
+        n = [int(p) for p in parts]
+        return Fraction(math.factorial(n[0]) if name == "factorial" else math.comb(*n))
+    if name == "UnevaluatedExpr":
+        return parts[0]
+    return None
+
+
+def _exact_constants_equal(a: Any, b: Any) -> bool | None:
+    """Two exact (Float-free) constants: rationals exactly; others to about 100 significant
+    digits (at 120 digits their difference must be negligible, or far below what it was at 30
+    digits: it converges to zero). None when either holds a node the mpmath rules do not know
+    (the caller then compares doubles within ``_TOL``)."""
+    try:
+        fa, fb = _exact_rational(a), _exact_rational(b)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        fa = fb = None
+    if fa is not None and fb is not None:
+        return fa == fb
+    lo_a, lo_b = _value(a, _LOW_DPS, fallback=False), _value(b, _LOW_DPS, fallback=False)
+    if lo_a is None or lo_b is None:
+        return None
+    d_lo = abs(lo_a - lo_b)
+    if d_lo > _TOL * max(1, abs(lo_a), abs(lo_b)):
+        return False
+    hi_a, hi_b = _value(a, _HIGH_DPS, fallback=False), _value(b, _HIGH_DPS, fallback=False)
+    if hi_a is None or hi_b is None:
+        return None
+    d_hi = abs(hi_a - hi_b)
+    agree = d_hi <= max(abs(hi_a), abs(hi_b)) * 10.0 ** -(_HIGH_DPS - 20)
+    return bool(agree or d_hi <= d_lo * 1e-40)
 
 
 def _probe(expr: Any, symbols: list, point: tuple[float, ...]) -> complex | None:
@@ -104,6 +300,11 @@ def _scalar_equal(a: Any, b: Any, places: int | None) -> bool | None:
         return True
     free = sorted(diff.free_symbols, key=str)
     if not free:
+        rounded = places is not None and places >= 4
+        if not rounded and not (a.has(sympy.Float) or b.has(sympy.Float)):
+            res = _exact_constants_equal(a, b)
+            if res is not None:
+                return res
         va, vb = _num(a), _num(b)
         if va is not None and vb is not None:
             return _close(va, vb, places)
