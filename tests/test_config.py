@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
-from tts_eval.settings import TTSConfig, accepted_keys, parse_model_args, split_arg_string
+from tts_eval.settings import (
+    EngineConfig,
+    SearchConfig,
+    TTSConfig,
+    accepted_keys,
+    batch_size_of_flag,
+    default_table,
+    parse_model_args,
+    results_fingerprint,
+    split_arg_string,
+)
 
 
 def test_full_arg_string_maps_onto_sub_configs():
@@ -126,3 +137,166 @@ def test_gpu_memory_is_shared_with_a_prm_on_the_gpu_by_default():
     assert shared.engine.gpu_memory_utilization == 0.5
     assert alone.engine.gpu_memory_utilization == prm_on_cpu.engine.gpu_memory_utilization == 0.9
     assert explicit.engine.gpu_memory_utilization == 0.7
+
+
+# ------------------------------------------------------------------ lm-eval's own flags
+
+
+def test_lm_eval_flags_fill_what_model_args_leave_unset():
+    extra = {
+        "seed": 2,
+        "gen_kwargs": {"max_gen_toks": 16, "temperature": 0, "top_p": 0.9, "until": ["x"]},
+        "batch_size": "4",
+        "device": "cpu",
+    }
+    cfg = parse_model_args("pretrained=m,n=3", extra=extra)
+    s = cfg.search
+    assert (s.seed, s.max_tokens, s.temperature, s.top_p) == (2, 16, 0.0, 0.9)
+    assert (cfg.engine.seed, cfg.engine.batch_size, cfg.engine.device) == (2, 4, "cpu")
+    assert cfg.max_tokens_from_task is False  # --gen_kwargs max_gen_toks set it
+
+
+def test_model_args_win_over_lm_eval_flags(caplog):
+    caplog.set_level("INFO", logger="tts_eval.settings")
+    extra = {"seed": 2, "gen_kwargs": {"max_gen_toks": 16, "temperature": 0}, "batch_size": 4}
+    cfg = parse_model_args("pretrained=m,seed=5,max_tokens=7,temperature=0.5,batch_size=2", extra)
+    s = cfg.search
+    assert (s.seed, s.max_tokens, s.temperature) == (5, 7, 0.5)
+    assert (cfg.engine.seed, cfg.engine.batch_size) == (5, 2)
+    assert "lm-eval flags overridden by model_args: --seed 2 (model_args seed=5)" in caplog.text
+
+
+def test_lm_eval_flags_applied_are_logged(caplog):
+    caplog.set_level("INFO", logger="tts_eval.settings")
+    parse_model_args("pretrained=m", {"seed": 1, "gen_kwargs": {"max_gen_toks": 16}})
+    assert (
+        "lm-eval flags applied to --model tts: --seed 1 -> seed=1; "
+        "--gen_kwargs max_gen_toks=16 -> max_tokens=16" in caplog.text
+    )
+
+
+def test_do_sample_false_on_the_command_line_means_greedy():
+    cfg = parse_model_args("pretrained=m", {"gen_kwargs": {"do_sample": False, "temperature": 1}})
+    assert cfg.search.temperature == 0.0
+    cfg = parse_model_args("pretrained=m", {"gen_kwargs": {"do_sample": True}})
+    assert cfg.search.temperature == 0.8
+
+
+def test_max_tokens_comes_from_the_task_only_when_nobody_set_it(tmp_path):
+    assert parse_model_args("pretrained=m").max_tokens_from_task is True
+    assert parse_model_args("pretrained=m,max_tokens=64").max_tokens_from_task is False
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_args:\n  pretrained: m\n  max_tokens: 99\n")
+    assert parse_model_args(f"config={recipe}").max_tokens_from_task is False
+    # a config built in Python searches with exactly its SearchConfig
+    assert (
+        TTSConfig(EngineConfig("m"), SearchConfig(strategy="majority")).max_tokens_from_task
+        is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "max_batch_size", "backend", "expected"),
+    [
+        (None, None, "hf", None),
+        (1, None, "hf", None),  # lm-eval's default: not applied
+        ("1", None, "vllm", None),
+        ("4", None, "hf", 4),
+        ("auto", None, "hf", None),  # the engine's default
+        ("auto:4", 8, "hf", 8),  # the most auto may pick
+        ("auto", 8, "vllm", None),  # vLLM batches continuously
+    ],
+)
+def test_batch_size_flag(value, max_batch_size, backend, expected):
+    assert batch_size_of_flag(value, max_batch_size, backend) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "message"),
+    [
+        (
+            "pretrained=m",
+            {"gen_kwargs": {"repetition_penalty": 1.1}},
+            "lm_eval --gen_kwargs repetition_penalty=1.1 is invalid; accepted: max_gen_toks, "
+            "temperature, top_p, do_sample, until",
+        ),
+        (
+            "pretrained=m",
+            {"gen_kwargs": {"temperature": -1}},
+            "lm_eval --gen_kwargs temperature=-1 is invalid; accepted: a number >= 0",
+        ),
+        (
+            "pretrained=m",
+            {"gen_kwargs": {"max_gen_toks": 0}},
+            "lm_eval --gen_kwargs max_gen_toks=0 is invalid; accepted: an integer >= 1",
+        ),
+        (
+            "pretrained=m,backend=vllm",
+            {"batch_size": "4"},
+            "lm_eval --batch_size=4 is invalid; accepted: 1 or auto with backend=vllm",
+        ),
+        ("pretrained=m", {"batch_size": "big"}, "lm_eval --batch_size=big is invalid"),
+        ("pretrained=m", {"seed": -3}, "lm_eval --seed=-3 is invalid; accepted: an integer >= 0"),
+        ("pretrained=m,n=4", {"repeated_model_args": ("n",)}, "model_args key 'n' is given twice"),
+    ],
+)
+def test_bad_lm_eval_flags_are_one_line_errors(args, extra, message):
+    with pytest.raises(ValueError) as err:
+        parse_model_args(args, extra=extra)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ results fingerprint
+
+BASE = "pretrained=m,prm=p,strategy=best_of_n,n=4"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "n=8",
+        "strategy=dvts",
+        "max_tokens=16",
+        "temperature=0.5",
+        "top_p=0.9",
+        "seed=1",
+        "agg=min",
+        "selection=naive",
+        "step_delimiter=\\n",
+        "num_iterations=3",
+        "pretrained=other",
+        "backend=vllm",
+        "dtype=float32",
+        "max_model_len=512",
+        "chat_template={{x}}",
+        "prm=other",
+        "prm_type=rlhflow",
+        "prm_dtype=float32",
+        "answer=number",
+        "system_prompt=Be brief.",
+    ],
+)
+def test_results_fingerprint_changes_with_every_result_setting(change):
+    changed = parse_model_args({**split_arg_string(BASE), **split_arg_string(change)})
+    assert results_fingerprint(changed) != results_fingerprint(parse_model_args(BASE))
+
+
+def test_results_fingerprint_ignores_where_traces_go_and_how_work_is_spread(tmp_path):
+    base = results_fingerprint(parse_model_args(BASE))
+    same = "trace_path=/tmp/t.jsonl,eager_load=false,data_parallel_size=2,ray_address=h:1"
+    assert results_fingerprint(parse_model_args(f"{BASE},{same}")) == base
+    # a task's max_gen_toks may set max_tokens only when nobody did: that changes results too
+    explicit = parse_model_args(f"{BASE},max_tokens=2048")
+    assert explicit.search == parse_model_args(BASE).search
+    assert results_fingerprint(explicit) != base
+
+
+def test_results_fingerprint_follows_the_routing_table_content(tmp_path):
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(default_table()))
+    args = f"pretrained=m,prm=p,strategy=compute_optimal,n=4,compute_optimal_table={table}"
+    before = results_fingerprint(parse_model_args(args))
+    data = default_table()
+    data["bin_edges"] = [0.1, 0.3, 0.5, 0.7]
+    table.write_text(json.dumps(data))
+    assert results_fingerprint(parse_model_args(args)) != before

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tts_eval import plugin
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -123,3 +125,59 @@ def test_wheel_ships_hook_and_tasks(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[lm_eval.models]" in text and "tts = tts_eval.lm_model:TTSLM" in text
+
+
+def test_hook_wraps_simple_evaluate_and_the_model_args_parser():
+    out = run_py(
+        "import lm_eval.evaluator as e, lm_eval._cli.utils as u\n"
+        "from lm_eval import simple_evaluate\n"
+        "print(getattr(simple_evaluate, '_tts_eval_flags', False),"
+        " getattr(u.MergeDictAction.__call__, '_tts_eval_flags', False))"
+    )
+    assert out == "True True"
+
+
+def test_simple_evaluate_publishes_the_flags_lm_eval_never_hands_to_a_model():
+    # simple_evaluate with a model object that records LM_EVAL_FLAGS when asked to evaluate
+    out = run_py(
+        "from lm_eval import simple_evaluate\n"
+        "from tts_eval.settings import LM_EVAL_FLAGS\n"
+        "seen = {}\n"
+        "class Stop(Exception): pass\n"
+        "def spy(*a, **k):\n"
+        "    seen.update(LM_EVAL_FLAGS.get()); raise Stop\n"
+        "import lm_eval.api.registry as r\n"
+        "r.get_model = lambda name: type('M', (), {'create_from_arg_obj': staticmethod(spy),"
+        " 'create_from_arg_string': staticmethod(spy)})\n"
+        "try:\n"
+        "    simple_evaluate(model='tts', model_args='pretrained=x', tasks=['math500'],"
+        " gen_kwargs='max_gen_toks=5,temperature=0', random_seed=7)\n"
+        "except Stop: pass\n"
+        "print(sorted(seen['gen_kwargs'].items()), seen['seed'], seen['cache_requests'],"
+        " LM_EVAL_FLAGS.get())"
+    )
+    assert out == "[('max_gen_toks', 5), ('temperature', 0)] 7 False None"
+
+
+def test_model_args_parser_notes_keys_given_twice():
+    out = run_py(
+        "import argparse\n"
+        "from lm_eval._cli.utils import MergeDictAction\n"
+        "from tts_eval import plugin\n"
+        "p = argparse.ArgumentParser()\n"
+        "p.add_argument('--model_args', nargs='+', action=MergeDictAction)\n"
+        "p.add_argument('--gen_kwargs', nargs='+', action=MergeDictAction)\n"
+        "ns = p.parse_args(['--model_args', 'pretrained=x,n=2,n=4', 'seed=1',"
+        " '--model_args', 'seed=2', '--gen_kwargs', 'a=1,a=2'])\n"
+        "print(ns.model_args['n'], plugin._repeated_model_args)"
+    )
+    assert out == "4 ['n', 'seed']"
+
+
+def test_repeated_keys_reads_lm_eval_syntax():
+    def split(text: str) -> list[str]:
+        return [p for p in text.split(",") if p]
+
+    assert plugin.repeated_keys(["a=1,b=2", "a=3"], [], split) == ["a"]
+    assert plugin.repeated_keys(["b=2"], {"b": 1}, split) == ["b"]
+    assert plugin.repeated_keys(['{"a": 1, "a": 2}'], [], split) == []

@@ -2,11 +2,11 @@
 
 The wheel installs ``tts_eval_lm_eval_hook.pth``, whose one line imports this module at interpreter
 start. All it does then is put a tiny finder on ``sys.meta_path`` (microseconds, no other imports).
-Only when a program imports ``lm_eval.api.registry`` or ``lm_eval.tasks.manager`` does the finder
-run :func:`tts_eval.plugin.register_model` / :func:`tts_eval.plugin.patch_task_manager` right after
-that module has executed. So ``lm_eval --model tts``, ``python -m lm_eval`` and
-``lm_eval.simple_evaluate`` see the ``tts`` model and the ``math500`` task with no extra flags,
-and programs that never import lm_eval pay nothing.
+Only when a program imports one of the lm_eval modules in ``_WATCHED`` (the model registry, the
+task manager, the evaluator, the CLI's argument helpers) does the finder run the matching
+:mod:`tts_eval.plugin` function right after that module has executed. So ``lm_eval --model tts``,
+``python -m lm_eval`` and ``lm_eval.simple_evaluate`` see the ``tts`` model and the ``math500``
+task with no extra flags, and programs that never import lm_eval pay nothing.
 
 Set ``TTS_EVAL_NO_LM_EVAL_HOOK=1`` to switch the hook off (then call ``tts_eval.plugin.register()``
 yourself, or use the ``tts-eval eval`` command).
@@ -18,7 +18,12 @@ import importlib.abc
 import os
 import sys
 
-_WATCHED = ("lm_eval.api.registry", "lm_eval.tasks.manager")
+_WATCHED = (
+    "lm_eval.api.registry",
+    "lm_eval.tasks.manager",
+    "lm_eval.evaluator",
+    "lm_eval._cli.utils",
+)
 
 
 class _LoaderWithCallback(importlib.abc.Loader):

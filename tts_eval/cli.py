@@ -4,14 +4,80 @@
 ``tts`` model and the tts-eval tasks explicitly (for environments where the import hook is off).
 Further subcommands (sweeps, reports, plots) are added to :data:`COMMANDS`.
 
+Errors and interruptions, for every subcommand:
+
+* tts-eval's own errors (:data:`ONE_LINE_ERRORS`: a bad argument's ``ValueError``, an
+  ``ImportError`` with its install hint, a missing file, an unsupported request type,
+  ``tts_eval.errors.*``) print ONE line, ``tts-eval <command>: error: <message>``, and exit 2;
+  ``TTS_EVAL_TRACEBACK=1`` shows the traceback instead.
+* SIGINT (Ctrl-C) and SIGTERM unwind the command: whatever it opened is closed on the way out (a
+  sweep's searcher, the searchers ``tts-eval eval`` models opened; so vLLM's engine-core
+  processes stop and memory is freed), one line says it was interrupted, and the exit status is
+  130 (SIGINT) or 143 (SIGTERM). A second signal while that runs exits at once.
+
 What this module does not do: implement evaluation itself; each subcommand delegates.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from types import FrameType
+
+from tts_eval.errors import EngineError, OutOfMemoryError
+
+# Errors that tts-eval raises on purpose with a one-line message naming what to change.
+ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    ImportError,
+    FileNotFoundError,
+    NotImplementedError,
+    OutOfMemoryError,
+    EngineError,
+)
+TRACEBACK_ENV = "TTS_EVAL_TRACEBACK"
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# What to do after an interruption, per command (default: nothing to add).
+AFTER_INTERRUPT = {
+    "sweep": "re-run the same command to resume",
+    "eval": "re-run the same command to start again",
+}
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. A ``BaseException``, so ``except Exception`` blocks on the way
+    out let it pass while ``finally`` blocks (closing searchers) run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    for sig in SIGNALS:  # a second signal during the clean-up ends the process at once
+        signal.signal(sig, _exit_now)
+    raise Interrupted(signum)
+
+
+def _exit_now(signum: int, frame: FrameType | None) -> None:
+    os._exit(128 + signum)
+
+
+def install_signal_handlers() -> None:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` in the main thread."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, _raise_interrupted)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _eval(argv: Sequence[str]) -> int:
@@ -20,8 +86,13 @@ def _eval(argv: Sequence[str]) -> int:
     plugin.register()
     from lm_eval.__main__ import cli_evaluate
 
+    from tts_eval.lm_model import close_open_models
+
     sys.argv = ["lm_eval", "run", *argv]
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    finally:
+        close_open_models()
     return 0
 
 
@@ -53,6 +124,26 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
 }
 
 
+def run_command(name: str, argv: Sequence[str]) -> int:
+    """Run subcommand ``name``: one line and an exit status for our errors and for signals."""
+    try:
+        return COMMANDS[name][1](argv)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+        after = AFTER_INTERRUPT.get(name)
+        print(
+            f"tts-eval {name}: interrupted ({signal.Signals(signum).name})"
+            + (f"; {after}" if after else ""),
+            file=sys.stderr,
+        )
+        return 128 + signum
+    except ONE_LINE_ERRORS as exc:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"tts-eval {name}: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -67,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if argv[0] not in COMMANDS:
         parser.error(f"unknown command {argv[0]!r}; accepted: {', '.join(COMMANDS)}")
-    return COMMANDS[argv[0]][1](argv[1:])
+    install_signal_handlers()
+    return run_command(argv[0], argv[1:])
 
 
 if __name__ == "__main__":

@@ -4,10 +4,28 @@
 
 Each ``generate_until`` batch (for math500: all 500 problems) becomes ONE search over all its
 problems through a :class:`tts_eval.runtime.Searcher` (the policy engine and, for PRM-guided
-strategies, a process reward model: in this process, or on K Ray workers). The selected solution goes back to lm-eval as plain text (a
-:class:`~tts_eval.types.TracedText` carrying the whole trace), so every generation task works with
-it; math500 also reads the trace for best-of-N style metrics. Traces can be written as JSONL with
-``trace_path=``.
+strategies, a process reward model: in this process, or on K Ray workers). The selected solution
+goes back to lm-eval as plain text (a :class:`~tts_eval.types.TracedText` carrying the whole
+trace), so every generation task works with it; math500 also reads the trace for best-of-N style
+metrics. Traces can be written as JSONL with ``trace_path=``.
+
+How lm-eval's own features behave with ``--model tts``:
+
+* settings: model_args (and a recipe) > lm-eval flag (``--gen_kwargs`` ``max_gen_toks``,
+  ``temperature``, ``top_p``, ``do_sample``; ``--seed``; ``--batch_size``; ``--device``) > the
+  task's generation_kwargs > default (:func:`tts_eval.settings.parse_model_args`). Of a task's
+  generation_kwargs only ``max_gen_toks`` (max_tokens, per request) and ``until`` (cuts the
+  returned text) apply; its sampling keys describe single-sample decoding and are not used.
+* prompts are always rendered with the policy's chat template. With ``--apply_chat_template``,
+  lm-eval builds the chat (system turn, few-shot turns) and :meth:`TTSLM.apply_chat_template`
+  returns the rendered prompt text (what logged samples show as ``arguments``); without it, the
+  plain context is split back into system and user turns (:func:`context_to_messages`).
+* the response cache (``--use_cache``) keys requests by their text and generation kwargs only; a
+  ``tts`` model's entries also carry :func:`~tts_eval.settings.results_fingerprint` of its
+  settings (:func:`namespace_response_cache`), so other settings never get its searches.
+* a prompt with no room under the policy's ``max_model_len`` is not searched: its document is
+  recorded as failed (empty answer; its trace's settings say ``skipped`` and why), a warning
+  names it, and the run goes on.
 
 What this module does not do: parse ``model_args`` (``tts_eval.settings``), load models
 (``tts_eval.runtime``), search (``tts_eval.search``), generate (``tts_eval.engines``) or score
@@ -16,9 +34,12 @@ steps (``tts_eval.prm``).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,28 +47,57 @@ from lm_eval.api.model import LM
 
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
 from tts_eval.runtime import Searcher
-from tts_eval.settings import TTSConfig, parse_model_args
-from tts_eval.types import Problem, SearchResult, TracedText
+from tts_eval.settings import (
+    LM_EVAL_FLAGS,
+    SearchConfig,
+    TTSConfig,
+    check_int,
+    parse_model_args,
+    results_fingerprint,
+)
+from tts_eval.types import Cost, Problem, SearchResult, TracedText
 
 logger = logging.getLogger(__name__)
 
-# apply_chat_template() hands lm-eval this tag + the JSON messages instead of a rendered string,
-# so generate_until() gets the structured chat back and renders it to token ids itself.
+# Contexts of requests built by earlier versions (tag + JSON messages); still understood.
 CHAT_TAG = "\x1etts-chat\x1e"
+# Key, in a trace's settings, of the reason a request was not searched.
+SKIPPED_KEY = "skipped"
+# Keys of a task's generation_kwargs that the search uses (the others are single-sample decoding).
+TASK_GEN_KWARGS = ("max_gen_toks", "until")
+_CACHE_PATCHED = "_tts_eval_namespaced"
+_MAX_NAMED = 20  # documents named in one warning
+# Models whose searcher they opened themselves and have not closed (see close_open_models).
+_OPEN_MODELS: weakref.WeakSet[TTSLM] = weakref.WeakSet()
+
+
+def normalize_messages(
+    messages: Sequence[Mapping[str, str]], system_prompt: str | None = None
+) -> list[dict[str, str]]:
+    """Copies of ``messages``, system turns right-stripped, ``system_prompt`` (model arg)
+    replacing any system turn when given."""
+    out = [dict(m) for m in messages]
+    for m in out:
+        if m["role"] == "system":
+            m["content"] = m["content"].rstrip()
+    if system_prompt is not None:
+        out = [m for m in out if m["role"] != "system"]
+        out.insert(0, {"role": "system", "content": system_prompt})
+    return out
 
 
 def context_to_messages(context: str, system_prompt: str | None = None) -> list[dict[str, str]]:
-    """Recover chat messages from an lm-eval context.
+    """Recover chat messages from an lm-eval context that :meth:`TTSLM.apply_chat_template` did
+    not build.
 
-    * A context produced by :meth:`TTSLM.apply_chat_template` (``--apply_chat_template``) is the
-      tagged JSON of the messages.
     * A plain context (no chat template flag) is one user turn; when it starts with the math500
       description (our ``SYSTEM_PROMPT``), that part becomes the system message again.
+    * A context tagged with :data:`CHAT_TAG` (built by earlier versions) holds the JSON messages.
 
     ``system_prompt`` (model arg) replaces any system message when given.
     """
     if context.startswith(CHAT_TAG):
-        messages = [dict(m) for m in json.loads(context[len(CHAT_TAG) :])]
+        messages = json.loads(context[len(CHAT_TAG) :])
     else:
         prefix = SYSTEM_PROMPT + DESCRIPTION_SEPARATOR
         if context.startswith(prefix):
@@ -57,13 +107,7 @@ def context_to_messages(context: str, system_prompt: str | None = None) -> list[
             ]
         else:
             messages = [{"role": "user", "content": context}]
-    for m in messages:
-        if m["role"] == "system":
-            m["content"] = m["content"].rstrip()
-    if system_prompt is not None:
-        messages = [m for m in messages if m["role"] != "system"]
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
+    return normalize_messages(messages, system_prompt)
 
 
 def problem_text(messages: Sequence[Mapping[str, str]]) -> str:
@@ -85,6 +129,24 @@ def truncate_at(text: str, until: Sequence[str]) -> str:
     return text[:cut]
 
 
+def plain_chat_text(messages: Sequence[Mapping[str, str]]) -> str:
+    """A readable rendering of a chat, for searchers whose policy tokenizer is not at hand."""
+    turns = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+    return f"{turns}<|assistant|>\n"
+
+
+def skipped_result(problem: Problem, config: SearchConfig, reason: str) -> SearchResult:
+    """The result of a problem that was not searched: no candidate, no answer, ``reason``."""
+    return SearchResult(
+        uid=problem.uid,
+        strategy=config.strategy,
+        candidates=(),
+        selected=None,
+        cost=Cost(),
+        settings={**config.settings(), SKIPPED_KEY: reason},
+    )
+
+
 class TTSLM(LM):
     """lm-eval model running step-level test-time search (see module docstring)."""
 
@@ -101,10 +163,17 @@ class TTSLM(LM):
         self.config = config if config is not None else parse_model_args(model_args)
         self._searcher = searcher  # otherwise opened on first use, see _get_searcher()
         self._owns_searcher = searcher is None
+        self._tokenizer: Any = None  # loaded on first use, see _chat_tokenizer()
+        self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
+        # --gen_kwargs keys of the lm-eval call creating this model (already in self.config).
+        flags = LM_EVAL_FLAGS.get() or {}
+        self._flag_gen_kwargs = frozenset(flags.get("gen_kwargs") or ())
+        namespace_response_cache()
         # The grader's helper processes warm up in the background while the models load.
         from tts_eval.grader.bounded import prestart
 
         threading.Thread(target=prestart, name="tts-eval-grader-prestart", daemon=True).start()
+        _log_chat_template_once(self.config.engine.pretrained)
         if self.config.eager_load:
             self._get_searcher()
 
@@ -112,13 +181,13 @@ class TTSLM(LM):
     def create_from_arg_string(
         cls, arg_string: str, additional_config: dict | None = None
     ) -> TTSLM:
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(config=parse_model_args(arg_string, extra=extra))
+        share_lm_eval_logging()
+        return cls(config=parse_model_args(arg_string, extra=lm_eval_extra(additional_config)))
 
     @classmethod
     def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> TTSLM:
-        extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
-        return cls(config=parse_model_args(dict(arg_dict), extra=extra))
+        share_lm_eval_logging()
+        return cls(config=parse_model_args(dict(arg_dict), extra=lm_eval_extra(additional_config)))
 
     # ------------------------------------------------------------------ lm-eval API
     def loglikelihood(self, requests, disable_tqdm: bool = False):
@@ -136,36 +205,53 @@ class TTSLM(LM):
     def apply_chat_template(
         self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
     ) -> str:
-        return CHAT_TAG + json.dumps(chat_history, ensure_ascii=False)
+        """The prompt as the policy sees it (its chat template, generation prompt included; a
+        plain ``<|role|>`` rendering when the searcher holds no tokenizer, e.g. test fakes); the
+        messages are kept for :meth:`generate_until`."""
+        messages = normalize_messages(chat_history, self.config.system_prompt)
+        text = self._render_text(messages)
+        self._chats[text] = messages
+        return text
 
     @property
     def tokenizer_name(self) -> str:
         return self.config.engine.pretrained.replace("/", "__")
 
     def chat_template(self, chat_template: bool | str = False) -> str | None:
-        return f"tts-eval:{self.config.engine.pretrained}" if chat_template else None
+        if not chat_template:
+            return None
+        template = getattr(self._chat_tokenizer(), "chat_template", None)
+        return (
+            template if isinstance(template, str) else f"tts-eval:{self.config.engine.pretrained}"
+        )
+
+    @property
+    def cache_namespace(self) -> str:
+        """Prefix of this model's keys in lm-eval's response cache: a digest of its settings."""
+        return f"tts-eval/{results_fingerprint(self.config)}"
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         if not requests:
             return []
         searcher = self._get_searcher()
-        messages = [context_to_messages(req.args[0], self.config.system_prompt) for req in requests]
-        problems = [
-            Problem(
-                uid=_request_uid(req, i),
-                text=problem_text(msgs),
-                prompt_ids=tuple(searcher.render_prompt(msgs)),
+        gen_kwargs = [_gen_kwargs(req) for req in requests]
+        self._log_task_gen_kwargs(gen_kwargs[0])
+        configs = [self._search_config(kwargs) for kwargs in gen_kwargs]
+        problems = []
+        for i, req in enumerate(requests):
+            messages = self._messages(req.args[0])
+            problems.append(
+                Problem(
+                    uid=_request_uid(req, i),
+                    text=problem_text(messages),
+                    prompt_ids=tuple(searcher.render_prompt(messages)),
+                )
             )
-            for i, (req, msgs) in enumerate(zip(requests, messages, strict=True))
+        results = self._search(searcher, requests, problems, configs, progress=not disable_tqdm)
+        outputs = [
+            TracedText(truncate_at(result.selected_text, _until(kwargs)), result)
+            for kwargs, result in zip(gen_kwargs, results, strict=True)
         ]
-        results = searcher.search(problems, self.config.search, progress=not disable_tqdm)
-        outputs = []
-        for req, result in zip(requests, results, strict=True):
-            gen_kwargs = req.args[1] if len(req.args) > 1 and isinstance(req.args[1], dict) else {}
-            until = gen_kwargs.get("until") or []
-            if isinstance(until, str):
-                until = [until]
-            outputs.append(TracedText(truncate_at(result.selected_text, until), result))
         if self.config.trace_path:
             _append_traces(self.config.trace_path, requests, results)
         _log_cost(results)
@@ -176,8 +262,9 @@ class TTSLM(LM):
         """Close the searcher this model opened (models, GPU memory, Ray workers); a searcher
         handed in with ``searcher=`` stays open for its owner."""
         if self._owns_searcher and self._searcher is not None:
-            self._searcher.close()
-            self._searcher = None
+            _OPEN_MODELS.discard(self)
+            searcher, self._searcher = self._searcher, None
+            searcher.close()
 
     def _get_searcher(self) -> Searcher:
         if self._searcher is None:
@@ -185,7 +272,229 @@ class TTSLM(LM):
 
             self._searcher = open_searcher(self.config)
             self._owns_searcher = True
+            _OPEN_MODELS.add(self)
         return self._searcher
+
+    def _chat_tokenizer(self) -> Any:
+        """The policy's tokenizer: the open searcher's (its engine's), else loaded from the
+        config (no weights); None for a searcher without one (test fakes)."""
+        if self._tokenizer is None:
+            if self._searcher is not None:
+                return _searcher_tokenizer(self._searcher)
+            from tts_eval.engines.chat import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.config.engine)
+        return self._tokenizer
+
+    def _render_text(self, messages: Sequence[Mapping[str, str]]) -> str:
+        tokenizer = self._chat_tokenizer()
+        if tokenizer is None:
+            return plain_chat_text(messages)
+        text = tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+        )
+        return text if isinstance(text, str) else str(text)
+
+    def _messages(self, context: str) -> list[dict[str, str]]:
+        known = self._chats.get(context)
+        if known is not None:
+            return [dict(m) for m in known]
+        return context_to_messages(context, self.config.system_prompt)
+
+    def _search_config(self, gen_kwargs: Mapping[str, Any]) -> SearchConfig:
+        """The run's search settings, with the task's ``max_gen_toks`` when nobody set
+        max_tokens (model_args, recipe, --gen_kwargs)."""
+        search = self.config.search
+        if self.config.max_tokens_from_task and "max_gen_toks" in gen_kwargs:
+            value = gen_kwargs["max_gen_toks"]
+            check_int("max_gen_toks", value, 1, scope="task generation_kwargs")
+            if value != search.max_tokens:
+                search = dataclasses.replace(search, max_tokens=value)
+        return search
+
+    def _search(
+        self,
+        searcher: Searcher,
+        requests: Sequence[Any],
+        problems: Sequence[Problem],
+        configs: Sequence[SearchConfig],
+        *,
+        progress: bool,
+    ) -> list[SearchResult]:
+        """One search per distinct setting (usually one for the whole batch); problems whose
+        prompt leaves no room under the policy's length limit are recorded as skipped."""
+        limit = _prompt_limit(searcher, self.config)
+        results: list[SearchResult | None] = [None] * len(problems)
+        groups: dict[SearchConfig, list[int]] = {}
+        skipped: list[str] = []
+        for i, (problem, config) in enumerate(zip(problems, configs, strict=True)):
+            length = len(problem.prompt_ids)
+            if limit is not None and length >= limit:
+                reason = f"prompt of {length} tokens leaves no room under max_model_len={limit}"
+                results[i] = skipped_result(problem, config, reason)
+                skipped.append(f"{_doc_label(requests[i], i)} ({length} tokens)")
+            else:
+                groups.setdefault(config, []).append(i)
+        if skipped:
+            _warn_skipped(skipped, len(problems), limit)
+        for config, indices in groups.items():
+            found = searcher.search([problems[i] for i in indices], config, progress=progress)
+            for i, result in zip(indices, found, strict=True):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    def _log_task_gen_kwargs(self, gen_kwargs: Mapping[str, Any]) -> None:
+        """One line saying what of the task's generation_kwargs the search uses."""
+        parts = []
+        if "max_gen_toks" in gen_kwargs and "max_gen_toks" not in self._flag_gen_kwargs:
+            value = gen_kwargs["max_gen_toks"]
+            if self.config.max_tokens_from_task:
+                parts.append(f"max_gen_toks={value} -> max_tokens={value}")
+            else:
+                parts.append(
+                    f"max_gen_toks={value} not used (max_tokens={self.config.search.max_tokens} "
+                    "set in model_args or --gen_kwargs)"
+                )
+        unused = [
+            f"{k}={v}"
+            for k, v in gen_kwargs.items()
+            if k not in TASK_GEN_KWARGS and k not in self._flag_gen_kwargs
+        ]
+        if unused:
+            parts.append(
+                f"not used by the search (single-sample decoding; search settings go in "
+                f"--model_args or --gen_kwargs): {', '.join(unused)}"
+            )
+        if parts:
+            logger.info("tts: task generation_kwargs: %s", "; ".join(parts))
+
+
+def lm_eval_extra(additional_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What lm-eval tells a model it creates (``additional_config``: device, batch size) plus
+    the flags of the ``simple_evaluate`` call in progress (:data:`LM_EVAL_FLAGS`)."""
+    extra = {k: v for k, v in (additional_config or {}).items() if v is not None}
+    flags = dict(LM_EVAL_FLAGS.get() or {})
+    template = flags.get("apply_chat_template")
+    if isinstance(template, str) and template.strip().lower() not in ("", "true"):
+        raise ValueError(
+            f"lm_eval --apply_chat_template={template} is invalid; accepted: the flag alone "
+            "(--model tts renders with the policy's chat template, or model_args chat_template=)"
+        )
+    if flags.get("cache_requests") and template:
+        raise ValueError(
+            "lm_eval --cache_requests with --apply_chat_template is not supported by --model tts "
+            "(replayed chat prompts cannot be mapped back to their messages); drop one of them"
+        )
+    return {**extra, **flags}
+
+
+def share_lm_eval_logging() -> None:
+    """Show tts_eval's log lines the way lm-eval shows its own (its handler and level) when
+    lm-eval creates the model, unless logging of ``tts_eval`` is configured already."""
+    ours = logging.getLogger("tts_eval")
+    theirs = logging.getLogger("lm_eval")
+    if ours.handlers or not theirs.handlers:
+        return
+    for handler in theirs.handlers:
+        ours.addHandler(handler)
+    ours.setLevel(theirs.level or logging.INFO)
+    ours.propagate = False
+
+
+def close_open_models() -> int:
+    """Close every searcher a :class:`TTSLM` of this process opened itself and still holds
+    (what ``tts-eval`` does when it is interrupted); returns how many."""
+    models = list(_OPEN_MODELS)
+    for model in models:
+        model.close()
+    return len(models)
+
+
+class NamespacedCache:
+    """A view of lm-eval's response-cache store whose keys all start with ``namespace``."""
+
+    def __init__(self, store: Any, namespace: str) -> None:
+        self.store = store
+        self.namespace = namespace
+
+    def _key(self, key: str) -> str:
+        return f"{self.namespace}:{key}"
+
+    def __contains__(self, key: object) -> bool:
+        return self._key(str(key)) in self.store
+
+    def __getitem__(self, key: str) -> Any:
+        return self.store[self._key(key)]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.store[self._key(key)] = value
+
+    def __getattr__(self, name: str) -> Any:  # commit, close, ...
+        return getattr(self.store, name)
+
+
+def namespace_response_cache() -> None:
+    """Make lm-eval's ``CachingLM`` (``--use_cache``) keep a ``tts`` model's responses under its
+    :attr:`TTSLM.cache_namespace`: lm-eval keys cached responses by request alone, so without
+    this a run with other settings would get the searches of an earlier run. Idempotent."""
+    from lm_eval.api import model as lm_eval_model
+
+    cls = lm_eval_model.CachingLM
+    if getattr(cls.__init__, _CACHE_PATCHED, False):
+        return
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self, lm, *args, **kwargs):
+        original(self, lm, *args, **kwargs)
+        if isinstance(lm, TTSLM) and getattr(self, "dbdict", None) is not None:
+            self.dbdict = NamespacedCache(self.dbdict, lm.cache_namespace)
+            lm.set_cache_hook(self.get_cache_hook())
+            logger.info(
+                "tts: response cache entries are keyed by request and by settings %s",
+                lm.cache_namespace,
+            )
+
+    setattr(__init__, _CACHE_PATCHED, True)
+    cls.__init__ = __init__
+
+
+@functools.cache
+def _log_chat_template_once(pretrained: str) -> None:
+    logger.info(
+        "tts: prompts are always rendered with the chat template of %s, with or without "
+        "--apply_chat_template (which only changes how lm-eval builds the chat and shows the "
+        "rendered prompt in logged samples)",
+        pretrained,
+    )
+
+
+def _gen_kwargs(req) -> Mapping[str, Any]:
+    return req.args[1] if len(req.args) > 1 and isinstance(req.args[1], dict) else {}
+
+
+def _until(gen_kwargs: Mapping[str, Any]) -> list[str]:
+    until = gen_kwargs.get("until") or []
+    return [until] if isinstance(until, str) else list(until)
+
+
+def _searcher_tokenizer(searcher: Searcher) -> Any:
+    """The policy tokenizer a searcher holds (RaySearcher's, LocalSearcher's engine's), if any."""
+    for holder in (searcher, getattr(searcher, "engine", None)):
+        tokenizer = getattr(holder, "tokenizer", None)
+        if callable(getattr(tokenizer, "apply_chat_template", None)):
+            return tokenizer
+    return None
+
+
+def _prompt_limit(searcher: Searcher, config: TTSConfig) -> int | None:
+    """The policy's context length: the searcher's or its engine's ``max_model_len``, else the
+    setting (None: unknown, nothing is skipped here)."""
+    for holder in (searcher, getattr(searcher, "engine", None)):
+        value = getattr(holder, "max_model_len", None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return config.engine.max_model_len
 
 
 def _request_uid(req, position: int) -> str:
@@ -195,6 +504,24 @@ def _request_uid(req, position: int) -> str:
     repeat = getattr(req, "idx", 0) or 0
     key = doc_id if doc_id is not None else f"pos{position}"
     return f"{task}/{key}" + (f"/r{repeat}" if repeat else "")
+
+
+def _doc_label(req, position: int) -> str:
+    task = getattr(req, "task_name", None) or "task"
+    doc_id = getattr(req, "doc_id", None)
+    return f"{task} doc {doc_id if doc_id is not None else f'#{position}'}"
+
+
+def _warn_skipped(labels: Sequence[str], total: int, limit: int | None) -> None:
+    named = ", ".join(labels[:_MAX_NAMED]) + (", ..." if len(labels) > _MAX_NAMED else "")
+    logger.warning(
+        "tts: %d of %d requests not searched, recorded as failed (empty answer): their prompt "
+        "leaves no room under max_model_len=%s: %s",
+        len(labels),
+        total,
+        limit,
+        named,
+    )
 
 
 def _append_traces(path: str, requests, results: Sequence[SearchResult]) -> None:

@@ -11,6 +11,13 @@ provides a registration that is
   built-in table is imported *before* ``tts`` is added (``--model hf`` keeps resolving), and the
   task manager keeps its default task folders and simply gets ours appended to ``include_path``.
 
+Two more small wrappers let ``--model tts`` honour lm-eval's own flags instead of ignoring them
+(see :data:`tts_eval.settings.LM_EVAL_FLAGS`): ``simple_evaluate`` records, for the duration of
+the call, the flags lm-eval never hands to a model (``--gen_kwargs`` as typed, ``--seed``,
+``--cache_requests``, ``--apply_chat_template``), and the ``--model_args`` parser notes keys given
+twice (lm-eval's parser keeps the last one with a warning). For every other model they change
+nothing.
+
 What this module does not do: import torch, transformers or the model wrapper itself (the model is
 registered as a lazy ``"module:Class"`` placeholder).
 """
@@ -18,15 +25,23 @@ registered as a lazy ``"module:Class"`` placeholder).
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+from tts_eval.settings import LM_EVAL_FLAGS
 
 logger = logging.getLogger(__name__)
 
 MODEL_NAME = "tts"
 MODEL_TARGET = "tts_eval.lm_model:TTSLM"
 _PATCHED = "_tts_eval_include_path"
+_FLAGS_PATCHED = "_tts_eval_flags"
+# Keys given twice in --model_args, noted by the patched parser until simple_evaluate takes them.
+_repeated_model_args: list[str] = []
 
 
 def tasks_dir() -> Path:
@@ -93,15 +108,107 @@ def patch_task_manager(manager_module: ModuleType | None = None) -> None:
     cls.__init__ = __init__
 
 
+def lm_eval_flags(signature: inspect.Signature, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The flags of one ``simple_evaluate(*args, **kwargs)`` call that concern ``--model tts``."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:  # simple_evaluate itself will say what is wrong
+        return {}
+    bound.apply_defaults()
+    values = bound.arguments
+    gen_kwargs = values.get("gen_kwargs")
+    if isinstance(gen_kwargs, str):
+        from lm_eval.utils import simple_parse_args_string
+
+        gen_kwargs = simple_parse_args_string(gen_kwargs)
+    repeated = list(_repeated_model_args)
+    _repeated_model_args.clear()
+    return {
+        "gen_kwargs": dict(gen_kwargs) if gen_kwargs else None,
+        "seed": values.get("random_seed"),
+        "cache_requests": bool(values.get("cache_requests")),
+        "apply_chat_template": values.get("apply_chat_template") or False,
+        "repeated_model_args": tuple(repeated),
+    }
+
+
+def patch_simple_evaluate(evaluator: ModuleType | None = None) -> None:
+    """Make ``simple_evaluate`` publish its flags in :data:`~tts_eval.settings.LM_EVAL_FLAGS`."""
+    if evaluator is None:
+        import lm_eval.evaluator as evaluator
+    original = evaluator.simple_evaluate
+    if getattr(original, _FLAGS_PATCHED, False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def simple_evaluate(*args, **kwargs):
+        token = LM_EVAL_FLAGS.set(lm_eval_flags(signature, args, kwargs))
+        try:
+            return original(*args, **kwargs)
+        finally:
+            LM_EVAL_FLAGS.reset(token)
+
+    setattr(simple_evaluate, _FLAGS_PATCHED, True)
+    evaluator.simple_evaluate = simple_evaluate
+
+
+def repeated_keys(
+    values: Sequence[Any], seen: Iterable[str], split: Callable[[str], list[str]]
+) -> list[str]:
+    """Keys that ``--model_args`` parts ``values`` give twice (or that ``seen`` already has)."""
+    keys = list(seen)
+    repeated: list[str] = []
+    for value in values:
+        if not isinstance(value, str) or value.lstrip().startswith("{"):
+            continue  # a JSON object: one mapping, no repeats to see
+        for part in split(value):
+            key = part.split("=", 1)[0].strip()
+            if key in keys and key not in repeated:
+                repeated.append(key)
+            keys.append(key)
+    return repeated
+
+
+def patch_model_args_parser(cli_utils: ModuleType | None = None) -> None:
+    """Make lm-eval's ``--model_args`` parser note repeated keys (it keeps the last one)."""
+    if cli_utils is None:
+        import lm_eval._cli.utils as cli_utils
+    action = getattr(cli_utils, "MergeDictAction", None)
+    split = getattr(cli_utils, "split_top_level", None)
+    if action is None or split is None or getattr(action.__call__, _FLAGS_PATCHED, False):
+        return
+    original = action.__call__
+
+    @functools.wraps(original)
+    def __call__(self, parser, namespace, values, option_string=None):
+        if self.dest == "model_args" and values:
+            parts = [values] if isinstance(values, str) else list(values)
+            seen = getattr(namespace, self.dest, None) or {}
+            for key in repeated_keys(parts, seen, split):
+                if key not in _repeated_model_args:
+                    _repeated_model_args.append(key)
+        return original(self, parser, namespace, values, option_string)
+
+    setattr(__call__, _FLAGS_PATCHED, True)
+    action.__call__ = __call__
+
+
 def on_lm_eval_module_loaded(name: str, module: ModuleType) -> None:
     """Callback of the post-import hook."""
     if name == "lm_eval.api.registry":
         register_model(module)
     elif name == "lm_eval.tasks.manager":
         patch_task_manager(module)
+    elif name == "lm_eval.evaluator":
+        patch_simple_evaluate(module)
+    elif name == "lm_eval._cli.utils":
+        patch_model_args_parser(module)
 
 
 def register() -> None:
     """Explicit registration (what the ``tts-eval`` CLI and tests call)."""
     register_model()
     patch_task_manager()
+    patch_simple_evaluate()
+    patch_model_args_parser()

@@ -12,7 +12,12 @@ One place for what a run is told to do:
   :class:`TTSConfig`, which holds them all plus the answer setting (``answer=math | number |
   regex:<pattern>``);
 - :func:`parse_model_args`: flat ``k=v,...`` (or a mapping, or ``config=<recipe.yaml>``) onto a
-  :class:`TTSConfig`; every key is checked before anything loads.
+  :class:`TTSConfig`, together with what lm-eval's own flags ask (``--seed``, ``--gen_kwargs``,
+  ``--batch_size``, ``--device``; :data:`LM_EVAL_FLAGS`); every key is checked before anything
+  loads. Precedence: model_args (and recipe) > lm-eval flag > the task's generation_kwargs
+  (``max_gen_toks`` only, applied per request by ``tts_eval.lm_model``) > default;
+- :func:`results_fingerprint`: a digest of every setting that can change what a run returns (the
+  key of lm-eval's response cache for ``--model tts``).
 
 What this module does not do: load tokenizers or models, render chats (``tts_eval.engines``), run
 searches (``tts_eval.search``) or build answer specs (``tts_eval.grader``). It imports only the
@@ -22,16 +27,21 @@ standard library (and PyYAML, lazily, for recipes).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import math
 import os
 import re
 import typing
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------
 # Grammar shared by every setting
@@ -661,10 +671,15 @@ class TTSConfig:
     data_parallel_size: int = 1
     ray_address: str | None = None
     answer: str = "math"
+    # True when nobody set max_tokens (model_args, recipe, lm-eval --gen_kwargs max_gen_toks): then
+    # a task's own max_gen_toks (its generation_kwargs) is each request's max_tokens.
+    max_tokens_from_task: bool = False
 
     def __post_init__(self) -> None:
         check_int("data_parallel_size", self.data_parallel_size, 1)
         check_answer(self.answer)
+        if not isinstance(self.max_tokens_from_task, bool):
+            raise invalid("max_tokens_from_task", self.max_tokens_from_task, "true or false")
         if self.prm is None and self.search.info.needs_prm:
             raise invalid(
                 "strategy",
@@ -672,6 +687,167 @@ class TTSConfig:
                 "majority without a PRM; strategy="
                 f"{self.search.strategy} needs a PRM: add prm=<path or hub id>",
             )
+
+
+# Settings that never change what a search returns (where traces are written, when the models
+# load, how the work is spread over Ray workers): left out of results_fingerprint.
+NON_RESULT_KEYS = ("trace_path", "eager_load", "data_parallel_size", "ray_address")
+
+
+def results_fingerprint(config: TTSConfig) -> str:
+    """A digest of every setting of ``config`` that can change what a run returns.
+
+    Everything but :data:`NON_RESULT_KEYS`: the policy and its engine settings, the PRM and its
+    settings, every search setting, the answer setting, the system prompt, and the content (not
+    only the path) of a compute-optimal routing table. Models are known by path or hub id and
+    revision, not by their weights.
+    """
+    data = asdict(config)
+    for key in NON_RESULT_KEYS:
+        data.pop(key, None)
+    table = config.search.compute_optimal_table
+    if table is not None and Path(table).is_file():
+        data["compute_optimal_table_sha256"] = hashlib.sha256(Path(table).read_bytes()).hexdigest()
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------------------------
+# lm-eval's own flags
+# --------------------------------------------------------------------------------------------
+
+# What lm-eval's command line asked of the ``simple_evaluate`` call in progress, for
+# ``--model tts`` to read when lm-eval creates it (``tts_eval.plugin`` sets it around the call):
+# ``gen_kwargs`` (the --gen_kwargs mapping as given, not merged with any task's), ``seed`` (the
+# first value of --seed), ``cache_requests``, ``apply_chat_template``, and
+# ``repeated_model_args`` (keys given twice in --model_args, which lm-eval's parser merges).
+LM_EVAL_FLAGS: ContextVar[Mapping[str, Any] | None] = ContextVar(
+    "tts_eval_lm_eval_flags", default=None
+)
+# lm-eval --gen_kwargs key -> SearchConfig field
+GEN_KWARGS_FIELDS = {"max_gen_toks": "max_tokens", "temperature": "temperature", "top_p": "top_p"}
+# "until" cuts the returned text (per request); do_sample=false means temperature 0.
+GEN_KWARGS_ACCEPTED = (*GEN_KWARGS_FIELDS, "do_sample", "until")
+_FLAGS = "lm_eval"
+
+
+def search_values_of_gen_kwargs(gen_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The search settings lm-eval's ``--gen_kwargs`` asks for (checked; one-line errors).
+
+    ``max_gen_toks`` -> ``max_tokens``, ``temperature``, ``top_p``; ``do_sample=false`` means
+    greedy (temperature 0, whatever ``temperature`` says, as in lm-eval's hf model); ``until`` is
+    accepted (it cuts the returned text). Any other key is refused: search settings go in
+    ``--model_args``.
+    """
+    scope = f"{_FLAGS} --gen_kwargs"
+    for key, value in gen_kwargs.items():
+        if key not in GEN_KWARGS_ACCEPTED:
+            raise invalid(
+                key,
+                value,
+                f"{', '.join(GEN_KWARGS_ACCEPTED)} with --model tts "
+                "(other settings go in --model_args)",
+                scope=scope,
+            )
+    out: dict[str, Any] = {}
+    if "max_gen_toks" in gen_kwargs:
+        check_int("max_gen_toks", gen_kwargs["max_gen_toks"], 1, scope=scope)
+        out["max_tokens"] = gen_kwargs["max_gen_toks"]
+    if "temperature" in gen_kwargs:
+        value = gen_kwargs["temperature"]
+        check_float("temperature", value, "a number >= 0", lambda v: v >= 0, scope=scope)
+        out["temperature"] = float(value)
+    if "top_p" in gen_kwargs:
+        value = gen_kwargs["top_p"]
+        check_float("top_p", value, "a number in (0, 1]", lambda v: 0 < v <= 1, scope=scope)
+        out["top_p"] = float(value)
+    if "do_sample" in gen_kwargs:
+        value = gen_kwargs["do_sample"]
+        if not isinstance(value, bool):
+            raise invalid("do_sample", value, "true or false", scope=scope)
+        if not value:
+            out["temperature"] = 0.0
+    return out
+
+
+def batch_size_of_flag(value: Any, max_batch_size: Any, backend: str) -> int | None:
+    """The hf engine's rows per forward asked with lm-eval's ``--batch_size`` (None: not set).
+
+    ``N >= 2``: N rows (refused with ``backend=vllm``, which batches continuously). ``1`` is
+    lm-eval's default and cannot be told from no flag: not applied. ``auto`` / ``auto:N``: the
+    engine's default, or ``--max_batch_size`` when given (the most that ``auto`` may pick).
+    """
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text.startswith("auto"):
+        if max_batch_size is None or backend != "hf":
+            return None
+        check_int("--max_batch_size", max_batch_size, 1, scope=_FLAGS)
+        return int(max_batch_size)
+    try:
+        size = int(text)
+    except ValueError:
+        raise invalid(
+            "--batch_size", value, "an integer >= 1, auto or auto:N", scope=_FLAGS
+        ) from None
+    if size < 1:
+        raise invalid("--batch_size", value, "an integer >= 1, auto or auto:N", scope=_FLAGS)
+    if size == 1:
+        return None
+    if backend != "hf":
+        raise invalid(
+            "--batch_size",
+            value,
+            f"1 or auto with backend={backend} (vLLM batches continuously; --batch_size is the "
+            "rows per forward of backend=hf)",
+            scope=_FLAGS,
+        )
+    return size
+
+
+def _apply_lm_eval_flags(
+    raw: Mapping[str, Any],
+    engine_vals: dict[str, Any],
+    search_vals: dict[str, Any],
+    flags: Mapping[str, Any],
+) -> None:
+    """Fill ``engine_vals`` / ``search_vals`` from lm-eval's flags where model_args are silent."""
+    applied: list[str] = []
+    overridden: list[str] = []
+
+    def offer(target: dict[str, Any], field: str, value: Any, source: str) -> None:
+        if field in raw:
+            overridden.append(f"{source} (model_args {field}={raw[field]})")
+        else:
+            target[field] = value
+            applied.append(f"{source} -> {field}={value}")
+
+    seed = flags.get("seed")
+    # --seed's first value is 0 unless given: the same as the default seed, so only others count.
+    if seed is not None and seed != SearchConfig.seed:
+        check_int("--seed", seed, 0, scope=_FLAGS)
+        offer(search_vals, "seed", seed, f"--seed {seed}")
+        if "seed" not in raw:
+            engine_vals["seed"] = seed
+    gen_kwargs = flags.get("gen_kwargs") or {}
+    for field, value in search_values_of_gen_kwargs(gen_kwargs).items():
+        key = next(k for k, f in GEN_KWARGS_FIELDS.items() if f == field)
+        if field == "temperature" and gen_kwargs.get("do_sample") is False:
+            key = "do_sample"
+        offer(search_vals, field, value, f"--gen_kwargs {key}={gen_kwargs[key]}")
+    backend = str(raw.get("backend", "hf"))
+    flag = flags.get("batch_size")
+    size = batch_size_of_flag(flag, flags.get("max_batch_size"), backend)
+    if size is not None:
+        offer(engine_vals, "batch_size", size, f"--batch_size {flag}")
+    elif str(flag).strip().lower().startswith("auto") and "batch_size" not in raw:
+        what = "the engine's default rows per forward" if backend == "hf" else "continuous batching"
+        applied.append(f"--batch_size {flag} -> {what}")
+    if applied:
+        logger.info("lm-eval flags applied to --model tts: %s", "; ".join(applied))
+    if overridden:
+        logger.info("lm-eval flags overridden by model_args: %s", "; ".join(overridden))
 
 
 def accepted_keys() -> list[str]:
@@ -769,9 +945,16 @@ def parse_model_args(
 ) -> TTSConfig:
     """Validate flat ``model_args`` (string or mapping) and build a :class:`TTSConfig`.
 
-    ``extra`` holds what lm-eval's CLI passes to every model (``device``, ``batch_size``,
-    ``max_batch_size``); only a ``--device`` the user chose reaches the engine.
+    ``extra`` holds what lm-eval passes to every model (``device``, ``batch_size``,
+    ``max_batch_size``) and what ``--model tts`` learns of its other flags (:data:`LM_EVAL_FLAGS`:
+    ``seed``, ``gen_kwargs``, ``repeated_model_args``). A key set in model_args (or the recipe)
+    wins over a flag, a flag over the default; only a ``--device`` the user chose reaches the
+    engine; ``--batch_size`` follows :func:`batch_size_of_flag`.
     """
+    flags = dict(extra or {})
+    repeated = list(flags.get("repeated_model_args") or ())
+    if repeated:
+        raise ValueError(f"model_args key {repeated[0]!r} is given twice")
     raw = split_arg_string(args) if isinstance(args, str) else dict(args)
     if "config" in raw:
         raw = {**load_recipe(raw.pop("config")), **raw}
@@ -789,7 +972,7 @@ def parse_model_args(
     engine_vals = {k: v for k, v in raw.items() if k in engine_fields}
     # lm-eval's CLI always sends device="cuda:0" (its default), which says nothing: only a device
     # the user chose with --device reaches the engine; otherwise the engine's "auto" decides.
-    cli_device = dict(extra or {}).get("device")
+    cli_device = flags.get("device")
     if cli_device not in (None, LM_EVAL_DEFAULT_DEVICE) and "device" not in engine_vals:
         engine_vals["device"] = cli_device
     search_vals = {k: v for k, v in raw.items() if k in search_fields}
@@ -798,6 +981,7 @@ def parse_model_args(
         # No PRM and no strategy: plain sampling, i.e. majority over n samples (n=1 by default).
         search_vals["strategy"] = "majority"
         search_vals.setdefault("n", 1)
+    _apply_lm_eval_flags(raw, engine_vals, search_vals, flags)
     prm_vals = {PRM_KEYS[k]: v for k, v in raw.items() if k in PRM_KEYS}
     if has_prm and "gpu_memory_utilization" not in engine_vals:
         if not str(prm_vals.get("device") or "").startswith("cpu"):
@@ -813,8 +997,8 @@ def parse_model_args(
     elif len(prm_vals) > ("path" in prm_vals):
         given = ", ".join(k for k in raw if k in PRM_KEYS and k != "prm")
         raise ValueError(f"model_args {given} given without prm=<path or hub id of the PRM>")
+    fixed = {"engine": engine, "search": search, "prm": prm}
+    fixed["max_tokens_from_task"] = "max_tokens" not in search_vals
     return _build(
-        TTSConfig,
-        {"engine": engine, "search": search, "prm": prm, **top_vals},
-        {"engine": "engine", "search": "search", "prm": "prm", **{k: k for k in top_vals}},
+        TTSConfig, {**fixed, **top_vals}, {**{k: k for k in fixed}, **{k: k for k in top_vals}}
     )

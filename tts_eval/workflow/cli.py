@@ -1,8 +1,9 @@
 """Workflow subcommands of ``tts-eval``: ``sweep``, ``report``, ``plot``, ``fit-compute-optimal``.
 
 Each handler takes the remaining argv and returns an exit status; a bad argument, a missing or
-malformed recipe, or results of the wrong task is reported as ONE line on stderr (exit 2), never
-a traceback.
+malformed recipe, results of the wrong task, or an out-of-memory batch is reported as ONE line on
+stderr (exit 2), never a traceback. Signals are handled by ``tts_eval.cli`` (a sweep closes its
+searcher on the way out, so an interrupted sweep leaves no model processes behind).
 
 What this module does not do: the work itself (``sweep``, ``report``, ``plot``, ``fit``).
 """
@@ -17,6 +18,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import EngineError, OutOfMemoryError
+
 logger = logging.getLogger(__name__)
 
 
@@ -25,8 +28,12 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body(args)
-    except (ValueError, ImportError, FileNotFoundError) as exc:
-        print(f"tts-eval {prog}: error: {exc}", file=sys.stderr)
+    except (ValueError, ImportError, FileNotFoundError, OutOfMemoryError, EngineError) as exc:
+        text = str(exc).strip()
+        print(
+            f"tts-eval {prog}: error: {text.splitlines()[0] if text else type(exc).__name__}",
+            file=sys.stderr,
+        )
         return 2
 
 
