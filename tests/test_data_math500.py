@@ -161,3 +161,46 @@ def test_lm_eval_run_reports_one_line_before_generating(tmp_path):
         f"ValueError: TTS_EVAL_MATH500 file {path}, line {number}: {message} "
         "(required: problem, solution, answer, subject, level, unique_id)"
     )
+
+
+@pytest.mark.parametrize("command", ["lm_eval", "tts-eval eval"])
+def test_a_bad_file_is_reported_before_the_model_is_built(command, tmp_path):
+    """``--model tts`` with a policy path that does not exist: the data error comes first, so
+    nothing was loaded (the model would have failed on its path)."""
+    import subprocess
+    import sys
+
+    _, content, number, message = next(c for c in BAD_FILES if c[0] == "malformed-json")
+    path = tmp_path / "math500.jsonl"
+    path.write_bytes(content)
+    args = [
+        "--model",
+        "tts",
+        "--model_args",
+        "pretrained=/nonexistent/policy",
+        "--tasks",
+        "math500",
+    ]
+    if command == "lm_eval":
+        proc = run_lm_eval(args, {"TTS_EVAL_MATH500": str(path)}, tmp_path)
+        lines = [x for x in proc.stderr.splitlines() if x.startswith("ValueError: ")]
+        last = lines[-1] if lines else proc.stderr[-3000:]
+        assert last.startswith(f"ValueError: TTS_EVAL_MATH500 file {path}, line {number}: ")
+    else:
+        exe = Path(sys.executable).parent / "tts-eval"
+        proc = subprocess.run(
+            [str(exe), "eval", *args],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, "TTS_EVAL_MATH500": str(path), "HF_HUB_OFFLINE": "1"},
+            cwd=tmp_path,
+            timeout=300,
+        )
+        assert (
+            proc.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"tts-eval eval: error: TTS_EVAL_MATH500 file {path}, line {number}: ")
+        ), proc.stderr[-3000:]
+    assert proc.returncode != 0
+    assert "pretrained" not in proc.stderr.splitlines()[-1]
+    assert message in proc.stderr

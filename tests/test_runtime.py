@@ -370,6 +370,8 @@ def test_two_ray_workers_reproduce_one_worker_for_every_setting(
             pids = {(r.settings[WORKER_KEY]["rank"], r.settings[WORKER_KEY]["pid"]) for r in got}
             assert pids == {(info["rank"], info["pid"]) for info in searcher.infos}
         assert [info["loads"] for info in searcher.infos] == [1, 1]
+        assert searcher.max_model_len == 4096  # the tiny Llama's max_position_embeddings
+        assert searcher.tokenizer is not None
     assert ray_cluster.is_initialized(), "a searcher that joined a session must not shut it down"
 
 

@@ -690,3 +690,17 @@ def test_healthy_fit_has_no_notes(results_dir, caplog):
     )
     assert table.notes == ()
     assert not [r for r in caplog.records if r.getMessage().startswith("fit-compute-optimal")]
+
+
+def test_fit_cli_takes_the_settings_group_to_fit(results_dir, tmp_path, capsys):
+    from tts_eval.workflow.cli import fit_main
+
+    folder = _two_temperatures(results_dir)
+    assert fit_main([str(folder)]) != 0
+    assert "--settings DIGEST" in capsys.readouterr().err
+    digest = build_report(load_results(folder), SPEC, is_correct, bootstrap_iters=10)[
+        "settings_groups"
+    ][1]["digest"]
+    out = tmp_path / "table.json"
+    assert fit_main([str(folder), "--settings", digest[:6], "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["entries"]

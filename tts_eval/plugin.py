@@ -25,8 +25,10 @@ registered as a lazy ``"module:Class"`` placeholder).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import logging
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -132,6 +134,28 @@ def lm_eval_flags(signature: inspect.Signature, args: tuple, kwargs: dict) -> di
     }
 
 
+def _task_names(signature: inspect.Signature, args: tuple, kwargs: dict) -> list[str]:
+    try:
+        tasks = signature.bind_partial(*args, **kwargs).arguments.get("tasks")
+    except TypeError:
+        return []
+    if isinstance(tasks, str):
+        tasks = tasks.split(",")
+    return [t.strip() for t in tasks or [] if isinstance(t, str)]
+
+
+def check_task_data(tasks: Sequence[str]) -> None:
+    """Check the local data file of our tasks among ``tasks`` (``math500`` with
+    ``$TTS_EVAL_MATH500``) before lm-eval builds the model: one line naming file, line and field."""
+    if "math500" not in tasks or not os.environ.get("TTS_EVAL_MATH500"):
+        return
+    hooks = tasks_dir() / "math500" / "utils.py"
+    spec = importlib.util.spec_from_file_location("tts_eval_math500_hooks", hooks)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.check_math500_file()
+
+
 def patch_simple_evaluate(evaluator: ModuleType | None = None) -> None:
     """Make ``simple_evaluate`` publish its flags in :data:`~tts_eval.settings.LM_EVAL_FLAGS`."""
     if evaluator is None:
@@ -143,6 +167,7 @@ def patch_simple_evaluate(evaluator: ModuleType | None = None) -> None:
 
     @functools.wraps(original)
     def simple_evaluate(*args, **kwargs):
+        check_task_data(_task_names(signature, args, kwargs))
         token = LM_EVAL_FLAGS.set(lm_eval_flags(signature, args, kwargs))
         try:
             return original(*args, **kwargs)

@@ -23,7 +23,12 @@ from tts_eval.types import Problem, SearchResult
 
 @runtime_checkable
 class Searcher(Protocol):
-    """Something that searches: loaded models (here or on workers) behind three calls."""
+    """Something that searches: loaded models (here or on workers) behind three calls.
+
+    Both searchers also expose ``tokenizer`` (the policy's, for rendering text) and
+    ``max_model_len`` (the policy's context length, or None when unknown); ``TTSLM`` reads them
+    when present, so fakes need not provide them.
+    """
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Token ids of a chat, rendered with the policy's chat template and generation prompt."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from tts_eval.engines import load_engine
 from tts_eval.grader import answer_spec
@@ -66,6 +67,16 @@ class LocalSearcher:
             raise
         _loads += 1
         return cls(engine, prm, answer_spec(config.answer))
+
+    @property
+    def tokenizer(self) -> Any:
+        """The policy tokenizer (None for engines without one, e.g. test fakes)."""
+        return getattr(self.engine, "tokenizer", None)
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The policy's context length (prompt + completion), when the engine knows it."""
+        return getattr(self.engine, "max_model_len", None)
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return self.engine.render_prompt(messages)

@@ -185,6 +185,7 @@ class SearchWorker:
             "load_s": self.load_s,
             "loads": models_loaded(),
             "restarted": self.restarted,
+            "max_model_len": self.searcher.max_model_len if self.searcher else None,
         }
 
     def search(
@@ -270,6 +271,12 @@ class RaySearcher:
     @property
     def workers(self) -> int:
         return len(self._actors)
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The policy's context length, as the workers' engines reported it at start-up."""
+        limits = [info.get("max_model_len") for info in self.infos]
+        return min(limits) if limits and None not in limits else None
 
     @classmethod
     def from_config(

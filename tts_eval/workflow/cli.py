@@ -189,6 +189,12 @@ def fit_main(argv: Sequence[str]) -> int:
     parser.add_argument("--out", help="table path (default: <results>/compute_optimal_table.json)")
     parser.add_argument("--probe-n", type=int, default=4, help="probe samples per problem")
     parser.add_argument("--bins", type=int, default=5, help="difficulty bins (quantiles)")
+    parser.add_argument(
+        "--settings",
+        metavar="DIGEST",
+        help="the settings group to fit (a digest or its prefix, as `tts-eval report` lists them); "
+        "needed when the folder holds runs of several search settings",
+    )
     _estimate_args(parser)
 
     def body(args: argparse.Namespace) -> int:
@@ -199,7 +205,7 @@ def fit_main(argv: Sequence[str]) -> int:
 
         results = load_results(args.results, task=args.task)
         settings = EstimateSettings(max_exact=args.max_exact, draws=args.draws, seed=args.seed)
-        estimates = estimate_results(results, settings=settings)
+        estimates = estimate_results(results, settings=settings, group=args.settings)
         table = fit_table(
             estimates, run_settings_of(results), probe_n=args.probe_n, num_bins=args.bins
         )
