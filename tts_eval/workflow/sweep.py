@@ -276,7 +276,11 @@ def _sweep_model(config: Any, searcher: Any, sink: Path, key: str):
             return outputs
 
     return SweepLM(
-        config=dataclasses.replace(config, eager_load=False, trace_path=None), searcher=searcher
+        # max_tokens is the recipe's (recorded in the run's settings), never the task's max_gen_toks.
+        config=dataclasses.replace(
+            config, eager_load=False, trace_path=None, max_tokens_from_task=False
+        ),
+        searcher=searcher,
     )
 
 
