@@ -13,6 +13,13 @@ While generating, both engines raise ``ValueError`` for a bad request (before an
 failure; both show a tqdm progress bar on stderr for long calls (their ``progress`` attribute:
 None = calls longer than a couple of seconds, True = always, False = never).
 
+Partial solutions are continued by token ids: a request's prompt is the problem's prompt ids plus
+the ids the model sampled so far, never re-tokenised text. The difference is real: SmolLM2 writes a
+step end ".\n\n" as "." "\n" "\n" (three tokens) while its tokenizer encodes the same text with one
+"\n\n" token, so re-tokenising would condition the model on a sequence it did not write (and the
+next step differs; ``tests/test_real_model.py``). The search-and-learn reference scripts continue
+from text; tts-eval follows the model's own path, as vLLM's prefix cache needs anyway.
+
 Importing this package is cheap: torch, transformers and vllm are imported only when an engine is
 built.
 """
