@@ -98,7 +98,13 @@ def test_sigterm_of_a_vllm_sweep_leaves_no_process_behind(tiny_llama, math500_pa
     psutil = pytest.importorskip("psutil")
     args = {"pretrained": str(tiny_llama), "backend": "vllm", "max_tokens": 3000}
     recipe = sweep_recipe(tmp_path, args)
-    env = {"TTS_EVAL_MATH500": str(math500_path), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # vLLM's engine core in its own process, as users get it (other tests of the session may
+    # have set VLLM_ENABLE_V1_MULTIPROCESSING=0 in this environment).
+    env = {
+        "TTS_EVAL_MATH500": str(math500_path),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+    }
     proc, log = start(["sweep", str(recipe), "--no-progress"], env, tmp_path)
     wait_for(proc, log, STARTED)
     children = psutil.Process(proc.pid).children(recursive=True)
