@@ -135,3 +135,34 @@ def test_hf_and_vllm_greedy_outputs_are_token_identical(smollm2, hf_engine, monk
         reasons.add(ca.finish_reason)
     assert reasons == {FinishReason.STEP, FinishReason.EOS, FinishReason.LENGTH}
     assert continued, "some first steps should have ended at the delimiter"
+
+
+def test_rlhflow_format_on_the_real_tokenizer_reads_at_the_labels(smollm2):
+    """SmolLM2 as a stand-in RLHFlow PRM: each step's score is read at the token right before its
+    "+" label, and scores computed incrementally (step by step, through the prefix cache) equal a
+    fresh full rescoring. Math-Shepherd needs " ки" as one token, which this tokenizer lacks: a
+    one-line error before any weights load."""
+    from transformers import AutoTokenizer
+
+    from tts_eval.prm import PRMTokenizerError, load_prm
+    from tts_eval.types import PRMRequest
+
+    steps = ("We add one and one.\n\n", "That makes two.\n\n", "So the answer is $\\boxed{2}$.")
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    prm = load_prm(str(smollm2), prm_type="rlhflow", device="cpu", dtype="float32")
+    full = PRMRequest("What is 1+1?", steps)
+    formatted = prm.render(full)
+    assert len(formatted.read_positions) == len(steps)
+    for pos in formatted.read_positions:
+        assert tok.decode([formatted.token_ids[pos + 1]]) == "+"
+    incremental = [prm.score([PRMRequest(full.problem, steps[:k])])[0] for k in (1, 2, 3)]
+    fresh = load_prm(str(smollm2), prm_type="rlhflow", device="cpu", dtype="float32")
+    (rescored,) = fresh.score([full])
+    assert incremental[-1].step_scores == pytest.approx(rescored.step_scores, abs=1e-5)
+    assert incremental[-1].tokens_processed < rescored.tokens_processed  # the prefix was reused
+    assert all(0.0 < s < 1.0 for s in rescored.step_scores)
+    with pytest.raises(PRMTokenizerError, match="ки") as info:
+        load_prm(str(smollm2), prm_type="math_shepherd", device="cpu")
+    assert "\n" not in str(info.value)
+    prm.close()
+    fresh.close()
