@@ -221,10 +221,8 @@ def fixture_runs() -> dict[str, list[dict]]:
     }
 
 
-@pytest.fixture
-def results_dir(tmp_path) -> Path:
-    folder = tmp_path / "results"
-    runs = fixture_runs()
+def write_results(folder: Path, runs: dict[str, list[dict]], n: int) -> Path:
+    """A version-1 results folder holding ``runs`` (run key -> trace records)."""
     for key, records in runs.items():
         path = folder / RUNS_DIR / f"{key}.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,10 +235,17 @@ def results_dir(tmp_path) -> Path:
             "task": "math500",
             "pretrained": "org/policy",
             "prm": "org/prm",
-            "runs": [{"key": k, "strategy": k.split("-")[0], "n": 0} for k in runs],
+            "runs": [{"key": k, "strategy": k.split("-")[0], "n": n} for k in runs],
         },
     )
     return folder
+
+
+@pytest.fixture
+def results_dir(tmp_path) -> Path:
+    folder = tmp_path / "results"
+    runs = fixture_runs()
+    return write_results(folder, runs, n=0)
 
 
 def rows_by(report):
@@ -622,22 +627,7 @@ def _hopeless_results(folder: Path) -> Path:
             for i, doc in enumerate([DOC_A, DOC_B])
         ],
     }
-    for key, records in runs.items():
-        path = folder / RUNS_DIR / f"{key}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    write_json_atomic(
-        folder / MANIFEST,
-        {
-            "format": "tts-eval/sweep",
-            "version": 1,
-            "task": "math500",
-            "pretrained": "org/policy",
-            "prm": "org/prm",
-            "runs": [{"key": k, "strategy": k.split("-")[0], "n": 2} for k in runs],
-        },
-    )
-    return folder
+    return write_results(folder, runs, n=2)
 
 
 def test_degenerate_fit_warns_and_notes_it_beside_the_table(tmp_path, results_dir, caplog):
