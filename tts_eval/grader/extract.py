@@ -46,7 +46,8 @@ _TOKEN_RE = re.compile(r"\S+")
 _LATEX_MARK_RE = re.compile(r"\\[A-Za-z]|[{}^_]")
 _NOT_BARE_RE = re.compile(r"^[A-Za-z]{2}|\$|\\[()\[\]]|<\||\|>|(?<![A-Za-z\\])[A-Za-z]{3}")
 _PHRASE_RE = re.compile(
-    r"final\s+answer\s*(?:is|:)|answer\s+is|answer\s*:|(?:result|solution)\s+is\s*:?", re.IGNORECASE
+    r"final\s+answer\s*(?:is\s*:?|:)|answer\s+is\s*:?|answer\s*:|(?:result|solution)\s+is\s*:?",
+    re.IGNORECASE,
 )
 _PHRASE_END_RE = re.compile(r"I hope|\n\s*\n|<\|", re.IGNORECASE)
 _CONNECTOR_RE = re.compile(r"^(?:[,;&]|and|or|\\quad|\\qquad|\\text\{[^{}]*\}|\\[,;! ]|\s)*$")
