@@ -479,21 +479,17 @@ def _until(gen_kwargs: Mapping[str, Any]) -> list[str]:
 
 
 def _searcher_tokenizer(searcher: Searcher) -> Any:
-    """The policy tokenizer a searcher holds (RaySearcher's, LocalSearcher's engine's), if any."""
-    for holder in (searcher, getattr(searcher, "engine", None)):
-        tokenizer = getattr(holder, "tokenizer", None)
-        if callable(getattr(tokenizer, "apply_chat_template", None)):
-            return tokenizer
-    return None
+    """The policy tokenizer the searcher exposes (``Searcher.tokenizer``), if it renders chats."""
+    tokenizer = getattr(searcher, "tokenizer", None)
+    return tokenizer if callable(getattr(tokenizer, "apply_chat_template", None)) else None
 
 
 def _prompt_limit(searcher: Searcher, config: TTSConfig) -> int | None:
-    """The policy's context length: the searcher's or its engine's ``max_model_len``, else the
-    setting (None: unknown, nothing is skipped here)."""
-    for holder in (searcher, getattr(searcher, "engine", None)):
-        value = getattr(holder, "max_model_len", None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
+    """The policy's context length (``Searcher.max_model_len``), else the setting (None:
+    unknown, nothing is skipped here)."""
+    value = getattr(searcher, "max_model_len", None)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
     return config.engine.max_model_len
 
 
