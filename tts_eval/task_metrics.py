@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from tts_eval.grader import MathAnswerSpec, grade_verdict, is_equiv
-from tts_eval.types import SearchResult
+from tts_eval.types import AnswerSpec, SearchResult
 
 TRACE_KEY = "tts_trace"
 STATUS_KEY = "grade_status"
@@ -45,7 +45,11 @@ def math_metrics(output: str, gold: str) -> dict[str, Any]:
     return metrics
 
 
-def trace_metrics(result: SearchResult, gold: str) -> dict[str, Any]:
+def trace_metrics(
+    result: SearchResult, gold: str, spec: AnswerSpec | None = None
+) -> dict[str, Any]:
+    """The metrics of one search trace against ``gold``, answers grouped and graded by ``spec``
+    (default: :class:`~tts_eval.grader.MathAnswerSpec`, the math500 grader)."""
     from tts_eval.search.voting import (
         AnswerGrouper,
         majority_vote,
@@ -57,10 +61,11 @@ def trace_metrics(result: SearchResult, gold: str) -> dict[str, Any]:
 
     candidates = result.candidates
     agg = str(result.settings.get("agg", "last"))
-    grouper = AnswerGrouper(MathAnswerSpec())
+    grouper = AnswerGrouper(spec if spec is not None else MathAnswerSpec())
+    equivalent = spec.equivalent if spec is not None else is_equiv
 
     def correct(answer: str | None) -> bool:
-        return answer is not None and is_equiv(answer, gold)
+        return answer is not None and equivalent(answer, gold)
 
     def hit(index: int | None) -> float:
         return float(index is not None and correct(candidates[index].answer))
