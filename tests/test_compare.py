@@ -9,7 +9,6 @@ end run on tiny models: a two-strategy sweep and a ``--model hf`` CoT run in one
 from __future__ import annotations
 
 import json
-import math
 import struct
 from pathlib import Path
 
@@ -527,41 +526,50 @@ def test_report_figures_are_readable(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_and_hf_cot_run_compared_end_to_end(tmp_path, monkeypatch, tiny_llama, tiny_prm):
-    """A two-strategy sweep (tiny policy + tiny PRM) and a ``--model hf`` CoT run of lm-eval on the
-    same problems, in one leaderboard and one figure; every count read from the models' files."""
+def test_sweep_and_hf_cot_run_compared_end_to_end(tmp_path, monkeypatch, scripted_llama, tiny_prm):
+    """A two-strategy sweep (scripted tiny policy + tiny PRM) and a ``--model hf`` CoT run of
+    lm-eval on the same problems, in one leaderboard and one figure; parameter counts read from
+    the models' files, tokens from the traces and (CoT) counted with the policy's tokenizer."""
     from lm_eval_cli import run_lm_eval
-    from test_workflow_sweep import write_inputs
 
-    data_env = {"TTS_EVAL_MATH500": str(tmp_path / "math500.jsonl")}
-    monkeypatch.setenv("TTS_EVAL_MATH500", data_env["TTS_EVAL_MATH500"])
-    write_inputs(tmp_path, tmp_path / "unused")
+    data = tmp_path / "math500.jsonl"
+    docs = [("What is 3-2?", "1", 1, "Algebra"), ("What is 1+1?", "2", 2, "Prealgebra")]
+    data.write_text(
+        "".join(
+            json.dumps(
+                {"problem": p, "solution": a, "answer": a, "level": lv, "subject": s}
+                | {"unique_id": f"test/{i}.json"}
+            )
+            + "\n"
+            for i, (p, a, lv, s) in enumerate(docs)
+        )
+    )
+    monkeypatch.setenv("TTS_EVAL_MATH500", str(data))
     recipe = tmp_path / "tiny.yaml"
     model_args = {
-        "pretrained": str(tiny_llama),
+        "pretrained": str(scripted_llama),
         "prm": str(tiny_prm),
+        "prm_type": "rlhflow",
         "beam_width": 2,
-        "max_tokens": 12,
-        "num_iterations": 2,
+        "max_tokens": 24,
+        "num_iterations": 3,
         "device": "cpu",
     }
     sweep = {
         "task": "math500",
         "strategies": ["best_of_n", "beam_search"],
-        "budgets": [2],
-        "limit": 2,
+        "budgets": [2, 4],
         "output_dir": str(tmp_path / "sweep"),
     }
     recipe.write_text(json.dumps({"model_args": model_args, "sweep": sweep}))
     assert cli_main(["sweep", str(recipe), "--no-progress"]) == 0
     proc = run_lm_eval(
         [
-            "--model", "hf", "--model_args", f"pretrained={tiny_llama},dtype=float32",
-            "--tasks", "math500", "--limit", "2", "--apply_chat_template",
-            "--gen_kwargs", "max_gen_toks=8", "--output_path", str(tmp_path / "cot"),
-            "--log_samples",
+            "--model", "hf", "--model_args", f"pretrained={scripted_llama},dtype=float32",
+            "--tasks", "math500", "--apply_chat_template", "--gen_kwargs", "max_gen_toks=24",
+            "--output_path", str(tmp_path / "cot"), "--log_samples",
         ],
-        data_env,
+        {"TTS_EVAL_MATH500": str(data)},
         tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -570,9 +578,8 @@ def test_sweep_and_hf_cot_run_compared_end_to_end(tmp_path, monkeypatch, tiny_ll
     argv += ["--label", f"{tmp_path / 'cot'}=CoT", "--baseline", "CoT", "--bootstrap", "200"]
     assert cli_main(argv) == 0
     board = json.loads((out / "leaderboard.json").read_text())
-    labels = [s["label"] for s in board["systems"]]
-    short, prm = tiny_llama.name, tiny_prm.name
-    assert labels == [
+    short, prm = scripted_llama.name, tiny_prm.name
+    assert [s["label"] for s in board["systems"]] == [
         f"{short}: majority",
         f"{short} + {prm}: best_of_n (weighted)",
         f"{short} + {prm}: beam_search (weighted)",
@@ -580,14 +587,28 @@ def test_sweep_and_hf_cot_run_compared_end_to_end(tmp_path, monkeypatch, tiny_ll
     ]
     models = {m["model"]: m for m in board["models"]}
     assert {m["method"] for m in models.values()} == {"safetensors headers"}
-    p_policy, p_prm = models[str(tiny_llama)]["params"], models[str(tiny_prm)]["params"]
-    assert p_policy == 460160
+    for path in (scripted_llama, tiny_prm):  # the headers agree with the architecture
+        config = json.loads((path / "config.json").read_text())
+        assert models[str(path)]["params"] == estimate_from_config(config)
+    p_policy, p_prm = models[str(scripted_llama)]["params"], models[str(tiny_prm)]["params"]
+    rows = {(r["system"], r["n"]): r for r in board["rows"]}
+    assert set(rows) == {
+        (f"{short}: majority", 1),
+        (f"{short}: majority", 2),
+        (f"{short}: majority", 4),
+        (f"{short} + {prm}: best_of_n (weighted)", 1),
+        (f"{short} + {prm}: best_of_n (weighted)", 2),
+        (f"{short} + {prm}: best_of_n (weighted)", 4),
+        (f"{short} + {prm}: beam_search (weighted)", 2),
+        (f"{short} + {prm}: beam_search (weighted)", 4),
+        ("CoT", 1),
+    }
     for row in board["rows"]:
         assert row["problems"] == 2 and row["policy_tokens"] > 0 and row["prompt_tokens"] > 0
         flops = 2 * p_policy * (row["policy_tokens"] + row["prompt_tokens"])
         assert row["flops"] == pytest.approx(flops + 2 * p_prm * row["prm_tokens"])
-    cot = [r for r in board["rows"] if r["system"] == "CoT"]
-    assert len(cot) == 1 and 0 < cot[0]["policy_tokens"] <= 8  # max_gen_toks=8
+        uses_prm = "+" in row["system"]
+        assert (row["prm_tokens"] > 0) == uses_prm, row["system"]
     assert board["baseline"]["system"] == "CoT" and len(board["matched"]) == 3
     assert all(m["match"] for m in board["matched"])
     text = (out / "leaderboard.md").read_text()
@@ -595,4 +616,3 @@ def test_sweep_and_hf_cot_run_compared_end_to_end(tmp_path, monkeypatch, tiny_ll
     assert (out / "leaderboard.html").read_text().startswith("<!DOCTYPE html>")
     png = out / "compare_accuracy_vs_flops.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert math.isfinite(board["baseline"]["flops"])
