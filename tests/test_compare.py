@@ -217,6 +217,61 @@ def test_tokens_without_a_local_tokenizer_are_unknown_never_guessed(tmp_path):
         build_leaderboard([system], params, baseline=system.label)
 
 
+def test_every_strategy_compute_optimal_unknown_ones_and_ray_records(tmp_path):
+    """compute_optimal records (routed settings + requested_settings), a strategy this registry
+    does not know (e.g. particle filtering from a newer tts-eval) and records of Ray workers are
+    systems like any other: one point at their budget, PRM charged."""
+    from test_workflow import cand, record
+
+    def traced(strategy, doc_id, doc, answer, **settings):
+        r = record(f"{strategy}-n4", strategy, 4, doc_id, doc, [cand(answer, 0.5)], 0, 100)
+        r.pop("run_key")
+        r["settings"] = {**r["settings"], **settings, "worker": {"rank": doc_id, "node": "n0"}}
+        return r
+
+    routed = {"strategy": "compute_optimal", "n": 4, "beam_width": 2, "selection": "naive"}
+    records = [
+        traced("compute_optimal", 0, DOC_A, "3", requested_settings=routed, routed_strategy="dvts"),
+        traced("compute_optimal", 1, DOC_B, "7", requested_settings=routed, routed_strategy="bon"),
+        traced("particle_filtering", 0, DOC_A, "3"),
+        traced("particle_filtering", 1, DOC_B, "1/2"),
+    ]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    systems = load_systems(path, policy="org/policy", prm="org/prm", **GRADING)
+    # two settings groups (the runs' selections differ), labelled as tts-eval report does
+    assert [s.label for s in systems] == [
+        'policy + prm: compute_optimal (naive) [selection="naive"]',
+        'policy + prm: particle_filtering (weighted) [selection="weighted"]',
+    ]
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
+    board = build_leaderboard(systems, params, bootstrap_iters=10)
+    assert [(r["n"], r["accuracy"]) for r in board["rows"]] == [(4, 0.5), (4, 1.0)]
+    for row in board["rows"]:  # 100 policy and 200 PRM tokens per problem
+        assert row["flops"] == pytest.approx(2 * P_POLICY * 100 + 2 * P_PRM * 200)
+
+
+def test_a_tts_run_logged_by_lm_eval_reads_as_its_traces(tmp_path):
+    sub = tmp_path / "tts" / "org__policy"
+    sub.mkdir(parents=True)
+    config = {"model": "tts", "model_args": "pretrained=org/policy,prm=org/prm,strategy=best_of_n"}
+    (sub / f"results_{STAMP}.json").write_text(
+        json.dumps({"results": {"math500": {}}, "config": config})
+    )
+    rows = []
+    for r in fixture_runs()["best_of_n-n4-x"]:
+        trace = {k: v for k, v in r.items() if k not in ("doc", "task", "run_key", "doc_id")}
+        rows.append({"doc_id": r["doc_id"], "doc": r["doc"], "tts_trace": trace, "exact_match": 0})
+    (sub / f"samples_math500_{STAMP}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    systems = load_systems(tmp_path / "tts", **GRADING)
+    assert [s.label for s in systems] == ["policy: majority", "policy + prm: best_of_n (weighted)"]
+    assert {s.kind for s in systems} == {"lm-eval tts"}
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
+    board = build_leaderboard(systems, params, bootstrap_iters=10)
+    bon = rows_of(board, "policy + prm: best_of_n (weighted)")
+    assert {n: r["accuracy"] for n, r in bon.items()} == {1: 0.375, 2: 0.5, 4: 0.5}
+
+
 # --------------------------------------------------------------------------- matched compute
 
 
