@@ -197,6 +197,7 @@ def report_figures(
                         cell=lambda r, level=level: r["by_level"][level],
                     )
             ax.set_xscale("log", base=2)
+            ax.set_xticks(budgets, [str(n) for n in budgets])
             _style(ax, "budget n (log2)", zoom)
             ax.set_title(f"level {level}")
         for ax in list(axes.flat)[len(levels) :]:
