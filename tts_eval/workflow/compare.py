@@ -34,8 +34,10 @@ percentile-bootstrap interval over problems; and, with a baseline, the matched c
   crossing; ``extrapolated`` past its last two points when it never gets there (and still rises);
   ``at most`` its cheapest point when that already matches; ``not reached`` otherwise.
 
-Results of different tasks, or whose shared problems have different gold answers, are refused
-with one line; so is a paired comparison of systems with no problem in common.
+Results of different tasks, two systems with no problem in common, or a problem with different
+gold answers in two systems are refused with one line. Systems on overlapping problem sets (e.g. one
+run with ``--limit``) are compared: each row says on how many problems it stands, and paired
+differences use the shared problems only.
 
 :func:`to_markdown` / :func:`to_html` render the leaderboard; figures are drawn by
 :func:`tts_eval.workflow.plot.plot_comparison`.
@@ -582,7 +584,7 @@ def paired_bootstrap(
 
 def flops_to_match(curve: Sequence[tuple[float, float]], target: float) -> tuple[float | None, str]:
     """FLOPs at which a curve of (FLOPs, accuracy) points first reaches ``target`` (docstring)."""
-    points = sorted(curve)
+    points = sorted((f, a) for f, a in curve if f > 0)  # log FLOPs: no zero-cost points
     if not points:
         return None, "not reached"
     if points[0][1] >= target:
