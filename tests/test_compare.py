@@ -357,6 +357,23 @@ def test_matched_compute_against_a_cot_baseline_by_hand(tmp_path, tiny_llama):
     assert "| policy + prm: dvts (weighted) | - | none within budget |" in text
 
 
+def test_overlapping_problem_sets_pair_on_shared_problems_and_count_the_rest(tmp_path, tiny_llama):
+    doc_c = {"unique_id": "c", "answer": "9", "level": 3, "subject": "Algebra"}
+    cot = lm_eval_folder(tmp_path / "cot", str(tiny_llama), docs=(DOC_A, doc_c), correct=(0.0, 1.0))
+    systems = unique_labels(
+        load_systems(sweep_folder(tmp_path / "sweep"), **GRADING) + load_systems(cot, label="CoT")
+    )
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM, str(tiny_llama): 1e12})
+    board = build_leaderboard(systems, params, baseline="CoT", bootstrap_iters=100)
+    assert board["problems"] == 3 and rows_of(board, "CoT")[1]["problems"] == 2
+    major = {m["system"]: m for m in board["matched"]}["policy: majority"]
+    diff = major["difference"]
+    # only document A is shared: majority's best n within budget (n=2: A 0.5) minus CoT's 0.0
+    assert (diff["problems"], diff["only_first"], diff["only_second"]) == (1, 1, 1)
+    assert diff["mean"] == pytest.approx(0.5)
+    assert "| 1 (2) |" in to_markdown(board)
+
+
 def test_baseline_at_a_budget_and_unknown_baselines(tmp_path):
     systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING)
     params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})  # short names work
