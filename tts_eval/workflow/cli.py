@@ -38,13 +38,14 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -
         return 2
 
 
-def _estimate_args(parser: argparse.ArgumentParser) -> None:
+def _estimate_args(parser: argparse.ArgumentParser, table: bool = True) -> None:
     parser.add_argument("--task", help="refuse results of any other task (e.g. math500)")
-    parser.add_argument(
-        "--table",
-        help="compute-optimal table for the fitted curve "
-        "(default: compute_optimal_table.json in the results folder, if any)",
-    )
+    if table:
+        parser.add_argument(
+            "--table",
+            help="compute-optimal table for the fitted curve "
+            "(default: compute_optimal_table.json in the results folder, if any)",
+        )
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument(
         "--draws",
@@ -295,7 +296,7 @@ def compare_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--zoom", action="store_true", help="fit accuracy axes to the data instead of 0-100%%"
     )
-    _estimate_args(parser)
+    _estimate_args(parser, table=False)  # a fitted curve is scored on its own fit: no system
 
     def body(args: argparse.Namespace) -> int:
         from tts_eval.workflow.compare import (
@@ -311,8 +312,6 @@ def compare_main(argv: Sequence[str]) -> int:
         from tts_eval.workflow.params import parse_params
         from tts_eval.workflow.results import write_json_atomic
 
-        if args.table:
-            raise ValueError("--table does not apply to compare (fitted curves are not systems)")
         labels = _by_result(_pairs(args.label, "--label", "PATH=NAME"), args.results, "--label")
         policies = _by_result(
             _pairs(args.policy, "--policy", "PATH=MODEL"), args.results, "--policy"
