@@ -60,7 +60,12 @@ from typing import Any
 
 from tts_eval.settings import STRATEGY_INFO
 from tts_eval.types import AnswerSpec
-from tts_eval.workflow.estimate import PRM_FREE_CURVES, EstimateSettings, bootstrap_ci
+from tts_eval.workflow.estimate import (
+    PRM_FREE_CURVES,
+    EstimateSettings,
+    bootstrap_ci,
+    curve_sort_key,
+)
 from tts_eval.workflow.params import ParamCount, parameter_count, short_name
 from tts_eval.workflow.results import Results
 
@@ -184,7 +189,10 @@ def trace_systems(
     for group in settings_groups(results):
         estimates = estimate_results(results, spec, is_correct, settings, group=group.digest)
         curves: dict[str, list[Any]] = {}
-        for (curve, _n), point in sorted(estimates.points.items(), key=lambda kv: kv[0][1]):
+        ordered = sorted(
+            estimates.points.items(), key=lambda kv: (curve_sort_key(kv[0][0]), kv[0][1])
+        )
+        for (curve, _n), point in ordered:
             if curve not in ORACLE_CURVES:
                 curves.setdefault(curve, []).append(point)
         for curve, points in curves.items():
