@@ -121,6 +121,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
         "fit the strategy=compute_optimal routing table from a sweep",
         _workflow("fit_main"),
     ),
+    "compare": (
+        "one leaderboard of sweeps and lm-eval runs at matched compute (FLOPs), with figures",
+        _workflow("compare_main"),
+    ),
 }
 
 

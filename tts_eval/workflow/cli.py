@@ -1,4 +1,5 @@
-"""Workflow subcommands of ``tts-eval``: ``sweep``, ``report``, ``plot``, ``fit-compute-optimal``.
+"""Workflow subcommands of ``tts-eval``: ``sweep``, ``report``, ``plot``, ``fit-compute-optimal``,
+``compare``.
 
 Each handler takes the remaining argv and returns an exit status; a bad argument, a missing or
 malformed recipe, results of the wrong task, or an out-of-memory batch is reported as ONE line on
@@ -37,13 +38,14 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -
         return 2
 
 
-def _estimate_args(parser: argparse.ArgumentParser) -> None:
+def _estimate_args(parser: argparse.ArgumentParser, table: bool = True) -> None:
     parser.add_argument("--task", help="refuse results of any other task (e.g. math500)")
-    parser.add_argument(
-        "--table",
-        help="compute-optimal table for the fitted curve "
-        "(default: compute_optimal_table.json in the results folder, if any)",
-    )
+    if table:
+        parser.add_argument(
+            "--table",
+            help="compute-optimal table for the fitted curve "
+            "(default: compute_optimal_table.json in the results folder, if any)",
+        )
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument(
         "--draws",
@@ -150,6 +152,9 @@ def plot_main(argv: Sequence[str]) -> int:
         "--ref", action="append", default=[], help='reference line "LABEL=ACCURACY%%", repeatable'
     )
     parser.add_argument("--oracle", action="store_true", help="also draw pass@n (coverage)")
+    parser.add_argument(
+        "--zoom", action="store_true", help="fit accuracy axes to the data instead of 0-100%%"
+    )
     _estimate_args(parser)
 
     def body(args: argparse.Namespace) -> int:
@@ -173,7 +178,7 @@ def plot_main(argv: Sequence[str]) -> int:
             if args.out
             else ((source if source.is_dir() else source.parent) / "figures")
         )
-        for path in plot_report(report, out, refs, oracle=args.oracle):
+        for path in plot_report(report, out, refs, oracle=args.oracle, zoom=args.zoom):
             print(path)
         return 0
 
@@ -222,3 +227,131 @@ def fit_main(argv: Sequence[str]) -> int:
         return 0
 
     return _guard("fit-compute-optimal", body, parser, argv)
+
+
+def _pairs(values: Sequence[str], option: str, accepted: str) -> dict[str, str]:
+    out = {}
+    for text in values:
+        key, sep, value = text.rpartition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"{option} {text!r} is invalid; accepted: {accepted}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _by_result(mapping: dict[str, str], results: Sequence[str], option: str) -> dict[str, str]:
+    """``mapping`` keyed by the RESULT it names (as given or the same path resolved)."""
+    resolved = {str(Path(r).resolve()): r for r in results}
+    out = {}
+    for key, value in mapping.items():
+        result = key if key in results else resolved.get(str(Path(key).resolve()))
+        if result is None:
+            raise ValueError(
+                f"{option} {key}={value}: {key} is none of the RESULTs; accepted: "
+                + ", ".join(results)
+            )
+        out[result] = value
+    return out
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tts-eval compare",
+        description="One leaderboard of systems at matched compute (accuracy, tokens, FLOPs), "
+        "from sweep folders, trace files and lm-eval output folders of the same task.",
+    )
+    parser.add_argument(
+        "results",
+        nargs="+",
+        metavar="RESULT",
+        help="sweep folder, JSONL trace file, or lm-eval output folder (--log_samples)",
+    )
+    parser.add_argument(
+        "--label", action="append", default=[], metavar="PATH=NAME", help="name a RESULT's systems"
+    )
+    parser.add_argument(
+        "--params",
+        action="append",
+        default=[],
+        metavar="MODEL=COUNT",
+        help="parameter count of a model that is not on disk (e.g. Llama-3.1-8B-Instruct=8.03e9)",
+    )
+    parser.add_argument(
+        "--policy", action="append", default=[], metavar="PATH=MODEL",
+        help="policy model of a RESULT that does not name it (a trace file)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--prm", action="append", default=[], metavar="PATH=MODEL",
+        help="PRM of a RESULT that does not name it (a trace file)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline",
+        metavar="SYSTEM[@N]",
+        help="rank every system against this one at matched compute (a system label)",
+    )
+    parser.add_argument(
+        "--out", default="comparison", help="folder for the leaderboard and figures"
+    )
+    parser.add_argument("--no-figures", action="store_true", help="write no PNG figures")
+    parser.add_argument(
+        "--zoom", action="store_true", help="fit accuracy axes to the data instead of 0-100%%"
+    )
+    _estimate_args(parser, table=False)  # a fitted curve is scored on its own fit: no system
+
+    def body(args: argparse.Namespace) -> int:
+        from tts_eval.workflow.compare import (
+            build_leaderboard,
+            check_comparable,
+            load_systems,
+            resolve_params,
+            to_html,
+            to_markdown,
+            unique_labels,
+        )
+        from tts_eval.workflow.estimate import EstimateSettings
+        from tts_eval.workflow.params import parse_params
+        from tts_eval.workflow.results import write_json_atomic
+
+        labels = _by_result(_pairs(args.label, "--label", "PATH=NAME"), args.results, "--label")
+        policies = _by_result(
+            _pairs(args.policy, "--policy", "PATH=MODEL"), args.results, "--policy"
+        )
+        prms = _by_result(_pairs(args.prm, "--prm", "PATH=MODEL"), args.results, "--prm")
+        given = dict(parse_params(p) for p in args.params)
+        settings = EstimateSettings(max_exact=args.max_exact, draws=args.draws, seed=args.seed)
+        systems = []
+        for result in args.results:
+            systems += load_systems(
+                result,
+                label=labels.get(result),
+                policy=policies.get(result),
+                prm=prms.get(result),
+                settings=settings,
+            )
+        systems = unique_labels(systems)
+        task = check_comparable(systems)
+        if args.task and task is not None and task != args.task:
+            raise ValueError(f"the results are for task {task!r}, not {args.task!r}")
+        board = build_leaderboard(
+            systems,
+            resolve_params(systems, given),
+            baseline=args.baseline,
+            bootstrap_iters=args.bootstrap,
+            seed=args.seed,
+        )
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        text = to_markdown(board)
+        write_json_atomic(out / "leaderboard.json", board)
+        (out / "leaderboard.md").write_text(text + "\n")
+        (out / "leaderboard.html").write_text(to_html(board))
+        print(text)
+        if not args.no_figures:
+            from tts_eval.workflow.plot import plot_comparison
+
+            for path in plot_comparison(board, out, zoom=args.zoom):
+                print(path)
+        print(f"leaderboard: {out / 'leaderboard.md'} (.json, .html)")
+        return 0
+
+    return _guard("compare", body, parser, argv)

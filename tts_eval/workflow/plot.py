@@ -1,17 +1,33 @@
-"""``tts-eval plot``: PNG figures from a report (``tts_eval.workflow.report.build_report``).
+"""PNG figures: ``tts-eval plot`` (one report) and ``tts-eval compare`` (a leaderboard).
+
+From a report (``tts_eval.workflow.report.build_report``), :func:`plot_report` writes:
 
 - ``accuracy_vs_budget.png``: accuracy against n (log2 axis), one line per strategy with its 95%
-  interval as a band, and optional horizontal reference lines (``--ref "Llama-3.1-8B CoT=49.8"``,
+  interval as error bars, and optional horizontal reference lines (``--ref "Llama-3.1-8B CoT=49.8"``,
   accuracy in percent);
-- ``accuracy_vs_tokens.png``: accuracy against mean generated (policy) tokens per problem;
+- ``accuracy_vs_tokens.png``: accuracy against mean generated (policy) tokens per problem, with
+  the same error bars;
 - ``accuracy_by_level.png``: one panel per difficulty level, accuracy against n.
 
-Titles name the task, policy and PRM. When the report holds several settings groups, each group's
-curve is its own line, named like its rows (``best_of_n [temperature=0.5]``). ``pass@n``
-(coverage) is left out of the figures unless ``oracle=True``. matplotlib is imported lazily with
-the Agg backend (no display needed).
+From a leaderboard (``tts_eval.workflow.compare.build_leaderboard``), :func:`plot_comparison`
+writes:
 
-What this module does not do: compute estimates (``report``/``estimate``).
+- ``compare_accuracy_vs_flops.png``: accuracy against FLOPs per problem (log axis) for every system
+  whose compute is known; systems of one budget (baselines) are points with their interval;
+- ``compare_accuracy_vs_budget.png``: accuracy against n for the systems with several budgets; the
+  others are horizontal lines;
+- ``compare_accuracy_by_level.png``: accuracy by MATH level of every system at its best budget
+  (bars with their intervals).
+
+Readability: each line has its own colour, marker and line style, and lines of one figure are
+shifted slightly along the (log) x axis so that equal curves and their error bars stay visible;
+accuracy axes are fixed at 0-100% unless ``zoom=True`` (``--zoom``) fits them to the data; titles
+name the task and the short names of the policy and PRM; legends name the curves or systems.
+``pass@n`` (coverage) is left out of report figures unless ``oracle=True``. matplotlib is
+imported lazily with the Agg backend (no display needed). :func:`report_figures` and
+:func:`comparison_figures` return the open figures (for inspection) without writing them.
+
+What this module does not do: compute estimates (``report``/``estimate``/``compare``).
 """
 
 from __future__ import annotations
@@ -25,6 +41,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 MATPLOTLIB_HINT = "tts-eval plot needs matplotlib: pip install 'tts-eval[plot]'"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+# Horizontal spread between the lines of one figure, in decades (log10) of the x axis.
+DODGE_DECADES = 0.025
 
 
 def parse_ref(text: str) -> tuple[str, float]:
@@ -54,15 +74,14 @@ def _pyplot():
 
 
 def _title(report: Mapping[str, Any], what: str) -> str:
+    from tts_eval.workflow.params import short_name
+
     task = report.get("task") or "task"
-    policy = report.get("policy")
-    prm = report.get("prm")
     parts = [f"{task}: {what}"]
-    if policy:
-        shown = Path(str(policy)).name if Path(str(policy)).exists() else policy
-        parts.append(f"policy {shown}")
-    if prm:
-        parts.append(f"PRM {prm}")
+    if report.get("policy"):
+        parts.append(f"policy {short_name(report['policy'])}")
+    if report.get("prm"):
+        parts.append(f"PRM {short_name(report['prm'])}")
     return "\n".join([parts[0], ", ".join(parts[1:])]) if len(parts) > 1 else parts[0]
 
 
@@ -77,59 +96,83 @@ def _curves(report: Mapping[str, Any], oracle: bool) -> dict[str, list[Mapping[s
     return {k: sorted(v, key=lambda r: r["n"]) for k, v in curves.items()}
 
 
-def _style(ax, xlabel: str) -> None:
+def series_style(i: int) -> dict[str, Any]:
+    """Colour, marker and line style of the i-th series of a figure (all three cycle apart)."""
+    return {
+        "color": f"C{i % 10}",
+        "marker": MARKERS[i % len(MARKERS)],
+        "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)],
+    }
+
+
+def _dodge(i: int, count: int) -> float:
+    """Multiplicative x shift of series i of ``count`` on a log axis (centred on 1)."""
+    return 10 ** ((i - (count - 1) / 2) * DODGE_DECADES)
+
+
+def _errorbars(ax, xs, rows, label: str, style: Mapping[str, Any], cell=lambda r: r) -> None:
+    ys = [100 * cell(r)["accuracy"] for r in rows]
+    low = [max(0.0, y - 100 * cell(r)["ci_low"]) for y, r in zip(ys, rows, strict=True)]
+    high = [max(0.0, 100 * cell(r)["ci_high"] - y) for y, r in zip(ys, rows, strict=True)]
+    options = {"capsize": 3, "elinewidth": 1, "markersize": 6, "linewidth": 1.5, **style}
+    ax.errorbar(xs, ys, yerr=[low, high], label=label, **options)
+
+
+def _style(ax, xlabel: str, zoom: bool) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, alpha=0.3)
+    if not zoom:
+        ax.set_ylim(0, 100)
 
 
-def plot_report(
+def _legend(ax, count: int) -> None:
+    if count > 4:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
+    else:
+        ax.legend(loc="best", fontsize="small")
+
+
+def report_figures(
     report: Mapping[str, Any],
-    out_dir: str | os.PathLike,
     refs: Sequence[tuple[str, float]] = (),
     *,
     oracle: bool = False,
-) -> list[Path]:
-    """Write the figures of ``report`` under ``out_dir``; return their paths."""
+    zoom: bool = False,
+) -> dict[str, Any]:
+    """The figures of ``report`` by file name (open matplotlib figures; see the docstring)."""
     plt = _pyplot()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     curves = _curves(report, oracle)
     if not curves:
         raise ValueError("the report has no rows to plot")
-    colors = {name: f"C{i}" for i, name in enumerate(curves)}
-    paths = []
+    styles = {name: series_style(i) for i, name in enumerate(curves)}
+    count = len(curves)
+    figures = {}
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, rows in curves.items():
-        xs = [r["n"] for r in rows]
-        ax.plot(xs, [100 * r["accuracy"] for r in rows], marker="o", label=name, color=colors[name])
-        ax.fill_between(
-            xs,
-            [100 * r["ci_low"] for r in rows],
-            [100 * r["ci_high"] for r in rows],
-            alpha=0.15,
-            color=colors[name],
-        )
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, (name, rows) in enumerate(curves.items()):
+        _errorbars(ax, [r["n"] * _dodge(i, count) for r in rows], rows, name, styles[name])
     for i, (label, value) in enumerate(refs):
-        ax.axhline(value, linestyle="--", color=f"C{len(curves) + i}", label=label)
+        ax.axhline(value, linestyle=":", linewidth=1.5, color=f"C{(count + i) % 10}", label=label)
     ax.set_xscale("log", base=2)
-    _style(ax, "test-time budget n (generations per problem, log2)")
+    budgets = sorted({r["n"] for rows in curves.values() for r in rows})
+    ax.set_xticks(budgets, [str(n) for n in budgets])
+    _style(ax, "test-time budget n (generations per problem, log2)", zoom)
     ax.set_title(_title(report, "accuracy vs test-time budget"))
-    ax.legend(loc="best")
-    paths.append(_save(fig, out / "accuracy_vs_budget.png", plt))
+    _legend(ax, count + len(refs))
+    figures["accuracy_vs_budget.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for name, rows in curves.items():
-        xs = [max(r["policy_tokens"], 1e-9) for r in rows]
-        ax.plot(xs, [100 * r["accuracy"] for r in rows], marker="o", label=name, color=colors[name])
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for i, (name, rows) in enumerate(curves.items()):
+        xs = [max(r["policy_tokens"], 1e-9) * _dodge(i, count) for r in rows]
+        _errorbars(ax, xs, rows, name, styles[name])
     for i, (label, value) in enumerate(refs):
-        ax.axhline(value, linestyle="--", color=f"C{len(curves) + i}", label=label)
+        ax.axhline(value, linestyle=":", linewidth=1.5, color=f"C{(count + i) % 10}", label=label)
     ax.set_xscale("log")
-    _style(ax, "generated policy tokens per problem (log)")
+    _style(ax, "generated policy tokens per problem (log)", zoom)
     ax.set_title(_title(report, "accuracy vs tokens spent"))
-    ax.legend(loc="best")
-    paths.append(_save(fig, out / "accuracy_vs_tokens.png", plt))
+    _legend(ax, count + len(refs))
+    figures["accuracy_vs_tokens.png"] = fig
 
     levels = sorted(
         {lv for rows in curves.values() for r in rows for lv in r["by_level"]},
@@ -142,31 +185,159 @@ def plot_report(
             rows_n, cols, figsize=(4.5 * cols, 3.8 * rows_n), squeeze=False, sharey=True
         )
         for ax, level in zip(axes.flat, levels, strict=False):
-            for name, rows in curves.items():
+            for i, (name, rows) in enumerate(curves.items()):
                 pts = [r for r in rows if level in r["by_level"]]
                 if pts:
-                    ax.plot(
-                        [r["n"] for r in pts],
-                        [100 * r["by_level"][level]["accuracy"] for r in pts],
-                        marker="o",
-                        label=name,
-                        color=colors[name],
+                    _errorbars(
+                        ax,
+                        [r["n"] * _dodge(i, count) for r in pts],
+                        pts,
+                        name,
+                        styles[name],
+                        cell=lambda r, level=level: r["by_level"][level],
                     )
             ax.set_xscale("log", base=2)
-            _style(ax, "budget n (log2)")
+            ax.set_xticks(budgets, [str(n) for n in budgets])
+            _style(ax, "budget n (log2)", zoom)
             ax.set_title(f"level {level}")
         for ax in list(axes.flat)[len(levels) :]:
             ax.axis("off")
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)))
+        fig.legend(handles, labels, loc="lower center", ncol=min(max(1, len(labels)), 4))
         fig.suptitle(_title(report, "accuracy by difficulty level"))
-        fig.tight_layout(rect=(0, 0.06, 1, 1))
-        paths.append(_save(fig, out / "accuracy_by_level.png", plt))
+        fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) // 4), 1, 1))
+        figures["accuracy_by_level.png"] = fig
+    return figures
+
+
+def plot_report(
+    report: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    refs: Sequence[tuple[str, float]] = (),
+    *,
+    oracle: bool = False,
+    zoom: bool = False,
+) -> list[Path]:
+    """Write the figures of ``report`` under ``out_dir``; return their paths."""
+    figures = report_figures(report, refs, oracle=oracle, zoom=zoom)
+    return _save_all(figures, out_dir)
+
+
+def comparison_figures(board: Mapping[str, Any], *, zoom: bool = False) -> dict[str, Any]:
+    """The figures of a leaderboard by file name (open matplotlib figures; see the docstring)."""
+    plt = _pyplot()
+    task = board.get("task") or "task"
+    systems = [s["label"] for s in board["systems"]]
+    rows = {label: [r for r in board["rows"] if r["system"] == label] for label in systems}
+    styles = {label: series_style(i) for i, label in enumerate(systems)}
+    count = len(systems)
+    figures = {}
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = 0
+    for i, label in enumerate(systems):
+        known = [r for r in rows[label] if r["flops"] is not None and r["flops"] > 0]
+        if not known:
+            logger.warning("%s: compute unknown, left out of the FLOPs figure", label)
+            continue
+        style = dict(styles[label])
+        if len(known) == 1:
+            style["linestyle"] = "none"
+            style["markersize"] = 9
+        xs = [r["flops"] * _dodge(i, count) for r in known]
+        _errorbars(ax, xs, known, label, style)
+        drawn += 1
+    base = board.get("baseline")
+    if base:
+        ax.axvline(base["flops"], color="grey", linestyle=":", linewidth=1)
+    ax.set_xscale("log")
+    _style(ax, "compute per problem (FLOPs, policy + PRM, log)", zoom)
+    ax.set_title(f"{task}: accuracy vs compute per problem")
+    if drawn:
+        _legend(ax, drawn)
+    figures["compare_accuracy_vs_flops.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    curves = [label for label in systems if len(rows[label]) > 1]
+    budgets = sorted({r["n"] for label in curves for r in rows[label]}) or [1]
+    for i, label in enumerate(curves):
+        xs = [r["n"] * _dodge(i, len(curves)) for r in rows[label]]
+        _errorbars(ax, xs, rows[label], label, styles[label])
+    for label in systems:
+        if len(rows[label]) == 1:
+            (row,) = rows[label]
+            ax.axhline(
+                100 * row["accuracy"],
+                color=styles[label]["color"],
+                linestyle=":",
+                linewidth=1.5,
+                label=f"{label} (n={row['n']})",
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(budgets, [str(n) for n in budgets])
+    _style(ax, "test-time budget n (generations per problem, log2)", zoom)
+    ax.set_title(f"{task}: accuracy vs test-time budget")
+    _legend(ax, count)
+    figures["compare_accuracy_vs_budget.png"] = fig
+
+    best = {
+        s["label"]: next(r for r in rows[s["label"]] if r["n"] == s["best_n"])
+        for s in board["systems"]
+    }
+    levels = sorted({lv for r in best.values() for lv in r["by_level"]}, key=lambda s: (len(s), s))
+    if levels:
+        fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(levels) * max(1, count) / 2), 5))
+        width = 0.8 / max(1, count)
+        for i, label in enumerate(systems):
+            row = best[label]
+            xs = [j + (i - (count - 1) / 2) * width for j, lv in enumerate(levels)]
+            cells = [row["by_level"].get(lv) for lv in levels]
+            ys = [100 * c["accuracy"] if c else 0.0 for c in cells]
+            err = [
+                [
+                    max(0.0, y - 100 * c["ci_low"]) if c else 0.0
+                    for y, c in zip(ys, cells, strict=True)
+                ],
+                [
+                    max(0.0, 100 * c["ci_high"] - y) if c else 0.0
+                    for y, c in zip(ys, cells, strict=True)
+                ],
+            ]
+            ax.bar(
+                xs,
+                ys,
+                width=width,
+                yerr=err,
+                capsize=2,
+                color=styles[label]["color"],
+                hatch=("", "//", "..", "xx")[i // 10 % 4],
+                label=f"{label} (n={row['n']})",
+            )
+        ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
+        _style(ax, "MATH difficulty level", zoom)
+        ax.grid(False, axis="x")
+        ax.set_title(f"{task}: accuracy by level, each system at its best budget")
+        _legend(ax, count)
+        figures["compare_accuracy_by_level.png"] = fig
+    return figures
+
+
+def plot_comparison(
+    board: Mapping[str, Any], out_dir: str | os.PathLike, *, zoom: bool = False
+) -> list[Path]:
+    """Write the figures of a leaderboard under ``out_dir``; return their paths."""
+    return _save_all(comparison_figures(board, zoom=zoom), out_dir)
+
+
+def _save_all(figures: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        path = out / name
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        logger.info("wrote %s", path)
+        paths.append(path)
     return paths
-
-
-def _save(fig, path: Path, plt) -> Path:
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    logger.info("wrote %s", path)
-    return path
