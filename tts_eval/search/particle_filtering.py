@@ -101,9 +101,7 @@ def probabilities(log_weights: Sequence[float | None], temperature: float) -> li
     return [r / total for r in raw]
 
 
-def resample(
-    probs: Sequence[float], count: int, scheme: str, rng: random.Random
-) -> list[int]:
+def resample(probs: Sequence[float], count: int, scheme: str, rng: random.Random) -> list[int]:
     """``count`` ancestor indices drawn by ``probs`` (ascending), ``multinomial``/``systematic``.
 
     Multinomial: ``count`` uniforms ``u`` from ``rng.random()``; systematic: one ``u``, then the
