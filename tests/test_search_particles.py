@@ -262,6 +262,21 @@ def test_reference_joins_every_iteration_with_the_weight_of_its_prefix():
     assert result.candidates[5] == dataclasses.replace(result.candidates[ref], group=1)
 
 
+def test_answer_comes_from_the_latest_sweep_that_has_one():
+    # The best-weighted particle ends without an answer; with a tiny pf_temperature it is the
+    # reference, and sweep 1 (its free particle takes the same path) has no answer at all.
+    script = {"": ["done [0.9]<eos>", "\\boxed{1} [0.1]<eos>"]}
+    (result,), _, _ = run("particle_gibbs", script, n=4, pg_iterations=2, pf_temperature=1e-9)
+    assert result.settings["references"] == [[0]]
+    assert [(c.group, c.answer) for c in result.candidates] == [
+        (0, None),
+        (0, "1"),
+        (1, None),
+        (1, None),
+    ]
+    assert result.selected == 1
+
+
 # --------------------------------------------------------------------------------------------
 # determinism, batching, genealogy consistency
 # --------------------------------------------------------------------------------------------

@@ -32,11 +32,12 @@ every reference survives to the final population (conditional SMC, as in the pap
 Selection over the final population of the last sweep (``selection``): ``weighted`` is the
 answer group with the largest sum of particle weights ``softmax(log-weight / pf_temperature)``
 (ties as :func:`voting.weighted_vote`), ``naive`` the single highest weight (what its_hub does).
-Only finished particles with an answer take part.
+Only finished particles with an answer take part; when the last sweep has none, the latest sweep
+that has one is used.
 
 Trace: the candidates are the final populations of every sweep in order (``Candidate.group`` is
 the sweep), copies included, so a particle_gibbs result has ``n`` candidates; the selection
-points into the last block. ``settings["genealogy"]`` holds, per sweep, one entry per
+points into the last block (see above). ``settings["genealogy"]`` holds, per sweep, one entry per
 iteration: ``log_weights`` of the population (``None`` for truncated particles), and where it
 was resampled ``ancestors`` (for each particle of the next population, the index of its
 ancestor, ascending; the next population lists each ancestor's copies in that order, then the
@@ -332,15 +333,20 @@ class ParticleWork(Work):
             for particle in population:
                 candidate = to_candidate(particle.node, self.config, self.answers)
                 candidates.append(replace(candidate, group=sweep))
-        last = self.finals[-1] if self.finals else []
-        offset = len(candidates) - len(last)
-        pick = select(
-            candidates[offset:],
-            [p.log_weight for p in last],
-            self.config.selection,
-            self.config.pf_temperature,
-            self.grouper,
-        )
+        selected, end = None, len(candidates)
+        for population in reversed(self.finals):  # the last sweep with an eligible particle
+            offset = end - len(population)
+            pick = select(
+                candidates[offset:end],
+                [p.log_weight for p in population],
+                self.config.selection,
+                self.config.pf_temperature,
+                self.grouper,
+            )
+            if pick is not None:
+                selected = offset + pick
+                break
+            end = offset
         extra: dict[str, Any] = {
             "iterations_run": sum(len(entries) for entries in self.genealogy),
             "genealogy": self.genealogy,
@@ -351,7 +357,7 @@ class ParticleWork(Work):
             uid=self.problem.uid,
             strategy=self.strategy,
             candidates=tuple(candidates),
-            selected=None if pick is None else offset + pick,
+            selected=selected,
             cost=cost,
             settings={**self.config.settings(), **extra},
         )
