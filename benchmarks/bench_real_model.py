@@ -133,6 +133,7 @@ def run_backend(backend: str, model: Path, rows: list[dict], args: argparse.Name
             "max_tokens": args.max_tokens,
             "max_model_len": 1024,
             "temperature": 0.8,
+            "step_delimiter": args.step_delimiter,
             "seed": 0,
         }
     )
@@ -267,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--tree-budget", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--step-delimiter", default="\n", help="one step per line (the task's prompt)")
     parser.add_argument("--speed-problems", type=int, default=16)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)

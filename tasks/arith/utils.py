@@ -8,8 +8,9 @@ order, on every platform (``random.Random`` with an integer seed; ``random``, ``
 ``choice`` are stable across Python versions), so no data file is shipped or downloaded:
 ``load_arith`` generates the 100 problems of the task (a test pins the first ones).
 
-The prompt asks for short steps separated by blank lines and a last line ``The answer is N.``
-(what ``tts_eval.grader.NumberAnswerSpec`` recognises as a final step). ``process_results`` grades
+The prompt asks for one step per line (search with ``step_delimiter=\n``: SmolLM2 rarely leaves
+blank lines between steps) and a last line ``The answer is N.`` (what
+``tts_eval.grader.NumberAnswerSpec`` recognises as a final step). ``process_results`` grades
 by number (the last number of the output equals the gold integer) and, for ``--model tts``, adds
 the trace metrics (``maj@n``, ``weighted@n``, ``naive@n``, ``pass@n``, ``policy_tokens``) graded
 the same way. Run ``--model tts`` with ``answer=number`` so that voting and search group answers
@@ -27,7 +28,7 @@ from typing import Any
 COUNT = 100
 SEED = 2026
 INSTRUCTION = (
-    "Solve the problem step by step. Put each step in its own short paragraph and end with "
+    "Solve the problem step by step. Write each step on its own line and end with "
     'a last line of the form "The answer is N."'
 )
 
