@@ -301,8 +301,9 @@ def test_paired_bootstrap_known_answers():
     same = paired_bootstrap(ones, ones, iters=999)
     assert (same["mean"], same["ci_low"], same["ci_high"], same["p_value"]) == (0, 0, 0, 1.0)
     # +1 on 10 problems, -1 on 5, 0 on 85: mean 0.05, sd 0.3841 -> se 0.03841. Normal theory:
-    # 95% interval 0.05 +- 0.0753; resampled means lie on a grid of 0.01 and the test counts
-    # |mean* - 0.05| >= 0.05 (ties included), so p = P(|Z| >= (0.05 - 0.005) / se) = 0.2413
+    # 95% interval 0.05 +- 0.0753. The p-value flips the signs of the 15 differing problems (all
+    # 2**15 flips): the exact McNemar test, P(|2B - 15| >= 5) for B ~ Bin(15, 1/2)
+    # = 2 x (1 + 15 + 105 + 455 + 1365 + 3003) / 2**15 = 9888 / 32768
     a = {str(i): 1.0 if i < 10 else 0.0 for i in range(100)}
     b = {str(i): 1.0 if 10 <= i < 15 else 0.0 for i in range(100)}
     a["extra"] = 1.0  # answered by one system only: left out, counted
@@ -311,7 +312,21 @@ def test_paired_bootstrap_known_answers():
     assert (diff["problems"], diff["only_first"], diff["only_second"]) == (100, 1, 0)
     assert diff["ci_low"] == pytest.approx(0.05 - 0.0753, abs=0.012)
     assert diff["ci_high"] == pytest.approx(0.05 + 0.0753, abs=0.012)
-    assert diff["p_value"] == pytest.approx(0.2413, abs=0.02)
+    assert diff["p_value"] == 9888 / 32768
+    # same counts on 300 problems (30 and 15 differ: random flips): normal approximation of the
+    # McNemar test, P(|Z| >= (15 - 1) / sqrt(45)) = 0.0369
+    a = {str(i): 1.0 if i < 30 else 0.0 for i in range(300)}
+    b = {str(i): 1.0 if 30 <= i < 45 else 0.0 for i in range(300)}
+    assert paired_bootstrap(a, b, iters=20000)["p_value"] == pytest.approx(0.0369, abs=0.01)
+
+
+def test_two_problems_are_never_significant():
+    """Two problems that both favour one system: all four sign flips are equally likely under no
+    difference and two are as extreme, so p = 0.5 (the bootstrap distribution, which never crosses
+    0 here, would say 1 / (1 + iters))."""
+    diff = paired_bootstrap({"a": 0.5, "b": 1 / 6}, {"a": 0.0, "b": 0.0}, iters=200)
+    assert diff["mean"] == pytest.approx(1 / 3) and diff["ci_low"] > 0
+    assert diff["p_value"] == 0.5
 
 
 def test_matched_compute_against_a_cot_baseline_by_hand(tmp_path, tiny_llama):

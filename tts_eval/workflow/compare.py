@@ -26,9 +26,10 @@ processed), with parameter counts from :mod:`tts_eval.workflow.params`; accuracy
 percentile-bootstrap interval over problems; and, with a baseline, the matched comparison:
 
 - *within the baseline's compute*: the best accuracy a system reaches at FLOPs per problem <= the
-  baseline's, and its difference to the baseline on the problems both answered (paired bootstrap:
-  95% interval and a two-sided p-value ``(1 + #{|mean* - mean| >= |mean|}) / (1 + iters)`` from
-  the resampled mean differences; problems only one of them answered are left out and counted);
+  baseline's, and its difference to the baseline on the problems both answered (paired bootstrap
+  95% interval; two-sided p-value of a paired sign-flip test, exact up to 16 differing problems,
+  the exact McNemar test for 0/1 accuracies; problems only one of them answered are left out and
+  counted);
 - *compute to match*: the FLOPs at which the system's curve (points ordered by FLOPs) first reaches
   the baseline's accuracy, interpolated linearly in log FLOPs between the two points around the
   crossing; ``extrapolated`` past its last two points when it never gets there (and still rises);
@@ -81,6 +82,8 @@ FLOPS_METHOD = (
     "FLOPs per problem = 2 x parameters x tokens processed: policy (generated tokens + prompt "
     "tokens not served from the prefix cache) + PRM (tokens it processed)"
 )
+# Paired tests enumerate every sign flip up to this many non-zero differences (2**16 flips).
+EXACT_SIGN_FLIPS = 16
 _RESULTS_RE = re.compile(r"^results_(?P<stamp>.+)\.json$")
 
 
@@ -561,7 +564,8 @@ def paired_bootstrap(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Mean difference ``a - b`` over the problems both answered, its percentile-bootstrap
-    interval and two-sided p-value (module docstring); problems only one answered are counted."""
+    interval and the two-sided p-value of a paired sign-flip test (:func:`sign_flip_p`);
+    problems only one answered are counted."""
     import numpy as np
 
     common = sorted(set(a) & set(b))
@@ -580,14 +584,36 @@ def paired_bootstrap(
     means = diffs[rng.integers(0, len(diffs), size=(iters, len(diffs)))].mean(axis=1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    extreme = int(np.count_nonzero(np.abs(means - mean) >= abs(mean) - 1e-12))
     return {
         **out,
         "mean": mean,
         "ci_low": float(low),
         "ci_high": float(high),
-        "p_value": (1 + extreme) / (1 + iters),
+        "p_value": sign_flip_p(diffs, iters, seed),
     }
+
+
+def sign_flip_p(diffs: Any, iters: int = 2000, seed: int = 0) -> float:
+    """Two-sided p-value of paired differences under "no difference" (each problem's difference
+    is as likely negative as positive): the share of sign flips whose mean is at least as far from
+    0 as the observed one. Zero differences cannot flip and are left out; with at most
+    ``EXACT_SIGN_FLIPS`` non-zero differences all ``2**k`` flips are enumerated (for 0/1
+    accuracies this is the exact McNemar test), else ``iters`` random flips, ``(1 + hits) /
+    (1 + iters)``. Unlike a p-value read off the bootstrap distribution, it does not call two
+    problems significant."""
+    import numpy as np
+
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.abs(d) > 1e-12]
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum()) - 1e-9 * d.size
+    if d.size <= EXACT_SIGN_FLIPS:
+        signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(np.count_nonzero(np.abs(signs @ d) >= observed) / 2**d.size)
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(iters, d.size))
+    return (1 + int(np.count_nonzero(np.abs(signs @ d) >= observed))) / (1 + iters)
 
 
 def flops_to_match(curve: Sequence[tuple[float, float]], target: float) -> tuple[float | None, str]:
@@ -889,7 +915,8 @@ def _tables(board: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[li
                 f"Baseline: {_pct(base['accuracy'])}% at {_flops(base['flops'])} FLOPs per "
                 "problem. Best accuracy within the baseline's FLOPs per problem, its paired "
                 "difference to the baseline (percentage points, 95% bootstrap interval, two-sided "
-                "p; problems only one of them answered are left out), and the FLOPs each system "
+                "p of a paired sign-flip test; problems only one of them answered are left out), "
+                "and the FLOPs each system "
                 "needs to reach the baseline's accuracy (interpolated in log FLOPs on its curve).",
                 [
                     "system",
