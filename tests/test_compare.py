@@ -524,6 +524,48 @@ def test_trace_file_needs_its_models_named(tmp_path, capsys):
     assert board["rows"][0]["flops"] == pytest.approx(2 * 1e9 * 1000 + 2 * 8e9 * 2000)
 
 
+def _edit_results(folder: Path, edit) -> None:
+    (path,) = folder.rglob("results_*.json")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_lm_eval_run_naming_no_model_takes_policy_from_the_command_line(tmp_path, capsys):
+    """The error names the RESULT as given (not lm-eval's model subfolder), and --policy on it
+    then works: before, --policy was ignored for lm-eval folders and the hint led nowhere."""
+    cot = lm_eval_folder(tmp_path / "cot", "org/big", recorded=None)
+
+    def anonymous(data):
+        data["config"]["model_args"] = {"dtype": "float32"}
+        data.pop("model_name")
+
+    _edit_results(cot, anonymous)
+    out = ["--out", str(tmp_path / "cmp"), "--no-figures", "--bootstrap", "10"]
+    err = _one_line_error(["compare", str(cot), *out], capsys)
+    assert f"{cot} does not name its policy model; give --policy {cot}=MODEL" in err
+    argv = ["compare", str(cot), "--policy", f"{cot}=org/big", "--params", "big=7e9", *out]
+    assert cli_main(argv) == 0
+    board = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
+    assert board["systems"][0]["policy"] == "org/big"
+    assert board["models"] == [
+        {"model": "org/big", "short": "big", "params": 7e9, "method": "given with --params"}
+    ]
+
+
+def test_incomplete_samples_and_a_prm_without_parameter_count_are_one_line_errors(tmp_path, capsys):
+    cot = lm_eval_folder(tmp_path / "cot", "org/big")
+    _edit_results(cot, lambda d: d.update({"n-samples": {"math500": {"effective": 3}}}))
+    out = ["--out", str(tmp_path / "cmp"), "--no-figures", "--bootstrap", "10"]
+    err = _one_line_error(["compare", str(cot), "--params", "big=7e9", *out], capsys)
+    assert "logs 2 problems but lm-eval scored 3" in err
+    # build_leaderboard on its own: a PRM with no count is refused, not charged 0 FLOPs
+    systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING)
+    only_policy = {"org/policy": ParamCount("org/policy", P_POLICY, "given")}
+    with pytest.raises(ValueError, match=r"no parameter count for model org/prm of policy \+ prm"):
+        build_leaderboard(systems, only_policy, bootstrap_iters=10)
+
+
 # --------------------------------------------------------------------------- figures
 
 

@@ -55,7 +55,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,7 @@ class System:
     settings: str = ""
     recorded_params: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    result: str = ""  # the RESULT it was read from, as given (what --policy/--label name)
 
 
 # --------------------------------------------------------------------------- loading
@@ -284,7 +285,7 @@ def _count_tokens(tokenizer: Any, text: str) -> int:
 def _lm_eval_tts_system(
     samples: Sequence[Mapping[str, Any]],
     task: str,
-    args: Mapping[str, Any],
+    models: tuple[str | None, str | None],
     where: str,
     **estimate: Any,
 ) -> list[System]:
@@ -298,12 +299,29 @@ def _lm_eval_tts_system(
             raise ValueError(f"{where}: a sample of this --model tts run has no tts_trace")
         record = {**trace, "task": task, "doc": sample["doc"]}
         runs.setdefault(settings_key(record), []).append(record)
-    results = Results(task, runs, args.get("pretrained"), args.get("prm"), where)
+    results = Results(task, runs, models[0], models[1], where)
     return trace_systems(results, kind="lm-eval tts", **estimate)
 
 
-def lm_eval_systems(folder: str | os.PathLike, **estimate: Any) -> list[System]:
-    """The systems of an lm-eval output folder (one per results file and task)."""
+def _check_sample_count(data: Mapping[str, Any], task: str, count: int, where: Path) -> None:
+    """One-line error when the samples file holds fewer or more problems than lm-eval scored."""
+    expected = ((data.get("n-samples") or {}).get(task) or {}).get("effective")
+    if isinstance(expected, int) and expected != count:
+        raise ValueError(
+            f"{where} logs {count} problems but lm-eval scored {expected} (n-samples of its "
+            "results file): the samples are incomplete; re-run lm-eval with --log_samples"
+        )
+
+
+def lm_eval_systems(
+    folder: str | os.PathLike,
+    *,
+    policy: str | None = None,
+    prm: str | None = None,
+    **estimate: Any,
+) -> list[System]:
+    """The systems of an lm-eval output folder (one per results file and task); ``policy`` and
+    ``prm`` name its models when the run's ``model_args`` do not (or to override them)."""
     folder = Path(folder)
     found = sorted(folder.rglob("results_*.json"))
     if not found:
@@ -320,7 +338,7 @@ def lm_eval_systems(folder: str | os.PathLike, **estimate: Any) -> list[System]:
         config = data.get("config") or {}
         args = _model_args(config)
         model_type = str(config.get("model") or "lm-eval")
-        policy = args.get("pretrained") or args.get("model") or data.get("model_name")
+        run_policy = policy or args.get("pretrained") or args.get("model") or data.get("model_name")
         for task in sorted(data["results"]):
             samples_path = path.parent / f"samples_{task}_{match['stamp']}.jsonl"
             if not samples_path.is_file():
@@ -329,13 +347,15 @@ def lm_eval_systems(folder: str | os.PathLike, **estimate: Any) -> list[System]:
                     "re-run lm-eval with --log_samples"
                 )
             samples = _read_samples(samples_path)
+            _check_sample_count(data, task, len({s["doc_id"] for s in samples}), samples_path)
             if model_type == "tts" or any("tts_trace" in s for s in samples):
+                models = (run_policy, prm or args.get("prm"))
                 systems += _lm_eval_tts_system(
-                    samples, task, args, os.fspath(samples_path), **estimate
+                    samples, task, models, os.fspath(samples_path), **estimate
                 )
                 continue
             systems.append(
-                _plain_system(samples, task, policy, model_type, args, data, samples_path)
+                _plain_system(samples, task, run_policy, model_type, args, data, samples_path)
             )
     return systems
 
@@ -425,7 +445,7 @@ def load_systems(
         results = load_results(p)
         systems = trace_systems(_named(results, policy, prm), kind="sweep", **estimate)
     elif p.is_dir() and any(p.rglob("results_*.json")):
-        systems = lm_eval_systems(p, **estimate)
+        systems = lm_eval_systems(p, policy=policy, prm=prm, **estimate)
     elif p.is_dir():
         raise ValueError(
             f"{path}: unknown folder layout; expected a sweep folder ({MANIFEST}), or an "
@@ -442,6 +462,7 @@ def load_systems(
         raise ValueError(f"results {path}: no such folder or file")
     if not systems:
         raise ValueError(f"results {path} hold no systems to compare (no records yet)")
+    systems = [replace(s, result=os.fspath(path)) for s in systems]
     if label:
         if len(systems) == 1:
             systems = [_relabel(systems[0], label)]
@@ -464,8 +485,6 @@ def _named(results: Results, policy: str | None, prm: str | None) -> Results:
 
 
 def _relabel(system: System, label: str) -> System:
-    from dataclasses import replace
-
     return replace(system, label=label)
 
 
@@ -538,9 +557,10 @@ def resolve_params(
     out = {}
     for system in systems:
         if system.policy is None:
+            result = system.result or system.source
             raise ValueError(
-                f"{system.source} does not name its policy model; give --policy "
-                f"{system.source}=MODEL (and --prm {system.source}=MODEL if it used one)"
+                f"{result} does not name its policy model; give --policy "
+                f"{result}=MODEL (and --prm {result}=MODEL if it used one)"
             )
     for model in models_of(systems):
         count = parameter_count(model, given, recorded.get(model))
@@ -668,6 +688,17 @@ def _by_level(
     return {lv: _cell(groups[lv], iters, seed) for lv in sorted(groups, key=lambda s: (len(s), s))}
 
 
+def _params_of(model: str | None, system: System, params: Mapping[str, ParamCount]) -> float:
+    """The parameter count of one of ``system``'s models; one-line error when there is none
+    (never a silent 0: :func:`resolve_params` finds them)."""
+    if model is None or model not in params:
+        raise ValueError(
+            f"no parameter count for {'the policy' if model is None else 'model ' + model} of "
+            f"{system.label}; give it with --params {short_name(model) or 'MODEL'}=COUNT"
+        )
+    return params[model].params
+
+
 def _point_row(
     system: System,
     point: SystemPoint,
@@ -676,17 +707,15 @@ def _point_row(
     seed: int,
 ) -> dict[str, Any]:
     keys = sorted(point.accuracy)
-    policy_params = params[system.policy].params if system.policy in params else None
-    prm_params = params[system.prm].params if system.prm in params else 0.0
     generated = _mean(point.policy_tokens, keys)
     prompt = _mean(point.prompt_tokens, keys)
     prm_tokens = _mean(point.prm_tokens, keys) or 0.0
     policy_flops = (
-        2 * policy_params * (generated + prompt)
-        if policy_params is not None and generated is not None and prompt is not None
-        else None
+        None
+        if generated is None or prompt is None
+        else 2 * _params_of(system.policy, system, params) * (generated + prompt)
     )
-    prm_flops = 2 * (prm_params or 0.0) * prm_tokens
+    prm_flops = 2 * _params_of(system.prm, system, params) * prm_tokens if system.prm else 0.0
     return {
         "system": system.label,
         "n": point.n,
