@@ -584,9 +584,11 @@ def _series(ax):
 def test_comparison_figures(tmp_path, tiny_llama):
     from tts_eval.workflow.plot import comparison_figures, plot_comparison
 
+    doc_c = {"unique_id": "c", "answer": "9", "level": 3, "subject": "Algebra"}
+    cot = lm_eval_folder(tmp_path / "cot", str(tiny_llama), docs=(DOC_A, doc_c), correct=(0.0, 1.0))
     systems = unique_labels(
         load_systems(sweep_folder(tmp_path / "sweep"), **GRADING)
-        + load_systems(lm_eval_folder(tmp_path / "cot", str(tiny_llama)), label="big CoT")
+        + load_systems(cot, label="big CoT")
     )
     params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
     board = build_leaderboard(systems, params, baseline="big CoT", bootstrap_iters=50)
@@ -604,14 +606,42 @@ def test_comparison_figures(tmp_path, tiny_llama):
     assert len(series) == 4 and len({s[:3] for s in series}) == 4
     (baseline,) = [s for s in series if len(s[3]) == 1]
     assert baseline[2] == "None"  # a point with its CI bar, no line
+    # true FLOPs on the x axis: the baseline's point sits on its dotted line, curves at their rows
+    assert baseline[3] == (board["baseline"]["flops"],)
+    dvts = [r["flops"] for r in board["rows"] if r["system"] == "policy + prm: dvts (weighted)"]
+    assert tuple(dvts) in [s[3] for s in series]
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().y0 < ax.get_window_extent().y0  # under the axes
     (ax,) = figures["compare_accuracy_by_level.png"].axes
     assert ax.get_ylim() == (0, 100) and [t.get_text() for t in ax.get_xticklabels()] == [
         "level 1",
         "level 2",
+        "level 3",
     ]
+    # each system's bars: the sweep's systems have levels 1 and 2, the CoT run 1 and 3; no
+    # 0% bar stands in for a level a system never saw; the values are written on the bars
+    bars = [c for c in ax.containers if hasattr(c, "patches")]
+    assert [len(c.patches) for c in bars] == [2, 2, 2, 2]
+    cot_bars = bars[-1]
+    assert [round(p.get_height()) for p in cot_bars.patches] == [0, 100]
+    assert [t.get_text() for t in ax.texts[-2:]] == ["0", "100"]
     paths = plot_comparison(board, tmp_path / "fig")
     assert all(
         p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths
+    )
+
+
+def test_flops_figure_names_systems_of_unknown_compute(tmp_path):
+    from tts_eval.workflow.plot import comparison_figures
+
+    cot = load_systems(lm_eval_folder(tmp_path / "cot", "org/not-on-disk", recorded=3e9))
+    systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING) + cot
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
+    board = build_leaderboard(systems, params, bootstrap_iters=10)
+    (ax,) = comparison_figures(board)["compare_accuracy_vs_flops.png"].axes
+    assert len(_series(ax)) == 3
+    assert any(
+        "compute unknown (not shown): not-on-disk: CoT (hf)" in t.get_text() for t in ax.texts
     )
 
 
