@@ -494,6 +494,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     )
     err = _one_line_error(["compare", sweep, str(wrong_gold), *params, *out], capsys)
     assert "different problem sets: problem a has gold answer" in err
+    err = _one_line_error(["compare", sweep, *params, "--params", "Policy-1B=1e9", *out], capsys)
+    assert "--params Policy-1B=... names no model of these results; accepted: policy, prm" in err
     err = _one_line_error(["compare", sweep, "--params", "policy", *out], capsys)
     assert "--params 'policy' is invalid" in err
     err = _one_line_error(["compare", sweep, "--label", "elsewhere=X", *params, *out], capsys)

@@ -64,10 +64,12 @@ from tts_eval.types import AnswerSpec
 from tts_eval.workflow.estimate import (
     PRM_FREE_CURVES,
     EstimateSettings,
-    bootstrap_ci,
+    accuracy_by,
+    accuracy_cell,
     curve_sort_key,
 )
 from tts_eval.workflow.params import ParamCount, parameter_count, short_name
+from tts_eval.workflow.report import pct
 from tts_eval.workflow.results import Results
 
 logger = logging.getLogger(__name__)
@@ -202,26 +204,7 @@ def trace_systems(
         for curve, points in curves.items():
             selection = run_settings(results, points[-1].run_key).get("selection")
             prm = results.prm if uses_prm(curve) else None
-            out_points = []
-            for point in points:
-                scale = (
-                    1.0 if point.run_strategy in ONE_REQUEST_STRATEGIES else point.n / point.run_n
-                )
-                run_costs = costs[point.run_key]
-                out_points.append(
-                    SystemPoint(
-                        n=point.n,
-                        accuracy={uid_to_key[u]: v for u, v in point.accuracy.items()},
-                        policy_tokens={
-                            uid_to_key[u]: point.policy_tokens[u] for u in point.accuracy
-                        },
-                        prompt_tokens={
-                            uid_to_key[u]: _uncached(run_costs[u]) * scale for u in point.accuracy
-                        },
-                        prm_tokens={uid_to_key[u]: point.prm_tokens[u] for u in point.accuracy},
-                        run=point.run_key,
-                    )
-                )
+            out_points = [_system_point(p, costs[p.run_key], uid_to_key) for p in points]
             used = {k for p in out_points for k in p.accuracy}
             systems.append(
                 System(
@@ -239,6 +222,23 @@ def trace_systems(
                 )
             )
     return systems
+
+
+def _system_point(
+    point: Any, run_costs: Mapping[str, Any], uid_to_key: Mapping[str, str]
+) -> SystemPoint:
+    """A curve point of ``tts_eval.workflow.estimate`` keyed by problem, with the uncached prompt
+    tokens of its run: whole for one-request sampling runs, else scaled by n/N like the rest."""
+    scale = 1.0 if point.run_strategy in ONE_REQUEST_STRATEGIES else point.n / point.run_n
+    uids = list(point.accuracy)
+    return SystemPoint(
+        n=point.n,
+        accuracy={uid_to_key[u]: point.accuracy[u] for u in uids},
+        policy_tokens={uid_to_key[u]: point.policy_tokens[u] for u in uids},
+        prompt_tokens={uid_to_key[u]: _uncached(run_costs[u]) * scale for u in uids},
+        prm_tokens={uid_to_key[u]: point.prm_tokens[u] for u in uids},
+        run=point.run_key,
+    )
 
 
 def _label(
@@ -550,7 +550,8 @@ def models_of(systems: Sequence[System]) -> list[str]:
 def resolve_params(
     systems: Sequence[System], given: Mapping[str, float] | None = None
 ) -> dict[str, ParamCount]:
-    """Parameter counts of every model of ``systems``; one-line error naming the first missing."""
+    """Parameter counts of every model of ``systems``; one-line error naming the first missing,
+    or a ``given`` name that is none of the models (a typo would otherwise be ignored)."""
     recorded: dict[str, float] = {}
     for system in systems:
         recorded.update(system.recorded_params)
@@ -562,7 +563,15 @@ def resolve_params(
                 f"{result} does not name its policy model; give --policy "
                 f"{result}=MODEL (and --prm {result}=MODEL if it used one)"
             )
-    for model in models_of(systems):
+    models = models_of(systems)
+    names = {name for model in models for name in (model, short_name(model))}
+    for name in given or {}:
+        if name not in names:
+            raise ValueError(
+                f"--params {name}=... names no model of these results; accepted: "
+                + ", ".join(short_name(m) for m in models)
+            )
+    for model in models:
         count = parameter_count(model, given, recorded.get(model))
         if count is None:
             raise ValueError(
@@ -667,27 +676,6 @@ def _mean(values: Mapping[str, float] | None, keys: Sequence[str]) -> float | No
     return math.fsum(values[k] for k in keys) / len(keys)
 
 
-def _cell(values: Sequence[float], iters: int, seed: int) -> dict[str, Any]:
-    low, high = bootstrap_ci(values, iters=iters, seed=seed)
-    return {
-        "accuracy": math.fsum(values) / len(values),
-        "ci_low": low,
-        "ci_high": high,
-        "problems": len(values),
-    }
-
-
-def _by_level(
-    point: SystemPoint, problems: Mapping[str, Problem], iters: int, seed: int
-) -> dict[str, Any]:
-    groups: dict[str, list[float]] = {}
-    for key, value in point.accuracy.items():
-        level = problems[key].level
-        if level is not None:
-            groups.setdefault(level, []).append(value)
-    return {lv: _cell(groups[lv], iters, seed) for lv in sorted(groups, key=lambda s: (len(s), s))}
-
-
 def _params_of(model: str | None, system: System, params: Mapping[str, ParamCount]) -> float:
     """The parameter count of one of ``system``'s models; one-line error when there is none
     (never a silent 0: :func:`resolve_params` finds them)."""
@@ -719,7 +707,7 @@ def _point_row(
     return {
         "system": system.label,
         "n": point.n,
-        **_cell([point.accuracy[k] for k in keys], iters, seed),
+        **accuracy_cell([point.accuracy[k] for k in keys], iters, seed),
         "policy_tokens": generated,
         "prompt_tokens": prompt,
         "prm_tokens": prm_tokens,
@@ -727,7 +715,9 @@ def _point_row(
         "prm_flops": prm_flops,
         "flops": None if policy_flops is None else policy_flops + prm_flops,
         "run": point.run,
-        "by_level": _by_level(point, system.problems, iters, seed),
+        "by_level": accuracy_by(
+            point.accuracy, lambda key: system.problems[key].level, iters, seed
+        ),
     }
 
 
@@ -876,10 +866,6 @@ def _system_entry(system: System, rows: Sequence[Mapping[str, Any]]) -> dict[str
 # --------------------------------------------------------------------------- rendering
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
 def _num(x: float | None, fmt: str = ".0f") -> str:
     return "unknown" if x is None else format(x, fmt)
 
@@ -916,8 +902,8 @@ def _tables(board: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[li
                 [
                     r["system"],
                     str(r["n"]),
-                    _pct(r["accuracy"]),
-                    f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                    pct(r["accuracy"]),
+                    f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
                     str(r["problems"]),
                     _num(r["policy_tokens"]),
                     _num(r["prompt_tokens"]),
@@ -941,7 +927,7 @@ def _tables(board: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[li
         tables.append(
             (
                 f"Matched compute against {base['system']} (n={base['n']})",
-                f"Baseline: {_pct(base['accuracy'])}% at {_flops(base['flops'])} FLOPs per "
+                f"Baseline: {pct(base['accuracy'])}% at {_flops(base['flops'])} FLOPs per "
                 "problem. Best accuracy within the baseline's FLOPs per problem, its paired "
                 "difference to the baseline (percentage points, 95% bootstrap interval, two-sided "
                 "p of a paired sign-flip test; problems only one of them answered are left out), "
@@ -974,7 +960,7 @@ def _matched_cells(m: Mapping[str, Any]) -> list[str]:
         left = diff["only_first"] + diff["only_second"]
         cells += [
             str(within["n"]),
-            _pct(within["accuracy"]),
+            pct(within["accuracy"]),
             f"{100 * diff['mean']:+.1f}",
             f"[{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}]",
             _p(diff["p_value"]),
