@@ -198,6 +198,7 @@ def test_lm_eval_cot_run_is_one_system_with_tokens_counted_by_its_tokenizer(tmp_
     assert row["accuracy"] == 0.5 and row["problems"] == 2  # exact_match as lm-eval logged it
     assert (row["policy_tokens"], row["prompt_tokens"], row["prm_tokens"]) == (gen, prompt, 0)
     assert row["flops"] == pytest.approx(2 * 460160 * (gen + prompt))
+    assert "lm-eval logs no prefix-cache hits" in to_markdown(board)  # said, not silently assumed
 
 
 def test_tokens_without_a_local_tokenizer_are_unknown_never_guessed(tmp_path):

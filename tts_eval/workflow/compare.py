@@ -282,6 +282,21 @@ def _count_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _sample_tokens(tokenizer: Any, sample: Mapping[str, Any]) -> tuple[float, float]:
+    """(generated, prompt) tokens of one logged lm-eval sample: its responses (``resps``) and
+    the prompt text of its requests (``arguments``, the chat already rendered)."""
+    responses = (sample.get("resps") or [[]])[0]
+    prompts = [
+        str(arg.get("arg_0", ""))
+        for arg in (sample.get("arguments") or {}).values()
+        if isinstance(arg, Mapping)
+    ]
+    return (
+        float(sum(_count_tokens(tokenizer, str(r)) for r in responses)),
+        float(sum(_count_tokens(tokenizer, p) for p in prompts)),
+    )
+
+
 def _lm_eval_tts_system(
     samples: Sequence[Mapping[str, Any]],
     task: str,
@@ -378,6 +393,11 @@ def _plain_system(
         notes.append(
             f"tokens unknown: no local tokenizer of {tokenizer_name or 'the model'} to count them"
         )
+    else:
+        notes.append(
+            "every prompt token is charged as processed: lm-eval logs no prefix-cache hits "
+            "(traces of tts-eval runs do)"
+        )
     accuracy: dict[str, float] = {}
     generated: dict[str, float] = {}
     prompt: dict[str, float] = {}
@@ -392,15 +412,7 @@ def _plain_system(
         problems[key] = _problem(sample["doc"], os.fspath(where))
         accuracy[key] = float(sample["exact_match"])
         if tokenizer is not None:
-            responses = (sample.get("resps") or [[]])[0]
-            generated[key] = float(sum(_count_tokens(tokenizer, str(r)) for r in responses))
-            prompt[key] = float(
-                sum(
-                    _count_tokens(tokenizer, str(arg.get("arg_0", "")))
-                    for arg in (sample.get("arguments") or {}).values()
-                    if isinstance(arg, Mapping)
-                )
-            )
+            generated[key], prompt[key] = _sample_tokens(tokenizer, sample)
     recorded = data.get("config", {}).get("model_num_parameters")
     point = SystemPoint(
         n=1,
