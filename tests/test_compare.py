@@ -216,6 +216,14 @@ def test_tokens_without_a_local_tokenizer_are_unknown_never_guessed(tmp_path):
     assert "tokens unknown: no local tokenizer of org/not-on-disk" in text
     with pytest.raises(ValueError, match="has unknown compute"):
         build_leaderboard([system], params, baseline=system.label)
+    # against a known baseline its row says compute unknown, not "none within budget"
+    systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING) + [system]
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
+    board = build_leaderboard(systems, params, baseline="policy: majority", bootstrap_iters=10)
+    (matched,) = [m for m in board["matched"] if m["system"] == system.label]
+    assert matched["match"] == "compute unknown" and matched["flops_to_match"] is None
+    text = to_markdown(board)
+    assert f"| {system.label} | - | compute unknown |" in text
 
 
 def test_every_strategy_compute_optimal_unknown_ones_and_ray_records(tmp_path):

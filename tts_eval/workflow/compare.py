@@ -967,7 +967,8 @@ def _matched_cells(m: Mapping[str, Any]) -> list[str]:
     within, diff = m.get("within_budget"), m.get("difference")
     cells = [m["system"]]
     if within is None:
-        cells += ["-", "none within budget", "", "", "", ""]
+        unknown = m.get("match") == "compute unknown"
+        cells += ["-", "compute unknown" if unknown else "none within budget", "", "", "", ""]
     else:
         left = diff["only_first"] + diff["only_second"]
         cells += [
