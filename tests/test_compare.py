@@ -398,6 +398,22 @@ def test_overlapping_problem_sets_pair_on_shared_problems_and_count_the_rest(tmp
     assert "| 1 (2) |" in to_markdown(board)
 
 
+def test_two_lm_eval_runs_in_one_folder_get_distinct_labels(tmp_path):
+    """A re-run of lm-eval into the same --output_path: two results files of one model. Their
+    labels (and --label, a prefix for both) were equal and the comparison had no way out."""
+    folder = lm_eval_folder(tmp_path / "cot", "org/big")
+    sub = folder / "model__name"
+    later = "2026-01-02T00-00-00.000000"
+    for name in (f"results_{STAMP}.json", f"samples_math500_{STAMP}.jsonl"):
+        (sub / name.replace(STAMP, later)).write_text((sub / name).read_text())
+    for label, first in ((None, "big: CoT (hf)"), ("mine", "mine: CoT (hf)")):
+        systems = unique_labels(load_systems(folder, label=label))
+        assert [s.label for s in systems] == [
+            f"{first} [samples_math500_{STAMP}]",
+            f"{first} [samples_math500_{later}]",
+        ]
+
+
 def test_baseline_at_a_budget_and_unknown_baselines(tmp_path):
     systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING)
     params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})  # short names work

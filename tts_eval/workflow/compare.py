@@ -501,15 +501,11 @@ def _relabel(system: System, label: str) -> System:
 
 
 def unique_labels(systems: Sequence[System]) -> list[System]:
-    """Systems with distinct labels: a repeated label gets its source's name appended; refused
-    (one line) when that is not enough."""
-    counts: dict[str, int] = {}
-    for s in systems:
-        counts[s.label] = counts.get(s.label, 0) + 1
-    out = [
-        _relabel(s, f"{s.label} [{Path(s.source).name}]") if counts[s.label] > 1 else s
-        for s in systems
-    ]
+    """Systems with distinct labels: a repeated label gets its source's name appended, and where
+    that is not enough (two lm-eval runs in one folder) its run too (the samples file, with its
+    time stamp); refused (one line) when even that is not enough."""
+    out = _suffix_repeated(systems, lambda s: Path(s.source).name)
+    out = _suffix_repeated(out, lambda s: Path(s.points[0].run).stem if s.points else "")
     seen: set[str] = set()
     for s in out:
         if s.label in seen:
@@ -518,6 +514,19 @@ def unique_labels(systems: Sequence[System]) -> list[System]:
             )
         seen.add(s.label)
     return out
+
+
+def _suffix_repeated(systems: Sequence[System], suffix: Callable[[System], str]) -> list[System]:
+    """``suffix`` appended to the labels that repeat, where it tells them apart."""
+    suffixes: dict[str, list[str]] = {}
+    for s in systems:
+        suffixes.setdefault(s.label, []).append(suffix(s))
+    return [
+        _relabel(s, f"{s.label} [{suffix(s)}]")
+        if len(set(suffixes[s.label])) > 1 and suffix(s)
+        else s
+        for s in systems
+    ]
 
 
 # --------------------------------------------------------------------------- checks, parameters
