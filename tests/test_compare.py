@@ -521,6 +521,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "different problem sets: problem a has gold answer" in err
     err = _one_line_error(["compare", sweep, *params, "--params", "Policy-1B=1e9", *out], capsys)
     assert "--params Policy-1B=... names no model of these results; accepted: policy, prm" in err
+    taken = tmp_path / "taken.md"
+    taken.write_text("x")
+    argv = ["compare", sweep, *params, "--out", str(taken), "--no-figures", "--bootstrap", "10"]
+    assert f"--out {taken} is a file" in _one_line_error(argv, capsys)
     err = _one_line_error(["compare", sweep, "--params", "policy", *out], capsys)
     assert "--params 'policy' is invalid" in err
     err = _one_line_error(["compare", sweep, "--label", "elsewhere=X", *params, *out], capsys)
