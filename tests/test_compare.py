@@ -260,6 +260,22 @@ def test_every_strategy_compute_optimal_unknown_ones_and_ray_records(tmp_path):
         assert row["flops"] == pytest.approx(2 * P_POLICY * 100 + 2 * P_PRM * 200)
 
 
+def test_a_budget_no_problem_can_serve_is_no_point(tmp_path):
+    """dvts n=8, beam width 4, whose record holds one subtree instead of two: n=4 cannot be read
+    off it (no problem has a subtree to spare). That budget is left out (as tts-eval report
+    does); before, its empty point divided by zero in the leaderboard."""
+    from test_workflow import cand, record
+
+    r = record("dvts-n8-x", "dvts", 8, 0, DOC_A, [cand("3", 0.9)] * 4, 0, 100, width=4)
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(r) + "\n")
+    (system,) = load_systems(path, policy="org/policy", prm="org/prm", **GRADING)
+    assert [p.n for p in system.points] == [8]
+    params = resolve_params([system], {"policy": P_POLICY, "prm": P_PRM})
+    (row,) = build_leaderboard([system], params, bootstrap_iters=10)["rows"]
+    assert (row["n"], row["accuracy"]) == (8, 1.0)
+
+
 def test_a_tts_run_logged_by_lm_eval_reads_as_its_traces(tmp_path):
     sub = tmp_path / "tts" / "org__policy"
     sub.mkdir(parents=True)

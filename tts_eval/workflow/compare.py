@@ -199,7 +199,7 @@ def trace_systems(
             estimates.points.items(), key=lambda kv: (curve_sort_key(kv[0][0]), kv[0][1])
         )
         for (curve, _n), point in ordered:
-            if curve not in ORACLE_CURVES:
+            if curve not in ORACLE_CURVES and point.accuracy:  # no problem served: no point
                 curves.setdefault(curve, []).append(point)
         for curve, points in curves.items():
             selection = run_settings(results, points[-1].run_key).get("selection")
