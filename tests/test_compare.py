@@ -547,6 +547,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert "elsewhere is none of the RESULTs" in err
     err = _one_line_error(["compare", sweep, *params, "--baseline", "big", *out], capsys)
     assert "--baseline 'big' names no system" in err
+    broken = lm_eval_folder(tmp_path / "broken", "org/big")
+    (samples,) = broken.rglob("samples_*.jsonl")
+    good = samples.read_text()
+    for line, why in (
+        ('{"doc_id": 0, "doc": "x", "exact_match": 1}', "line 1 is not an lm-eval logged sample"),
+        (
+            '{"doc_id": 0, "doc": {"answer": "1"}, "exact_match": "yes"}',
+            "line 1 has exact_match 'yes'",
+        ),
+    ):
+        samples.write_text(line + "\n")
+        err = _one_line_error(["compare", str(broken), "--params", "big=1e9", *out], capsys)
+        assert f"{samples}: {why}" in err
+    samples.write_text(good)
+    png = tmp_path / "figure.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    assert f"{png} is not a JSONL trace file" in _one_line_error(
+        ["compare", str(png), *out], capsys
+    )
     samples_file = next((tmp_path / "other").rglob("samples_*.jsonl"))
     err = _one_line_error(["compare", str(samples_file), *out], capsys)
     assert "is an lm-eval samples file; give its folder" in err

@@ -273,8 +273,11 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
 
     rows = list(read_jsonl(path))
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "doc" not in row or "doc_id" not in row:
+        if not isinstance(row, dict) or not isinstance(row.get("doc"), dict) or "doc_id" not in row:
             raise ValueError(f"{path}: line {i + 1} is not an lm-eval logged sample")
+        score = row.get("exact_match", 0.0)
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"{path}: line {i + 1} has exact_match {score!r}, not a number")
     return rows
 
 
@@ -468,7 +471,10 @@ def load_systems(
             f"{path} is an lm-eval samples file; give its folder (with the results_*.json)"
         )
     elif p.is_file():
-        results = load_results(p)
+        try:
+            results = load_results(p)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a JSONL trace file (not text)") from None
         systems = trace_systems(_named(results, policy, prm), kind="trace file", **estimate)
     else:
         raise ValueError(f"results {path}: no such folder or file")
