@@ -227,15 +227,24 @@ def plot_report(
     return _save_all(figures, out_dir)
 
 
-def _legend_below(ax, count: int) -> None:
-    """A legend under the axes: long system labels never cover the data."""
+def _legend_below(ax, count: int, last: str | None = None) -> None:
+    """A legend under the axes: long system labels never cover the data; entry ``last`` (a
+    reference line, listed first by matplotlib) goes after the systems."""
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == last)
     ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
         loc="upper center",
         bbox_to_anchor=(0.5, -0.14),
         ncol=1 if count <= 6 else 2,
         fontsize="small",
         frameon=False,
     )
+
+
+def _board_title(board: Mapping[str, Any], what: str) -> str:
+    return f"{board.get('task') or 'task'} ({board['problems']} problems): {what}"
 
 
 def _system_rows(board: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
@@ -267,11 +276,13 @@ def _flops_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
         _errorbars(ax, [r["flops"] for r in known], known, label, style)
         drawn += 1
     base = board.get("baseline")
+    line = None
     if base and base.get("flops"):
-        ax.axvline(base["flops"], color="grey", linestyle=":", linewidth=1)
+        line = f"compute of the baseline, {base['system']} (n={base['n']})"
+        ax.axvline(base["flops"], color="grey", linestyle=":", linewidth=1, label=line)
     ax.set_xscale("log")
     _style(ax, "compute per problem (FLOPs, policy + PRM, log)", zoom)
-    ax.set_title(f"{board.get('task') or 'task'}: accuracy vs compute per problem")
+    ax.set_title(_board_title(board, "accuracy vs compute per problem"))
     if unknown:
         logger.warning("compute unknown, left out of the FLOPs figure: %s", "; ".join(unknown))
         ax.text(
@@ -284,7 +295,7 @@ def _flops_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
             color="grey",
         )
     if drawn:
-        _legend_below(ax, drawn)
+        _legend_below(ax, drawn + bool(line), last=line)
     return fig
 
 
@@ -314,7 +325,7 @@ def _budget_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets, [str(n) for n in budgets])
     _style(ax, "test-time budget n (generations per problem, log2)", zoom)
-    ax.set_title(f"{board.get('task') or 'task'}: accuracy vs test-time budget")
+    ax.set_title(_board_title(board, "accuracy vs test-time budget"))
     _legend_below(ax, len(by_system))
     return fig
 
@@ -356,7 +367,7 @@ def _level_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
     _style(ax, "MATH difficulty level", zoom)
     ax.grid(False, axis="x")
     ax.set_title(  # pad: room for the values written on 100% bars
-        f"{board.get('task') or 'task'}: accuracy by level, each system at its best budget", pad=14
+        _board_title(board, "accuracy by level, each system at its best budget"), pad=14
     )
     _legend_below(ax, count)
     return fig
