@@ -580,6 +580,10 @@ def test_trace_file_needs_its_models_named(tmp_path, capsys):
     out = ["--out", str(tmp_path / "cmp"), "--no-figures", "--bootstrap", "10"]
     err = _one_line_error(["compare", str(path), *out], capsys)
     assert "does not name its policy model; give --policy" in err
+    # a PRM-guided run whose PRM is not named: refused, not charged 0 PRM FLOPs
+    argv = ["compare", str(path), "--policy", f"{path}=org/policy", "--params", "policy=1e9"]
+    err = _one_line_error([*argv, *out], capsys)
+    assert f"scored with a PRM but {path} does not name it; give --prm {path}=MODEL" in err
     named = ["--policy", f"{path}=org/policy", "--prm", f"{path}=org/prm"]
     argv = ["compare", str(path), *named, "--params", "policy=1e9", "--params", "prm=8e9"]
     assert cli_main([*argv, "--label", f"{path}=mine", *out]) == 0

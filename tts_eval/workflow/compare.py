@@ -584,11 +584,16 @@ def resolve_params(
         recorded.update(system.recorded_params)
     out = {}
     for system in systems:
+        result = system.result or system.source
         if system.policy is None:
-            result = system.result or system.source
             raise ValueError(
                 f"{result} does not name its policy model; give --policy "
                 f"{result}=MODEL (and --prm {result}=MODEL if it used one)"
+            )
+        if system.prm is None and any(v for p in system.points for v in p.prm_tokens.values()):
+            raise ValueError(
+                f"{system.label} scored with a PRM but {result} does not name it; give --prm "
+                f"{result}=MODEL"
             )
     models = models_of(systems)
     names = {name for model in models for name in (model, short_name(model))}
@@ -730,7 +735,7 @@ def _point_row(
         if generated is None or prompt is None
         else 2 * _params_of(system.policy, system, params) * (generated + prompt)
     )
-    prm_flops = 2 * _params_of(system.prm, system, params) * prm_tokens if system.prm else 0.0
+    prm_flops = 2 * _params_of(system.prm, system, params) * prm_tokens if prm_tokens else 0.0
     return {
         "system": system.label,
         "n": point.n,
