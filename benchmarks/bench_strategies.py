@@ -5,10 +5,12 @@ and boxes answers) and a tiny RLHFlow-format PRM, loads them through the real co
 (``load_engine``, ``load_prm``), and runs each strategy over a few MATH-500 problems (or
 synthetic ones when ``../shared/data`` is absent). The engine and PRM are wrapped in timing
 proxies, so the report splits wall time into engine, PRM and everything else (the search itself,
-voting, answer grouping through the grader): the last column is the fraction of wall time spent
-outside the engine and PRM (target: under 10%).
+voting, answer grouping through the grader): `outside %` is the fraction of wall time spent
+outside the engine and PRM (target: under 10%), then the engine and PRM calls (one each per
+iteration, whatever the number of problems).
 
-Usage: ``python benchmarks/bench_strategies.py [--problems 4] [--n 8] [--backend hf|vllm]``
+Usage: ``python benchmarks/bench_strategies.py [--problems 4] [--n 8] [--backend hf|vllm]
+[--strategies beam_search,dvts,particle_filtering] [--pg-iterations 2]``
 
 What this script does not do: assert anything (figures are printed; machines here are noisy).
 """
@@ -43,7 +45,15 @@ from tts_eval.types import (  # noqa: E402
     SamplingParams,
 )
 
-STRATEGIES = ("majority", "best_of_n", "beam_search", "dvts", "compute_optimal")
+STRATEGIES = (
+    "majority",
+    "best_of_n",
+    "beam_search",
+    "dvts",
+    "compute_optimal",
+    "particle_filtering",
+    "particle_gibbs",
+)
 
 
 class Timed:
@@ -89,7 +99,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--backend", default="hf", choices=("hf", "vllm"))
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
+    parser.add_argument("--pg-iterations", type=int, default=2)
     args = parser.parse_args()
+    strategies = [s for s in args.strategies.split(",") if s]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-strategies-"))
     policy = build_scripted_llama(tmp / "policy")
@@ -120,10 +133,11 @@ def main() -> None:
         f"beam_width={args.beam_width} max_tokens={args.max_tokens}"
     )
     print(
-        f"{'strategy':<16}{'s/problem':>10}{'policy tok':>12}{'prm tok':>10}"
-        f"{'engine s':>10}{'prm s':>8}{'other s':>9}{'outside %':>11}"
+        f"{'strategy':<20}{'s/problem':>10}{'policy tok':>12}{'prm tok':>10}"
+        f"{'engine s':>10}{'prm s':>8}{'other s':>9}{'outside %':>11}{'calls g/p':>11}"
     )
-    for strategy in STRATEGIES:
+    for strategy in strategies:
+        extra = {"pg_iterations": args.pg_iterations} if strategy == "particle_gibbs" else {}
         config = SearchConfig(
             strategy=strategy,
             n=args.n,
@@ -131,8 +145,10 @@ def main() -> None:
             num_iterations=args.iterations,
             max_tokens=args.max_tokens,
             seed=0,
+            **extra,
         )
         engine.seconds = prm.seconds = 0.0
+        engine.calls = prm.calls = 0
         start = time.perf_counter()
         results = run_search(
             config, problems, engine, None if strategy == "majority" else prm, answers
@@ -142,8 +158,9 @@ def main() -> None:
         policy_tokens = sum(r.cost.policy_tokens for r in results) / len(results)
         prm_tokens = sum(r.cost.prm_tokens for r in results) / len(results)
         print(
-            f"{strategy:<16}{wall / len(results):>10.3f}{policy_tokens:>12.0f}{prm_tokens:>10.0f}"
+            f"{strategy:<20}{wall / len(results):>10.3f}{policy_tokens:>12.0f}{prm_tokens:>10.0f}"
             f"{engine.seconds:>10.2f}{prm.seconds:>8.2f}{other:>9.2f}{100 * other / wall:>10.1f}%"
+            f"{f'{engine.calls}/{prm.calls}':>11}"
         )
 
 

@@ -23,6 +23,8 @@ STRATEGIES = {
     "beam_search": "strategy=beam_search,n=4,beam_width=2,num_iterations=3",
     "dvts": "strategy=dvts,n=4,beam_width=2,num_iterations=3",
     "compute_optimal": "strategy=compute_optimal,n=4,beam_width=2,num_iterations=3",
+    "particle_filtering": "strategy=particle_filtering,n=4,num_iterations=3",
+    "particle_gibbs": "strategy=particle_gibbs,n=4,pg_iterations=2,num_iterations=3",
 }
 BACKENDS = [
     "hf",
@@ -90,6 +92,12 @@ def test_strategy_through_lm_eval_cli(
             assert all(0.0 <= s <= 1.0 for c in scored for s in c["step_scores"])
         if strategy == "best_of_n":
             assert len(cands) == 3
+        if strategy.startswith("particle"):
+            assert len(cands) == 4  # the final particles (of both sweeps for particle Gibbs)
+            sweeps = trace["settings"]["genealogy"]
+            assert len(sweeps) == (2 if strategy == "particle_gibbs" else 1)
+            assert all(len(entry["log_weights"]) == 4 // len(sweeps) for s in sweeps for entry in s)
+            assert 1 <= trace["settings"]["iterations_run"] <= 3 * len(sweeps)
         finished = [c for c in cands if c["finished"]]
         assert finished, "the scripted policy finishes some solutions within 24 tokens"
         assert all(c["finish_reason"] != "length" for c in finished)

@@ -45,6 +45,10 @@ def test_field_names_are_the_model_args_keys():
         "step_delimiter",
         "lookahead",
         "compute_optimal_table",
+        "resampling",
+        "pf_temperature",
+        "pg_iterations",
+        "pg_reference_particles",
     ]
 
 
@@ -63,6 +67,9 @@ def test_frozen():
         dict(strategy="dvts", n=8, beam_width=1),
         dict(strategy="compute_optimal", n=64),
         dict(strategy="best_of_n", temperature=0, top_p=0.5, max_tokens=1, seed=-3),
+        dict(strategy="particle_filtering", n=3, resampling="systematic", pf_temperature=0.1),
+        dict(strategy="particle_gibbs", n=8, pg_iterations=4, pg_reference_particles=0),
+        dict(strategy="particle_gibbs", n=9, pg_iterations=3, pg_reference_particles=2),
     ],
 )
 def test_valid_configs(kwargs):
@@ -132,9 +139,89 @@ def test_valid_configs(kwargs):
             dict(strategy="compute_optimal", compute_optimal_table="/nonexistent/t.json"),
             r"^model_args compute_optimal_table=/nonexistent/t.json is invalid; accepted: an existing JSON file$",
         ),
+        (
+            dict(strategy="particle_filtering", pf_temperature=0),
+            r"^model_args pf_temperature=0 is invalid; accepted: a number > 0$",
+        ),
+        (
+            dict(strategy="particle_gibbs", pf_temperature=float("inf")),
+            r"^model_args pf_temperature=inf is invalid; accepted: a number > 0$",
+        ),
+        (
+            dict(strategy="particle_filtering", resampling="residual"),
+            r"^model_args resampling=residual is invalid; accepted: multinomial, systematic$",
+        ),
+        (
+            dict(strategy="particle_gibbs", pg_iterations=0),
+            r"^model_args pg_iterations=0 is invalid; accepted: an integer >= 1$",
+        ),
+        (
+            dict(strategy="particle_gibbs", n=6, pg_iterations=4),
+            r"^model_args n=6 is invalid; accepted: a multiple of pg_iterations=4 for "
+            r"strategy=particle_gibbs .*pg_iterations dividing n=6: 1, 2, 3, 6\)$",
+        ),
+        (
+            dict(strategy="particle_gibbs", n=8, pg_iterations=4, pg_reference_particles=2),
+            r"^model_args pg_reference_particles=2 is invalid; accepted: an integer below "
+            r"n/pg_iterations=2 ",
+        ),
+        (
+            dict(strategy="beam_search", pf_temperature=0.5),
+            r"^model_args pf_temperature=0.5 is invalid; accepted: only with "
+            r"strategy=particle_filtering or particle_gibbs, not strategy=beam_search$",
+        ),
+        (
+            dict(strategy="dvts", resampling="systematic"),
+            r"^model_args resampling=systematic is invalid; accepted: only with strategy=particle",
+        ),
+        (
+            dict(strategy="particle_filtering", pg_iterations=2),
+            r"^model_args pg_iterations=2 is invalid; accepted: only with "
+            r"strategy=particle_gibbs, not strategy=particle_filtering$",
+        ),
+        (
+            dict(strategy="particle_filtering", lookahead=1),
+            r"^model_args lookahead=1 is invalid; accepted: 0 with strategy=particle_filtering",
+        ),
     ],
 )
 def test_invalid_configs_raise_one_clear_line(kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
         SearchConfig(**kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_particle_keys_are_recorded_only_for_the_strategies_that_read_them():
+    assert "pf_temperature" not in SearchConfig(strategy="dvts").settings()
+    assert "pg_iterations" not in SearchConfig(strategy="particle_filtering").settings()
+    settings = SearchConfig(strategy="particle_gibbs", n=4, pg_iterations=2).settings()
+    assert (settings["resampling"], settings["pf_temperature"]) == ("multinomial", 1.0)
+    assert (settings["pg_iterations"], settings["pg_reference_particles"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        # given at its default value: only the model_args parser can tell
+        (
+            "strategy=beam_search,pf_temperature=1.0",
+            r"^model_args pf_temperature=1.0 is invalid; accepted: only with "
+            r"strategy=particle_filtering or particle_gibbs, not strategy=beam_search$",
+        ),
+        (
+            "strategy=particle_filtering,pg_reference_particles=1",
+            r"^model_args pg_reference_particles=1 is invalid; accepted: only with "
+            r"strategy=particle_gibbs",
+        ),
+        (
+            "strategy=particle_gibbs,n=4,pg_iterations=3",
+            r"^model_args n=4 is invalid; accepted: a multiple of pg_iterations=3",
+        ),
+    ],
+)
+def test_particle_keys_in_model_args_fail_before_anything_loads(args, message):
+    from tts_eval.settings import parse_model_args
+
+    with pytest.raises(ValueError, match=message) as info:
+        parse_model_args(f"pretrained=org/policy,prm=org/prm,{args}")
     assert "\n" not in str(info.value)

@@ -105,6 +105,56 @@ def test_plan_runs_exchangeable_once_beam_search_per_budget():
     assert plan_runs(only_majority) == [RunSpec("majority", 16)]
 
 
+def test_plan_runs_particle_strategies_once_per_budget():
+    data = _with("sweep", strategies=["beam_search", "particle_filtering", "particle_gibbs"])
+    data["sweep"]["budgets"] = [2, 4, 8]
+    data["model_args"].update(pg_iterations=2, pf_temperature=0.5, beam_width=2)
+    recipe = parse_sweep_recipe(data)
+    assert plan_runs(recipe) == [
+        RunSpec("beam_search", 2),
+        RunSpec("beam_search", 4),
+        RunSpec("beam_search", 8),
+        RunSpec("particle_filtering", 2),
+        RunSpec("particle_filtering", 4),
+        RunSpec("particle_filtering", 8),
+        RunSpec("particle_gibbs", 4),  # n=2 would leave 1 particle per sweep, all reference
+        RunSpec("particle_gibbs", 8),
+    ]
+    # keys of the particle strategies reach their runs only
+    assert "pf_temperature" not in recipe.run_model_args("beam_search", 4)
+    assert recipe.run_model_args("particle_filtering", 4)["pf_temperature"] == 0.5
+    assert "pg_iterations" not in recipe.run_model_args("particle_filtering", 4)
+    assert recipe.run_model_args("particle_gibbs", 4)["pg_iterations"] == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"model_args": {"pf_temperature": 0.5}},
+            "model_args pf_temperature is read only by strategy=particle_filtering or "
+            "particle_gibbs, which sweep.strategies does not list",
+        ),
+        (
+            {"model_args": {"pg_iterations": 16}, "sweep": {"strategies": ["particle_gibbs"]}},
+            "no budget particle_gibbs can run: it needs multiples of pg_iterations=16",
+        ),
+        (
+            {"model_args": {"pf_temperature": 0}, "sweep": {"strategies": ["particle_filtering"]}},
+            "run strategy=particle_filtering n=4: model_args pf_temperature=0.0 is invalid",
+        ),
+    ],
+)
+def test_particle_recipe_errors_are_one_line(changes, message):
+    data = json.loads(json.dumps(BASE))
+    for section, values in changes.items():
+        data[section].update(values)
+    with pytest.raises(ValueError) as info:
+        parse_sweep_recipe(data, "r.yaml")
+    text = str(info.value)
+    assert message in text and "\n" not in text and "r.yaml" in text
+
+
 # --------------------------------------------------------------------------- hand-computed fixture
 
 

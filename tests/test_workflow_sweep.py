@@ -444,6 +444,54 @@ def test_sweep_report_plot_on_tiny_models(env, tiny_llama, tiny_prm, capsys):
     assert len(pngs) == 3 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
 
 
+def test_sweep_report_plot_of_particle_strategies(env):
+    """Particle runs sweep once per budget, share one settings group with beam search (their
+    keys do not split it), and get report rows and figure lines like every strategy."""
+    from tts_eval.workflow.plot import plot_report
+
+    recipe = write_inputs(
+        env,
+        env / "out",
+        chunk_size=5,
+        strategies=("beam_search", "particle_filtering", "particle_gibbs"),
+        budgets=(2, 4),
+    )
+    data = json.loads(recipe.read_text())
+    data["model_args"].update(pg_iterations=2, resampling="systematic")
+    recipe.write_text(json.dumps(data))
+    summary = sweep(recipe)
+    assert [(r.strategy, r.n) for r in summary.runs] == [
+        ("beam_search", 2),
+        ("beam_search", 4),
+        ("particle_filtering", 2),
+        ("particle_filtering", 4),
+        ("particle_gibbs", 4),
+    ]
+    for name, lines in read_lines(env / "out").items():
+        records = [json.loads(line) for line in lines]
+        assert len(records) == len(PROBLEMS)
+        if name.startswith("particle"):
+            settings = records[0]["settings"]
+            assert settings["resampling"] == "systematic" and settings["genealogy"]
+            assert all(len(r["candidates"]) == settings["n"] for r in records)
+        else:
+            assert "resampling" not in records[0]["settings"]
+    report = build_report(
+        load_results(env / "out"), FakeAnswerSpec(), equivalent, bootstrap_iters=50
+    )
+    assert len(report["settings_groups"]) == 1
+    rows = {(r["curve"], r["n"]): r for r in report["rows"]}
+    pf, pg = (
+        "particle_filtering (resampling=systematic)",
+        "particle_gibbs (pg_iterations=2, resampling=systematic)",
+    )  # their own settings name their curves
+    assert {("beam_search", 2), ("beam_search", 4), (pf, 2), (pf, 4), (pg, 4)} == set(rows)
+    assert rows[(pg, 4)]["problems"] == len(PROBLEMS)
+    assert rows[(pf, 4)]["policy_tokens"] > rows[(pf, 2)]["policy_tokens"] > 0
+    paths = plot_report(report, env / "figures")
+    assert paths and all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "child":
     child(sys.argv[2], sys.argv[3])
 

@@ -119,7 +119,8 @@ class StrategyInfo:
 
     ``needs_prm``: it cannot run without a process reward model. ``tree``: it keeps
     ``n // beam_width`` beams or subtrees (``n`` must be a multiple of ``beam_width``; lookahead
-    applies). ``routable``: a compute-optimal routing table may send problems to it.
+    applies). ``routable``: a compute-optimal routing table may send problems to it. ``keys``: the
+    settings only it reads (refused with any other strategy; recorded only for it).
     """
 
     name: str
@@ -127,6 +128,7 @@ class StrategyInfo:
     needs_prm: bool
     tree: bool = False
     routable: bool = True
+    keys: tuple[str, ...] = ()
 
 
 STRATEGY_INFO: Mapping[str, StrategyInfo] = {
@@ -139,6 +141,20 @@ STRATEGY_INFO: Mapping[str, StrategyInfo] = {
         StrategyInfo(
             "compute_optimal", "per-problem strategy from a difficulty probe", True, routable=False
         ),
+        StrategyInfo(
+            "particle_filtering",
+            "n particles resampled by PRM weight each step (Puri et al. 2025)",
+            True,
+            routable=False,
+            keys=("resampling", "pf_temperature"),
+        ),
+        StrategyInfo(
+            "particle_gibbs",
+            "pg_iterations sweeps of particle filtering with reference particles",
+            True,
+            routable=False,
+            keys=("resampling", "pf_temperature", "pg_iterations", "pg_reference_particles"),
+        ),
     )
 }
 STRATEGIES = tuple(STRATEGY_INFO)
@@ -146,6 +162,13 @@ TREE_STRATEGIES = tuple(s for s, info in STRATEGY_INFO.items() if info.tree)
 ROUTABLE_STRATEGIES = tuple(s for s, info in STRATEGY_INFO.items() if info.routable)
 AGGREGATIONS = ("last", "min", "prod", "mean")
 SELECTIONS = ("naive", "weighted")
+RESAMPLINGS = ("multinomial", "systematic")
+# setting -> the strategies that read it (the others refuse it)
+STRATEGY_KEYS: Mapping[str, tuple[str, ...]] = {
+    key: tuple(s for s, info in STRATEGY_INFO.items() if key in info.keys)
+    for info in STRATEGY_INFO.values()
+    for key in info.keys
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,9 +325,11 @@ class SearchConfig:
 
     ``n`` is the budget: samples for majority/best_of_n, candidates per iteration for
     beam_search (``n // beam_width`` beams are kept), ``n // beam_width`` subtrees of
-    ``beam_width`` candidates each for dvts. ``max_tokens`` is a per-solution budget over all of
-    its steps. ``compute_optimal_table`` is a JSON routing table (:func:`load_table`); ``None``
-    uses the built-in default.
+    ``beam_width`` candidates each for dvts, particles for particle_filtering, particles over all
+    ``pg_iterations`` sweeps for particle_gibbs. ``max_tokens`` is a per-solution budget over all
+    of its steps. ``compute_optimal_table`` is a JSON routing table (:func:`load_table`); ``None``
+    uses the built-in default. ``resampling``, ``pf_temperature``, ``pg_iterations`` and
+    ``pg_reference_particles`` belong to the particle strategies (:data:`STRATEGY_KEYS`).
     """
 
     strategy: str = "best_of_n"
@@ -320,6 +345,10 @@ class SearchConfig:
     step_delimiter: str = "\n\n"
     lookahead: int = 0
     compute_optimal_table: str | None = None
+    resampling: str = "multinomial"
+    pf_temperature: float = 1.0
+    pg_iterations: int = 1
+    pg_reference_particles: int = 1
 
     def __post_init__(self) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)
@@ -365,17 +394,64 @@ class SearchConfig:
                 )
         if self.strategy == "compute_optimal":
             load_table(table).check_budget(self.n)
+        self._check_particle_settings()
+
+    def _check_particle_settings(self) -> None:
+        check_choice("resampling", self.resampling, RESAMPLINGS)
+        check_float("pf_temperature", self.pf_temperature, "a number > 0", lambda v: v > 0)
+        check_int("pg_iterations", self.pg_iterations, 1)
+        check_int("pg_reference_particles", self.pg_reference_particles, 0)
+        for key in STRATEGY_KEYS:
+            if getattr(self, key) != _SEARCH_DEFAULTS[key]:
+                check_strategy_key(key, getattr(self, key), self.strategy)
+        if self.strategy != "particle_gibbs":
+            return
+        sweeps, refs = self.pg_iterations, self.pg_reference_particles
+        if self.n % sweeps:
+            fits = [k for k in range(1, self.n + 1) if self.n % k == 0]
+            raise invalid(
+                "n",
+                self.n,
+                f"a multiple of pg_iterations={sweeps} for strategy=particle_gibbs (n particles "
+                f"are split into pg_iterations sweeps; pg_iterations dividing n={self.n}: "
+                f"{', '.join(map(str, fits))})",
+            )
+        if refs >= self.n // sweeps:
+            raise invalid(
+                "pg_reference_particles",
+                refs,
+                f"an integer below n/pg_iterations={self.n // sweeps} (the particles of a sweep; "
+                "at least one must be free)",
+            )
 
     @property
     def info(self) -> StrategyInfo:
         return STRATEGY_INFO[self.strategy]
 
     def settings(self) -> dict[str, object]:
-        """The settings as a JSON-ready dict (recorded in every ``SearchResult``)."""
+        """The settings as a JSON-ready dict (recorded in every ``SearchResult``).
+
+        Settings of :data:`STRATEGY_KEYS` are recorded only for the strategies that read them.
+        """
         out = asdict(self)
         if out["compute_optimal_table"] is not None:
             out["compute_optimal_table"] = os.fspath(out["compute_optimal_table"])
+        for key, owners in STRATEGY_KEYS.items():
+            if self.strategy not in owners:
+                del out[key]
         return out
+
+
+_SEARCH_DEFAULTS: Mapping[str, Any] = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+
+
+def check_strategy_key(key: str, value: Any, strategy: str) -> None:
+    """Refuse a setting of :data:`STRATEGY_KEYS` given with a strategy that does not read it."""
+    owners = STRATEGY_KEYS.get(key)
+    if owners is not None and strategy not in owners:
+        raise invalid(
+            key, value, f"only with strategy={' or '.join(owners)}, not strategy={strategy}"
+        )
 
 
 TABLE_FORMAT = "tts-eval/compute-optimal-table"
@@ -991,6 +1067,8 @@ def parse_model_args(
 
     engine = _build(EngineConfig, engine_vals, {f: f for f in engine_vals})
     search = _build(SearchConfig, search_vals, {f: f for f in search_vals})
+    for key in search_vals:  # given at its default value, SearchConfig cannot tell
+        check_strategy_key(key, search_vals[key], search.strategy)
     prm = None
     if has_prm:
         prm = _build(PRMConfig, prm_vals, _PRM_KEY_OF)

@@ -1,7 +1,7 @@
 """Test-time search strategies, pure over the protocols of :mod:`tts_eval.types`.
 
 One strategy per module: ``majority``, ``best_of_n``, ``beam_search``, ``dvts``,
-``compute_optimal``; ``voting`` holds the pure selection rules; ``diagnostics`` counts and warns
+``compute_optimal``, ``particle_filtering``, ``particle_gibbs``; ``voting`` holds the pure selection rules; ``diagnostics`` counts and warns
 about silent degradations (a step delimiter that never occurs, empty responses); ``run`` the entry
 point :func:`run_search`. Settings (:class:`tts_eval.settings.SearchConfig`, the strategy registry and
 the compute-optimal routing table) live in :mod:`tts_eval.settings`. Nothing in this package imports

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from tts_eval.search import compute_optimal, diagnostics
+from tts_eval.search import compute_optimal, diagnostics, particle_filtering, particle_gibbs
 from tts_eval.search._driver import Work, drive
 from tts_eval.search.voting import AnswerGrouper
 from tts_eval.settings import STRATEGIES, SearchConfig
@@ -34,6 +34,8 @@ WorkFactory = Callable[[Problem, SearchConfig, AnswerSpec, AnswerGrouper], Work]
 FACTORIES: dict[str, WorkFactory] = {
     **compute_optimal.ROUTED_FACTORIES,
     "compute_optimal": compute_optimal.make_work,
+    "particle_filtering": particle_filtering.make_work,
+    "particle_gibbs": particle_gibbs.make_work,
 }
 if set(FACTORIES) != set(STRATEGIES):  # a strategy registered in settings but not built here
     raise ImportError(f"search factories {sorted(FACTORIES)} != settings.STRATEGIES {STRATEGIES}")

@@ -131,14 +131,16 @@ def _eligible_groups(
 
 def naive_best(candidates: Sequence[Candidate], agg: str = "last") -> int | None:
     """Index of the eligible candidate with the highest aggregated score (ties: lowest index)."""
+    return naive_best_by(candidates, [aggregate(c.step_scores, agg) for c in candidates])
+
+
+def naive_best_by(candidates: Sequence[Candidate], weights: Sequence[float]) -> int | None:
+    """Index of the eligible candidate with the highest weight (ties: lowest index)."""
     best: int | None = None
-    best_score = -math.inf
-    for index, candidate in enumerate(candidates):
-        if not is_eligible(candidate):
-            continue
-        score = aggregate(candidate.step_scores, agg)
-        if score > best_score:
-            best, best_score = index, score
+    best_weight = -math.inf
+    for index, (candidate, weight) in enumerate(zip(candidates, weights, strict=True)):
+        if is_eligible(candidate) and weight > best_weight:
+            best, best_weight = index, weight
     return best
 
 
@@ -159,18 +161,29 @@ def weighted_vote(
     Ties between groups: larger group, then the group appearing first. Within the group: highest
     score, then lowest index.
     """
+    scores = [aggregate(c.step_scores, agg) for c in candidates]
+    return weighted_vote_by(candidates, grouper, scores)
+
+
+def weighted_vote_by(
+    candidates: Sequence[Candidate], grouper: AnswerGrouper, weights: Sequence[float]
+) -> int | None:
+    """:func:`weighted_vote` with the given per-candidate ``weights`` instead of PRM scores
+    (particle weights, for the particle strategies); the same tie rules."""
+    if len(weights) != len(candidates):
+        raise ValueError(f"{len(weights)} weights for {len(candidates)} candidates")
     best_key: tuple[float, int] | None = None
     best_members: list[int] = []
     for members in _eligible_groups(candidates, grouper).values():
         total = 0.0
         for index in members:
-            total += aggregate(candidates[index].step_scores, agg)
+            total += weights[index]
         key = (total, len(members))
         if best_key is None or key > best_key:
             best_key, best_members = key, members
     if best_key is None:
         return None
-    return max(best_members, key=lambda i: (aggregate(candidates[i].step_scores, agg), -i))
+    return max(best_members, key=lambda i: (weights[i], -i))
 
 
 def select(

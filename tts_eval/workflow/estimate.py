@@ -8,7 +8,9 @@ that the run can serve:
   correct, the unbiased estimator of :func:`tts_eval.search.voting.pass_at_k`), for n <= N;
 - a ``majority`` run gives ``majority`` and ``pass@n`` for n <= N;
 - a ``dvts`` run gives ``dvts`` for n = M, 2M, ... <= N from whole subtrees (``Candidate.group``);
-- ``beam_search`` and ``compute_optimal`` runs give their own curve at n = N only.
+- ``beam_search``, ``compute_optimal``, ``particle_filtering`` and ``particle_gibbs`` runs give
+  their own curve at n = N only; a particle run whose own settings differ from their defaults
+  names them in its curve (``particle_gibbs (pg_iterations=4)``, :func:`curve_name`).
 
 Exchangeable estimates average the selection's correctness over subsets of the samples
 (subtrees for dvts): ALL ``C(N, n)`` subsets when there are at most ``max_exact`` of them (exact),
@@ -38,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_eval.settings import STRATEGIES
+from tts_eval.settings import STRATEGIES, STRATEGY_KEYS, SearchConfig
 from tts_eval.types import AnswerSpec, Candidate, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -165,6 +167,17 @@ def _items(result: SearchResult, strategy: str) -> list[list[int]]:
     return [groups[g] for g in sorted(groups)]
 
 
+def curve_name(strategy: str, settings: Mapping[str, Any]) -> str:
+    """``strategy``, followed by its own settings (:data:`STRATEGY_KEYS`) that are not at their
+    defaults: ``particle_filtering (pf_temperature=0.5, resampling=systematic)``."""
+    shown = [
+        f"{key}={settings[key]}"
+        for key, owners in sorted(STRATEGY_KEYS.items())
+        if strategy in owners and key in settings and settings[key] != getattr(SearchConfig, key)
+    ]
+    return f"{strategy} ({', '.join(shown)})" if shown else strategy
+
+
 def run_curves(strategy: str, settings: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
     """The (curve, budgets) a run of ``strategy`` with these search settings serves."""
     n = int(settings["n"])
@@ -176,7 +189,7 @@ def run_curves(strategy: str, settings: Mapping[str, Any]) -> list[tuple[str, li
     if strategy == "dvts":
         width = int(settings.get("beam_width", 4))
         return [("dvts", [b for b in powers_of_two(width, n) if b % width == 0])]
-    return [(strategy, [n])]
+    return [(curve_name(strategy, settings), [n])]
 
 
 def estimate_run(

@@ -9,6 +9,9 @@ Runs, for ``strategies`` x ``budgets`` with ``N`` the largest budget and ``M`` t
   subsets of its subtrees).
 - ``beam_search`` once per budget that is a multiple of ``M`` (its beams are not exchangeable).
 - ``compute_optimal`` once per budget (each budget routes differently).
+- ``particle_filtering`` once per budget, ``particle_gibbs`` once per budget that splits into
+  ``pg_iterations`` sweeps of more than ``pg_reference_particles`` particles (particles are
+  resampled together: neither is exchangeable).
 
 A run's key is ``<strategy>-n<N>-<digest>``, the digest covering the task and everything that
 changes results (search settings, policy, PRM, system prompt) but not runtime placement (device,
@@ -79,7 +82,30 @@ def plan_runs(recipe: Any) -> list[RunSpec]:
         runs.extend(RunSpec(strategy, n) for n in chosen)
     if "compute_optimal" in strategies:
         runs.extend(RunSpec("compute_optimal", n) for n in budgets)
+    if "particle_filtering" in strategies:
+        runs.extend(RunSpec("particle_filtering", n) for n in budgets)
+    if "particle_gibbs" in strategies:
+        sweeps, refs = _gibbs_settings(dict(recipe.model_args))
+        usable = [b for b in budgets if b % sweeps == 0 and b // sweeps > refs]
+        if not usable:
+            raise ValueError(
+                f"sweep.budgets {list(budgets)} has no budget particle_gibbs can run: it needs "
+                f"multiples of pg_iterations={sweeps} with more than "
+                f"pg_reference_particles={refs} particles per sweep"
+            )
+        runs.extend(RunSpec("particle_gibbs", n) for n in usable)
     return runs
+
+
+def _gibbs_settings(model_args: dict[str, Any]) -> tuple[int, int]:
+    out = []
+    for key, default in (("pg_iterations", 1), ("pg_reference_particles", 1)):
+        value = model_args.get(key, default)
+        try:
+            out.append(int(value))
+        except (TypeError, ValueError):
+            raise ValueError(f"model_args {key}={value!r} is not a valid int") from None
+    return out[0], out[1]
 
 
 def run_identity(task: str, config: Any) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tts_eval.settings import STRATEGIES
+from tts_eval.settings import STRATEGIES, STRATEGY_KEYS
 
 TOP_KEYS = ("description", "model_args", "sweep")
 # model_args keys a sweep manages itself.
@@ -111,8 +111,17 @@ class SweepRecipe:
     description: str = ""
 
     def run_model_args(self, strategy: str, n: int) -> dict[str, Any]:
-        """The flat ``model_args`` of one run of the sweep."""
-        return {**self.model_args, "strategy": strategy, "n": n}
+        """The flat ``model_args`` of one run of the sweep.
+
+        Settings that only other strategies read (``STRATEGY_KEYS``, e.g. ``pf_temperature``)
+        are left out of it, so one recipe can set them beside strategies that refuse them.
+        """
+        shared = {
+            k: v
+            for k, v in self.model_args.items()
+            if strategy in STRATEGY_KEYS.get(k, (strategy,))
+        }
+        return {**shared, "strategy": strategy, "n": n}
 
 
 def _read_yaml(path: str | os.PathLike) -> Any:
@@ -194,6 +203,13 @@ def validate_runs(recipe: SweepRecipe) -> None:
     from tts_eval.settings import parse_model_args
     from tts_eval.workflow.plan import plan_runs
 
+    for key in recipe.model_args:
+        owners = STRATEGY_KEYS.get(key, ())
+        if owners and not set(owners) & set(recipe.sweep.strategies):
+            raise ValueError(
+                f"recipe {recipe.source}: model_args {key} is read only by strategy="
+                f"{' or '.join(owners)}, which sweep.strategies does not list"
+            )
     try:
         runs = plan_runs(recipe)
     except ValueError as exc:

@@ -18,8 +18,9 @@ such a folder upgrades its manifest.
 :func:`load_results` also accepts a single JSONL trace file (e.g. written by ``--model tts`` with
 ``trace_path=``); its records are grouped into runs by their search settings.
 
-Settings groups: runs whose search settings agree except for ``strategy``, ``n`` and
-``compute_optimal_table`` form one group (:func:`settings_groups`), identified by
+Settings groups: runs whose search settings agree except for ``strategy``, ``n``,
+``compute_optimal_table`` and the settings only some strategies read (``pf_temperature``, ...;
+:data:`tts_eval.settings.STRATEGY_KEYS`, which name the run's curve instead) form one group (:func:`settings_groups`), identified by
 :func:`settings_digest` and labelled with the settings that differ between the groups of the
 results (e.g. ``temperature=0.5``); curves are estimated and reported per group, so runs of other
 settings swept into the same folder are never mixed up with (or hidden by) each other.
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tts_eval.settings import STRATEGY_KEYS
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
@@ -45,8 +48,9 @@ RUNS_DIR = "runs"
 MANIFEST_FORMAT = "tts-eval/sweep"
 MANIFEST_VERSION = 2
 READABLE_MANIFEST_VERSIONS = (1, 2)
-# Search settings that tell the runs of one settings group apart.
-PER_RUN_SETTINGS = ("strategy", "n", "compute_optimal_table")
+# Search settings that tell the runs of one settings group apart (the settings only some
+# strategies read, e.g. pf_temperature, name their curves instead: estimate.curve_name).
+PER_RUN_SETTINGS = ("strategy", "n", "compute_optimal_table", *STRATEGY_KEYS)
 
 
 @dataclass(frozen=True)
