@@ -260,6 +260,28 @@ def test_every_strategy_compute_optimal_unknown_ones_and_ray_records(tmp_path):
         assert row["flops"] == pytest.approx(2 * P_POLICY * 100 + 2 * P_PRM * 200)
 
 
+def test_particle_runs_named_by_their_own_settings(tmp_path):
+    """particle_gibbs with pg_iterations=4 (not its default) names its curve after it: one
+    system, PRM-guided, labelled with settings and selection in one parenthesis."""
+    from test_workflow import cand, record
+
+    records = []
+    for doc_id, doc, answer in ((0, DOC_A, "3"), (1, DOC_B, "7")):
+        r = record("pg-n4", "particle_gibbs", 4, doc_id, doc, [cand(answer, 0.5)], 0, 100)
+        r.pop("run_key")
+        r["settings"] = {**r["settings"], "pg_iterations": 4}
+        records.append(r)
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (system,) = load_systems(path, policy="org/policy", prm="org/prm", **GRADING)
+    assert system.label == "policy + prm: particle_gibbs (pg_iterations=4, weighted)"
+    assert system.prm == "org/prm" and system.selection == "weighted"
+    params = resolve_params([system], {"policy": P_POLICY, "prm": P_PRM})
+    (row,) = build_leaderboard([system], params, bootstrap_iters=10)["rows"]
+    assert (row["n"], row["accuracy"]) == (4, 0.5)
+    assert row["flops"] == pytest.approx(2 * P_POLICY * 100 + 2 * P_PRM * 200)
+
+
 def test_a_budget_no_problem_can_serve_is_no_point(tmp_path):
     """dvts n=8, beam width 4, whose record holds one subtree instead of two: n=4 cannot be read
     off it (no problem has a subtree to spare). That budget is left out (as tts-eval report

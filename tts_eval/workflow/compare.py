@@ -154,10 +154,11 @@ def _problem(doc: Mapping[str, Any], where: str) -> Problem:
 
 
 def uses_prm(curve: str) -> bool:
-    """Whether a curve selects with the PRM (unknown strategies are assumed to)."""
+    """Whether a curve selects with the PRM (unknown strategies are assumed to); a curve named
+    with its strategy's own settings (``particle_gibbs (pg_iterations=4)``) is its strategy's."""
     if curve in PRM_FREE_CURVES:
         return False
-    info = STRATEGY_INFO.get(curve)
+    info = STRATEGY_INFO.get(curve.split(" (", 1)[0])
     return True if info is None else info.needs_prm
 
 
@@ -166,7 +167,13 @@ def _uncached(cost: Any) -> float:
 
 
 def _curve_name(curve: str, selection: str | None) -> str:
-    return f"{curve} ({selection})" if selection and uses_prm(curve) else curve
+    """``best_of_n (weighted)``; ``particle_gibbs (pg_iterations=4, weighted)`` for a curve that
+    already names settings."""
+    if not selection or not uses_prm(curve):
+        return curve
+    if curve.endswith(")") and " (" in curve:
+        return f"{curve[:-1]}, {selection})"
+    return f"{curve} ({selection})"
 
 
 def trace_systems(
