@@ -790,47 +790,50 @@ def _matched(
     iters: int,
     seed: int,
 ) -> list[dict[str, Any]]:
+    """The matched comparison of every system but the baseline's (module docstring)."""
     points = {(s.label, p.n): p for s in systems for p in s.points}
-    base_point = points[(base["system"], base["n"])]
+    base_accuracy = points[(base["system"], base["n"])].accuracy
     out = []
     for system in systems:
         if system.label == base["system"]:
             continue
         own = [r for r in rows if r["system"] == system.label and r["flops"] is not None]
-        entry: dict[str, Any] = {"system": system.label}
-        if not own:
-            entry.update(
-                {"within_budget": None, "difference": None, "flops_to_match": None},
-                match="compute unknown",
-                ratio=None,
-            )
-            out.append(entry)
-            continue
-        within = [r for r in own if r["flops"] <= base["flops"] * (1 + 1e-9)]
-        best = max(within, key=lambda r: (r["accuracy"], -r["flops"])) if within else None
-        entry["within_budget"] = (
-            None
-            if best is None
-            else {"n": best["n"], "accuracy": best["accuracy"], "flops": best["flops"]}
-        )
+        entry = _match_entry(system.label, own, base)
+        best = entry["within_budget"]
         if best is not None:
-            diff = paired_bootstrap(
-                points[(system.label, best["n"])].accuracy, base_point.accuracy, iters, seed
-            )
-            if not diff["problems"]:
-                raise ValueError(
-                    f"{system.label} and the baseline {base['system']} share no problem: "
-                    "results on different problem sets cannot be compared"
-                )
-            entry["difference"] = diff
-        else:
-            entry["difference"] = None
-        value, how = flops_to_match([(r["flops"], r["accuracy"]) for r in own], base["accuracy"])
-        entry["flops_to_match"] = value
-        entry["match"] = how
-        entry["ratio"] = None if value is None else value / base["flops"]
+            accuracy = points[(system.label, best["n"])].accuracy
+            entry["difference"] = paired_bootstrap(accuracy, base_accuracy, iters, seed)
         out.append(entry)
     return out
+
+
+def _match_entry(
+    label: str, own: Sequence[Mapping[str, Any]], base: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One system's rows (of known compute) against the baseline row: its best row within the
+    baseline's FLOPs and the FLOPs it needs to match the baseline's accuracy (no difference yet)."""
+    if not own:
+        return {
+            "system": label,
+            "within_budget": None,
+            "difference": None,
+            "flops_to_match": None,
+            "match": "compute unknown",
+            "ratio": None,
+        }
+    within = [r for r in own if r["flops"] <= base["flops"] * (1 + 1e-9)]
+    best = max(within, key=lambda r: (r["accuracy"], -r["flops"])) if within else None
+    value, how = flops_to_match([(r["flops"], r["accuracy"]) for r in own], base["accuracy"])
+    return {
+        "system": label,
+        "within_budget": None
+        if best is None
+        else {"n": best["n"], "accuracy": best["accuracy"], "flops": best["flops"]},
+        "difference": None,
+        "flops_to_match": value,
+        "match": how,
+        "ratio": None if value is None else value / base["flops"],
+    }
 
 
 def build_leaderboard(
