@@ -198,6 +198,7 @@ def test_lm_eval_cot_run_is_one_system_with_tokens_counted_by_its_tokenizer(tmp_
     assert row["accuracy"] == 0.5 and row["problems"] == 2  # exact_match as lm-eval logged it
     assert (row["policy_tokens"], row["prompt_tokens"], row["prm_tokens"]) == (gen, prompt, 0)
     assert row["flops"] == pytest.approx(2 * 460160 * (gen + prompt))
+    assert "lm-eval logs no prefix-cache hits" in to_markdown(board)  # said, not silently assumed
 
 
 def test_tokens_without_a_local_tokenizer_are_unknown_never_guessed(tmp_path):
@@ -215,6 +216,14 @@ def test_tokens_without_a_local_tokenizer_are_unknown_never_guessed(tmp_path):
     assert "tokens unknown: no local tokenizer of org/not-on-disk" in text
     with pytest.raises(ValueError, match="has unknown compute"):
         build_leaderboard([system], params, baseline=system.label)
+    # against a known baseline its row says compute unknown, not "none within budget"
+    systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING) + [system]
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
+    board = build_leaderboard(systems, params, baseline="policy: majority", bootstrap_iters=10)
+    (matched,) = [m for m in board["matched"] if m["system"] == system.label]
+    assert matched["match"] == "compute unknown" and matched["flops_to_match"] is None
+    text = to_markdown(board)
+    assert f"| {system.label} | - | compute unknown |" in text
 
 
 def test_every_strategy_compute_optimal_unknown_ones_and_ray_records(tmp_path):
@@ -249,6 +258,44 @@ def test_every_strategy_compute_optimal_unknown_ones_and_ray_records(tmp_path):
     assert [(r["n"], r["accuracy"]) for r in board["rows"]] == [(4, 0.5), (4, 1.0)]
     for row in board["rows"]:  # 100 policy and 200 PRM tokens per problem
         assert row["flops"] == pytest.approx(2 * P_POLICY * 100 + 2 * P_PRM * 200)
+
+
+def test_particle_runs_named_by_their_own_settings(tmp_path):
+    """particle_gibbs with pg_iterations=4 (not its default) names its curve after it: one
+    system, PRM-guided, labelled with settings and selection in one parenthesis."""
+    from test_workflow import cand, record
+
+    records = []
+    for doc_id, doc, answer in ((0, DOC_A, "3"), (1, DOC_B, "7")):
+        r = record("pg-n4", "particle_gibbs", 4, doc_id, doc, [cand(answer, 0.5)], 0, 100)
+        r.pop("run_key")
+        r["settings"] = {**r["settings"], "pg_iterations": 4}
+        records.append(r)
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    (system,) = load_systems(path, policy="org/policy", prm="org/prm", **GRADING)
+    assert system.label == "policy + prm: particle_gibbs (pg_iterations=4, weighted)"
+    assert system.prm == "org/prm" and system.selection == "weighted"
+    params = resolve_params([system], {"policy": P_POLICY, "prm": P_PRM})
+    (row,) = build_leaderboard([system], params, bootstrap_iters=10)["rows"]
+    assert (row["n"], row["accuracy"]) == (4, 0.5)
+    assert row["flops"] == pytest.approx(2 * P_POLICY * 100 + 2 * P_PRM * 200)
+
+
+def test_a_budget_no_problem_can_serve_is_no_point(tmp_path):
+    """dvts n=8, beam width 4, whose record holds one subtree instead of two: n=4 cannot be read
+    off it (no problem has a subtree to spare). That budget is left out (as tts-eval report
+    does); before, its empty point divided by zero in the leaderboard."""
+    from test_workflow import cand, record
+
+    r = record("dvts-n8-x", "dvts", 8, 0, DOC_A, [cand("3", 0.9)] * 4, 0, 100, width=4)
+    path = tmp_path / "traces.jsonl"
+    path.write_text(json.dumps(r) + "\n")
+    (system,) = load_systems(path, policy="org/policy", prm="org/prm", **GRADING)
+    assert [p.n for p in system.points] == [8]
+    params = resolve_params([system], {"policy": P_POLICY, "prm": P_PRM})
+    (row,) = build_leaderboard([system], params, bootstrap_iters=10)["rows"]
+    assert (row["n"], row["accuracy"]) == (8, 1.0)
 
 
 def test_a_tts_run_logged_by_lm_eval_reads_as_its_traces(tmp_path):
@@ -301,8 +348,9 @@ def test_paired_bootstrap_known_answers():
     same = paired_bootstrap(ones, ones, iters=999)
     assert (same["mean"], same["ci_low"], same["ci_high"], same["p_value"]) == (0, 0, 0, 1.0)
     # +1 on 10 problems, -1 on 5, 0 on 85: mean 0.05, sd 0.3841 -> se 0.03841. Normal theory:
-    # 95% interval 0.05 +- 0.0753; resampled means lie on a grid of 0.01 and the test counts
-    # |mean* - 0.05| >= 0.05 (ties included), so p = P(|Z| >= (0.05 - 0.005) / se) = 0.2413
+    # 95% interval 0.05 +- 0.0753. The p-value flips the signs of the 15 differing problems (all
+    # 2**15 flips): the exact McNemar test, P(|2B - 15| >= 5) for B ~ Bin(15, 1/2)
+    # = 2 x (1 + 15 + 105 + 455 + 1365 + 3003) / 2**15 = 9888 / 32768
     a = {str(i): 1.0 if i < 10 else 0.0 for i in range(100)}
     b = {str(i): 1.0 if 10 <= i < 15 else 0.0 for i in range(100)}
     a["extra"] = 1.0  # answered by one system only: left out, counted
@@ -311,7 +359,21 @@ def test_paired_bootstrap_known_answers():
     assert (diff["problems"], diff["only_first"], diff["only_second"]) == (100, 1, 0)
     assert diff["ci_low"] == pytest.approx(0.05 - 0.0753, abs=0.012)
     assert diff["ci_high"] == pytest.approx(0.05 + 0.0753, abs=0.012)
-    assert diff["p_value"] == pytest.approx(0.2413, abs=0.02)
+    assert diff["p_value"] == 9888 / 32768
+    # same counts on 300 problems (30 and 15 differ: random flips): normal approximation of the
+    # McNemar test, P(|Z| >= (15 - 1) / sqrt(45)) = 0.0369
+    a = {str(i): 1.0 if i < 30 else 0.0 for i in range(300)}
+    b = {str(i): 1.0 if 30 <= i < 45 else 0.0 for i in range(300)}
+    assert paired_bootstrap(a, b, iters=20000)["p_value"] == pytest.approx(0.0369, abs=0.01)
+
+
+def test_two_problems_are_never_significant():
+    """Two problems that both favour one system: all four sign flips are equally likely under no
+    difference and two are as extreme, so p = 0.5 (the bootstrap distribution, which never crosses
+    0 here, would say 1 / (1 + iters))."""
+    diff = paired_bootstrap({"a": 0.5, "b": 1 / 6}, {"a": 0.0, "b": 0.0}, iters=200)
+    assert diff["mean"] == pytest.approx(1 / 3) and diff["ci_low"] > 0
+    assert diff["p_value"] == 0.5
 
 
 def test_matched_compute_against_a_cot_baseline_by_hand(tmp_path, tiny_llama):
@@ -372,6 +434,22 @@ def test_overlapping_problem_sets_pair_on_shared_problems_and_count_the_rest(tmp
     assert (diff["problems"], diff["only_first"], diff["only_second"]) == (1, 1, 1)
     assert diff["mean"] == pytest.approx(0.5)
     assert "| 1 (2) |" in to_markdown(board)
+
+
+def test_two_lm_eval_runs_in_one_folder_get_distinct_labels(tmp_path):
+    """A re-run of lm-eval into the same --output_path: two results files of one model. Their
+    labels (and --label, a prefix for both) were equal and the comparison had no way out."""
+    folder = lm_eval_folder(tmp_path / "cot", "org/big")
+    sub = folder / "model__name"
+    later = "2026-01-02T00-00-00.000000"
+    for name in (f"results_{STAMP}.json", f"samples_math500_{STAMP}.jsonl"):
+        (sub / name.replace(STAMP, later)).write_text((sub / name).read_text())
+    for label, first in ((None, "big: CoT (hf)"), ("mine", "mine: CoT (hf)")):
+        systems = unique_labels(load_systems(folder, label=label))
+        assert [s.label for s in systems] == [
+            f"{first} [samples_math500_{STAMP}]",
+            f"{first} [samples_math500_{later}]",
+        ]
 
 
 def test_baseline_at_a_budget_and_unknown_baselines(tmp_path):
@@ -479,12 +557,37 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
     )
     err = _one_line_error(["compare", sweep, str(wrong_gold), *params, *out], capsys)
     assert "different problem sets: problem a has gold answer" in err
+    err = _one_line_error(["compare", sweep, *params, "--params", "Policy-1B=1e9", *out], capsys)
+    assert "--params Policy-1B=... names no model of these results; accepted: policy, prm" in err
+    taken = tmp_path / "taken.md"
+    taken.write_text("x")
+    argv = ["compare", sweep, *params, "--out", str(taken), "--no-figures", "--bootstrap", "10"]
+    assert f"--out {taken} is a file" in _one_line_error(argv, capsys)
     err = _one_line_error(["compare", sweep, "--params", "policy", *out], capsys)
     assert "--params 'policy' is invalid" in err
     err = _one_line_error(["compare", sweep, "--label", "elsewhere=X", *params, *out], capsys)
     assert "elsewhere is none of the RESULTs" in err
     err = _one_line_error(["compare", sweep, *params, "--baseline", "big", *out], capsys)
     assert "--baseline 'big' names no system" in err
+    broken = lm_eval_folder(tmp_path / "broken", "org/big")
+    (samples,) = broken.rglob("samples_*.jsonl")
+    good = samples.read_text()
+    for line, why in (
+        ('{"doc_id": 0, "doc": "x", "exact_match": 1}', "line 1 is not an lm-eval logged sample"),
+        (
+            '{"doc_id": 0, "doc": {"answer": "1"}, "exact_match": "yes"}',
+            "line 1 has exact_match 'yes'",
+        ),
+    ):
+        samples.write_text(line + "\n")
+        err = _one_line_error(["compare", str(broken), "--params", "big=1e9", *out], capsys)
+        assert f"{samples}: {why}" in err
+    samples.write_text(good)
+    png = tmp_path / "figure.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    assert f"{png} is not a JSONL trace file" in _one_line_error(
+        ["compare", str(png), *out], capsys
+    )
     samples_file = next((tmp_path / "other").rglob("samples_*.jsonl"))
     err = _one_line_error(["compare", str(samples_file), *out], capsys)
     assert "is an lm-eval samples file; give its folder" in err
@@ -499,6 +602,10 @@ def test_trace_file_needs_its_models_named(tmp_path, capsys):
     out = ["--out", str(tmp_path / "cmp"), "--no-figures", "--bootstrap", "10"]
     err = _one_line_error(["compare", str(path), *out], capsys)
     assert "does not name its policy model; give --policy" in err
+    # a PRM-guided run whose PRM is not named: refused, not charged 0 PRM FLOPs
+    argv = ["compare", str(path), "--policy", f"{path}=org/policy", "--params", "policy=1e9"]
+    err = _one_line_error([*argv, *out], capsys)
+    assert f"scored with a PRM but {path} does not name it; give --prm {path}=MODEL" in err
     named = ["--policy", f"{path}=org/policy", "--prm", f"{path}=org/prm"]
     argv = ["compare", str(path), *named, "--params", "policy=1e9", "--params", "prm=8e9"]
     assert cli_main([*argv, "--label", f"{path}=mine", *out]) == 0
@@ -507,6 +614,48 @@ def test_trace_file_needs_its_models_named(tmp_path, capsys):
     assert system["label"] == "mine" and system["prm"] == "org/prm"
     # beam search n=2 on the fixture: 1000 policy + 2000 PRM tokens per problem
     assert board["rows"][0]["flops"] == pytest.approx(2 * 1e9 * 1000 + 2 * 8e9 * 2000)
+
+
+def _edit_results(folder: Path, edit) -> None:
+    (path,) = folder.rglob("results_*.json")
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def test_lm_eval_run_naming_no_model_takes_policy_from_the_command_line(tmp_path, capsys):
+    """The error names the RESULT as given (not lm-eval's model subfolder), and --policy on it
+    then works: before, --policy was ignored for lm-eval folders and the hint led nowhere."""
+    cot = lm_eval_folder(tmp_path / "cot", "org/big", recorded=None)
+
+    def anonymous(data):
+        data["config"]["model_args"] = {"dtype": "float32"}
+        data.pop("model_name")
+
+    _edit_results(cot, anonymous)
+    out = ["--out", str(tmp_path / "cmp"), "--no-figures", "--bootstrap", "10"]
+    err = _one_line_error(["compare", str(cot), *out], capsys)
+    assert f"{cot} does not name its policy model; give --policy {cot}=MODEL" in err
+    argv = ["compare", str(cot), "--policy", f"{cot}=org/big", "--params", "big=7e9", *out]
+    assert cli_main(argv) == 0
+    board = json.loads((tmp_path / "cmp" / "leaderboard.json").read_text())
+    assert board["systems"][0]["policy"] == "org/big"
+    assert board["models"] == [
+        {"model": "org/big", "short": "big", "params": 7e9, "method": "given with --params"}
+    ]
+
+
+def test_incomplete_samples_and_a_prm_without_parameter_count_are_one_line_errors(tmp_path, capsys):
+    cot = lm_eval_folder(tmp_path / "cot", "org/big")
+    _edit_results(cot, lambda d: d.update({"n-samples": {"math500": {"effective": 3}}}))
+    out = ["--out", str(tmp_path / "cmp"), "--no-figures", "--bootstrap", "10"]
+    err = _one_line_error(["compare", str(cot), "--params", "big=7e9", *out], capsys)
+    assert "logs 2 problems but lm-eval scored 3" in err
+    # build_leaderboard on its own: a PRM with no count is refused, not charged 0 FLOPs
+    systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING)
+    only_policy = {"org/policy": ParamCount("org/policy", P_POLICY, "given")}
+    with pytest.raises(ValueError, match=r"no parameter count for model org/prm of policy \+ prm"):
+        build_leaderboard(systems, only_policy, bootstrap_iters=10)
 
 
 # --------------------------------------------------------------------------- figures
@@ -527,9 +676,11 @@ def _series(ax):
 def test_comparison_figures(tmp_path, tiny_llama):
     from tts_eval.workflow.plot import comparison_figures, plot_comparison
 
+    doc_c = {"unique_id": "c", "answer": "9", "level": 3, "subject": "Algebra"}
+    cot = lm_eval_folder(tmp_path / "cot", str(tiny_llama), docs=(DOC_A, doc_c), correct=(0.0, 1.0))
     systems = unique_labels(
         load_systems(sweep_folder(tmp_path / "sweep"), **GRADING)
-        + load_systems(lm_eval_folder(tmp_path / "cot", str(tiny_llama)), label="big CoT")
+        + load_systems(cot, label="big CoT")
     )
     params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
     board = build_leaderboard(systems, params, baseline="big CoT", bootstrap_iters=50)
@@ -541,20 +692,51 @@ def test_comparison_figures(tmp_path, tiny_llama):
     ]
     (ax,) = figures["compare_accuracy_vs_flops.png"].axes
     assert ax.get_xscale() == "log" and ax.get_ylim() == (0, 100)
-    assert "math500" in ax.get_title() and "FLOPs" in ax.get_xlabel()
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [s.label for s in systems]
+    assert ax.get_title().startswith("math500 (3 problems): ") and "FLOPs" in ax.get_xlabel()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        *(s.label for s in systems),
+        "compute of the baseline, big CoT (n=1)",  # the dotted vertical line
+    ]
     series = _series(ax)
     assert len(series) == 4 and len({s[:3] for s in series}) == 4
     (baseline,) = [s for s in series if len(s[3]) == 1]
     assert baseline[2] == "None"  # a point with its CI bar, no line
+    # true FLOPs on the x axis: the baseline's point sits on its dotted line, curves at their rows
+    assert baseline[3] == (board["baseline"]["flops"],)
+    dvts = [r["flops"] for r in board["rows"] if r["system"] == "policy + prm: dvts (weighted)"]
+    assert tuple(dvts) in [s[3] for s in series]
+    legend = ax.get_legend()
+    assert legend.get_bbox_to_anchor().y0 < ax.get_window_extent().y0  # under the axes
     (ax,) = figures["compare_accuracy_by_level.png"].axes
     assert ax.get_ylim() == (0, 100) and [t.get_text() for t in ax.get_xticklabels()] == [
         "level 1",
         "level 2",
+        "level 3",
     ]
+    # each system's bars: the sweep's systems have levels 1 and 2, the CoT run 1 and 3; no
+    # 0% bar stands in for a level a system never saw; the values are written on the bars
+    bars = [c for c in ax.containers if hasattr(c, "patches")]
+    assert [len(c.patches) for c in bars] == [2, 2, 2, 2]
+    cot_bars = bars[-1]
+    assert [round(p.get_height()) for p in cot_bars.patches] == [0, 100]
+    assert [t.get_text() for t in ax.texts[-2:]] == ["0", "100"]
     paths = plot_comparison(board, tmp_path / "fig")
     assert all(
         p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths
+    )
+
+
+def test_flops_figure_names_systems_of_unknown_compute(tmp_path):
+    from tts_eval.workflow.plot import comparison_figures
+
+    cot = load_systems(lm_eval_folder(tmp_path / "cot", "org/not-on-disk", recorded=3e9))
+    systems = load_systems(sweep_folder(tmp_path / "sweep"), **GRADING) + cot
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM})
+    board = build_leaderboard(systems, params, bootstrap_iters=10)
+    (ax,) = comparison_figures(board)["compare_accuracy_vs_flops.png"].axes
+    assert len(_series(ax)) == 3
+    assert any(
+        "compute unknown (not shown): not-on-disk: CoT (hf)" in t.get_text() for t in ax.texts
     )
 
 

@@ -340,6 +340,8 @@ def compare_main(argv: Sequence[str]) -> int:
             seed=args.seed,
         )
         out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file; give a folder for the leaderboard")
         out.mkdir(parents=True, exist_ok=True)
         text = to_markdown(board)
         write_json_atomic(out / "leaderboard.json", board)

@@ -26,9 +26,10 @@ processed), with parameter counts from :mod:`tts_eval.workflow.params`; accuracy
 percentile-bootstrap interval over problems; and, with a baseline, the matched comparison:
 
 - *within the baseline's compute*: the best accuracy a system reaches at FLOPs per problem <= the
-  baseline's, and its difference to the baseline on the problems both answered (paired bootstrap:
-  95% interval and a two-sided p-value ``(1 + #{|mean* - mean| >= |mean|}) / (1 + iters)`` from
-  the resampled mean differences; problems only one of them answered are left out and counted);
+  baseline's, and its difference to the baseline on the problems both answered (paired bootstrap
+  95% interval; two-sided p-value of a paired sign-flip test, exact up to 16 differing problems,
+  the exact McNemar test for 0/1 accuracies; problems only one of them answered are left out and
+  counted);
 - *compute to match*: the FLOPs at which the system's curve (points ordered by FLOPs) first reaches
   the baseline's accuracy, interpolated linearly in log FLOPs between the two points around the
   crossing; ``extrapolated`` past its last two points when it never gets there (and still rises);
@@ -54,7 +55,7 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,12 @@ from tts_eval.types import AnswerSpec
 from tts_eval.workflow.estimate import (
     PRM_FREE_CURVES,
     EstimateSettings,
-    bootstrap_ci,
+    accuracy_by,
+    accuracy_cell,
     curve_sort_key,
 )
 from tts_eval.workflow.params import ParamCount, parameter_count, short_name
+from tts_eval.workflow.report import pct
 from tts_eval.workflow.results import Results
 
 logger = logging.getLogger(__name__)
@@ -81,6 +84,8 @@ FLOPS_METHOD = (
     "FLOPs per problem = 2 x parameters x tokens processed: policy (generated tokens + prompt "
     "tokens not served from the prefix cache) + PRM (tokens it processed)"
 )
+# Paired tests enumerate every sign flip up to this many non-zero differences (2**16 flips).
+EXACT_SIGN_FLIPS = 16
 _RESULTS_RE = re.compile(r"^results_(?P<stamp>.+)\.json$")
 
 
@@ -125,6 +130,7 @@ class System:
     settings: str = ""
     recorded_params: Mapping[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    result: str = ""  # the RESULT it was read from, as given (what --policy/--label name)
 
 
 # --------------------------------------------------------------------------- loading
@@ -148,10 +154,11 @@ def _problem(doc: Mapping[str, Any], where: str) -> Problem:
 
 
 def uses_prm(curve: str) -> bool:
-    """Whether a curve selects with the PRM (unknown strategies are assumed to)."""
+    """Whether a curve selects with the PRM (unknown strategies are assumed to); a curve named
+    with its strategy's own settings (``particle_gibbs (pg_iterations=4)``) is its strategy's."""
     if curve in PRM_FREE_CURVES:
         return False
-    info = STRATEGY_INFO.get(curve)
+    info = STRATEGY_INFO.get(curve.split(" (", 1)[0])
     return True if info is None else info.needs_prm
 
 
@@ -160,7 +167,13 @@ def _uncached(cost: Any) -> float:
 
 
 def _curve_name(curve: str, selection: str | None) -> str:
-    return f"{curve} ({selection})" if selection and uses_prm(curve) else curve
+    """``best_of_n (weighted)``; ``particle_gibbs (pg_iterations=4, weighted)`` for a curve that
+    already names settings."""
+    if not selection or not uses_prm(curve):
+        return curve
+    if curve.endswith(")") and " (" in curve:
+        return f"{curve[:-1]}, {selection})"
+    return f"{curve} ({selection})"
 
 
 def trace_systems(
@@ -193,31 +206,12 @@ def trace_systems(
             estimates.points.items(), key=lambda kv: (curve_sort_key(kv[0][0]), kv[0][1])
         )
         for (curve, _n), point in ordered:
-            if curve not in ORACLE_CURVES:
+            if curve not in ORACLE_CURVES and point.accuracy:  # no problem served: no point
                 curves.setdefault(curve, []).append(point)
         for curve, points in curves.items():
             selection = run_settings(results, points[-1].run_key).get("selection")
             prm = results.prm if uses_prm(curve) else None
-            out_points = []
-            for point in points:
-                scale = (
-                    1.0 if point.run_strategy in ONE_REQUEST_STRATEGIES else point.n / point.run_n
-                )
-                run_costs = costs[point.run_key]
-                out_points.append(
-                    SystemPoint(
-                        n=point.n,
-                        accuracy={uid_to_key[u]: v for u, v in point.accuracy.items()},
-                        policy_tokens={
-                            uid_to_key[u]: point.policy_tokens[u] for u in point.accuracy
-                        },
-                        prompt_tokens={
-                            uid_to_key[u]: _uncached(run_costs[u]) * scale for u in point.accuracy
-                        },
-                        prm_tokens={uid_to_key[u]: point.prm_tokens[u] for u in point.accuracy},
-                        run=point.run_key,
-                    )
-                )
+            out_points = [_system_point(p, costs[p.run_key], uid_to_key) for p in points]
             used = {k for p in out_points for k in p.accuracy}
             systems.append(
                 System(
@@ -235,6 +229,23 @@ def trace_systems(
                 )
             )
     return systems
+
+
+def _system_point(
+    point: Any, run_costs: Mapping[str, Any], uid_to_key: Mapping[str, str]
+) -> SystemPoint:
+    """A curve point of ``tts_eval.workflow.estimate`` keyed by problem, with the uncached prompt
+    tokens of its run: whole for one-request sampling runs, else scaled by n/N like the rest."""
+    scale = 1.0 if point.run_strategy in ONE_REQUEST_STRATEGIES else point.n / point.run_n
+    uids = list(point.accuracy)
+    return SystemPoint(
+        n=point.n,
+        accuracy={uid_to_key[u]: point.accuracy[u] for u in uids},
+        policy_tokens={uid_to_key[u]: point.policy_tokens[u] for u in uids},
+        prompt_tokens={uid_to_key[u]: _uncached(run_costs[u]) * scale for u in uids},
+        prm_tokens={uid_to_key[u]: point.prm_tokens[u] for u in uids},
+        run=point.run_key,
+    )
 
 
 def _label(
@@ -269,8 +280,11 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
 
     rows = list(read_jsonl(path))
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or "doc" not in row or "doc_id" not in row:
+        if not isinstance(row, dict) or not isinstance(row.get("doc"), dict) or "doc_id" not in row:
             raise ValueError(f"{path}: line {i + 1} is not an lm-eval logged sample")
+        score = row.get("exact_match", 0.0)
+        if isinstance(score, bool) or not isinstance(score, (int, float)):
+            raise ValueError(f"{path}: line {i + 1} has exact_match {score!r}, not a number")
     return rows
 
 
@@ -278,10 +292,25 @@ def _count_tokens(tokenizer: Any, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _sample_tokens(tokenizer: Any, sample: Mapping[str, Any]) -> tuple[float, float]:
+    """(generated, prompt) tokens of one logged lm-eval sample: its responses (``resps``) and
+    the prompt text of its requests (``arguments``, the chat already rendered)."""
+    responses = (sample.get("resps") or [[]])[0]
+    prompts = [
+        str(arg.get("arg_0", ""))
+        for arg in (sample.get("arguments") or {}).values()
+        if isinstance(arg, Mapping)
+    ]
+    return (
+        float(sum(_count_tokens(tokenizer, str(r)) for r in responses)),
+        float(sum(_count_tokens(tokenizer, p) for p in prompts)),
+    )
+
+
 def _lm_eval_tts_system(
     samples: Sequence[Mapping[str, Any]],
     task: str,
-    args: Mapping[str, Any],
+    models: tuple[str | None, str | None],
     where: str,
     **estimate: Any,
 ) -> list[System]:
@@ -295,12 +324,29 @@ def _lm_eval_tts_system(
             raise ValueError(f"{where}: a sample of this --model tts run has no tts_trace")
         record = {**trace, "task": task, "doc": sample["doc"]}
         runs.setdefault(settings_key(record), []).append(record)
-    results = Results(task, runs, args.get("pretrained"), args.get("prm"), where)
+    results = Results(task, runs, models[0], models[1], where)
     return trace_systems(results, kind="lm-eval tts", **estimate)
 
 
-def lm_eval_systems(folder: str | os.PathLike, **estimate: Any) -> list[System]:
-    """The systems of an lm-eval output folder (one per results file and task)."""
+def _check_sample_count(data: Mapping[str, Any], task: str, count: int, where: Path) -> None:
+    """One-line error when the samples file holds fewer or more problems than lm-eval scored."""
+    expected = ((data.get("n-samples") or {}).get(task) or {}).get("effective")
+    if isinstance(expected, int) and expected != count:
+        raise ValueError(
+            f"{where} logs {count} problems but lm-eval scored {expected} (n-samples of its "
+            "results file): the samples are incomplete; re-run lm-eval with --log_samples"
+        )
+
+
+def lm_eval_systems(
+    folder: str | os.PathLike,
+    *,
+    policy: str | None = None,
+    prm: str | None = None,
+    **estimate: Any,
+) -> list[System]:
+    """The systems of an lm-eval output folder (one per results file and task); ``policy`` and
+    ``prm`` name its models when the run's ``model_args`` do not (or to override them)."""
     folder = Path(folder)
     found = sorted(folder.rglob("results_*.json"))
     if not found:
@@ -317,7 +363,7 @@ def lm_eval_systems(folder: str | os.PathLike, **estimate: Any) -> list[System]:
         config = data.get("config") or {}
         args = _model_args(config)
         model_type = str(config.get("model") or "lm-eval")
-        policy = args.get("pretrained") or args.get("model") or data.get("model_name")
+        run_policy = policy or args.get("pretrained") or args.get("model") or data.get("model_name")
         for task in sorted(data["results"]):
             samples_path = path.parent / f"samples_{task}_{match['stamp']}.jsonl"
             if not samples_path.is_file():
@@ -326,13 +372,15 @@ def lm_eval_systems(folder: str | os.PathLike, **estimate: Any) -> list[System]:
                     "re-run lm-eval with --log_samples"
                 )
             samples = _read_samples(samples_path)
+            _check_sample_count(data, task, len({s["doc_id"] for s in samples}), samples_path)
             if model_type == "tts" or any("tts_trace" in s for s in samples):
+                models = (run_policy, prm or args.get("prm"))
                 systems += _lm_eval_tts_system(
-                    samples, task, args, os.fspath(samples_path), **estimate
+                    samples, task, models, os.fspath(samples_path), **estimate
                 )
                 continue
             systems.append(
-                _plain_system(samples, task, policy, model_type, args, data, samples_path)
+                _plain_system(samples, task, run_policy, model_type, args, data, samples_path)
             )
     return systems
 
@@ -355,6 +403,11 @@ def _plain_system(
         notes.append(
             f"tokens unknown: no local tokenizer of {tokenizer_name or 'the model'} to count them"
         )
+    else:
+        notes.append(
+            "every prompt token is charged as processed: lm-eval logs no prefix-cache hits "
+            "(traces of tts-eval runs do)"
+        )
     accuracy: dict[str, float] = {}
     generated: dict[str, float] = {}
     prompt: dict[str, float] = {}
@@ -369,15 +422,7 @@ def _plain_system(
         problems[key] = _problem(sample["doc"], os.fspath(where))
         accuracy[key] = float(sample["exact_match"])
         if tokenizer is not None:
-            responses = (sample.get("resps") or [[]])[0]
-            generated[key] = float(sum(_count_tokens(tokenizer, str(r)) for r in responses))
-            prompt[key] = float(
-                sum(
-                    _count_tokens(tokenizer, str(arg.get("arg_0", "")))
-                    for arg in (sample.get("arguments") or {}).values()
-                    if isinstance(arg, Mapping)
-                )
-            )
+            generated[key], prompt[key] = _sample_tokens(tokenizer, sample)
     recorded = data.get("config", {}).get("model_num_parameters")
     point = SystemPoint(
         n=1,
@@ -422,7 +467,7 @@ def load_systems(
         results = load_results(p)
         systems = trace_systems(_named(results, policy, prm), kind="sweep", **estimate)
     elif p.is_dir() and any(p.rglob("results_*.json")):
-        systems = lm_eval_systems(p, **estimate)
+        systems = lm_eval_systems(p, policy=policy, prm=prm, **estimate)
     elif p.is_dir():
         raise ValueError(
             f"{path}: unknown folder layout; expected a sweep folder ({MANIFEST}), or an "
@@ -433,12 +478,16 @@ def load_systems(
             f"{path} is an lm-eval samples file; give its folder (with the results_*.json)"
         )
     elif p.is_file():
-        results = load_results(p)
+        try:
+            results = load_results(p)
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a JSONL trace file (not text)") from None
         systems = trace_systems(_named(results, policy, prm), kind="trace file", **estimate)
     else:
         raise ValueError(f"results {path}: no such folder or file")
     if not systems:
         raise ValueError(f"results {path} hold no systems to compare (no records yet)")
+    systems = [replace(s, result=os.fspath(path)) for s in systems]
     if label:
         if len(systems) == 1:
             systems = [_relabel(systems[0], label)]
@@ -461,21 +510,15 @@ def _named(results: Results, policy: str | None, prm: str | None) -> Results:
 
 
 def _relabel(system: System, label: str) -> System:
-    from dataclasses import replace
-
     return replace(system, label=label)
 
 
 def unique_labels(systems: Sequence[System]) -> list[System]:
-    """Systems with distinct labels: a repeated label gets its source's name appended; refused
-    (one line) when that is not enough."""
-    counts: dict[str, int] = {}
-    for s in systems:
-        counts[s.label] = counts.get(s.label, 0) + 1
-    out = [
-        _relabel(s, f"{s.label} [{Path(s.source).name}]") if counts[s.label] > 1 else s
-        for s in systems
-    ]
+    """Systems with distinct labels: a repeated label gets its source's name appended, and where
+    that is not enough (two lm-eval runs in one folder) its run too (the samples file, with its
+    time stamp); refused (one line) when even that is not enough."""
+    out = _suffix_repeated(systems, lambda s: Path(s.source).name)
+    out = _suffix_repeated(out, lambda s: Path(s.points[0].run).stem if s.points else "")
     seen: set[str] = set()
     for s in out:
         if s.label in seen:
@@ -484,6 +527,19 @@ def unique_labels(systems: Sequence[System]) -> list[System]:
             )
         seen.add(s.label)
     return out
+
+
+def _suffix_repeated(systems: Sequence[System], suffix: Callable[[System], str]) -> list[System]:
+    """``suffix`` appended to the labels that repeat, where it tells them apart."""
+    suffixes: dict[str, list[str]] = {}
+    for s in systems:
+        suffixes.setdefault(s.label, []).append(suffix(s))
+    return [
+        _relabel(s, f"{s.label} [{suffix(s)}]")
+        if len(set(suffixes[s.label])) > 1 and suffix(s)
+        else s
+        for s in systems
+    ]
 
 
 # --------------------------------------------------------------------------- checks, parameters
@@ -528,18 +584,33 @@ def models_of(systems: Sequence[System]) -> list[str]:
 def resolve_params(
     systems: Sequence[System], given: Mapping[str, float] | None = None
 ) -> dict[str, ParamCount]:
-    """Parameter counts of every model of ``systems``; one-line error naming the first missing."""
+    """Parameter counts of every model of ``systems``; one-line error naming the first missing,
+    or a ``given`` name that is none of the models (a typo would otherwise be ignored)."""
     recorded: dict[str, float] = {}
     for system in systems:
         recorded.update(system.recorded_params)
     out = {}
     for system in systems:
+        result = system.result or system.source
         if system.policy is None:
             raise ValueError(
-                f"{system.source} does not name its policy model; give --policy "
-                f"{system.source}=MODEL (and --prm {system.source}=MODEL if it used one)"
+                f"{result} does not name its policy model; give --policy "
+                f"{result}=MODEL (and --prm {result}=MODEL if it used one)"
             )
-    for model in models_of(systems):
+        if system.prm is None and any(v for p in system.points for v in p.prm_tokens.values()):
+            raise ValueError(
+                f"{system.label} scored with a PRM but {result} does not name it; give --prm "
+                f"{result}=MODEL"
+            )
+    models = models_of(systems)
+    names = {name for model in models for name in (model, short_name(model))}
+    for name in given or {}:
+        if name not in names:
+            raise ValueError(
+                f"--params {name}=... names no model of these results; accepted: "
+                + ", ".join(short_name(m) for m in models)
+            )
+    for model in models:
         count = parameter_count(model, given, recorded.get(model))
         if count is None:
             raise ValueError(
@@ -561,7 +632,8 @@ def paired_bootstrap(
     confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Mean difference ``a - b`` over the problems both answered, its percentile-bootstrap
-    interval and two-sided p-value (module docstring); problems only one answered are counted."""
+    interval and the two-sided p-value of a paired sign-flip test (:func:`sign_flip_p`);
+    problems only one answered are counted."""
     import numpy as np
 
     common = sorted(set(a) & set(b))
@@ -580,14 +652,36 @@ def paired_bootstrap(
     means = diffs[rng.integers(0, len(diffs), size=(iters, len(diffs)))].mean(axis=1)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    extreme = int(np.count_nonzero(np.abs(means - mean) >= abs(mean) - 1e-12))
     return {
         **out,
         "mean": mean,
         "ci_low": float(low),
         "ci_high": float(high),
-        "p_value": (1 + extreme) / (1 + iters),
+        "p_value": sign_flip_p(diffs, iters, seed),
     }
+
+
+def sign_flip_p(diffs: Any, iters: int = 2000, seed: int = 0) -> float:
+    """Two-sided p-value of paired differences under "no difference" (each problem's difference
+    is as likely negative as positive): the share of sign flips whose mean is at least as far from
+    0 as the observed one. Zero differences cannot flip and are left out; with at most
+    ``EXACT_SIGN_FLIPS`` non-zero differences all ``2**k`` flips are enumerated (for 0/1
+    accuracies this is the exact McNemar test), else ``iters`` random flips, ``(1 + hits) /
+    (1 + iters)``. Unlike a p-value read off the bootstrap distribution, it does not call two
+    problems significant."""
+    import numpy as np
+
+    d = np.asarray(diffs, dtype=float)
+    d = d[np.abs(d) > 1e-12]
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum()) - 1e-9 * d.size
+    if d.size <= EXACT_SIGN_FLIPS:
+        signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(np.count_nonzero(np.abs(signs @ d) >= observed) / 2**d.size)
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(iters, d.size))
+    return (1 + int(np.count_nonzero(np.abs(signs @ d) >= observed))) / (1 + iters)
 
 
 def flops_to_match(curve: Sequence[tuple[float, float]], target: float) -> tuple[float | None, str]:
@@ -621,25 +715,15 @@ def _mean(values: Mapping[str, float] | None, keys: Sequence[str]) -> float | No
     return math.fsum(values[k] for k in keys) / len(keys)
 
 
-def _cell(values: Sequence[float], iters: int, seed: int) -> dict[str, Any]:
-    low, high = bootstrap_ci(values, iters=iters, seed=seed)
-    return {
-        "accuracy": math.fsum(values) / len(values),
-        "ci_low": low,
-        "ci_high": high,
-        "problems": len(values),
-    }
-
-
-def _by_level(
-    point: SystemPoint, problems: Mapping[str, Problem], iters: int, seed: int
-) -> dict[str, Any]:
-    groups: dict[str, list[float]] = {}
-    for key, value in point.accuracy.items():
-        level = problems[key].level
-        if level is not None:
-            groups.setdefault(level, []).append(value)
-    return {lv: _cell(groups[lv], iters, seed) for lv in sorted(groups, key=lambda s: (len(s), s))}
+def _params_of(model: str | None, system: System, params: Mapping[str, ParamCount]) -> float:
+    """The parameter count of one of ``system``'s models; one-line error when there is none
+    (never a silent 0: :func:`resolve_params` finds them)."""
+    if model is None or model not in params:
+        raise ValueError(
+            f"no parameter count for {'the policy' if model is None else 'model ' + model} of "
+            f"{system.label}; give it with --params {short_name(model) or 'MODEL'}=COUNT"
+        )
+    return params[model].params
 
 
 def _point_row(
@@ -650,21 +734,19 @@ def _point_row(
     seed: int,
 ) -> dict[str, Any]:
     keys = sorted(point.accuracy)
-    policy_params = params[system.policy].params if system.policy in params else None
-    prm_params = params[system.prm].params if system.prm in params else 0.0
     generated = _mean(point.policy_tokens, keys)
     prompt = _mean(point.prompt_tokens, keys)
     prm_tokens = _mean(point.prm_tokens, keys) or 0.0
     policy_flops = (
-        2 * policy_params * (generated + prompt)
-        if policy_params is not None and generated is not None and prompt is not None
-        else None
+        None
+        if generated is None or prompt is None
+        else 2 * _params_of(system.policy, system, params) * (generated + prompt)
     )
-    prm_flops = 2 * (prm_params or 0.0) * prm_tokens
+    prm_flops = 2 * _params_of(system.prm, system, params) * prm_tokens if prm_tokens else 0.0
     return {
         "system": system.label,
         "n": point.n,
-        **_cell([point.accuracy[k] for k in keys], iters, seed),
+        **accuracy_cell([point.accuracy[k] for k in keys], iters, seed),
         "policy_tokens": generated,
         "prompt_tokens": prompt,
         "prm_tokens": prm_tokens,
@@ -672,7 +754,9 @@ def _point_row(
         "prm_flops": prm_flops,
         "flops": None if policy_flops is None else policy_flops + prm_flops,
         "run": point.run,
-        "by_level": _by_level(point, system.problems, iters, seed),
+        "by_level": accuracy_by(
+            point.accuracy, lambda key: system.problems[key].level, iters, seed
+        ),
     }
 
 
@@ -706,47 +790,50 @@ def _matched(
     iters: int,
     seed: int,
 ) -> list[dict[str, Any]]:
+    """The matched comparison of every system but the baseline's (module docstring)."""
     points = {(s.label, p.n): p for s in systems for p in s.points}
-    base_point = points[(base["system"], base["n"])]
+    base_accuracy = points[(base["system"], base["n"])].accuracy
     out = []
     for system in systems:
         if system.label == base["system"]:
             continue
         own = [r for r in rows if r["system"] == system.label and r["flops"] is not None]
-        entry: dict[str, Any] = {"system": system.label}
-        if not own:
-            entry.update(
-                {"within_budget": None, "difference": None, "flops_to_match": None},
-                match="compute unknown",
-                ratio=None,
-            )
-            out.append(entry)
-            continue
-        within = [r for r in own if r["flops"] <= base["flops"] * (1 + 1e-9)]
-        best = max(within, key=lambda r: (r["accuracy"], -r["flops"])) if within else None
-        entry["within_budget"] = (
-            None
-            if best is None
-            else {"n": best["n"], "accuracy": best["accuracy"], "flops": best["flops"]}
-        )
+        entry = _match_entry(system.label, own, base)
+        best = entry["within_budget"]
         if best is not None:
-            diff = paired_bootstrap(
-                points[(system.label, best["n"])].accuracy, base_point.accuracy, iters, seed
-            )
-            if not diff["problems"]:
-                raise ValueError(
-                    f"{system.label} and the baseline {base['system']} share no problem: "
-                    "results on different problem sets cannot be compared"
-                )
-            entry["difference"] = diff
-        else:
-            entry["difference"] = None
-        value, how = flops_to_match([(r["flops"], r["accuracy"]) for r in own], base["accuracy"])
-        entry["flops_to_match"] = value
-        entry["match"] = how
-        entry["ratio"] = None if value is None else value / base["flops"]
+            accuracy = points[(system.label, best["n"])].accuracy
+            entry["difference"] = paired_bootstrap(accuracy, base_accuracy, iters, seed)
         out.append(entry)
     return out
+
+
+def _match_entry(
+    label: str, own: Sequence[Mapping[str, Any]], base: Mapping[str, Any]
+) -> dict[str, Any]:
+    """One system's rows (of known compute) against the baseline row: its best row within the
+    baseline's FLOPs and the FLOPs it needs to match the baseline's accuracy (no difference yet)."""
+    if not own:
+        return {
+            "system": label,
+            "within_budget": None,
+            "difference": None,
+            "flops_to_match": None,
+            "match": "compute unknown",
+            "ratio": None,
+        }
+    within = [r for r in own if r["flops"] <= base["flops"] * (1 + 1e-9)]
+    best = max(within, key=lambda r: (r["accuracy"], -r["flops"])) if within else None
+    value, how = flops_to_match([(r["flops"], r["accuracy"]) for r in own], base["accuracy"])
+    return {
+        "system": label,
+        "within_budget": None
+        if best is None
+        else {"n": best["n"], "accuracy": best["accuracy"], "flops": best["flops"]},
+        "difference": None,
+        "flops_to_match": value,
+        "match": how,
+        "ratio": None if value is None else value / base["flops"],
+    }
 
 
 def build_leaderboard(
@@ -821,10 +908,6 @@ def _system_entry(system: System, rows: Sequence[Mapping[str, Any]]) -> dict[str
 # --------------------------------------------------------------------------- rendering
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
 def _num(x: float | None, fmt: str = ".0f") -> str:
     return "unknown" if x is None else format(x, fmt)
 
@@ -861,8 +944,8 @@ def _tables(board: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[li
                 [
                     r["system"],
                     str(r["n"]),
-                    _pct(r["accuracy"]),
-                    f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]",
+                    pct(r["accuracy"]),
+                    f"[{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
                     str(r["problems"]),
                     _num(r["policy_tokens"]),
                     _num(r["prompt_tokens"]),
@@ -886,10 +969,11 @@ def _tables(board: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[li
         tables.append(
             (
                 f"Matched compute against {base['system']} (n={base['n']})",
-                f"Baseline: {_pct(base['accuracy'])}% at {_flops(base['flops'])} FLOPs per "
+                f"Baseline: {pct(base['accuracy'])}% at {_flops(base['flops'])} FLOPs per "
                 "problem. Best accuracy within the baseline's FLOPs per problem, its paired "
                 "difference to the baseline (percentage points, 95% bootstrap interval, two-sided "
-                "p; problems only one of them answered are left out), and the FLOPs each system "
+                "p of a paired sign-flip test; problems only one of them answered are left out), "
+                "and the FLOPs each system "
                 "needs to reach the baseline's accuracy (interpolated in log FLOPs on its curve).",
                 [
                     "system",
@@ -913,12 +997,13 @@ def _matched_cells(m: Mapping[str, Any]) -> list[str]:
     within, diff = m.get("within_budget"), m.get("difference")
     cells = [m["system"]]
     if within is None:
-        cells += ["-", "none within budget", "", "", "", ""]
+        unknown = m.get("match") == "compute unknown"
+        cells += ["-", "compute unknown" if unknown else "none within budget", "", "", "", ""]
     else:
         left = diff["only_first"] + diff["only_second"]
         cells += [
             str(within["n"]),
-            _pct(within["accuracy"]),
+            pct(within["accuracy"]),
             f"{100 * diff['mean']:+.1f}",
             f"[{100 * diff['ci_low']:+.1f}, {100 * diff['ci_high']:+.1f}]",
             _p(diff["p_value"]),

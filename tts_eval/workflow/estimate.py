@@ -292,6 +292,36 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
+def accuracy_cell(values: Sequence[float], iters: int, seed: int) -> dict[str, Any]:
+    """Mean accuracy of per-problem ``values``, its bootstrap interval and the problem count."""
+    low, high = bootstrap_ci(values, iters=iters, seed=seed)
+    return {
+        "accuracy": math.fsum(values) / len(values),
+        "ci_low": low,
+        "ci_high": high,
+        "problems": len(values),
+    }
+
+
+def accuracy_by(
+    accuracy: Mapping[str, float],
+    label_of: Callable[[str], str | None],
+    iters: int,
+    seed: int,
+) -> dict[str, dict[str, Any]]:
+    """:func:`accuracy_cell` per label (e.g. MATH level) of the problems; problems without one
+    are left out; labels in natural order ("2" before "10")."""
+    groups: dict[str, list[float]] = {}
+    for key, value in accuracy.items():
+        label = label_of(key)
+        if label is not None:
+            groups.setdefault(label, []).append(value)
+    return {
+        label: accuracy_cell(groups[label], iters, seed)
+        for label in sorted(groups, key=lambda s: (len(s), s))
+    }
+
+
 def difficulty_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """Each problem's expected compute_optimal probe score, from a PRM-scored sampling run.
 

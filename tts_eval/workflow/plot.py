@@ -12,15 +12,18 @@ From a report (``tts_eval.workflow.report.build_report``), :func:`plot_report` w
 From a leaderboard (``tts_eval.workflow.compare.build_leaderboard``), :func:`plot_comparison`
 writes:
 
-- ``compare_accuracy_vs_flops.png``: accuracy against FLOPs per problem (log axis) for every system
-  whose compute is known; systems of one budget (baselines) are points with their interval;
+- ``compare_accuracy_vs_flops.png``: accuracy against FLOPs per problem (log axis, true FLOPs: not
+  shifted) for every system whose compute is known (the others are named in a note); systems of one
+  budget (baselines) are points with their interval, the baseline's FLOPs a dotted vertical line;
 - ``compare_accuracy_vs_budget.png``: accuracy against n for the systems with several budgets; the
-  others are horizontal lines;
+  others are horizontal lines with a light band for their interval;
 - ``compare_accuracy_by_level.png``: accuracy by MATH level of every system at its best budget
-  (bars with their intervals).
+  (bars with their intervals and values; no bar where a system has no problem of that level).
 
-Readability: each line has its own colour, marker and line style, and lines of one figure are
+Readability: each line has its own colour, marker and line style, and lines of a budget axis are
 shifted slightly along the (log) x axis so that equal curves and their error bars stay visible;
+comparison legends sit under the axes (long system labels never cover the data); markers at 0% or
+100% are drawn whole;
 accuracy axes are fixed at 0-100% unless ``zoom=True`` (``--zoom``) fits them to the data; titles
 name the task and the short names of the policy and PRM; legends name the curves or systems.
 ``pass@n`` (coverage) is left out of report figures unless ``oracle=True``. matplotlib is
@@ -115,6 +118,7 @@ def _errorbars(ax, xs, rows, label: str, style: Mapping[str, Any], cell=lambda r
     low = [max(0.0, y - 100 * cell(r)["ci_low"]) for y, r in zip(ys, rows, strict=True)]
     high = [max(0.0, 100 * cell(r)["ci_high"] - y) for y, r in zip(ys, rows, strict=True)]
     options = {"capsize": 3, "elinewidth": 1, "markersize": 6, "linewidth": 1.5, **style}
+    options.setdefault("clip_on", False)  # markers at 0% or 100% are not cut in half
     ax.errorbar(xs, ys, yerr=[low, high], label=label, **options)
 
 
@@ -223,103 +227,162 @@ def plot_report(
     return _save_all(figures, out_dir)
 
 
-def comparison_figures(board: Mapping[str, Any], *, zoom: bool = False) -> dict[str, Any]:
-    """The figures of a leaderboard by file name (open matplotlib figures; see the docstring)."""
-    plt = _pyplot()
-    task = board.get("task") or "task"
-    systems = [s["label"] for s in board["systems"]]
-    rows = {label: [r for r in board["rows"] if r["system"] == label] for label in systems}
-    styles = {label: series_style(i) for i, label in enumerate(systems)}
-    count = len(systems)
-    figures = {}
+def _legend_below(ax, count: int, last: str | None = None) -> None:
+    """A legend under the axes: long system labels never cover the data; entry ``last`` (a
+    reference line, listed first by matplotlib) goes after the systems."""
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i] == last)
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=1 if count <= 6 else 2,
+        fontsize="small",
+        frameon=False,
+    )
 
+
+def _board_title(board: Mapping[str, Any], what: str) -> str:
+    return f"{board.get('task') or 'task'} ({board['problems']} problems): {what}"
+
+
+def _system_rows(board: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
+    """Each system's rows (by budget), systems in leaderboard order."""
+    return {
+        s["label"]: sorted((r for r in board["rows"] if r["system"] == s["label"]), key=_n)
+        for s in board["systems"]
+    }
+
+
+def _n(row: Mapping[str, Any]) -> int:
+    return int(row["n"])
+
+
+def _flops_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
+    """Accuracy vs FLOPs per problem: curves, one-budget systems as points with their interval.
+    Not dodged (the x axis is a measurement); systems of unknown compute are named in a note."""
     fig, ax = plt.subplots(figsize=(8, 5))
+    unknown = []
     drawn = 0
-    for i, label in enumerate(systems):
-        known = [r for r in rows[label] if r["flops"] is not None and r["flops"] > 0]
+    for label, rows in _system_rows(board).items():
+        known = [r for r in rows if r["flops"] is not None and r["flops"] > 0]
         if not known:
-            logger.warning("%s: compute unknown, left out of the FLOPs figure", label)
+            unknown.append(label)
             continue
         style = dict(styles[label])
         if len(known) == 1:
-            style["linestyle"] = "none"
-            style["markersize"] = 9
-        xs = [r["flops"] * _dodge(i, count) for r in known]
-        _errorbars(ax, xs, known, label, style)
+            style.update(linestyle="none", markersize=9)
+        _errorbars(ax, [r["flops"] for r in known], known, label, style)
         drawn += 1
     base = board.get("baseline")
-    if base:
-        ax.axvline(base["flops"], color="grey", linestyle=":", linewidth=1)
+    line = None
+    if base and base.get("flops"):
+        line = f"compute of the baseline, {base['system']} (n={base['n']})"
+        ax.axvline(base["flops"], color="grey", linestyle=":", linewidth=1, label=line)
     ax.set_xscale("log")
     _style(ax, "compute per problem (FLOPs, policy + PRM, log)", zoom)
-    ax.set_title(f"{task}: accuracy vs compute per problem")
+    ax.set_title(_board_title(board, "accuracy vs compute per problem"))
+    if unknown:
+        logger.warning("compute unknown, left out of the FLOPs figure: %s", "; ".join(unknown))
+        ax.text(
+            0.01,
+            0.99,
+            "compute unknown (not shown): " + "; ".join(unknown),
+            transform=ax.transAxes,
+            va="top",
+            fontsize="small",
+            color="grey",
+        )
     if drawn:
-        _legend(ax, drawn)
-    figures["compare_accuracy_vs_flops.png"] = fig
+        _legend_below(ax, drawn + bool(line), last=line)
+    return fig
 
+
+def _budget_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
+    """Accuracy vs budget n; systems of one budget are a dotted line with a light interval band."""
     fig, ax = plt.subplots(figsize=(8, 5))
-    curves = [label for label in systems if len(rows[label]) > 1]
-    budgets = sorted({r["n"] for label in curves for r in rows[label]}) or [1]
+    by_system = _system_rows(board)
+    curves = [label for label, rows in by_system.items() if len(rows) > 1]
     for i, label in enumerate(curves):
-        xs = [r["n"] * _dodge(i, len(curves)) for r in rows[label]]
-        _errorbars(ax, xs, rows[label], label, styles[label])
-    for label in systems:
-        if len(rows[label]) == 1:
-            (row,) = rows[label]
+        rows = by_system[label]
+        xs = [r["n"] * _dodge(i, len(curves)) for r in rows]
+        _errorbars(ax, xs, rows, label, styles[label])
+    for label, rows in by_system.items():
+        if len(rows) == 1:
+            (row,) = rows
+            color = styles[label]["color"]
             ax.axhline(
                 100 * row["accuracy"],
-                color=styles[label]["color"],
+                color=color,
                 linestyle=":",
                 linewidth=1.5,
+                clip_on=False,
                 label=f"{label} (n={row['n']})",
             )
+            ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=color, alpha=0.1, lw=0)
+    budgets = sorted({r["n"] for label in curves for r in by_system[label]}) or [1]
     ax.set_xscale("log", base=2)
     ax.set_xticks(budgets, [str(n) for n in budgets])
     _style(ax, "test-time budget n (generations per problem, log2)", zoom)
-    ax.set_title(f"{task}: accuracy vs test-time budget")
-    _legend(ax, count)
-    figures["compare_accuracy_vs_budget.png"] = fig
+    ax.set_title(_board_title(board, "accuracy vs test-time budget"))
+    _legend_below(ax, len(by_system))
+    return fig
 
+
+def _level_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
+    """Accuracy by MATH level of every system at its best budget: bars with their intervals and
+    values; a level a system has no problem of gets no bar (not a 0% one). ``None`` without
+    levels."""
+    by_system = _system_rows(board)
     best = {
-        s["label"]: next(r for r in rows[s["label"]] if r["n"] == s["best_n"])
+        s["label"]: next(r for r in by_system[s["label"]] if r["n"] == s["best_n"])
         for s in board["systems"]
     }
     levels = sorted({lv for r in best.values() for lv in r["by_level"]}, key=lambda s: (len(s), s))
-    if levels:
-        fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(levels) * max(1, count) / 2), 5))
-        width = 0.8 / max(1, count)
-        for i, label in enumerate(systems):
-            row = best[label]
-            xs = [j + (i - (count - 1) / 2) * width for j, lv in enumerate(levels)]
-            cells = [row["by_level"].get(lv) for lv in levels]
-            ys = [100 * c["accuracy"] if c else 0.0 for c in cells]
-            err = [
-                [
-                    max(0.0, y - 100 * c["ci_low"]) if c else 0.0
-                    for y, c in zip(ys, cells, strict=True)
-                ],
-                [
-                    max(0.0, 100 * c["ci_high"] - y) if c else 0.0
-                    for y, c in zip(ys, cells, strict=True)
-                ],
-            ]
-            ax.bar(
-                xs,
-                ys,
-                width=width,
-                yerr=err,
-                capsize=2,
-                color=styles[label]["color"],
-                hatch=("", "//", "..", "xx")[i // 10 % 4],
-                label=f"{label} (n={row['n']})",
-            )
-        ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
-        _style(ax, "MATH difficulty level", zoom)
-        ax.grid(False, axis="x")
-        ax.set_title(f"{task}: accuracy by level, each system at its best budget")
-        _legend(ax, count)
-        figures["compare_accuracy_by_level.png"] = fig
-    return figures
+    if not levels:
+        return None
+    count = len(best)
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(levels) * count), 5))
+    width = 0.8 / count
+    for i, (label, row) in enumerate(best.items()):
+        cells = [(j, row["by_level"][lv]) for j, lv in enumerate(levels) if lv in row["by_level"]]
+        ys = [100 * c["accuracy"] for _, c in cells]
+        err = [
+            [max(0.0, y - 100 * c["ci_low"]) for y, (_, c) in zip(ys, cells, strict=True)],
+            [max(0.0, 100 * c["ci_high"] - y) for y, (_, c) in zip(ys, cells, strict=True)],
+        ]
+        bars = ax.bar(
+            [j + (i - (count - 1) / 2) * width for j, _ in cells],
+            ys,
+            width=width,
+            yerr=err,
+            capsize=2,
+            color=styles[label]["color"],
+            hatch=("", "//", "..", "xx")[i // 10 % 4],
+            label=f"{label} (n={row['n']})",
+        )
+        ax.bar_label(bars, fmt="%.0f", fontsize="x-small", padding=2)
+    ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
+    _style(ax, "MATH difficulty level", zoom)
+    ax.grid(False, axis="x")
+    ax.set_title(  # pad: room for the values written on 100% bars
+        _board_title(board, "accuracy by level, each system at its best budget"), pad=14
+    )
+    _legend_below(ax, count)
+    return fig
+
+
+def comparison_figures(board: Mapping[str, Any], *, zoom: bool = False) -> dict[str, Any]:
+    """The figures of a leaderboard by file name (open matplotlib figures; see the docstring)."""
+    plt = _pyplot()
+    styles = {s["label"]: series_style(i) for i, s in enumerate(board["systems"])}
+    figures = {
+        "compare_accuracy_vs_flops.png": _flops_figure(plt, board, styles, zoom),
+        "compare_accuracy_vs_budget.png": _budget_figure(plt, board, styles, zoom),
+        "compare_accuracy_by_level.png": _level_figure(plt, board, styles, zoom),
+    }
+    return {name: fig for name, fig in figures.items() if fig is not None}
 
 
 def plot_comparison(

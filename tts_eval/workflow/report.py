@@ -47,7 +47,8 @@ from tts_eval.workflow.estimate import (
     EstimateSettings,
     Grader,
     ProblemInfo,
-    bootstrap_ci,
+    accuracy_by,
+    accuracy_cell,
     collect_points,
     curve_sort_key,
     difficulty_scores,
@@ -183,23 +184,8 @@ def fitted_points(estimates: Estimates, table: Any) -> list[CurvePoint]:
     return out
 
 
-def _cell(values: Sequence[float], iters: int, seed: int) -> dict[str, Any]:
-    low, high = bootstrap_ci(values, iters=iters, seed=seed)
-    return {
-        "accuracy": math.fsum(values) / len(values),
-        "ci_low": low,
-        "ci_high": high,
-        "problems": len(values),
-    }
-
-
 def _by(point: CurvePoint, problems: Mapping[str, ProblemInfo], attr: str, iters: int, seed: int):
-    groups: dict[str, list[float]] = {}
-    for uid, value in point.accuracy.items():
-        label = getattr(problems[uid], attr)
-        if label is not None:
-            groups.setdefault(label, []).append(value)
-    return {label: _cell(groups[label], iters, seed) for label in sorted(groups)}
+    return accuracy_by(point.accuracy, lambda uid: getattr(problems[uid], attr), iters, seed)
 
 
 def _rows(
@@ -221,7 +207,7 @@ def _rows(
                 "n": point.n,
                 "settings": group.label,
                 "settings_digest": group.digest,
-                **_cell(values, iters, seed),
+                **accuracy_cell(values, iters, seed),
                 "policy_tokens": math.fsum(point.policy_tokens.values()) / len(values),
                 "prm_tokens": math.fsum(point.prm_tokens.values()) / len(values),
                 "run": point.run_key,
@@ -336,7 +322,8 @@ def _workers(results: Results) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def _pct(x: float) -> str:
+def pct(x: float | None) -> str:
+    """An accuracy in [0, 1] as a percentage with one decimal; ``n/a`` when unknown."""
     return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}"
 
 
@@ -360,7 +347,7 @@ def _breakdown(report: Mapping[str, Any], field: str, title: str) -> list[str]:
     ]
     for row in report["rows"]:
         cells = [
-            _pct(row[field][label]["accuracy"]) if label in row[field] else "" for label in labels
+            pct(row[field][label]["accuracy"]) if label in row[field] else "" for label in labels
         ]
         lines.append(f"| {row_name(row)} | {row['n']} | " + " | ".join(cells) + " |")
     return [*lines, ""]
@@ -442,8 +429,8 @@ def to_markdown(report: Mapping[str, Any]) -> str:
     ]
     for row in report["rows"]:
         lines.append(
-            f"| {row_name(row)} | {row['n']} | {_pct(row['accuracy'])} | "
-            f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}] | {row['problems']} | "
+            f"| {row_name(row)} | {row['n']} | {pct(row['accuracy'])} | "
+            f"[{pct(row['ci_low'])}, {pct(row['ci_high'])}] | {row['problems']} | "
             f"{row['policy_tokens']:.0f} | {row['prm_tokens']:.0f} |"
         )
     lines.append("")
