@@ -77,7 +77,7 @@ NEUTRAL_SAMPLING = {
 BACKOFF_S = 0.5  # first retry delay; doubled per retry
 MAX_BACKOFF_S = 8.0
 CONNECT_TIMEOUT_S = 10.0
-_PROBE_TEXT = "Check: 1 + 1 = 2.\n\n"
+_PROBE_TEXT = "Step 1: $1 + 1 = 2$.\n\nThe final answer is $\\boxed{2}$."
 
 
 def import_httpx() -> Any:
@@ -89,7 +89,7 @@ def import_httpx() -> Any:
     return httpx
 
 
-class RetryableError(RuntimeError):
+class ServerUnavailable(RuntimeError):
     """An HTTP answer worth retrying (5xx, 429)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
@@ -97,8 +97,17 @@ class RetryableError(RuntimeError):
         self.retry_after = retry_after
 
 
-class ServerError(RuntimeError):
-    """An HTTP answer not worth retrying (4xx other than 429), or a malformed one."""
+class ServerRefused(RuntimeError):
+    """An HTTP answer not worth retrying (4xx other than 429)."""
+
+
+class GaveUp(RuntimeError):
+    """A request still failed after ``max_retries`` retries; ``last`` is its last failure."""
+
+    def __init__(self, last: BaseException, retries: int) -> None:
+        super().__init__(f"{first_line(last)}; gave up after {retries} retries")
+        self.last = last
+        self.retries = retries
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ def _detail(response: Any) -> str:
 
 
 def _check_status(response: Any) -> None:
-    """Raise RetryableError (5xx, 429) or ServerError (other non-2xx) for a failed answer."""
+    """Raise ServerUnavailable (5xx, 429) or ServerRefused (other non-2xx) for a failed answer."""
     code = response.status_code
     if code < 400:
         return
@@ -161,8 +170,8 @@ def _check_status(response: Any) -> None:
             delay = float(retry_after) if retry_after is not None else None
         except ValueError:
             delay = None
-        raise RetryableError(message, delay)
-    raise ServerError(message)
+        raise ServerUnavailable(message, delay)
+    raise ServerRefused(message)
 
 
 def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> ServerInfo:
@@ -274,7 +283,7 @@ def _probe_token_ids(
         response = client.post("/completions", json=body)
         _check_status(response)
         choices = response.json()["choices"]
-    except (RetryableError, ServerError) as exc:
+    except (ServerUnavailable, ServerRefused) as exc:
         raise ValueError(
             f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
         ) from None
@@ -450,7 +459,7 @@ class OpenAIEngine:
                     ) from exc
                 failure: Exception = exc
                 delay = None
-            except (httpx.TransportError, RetryableError) as exc:
+            except (httpx.TransportError, ServerUnavailable) as exc:
                 failure = exc
                 delay = getattr(exc, "retry_after", None)
             if attempt == retries:
@@ -466,10 +475,7 @@ class OpenAIEngine:
             )
             if cancel.wait(wait_s) or self._closed.is_set():
                 raise RuntimeError("cancelled: another request of the call failed")
-        raise RuntimeError(
-            f"{first_line(failure)} (gave up after {retries} "
-            f"{'retry' if retries == 1 else 'retries'})"
-        ) from failure
+        raise GaveUp(failure, retries) from failure
 
     def _output(self, req: GenerationRequest, data: Mapping[str, Any]) -> GenerationOutput:
         """One ``/completions`` answer as a :class:`GenerationOutput`."""
@@ -503,11 +509,9 @@ class OpenAIEngine:
     def _error(
         self, requests: Sequence[GenerationRequest], indices: Iterable[int], exc: BaseException
     ) -> EngineError:
-        return engine_error(
-            "openai",
-            self.config.pretrained,
-            requests,
-            indices,
-            exc,
-            hint=f"server base_url={self.config.base_url} model={self.model}",
-        )
+        hint = f"server base_url={self.config.base_url} model={self.model}"
+        if isinstance(exc, GaveUp):
+            retries = "1 retry" if exc.retries == 1 else f"{exc.retries} retries"
+            hint = f"gave up after {retries}; {hint}"
+            exc = exc.last
+        return engine_error("openai", self.config.pretrained, requests, indices, exc, hint=hint)

@@ -1,0 +1,429 @@
+"""``backend=openai`` against a real vLLM OpenAI-compatible server (``tests/vllm_server.py``).
+
+The server serves the scripted tiny Llama (steps, EOS and boxed answers, so every finish reason
+occurs) with the in-process engine's settings; its outputs must equal the in-process
+``backend=vllm`` engine's exactly (greedy and seeded: token ids, texts, finish reasons). A small
+HTTP proxy (:class:`Proxy`) between the engine and the server fails, delays or strips answers on
+demand, to check retries, the concurrency bound and the start-up checks. The last test kills the
+server in the middle of a ``tts-eval sweep`` and restarts it: one-line error, then the re-run
+finishes with nothing lost and the results of an uninterrupted sweep.
+
+The fast tests at the top need no server: settings, the results fingerprint, an unreachable host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from vllm_server import free_port
+
+from tts_eval.engines import load_engine
+from tts_eval.engines.openai import classify_choice
+from tts_eval.errors import EngineError
+from tts_eval.runtime.local import LocalSearcher
+from tts_eval.settings import EngineConfig, parse_model_args, results_fingerprint
+from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_LEN = 4096
+QUESTIONS = ["What is 2+3?", "Solve $x^2 - 4 = 0$ for $x$.", "Hi", "What is 2+3? " * 40]
+
+# ----------------------------------------------------------------------------------------------
+# Settings (no server)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "model_args base_url is required with backend=openai; accepted: the server's /v1 URL"),
+        ({"base_url": "localhost:8000"}, "model_args base_url=localhost:8000 is invalid; accepted"),
+        (
+            {"base_url": "http://h/v1", "max_concurrency": 0},
+            "model_args max_concurrency=0 is invalid",
+        ),
+        (
+            {"base_url": "http://h/v1", "timeout_s": 0},
+            "model_args timeout_s=0 is invalid; accepted: seconds",
+        ),
+        ({"base_url": "http://h/v1", "max_retries": -1}, "model_args max_retries=-1 is invalid"),
+        ({"base_url": "http://h/v1", "model": ""}, "model_args model='' is invalid"),
+    ],
+)
+def test_openai_settings_are_checked(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        EngineConfig(pretrained="org/tok", backend="openai", **kwargs)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "key, value", [("base_url", "http://h/v1"), ("model", "m"), ("api_key", "sk-secret")]
+)
+def test_openai_keys_need_backend_openai(key, value):
+    with pytest.raises(ValueError) as info:
+        parse_model_args({"pretrained": "org/tok", "backend": "vllm", key: value})
+    assert "is invalid; accepted: only with backend=openai" in str(info.value)
+    assert "sk-secret" not in str(info.value)
+
+
+def test_model_args_build_an_openai_engine_config():
+    config = parse_model_args(
+        "pretrained=org/tok,backend=openai,base_url=http://h:8000/v1,model=served,"
+        "max_concurrency=8,timeout_s=30,max_retries=2,api_key=sk-secret"
+    ).engine
+    assert (config.base_url, config.model, config.max_concurrency) == (
+        "http://h:8000/v1",
+        "served",
+        8,
+    )
+    assert (config.timeout_s, config.max_retries, config.api_key) == (30.0, 2, "sk-secret")
+    assert "sk-secret" not in repr(config)
+
+
+def test_fingerprint_ignores_where_the_server_is_but_not_the_model():
+    base = parse_model_args("pretrained=org/tok,backend=openai,base_url=http://a:1/v1,model=m")
+    moved = dataclasses.replace(
+        base,
+        engine=dataclasses.replace(
+            base.engine, base_url="http://b:2/v1", api_key="k", max_concurrency=3, timeout_s=9.0
+        ),
+    )
+    other = dataclasses.replace(base, engine=dataclasses.replace(base.engine, model="m2"))
+    assert results_fingerprint(moved) == results_fingerprint(base)
+    assert results_fingerprint(other) != results_fingerprint(base)
+
+
+@pytest.mark.parametrize(
+    "choice, expected",
+    [
+        ({"finish_reason": "stop", "stop_reason": "\n\n"}, FinishReason.STEP),
+        ({"finish_reason": "stop", "stop_reason": None}, FinishReason.EOS),
+        ({"finish_reason": "stop", "stop_reason": 7}, FinishReason.EOS),
+        ({"finish_reason": "length", "stop_reason": None}, FinishReason.LENGTH),
+        ({"finish_reason": "stop", "matched_stop": "\n\n"}, FinishReason.STEP),  # SGLang
+        ({"finish_reason": "stop", "matched_stop": 2}, FinishReason.EOS),
+    ],
+)
+def test_classify_choice(choice, expected):
+    assert classify_choice(choice) is expected
+
+
+def test_unreachable_host_is_one_line_error_before_the_prm_loads(tiny_llama, tiny_prm, monkeypatch):
+    import tts_eval.runtime.local as local
+
+    def no_prm(config):
+        raise AssertionError("the PRM must not load before the server is checked")
+
+    monkeypatch.setattr(local, "load_prm_from_config", no_prm)
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    config = parse_model_args(
+        f"pretrained={tiny_llama},backend=openai,base_url={url},prm={tiny_prm},prm_type=rlhflow"
+    )
+    with pytest.raises(ValueError) as info:
+        LocalSearcher.from_config(config)
+    text = str(info.value)
+    assert text.startswith(f"model_args base_url={url} is invalid; accepted: the URL of a running")
+    assert "nothing answers there (ConnectError" in text and "\n" not in text
+
+
+# ----------------------------------------------------------------------------------------------
+# A proxy in front of the server
+# ----------------------------------------------------------------------------------------------
+
+
+class Proxy:
+    """Forwards to the server; can answer the next completions with errors, delay them, strip
+    their token ids, and counts them (and the most in flight at once)."""
+
+    def __init__(self, upstream_base_url: str) -> None:
+        self.upstream = upstream_base_url.rstrip("/").removesuffix("/v1")
+        self.failures: list[tuple[int, dict[str, str]]] = []
+        self.delay = 0.0
+        self.strip_token_ids = False
+        self.posts = 0
+        self.inflight = 0
+        self.max_inflight = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._forward(None)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/completions"):
+                    proxy._completion(self, body)
+                else:
+                    self._forward(body)
+
+            def _forward(self, body, edit=None):
+                req = urllib.request.Request(
+                    proxy.upstream + self.path,
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                    method=self.command,
+                )
+                try:
+                    with urllib.request.urlopen(req, timeout=300) as r:
+                        status, data = r.status, r.read()
+                except urllib.error.HTTPError as exc:
+                    status, data = exc.code, exc.read()
+                if edit is not None and status == 200:
+                    data = edit(data)
+                self._send(status, data)
+
+            def _send(self, status, data, headers=None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def _completion(self, handler, body: bytes) -> None:
+        with self.lock:
+            self.posts += 1
+            failure = self.failures.pop(0) if self.failures else None
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if failure is not None:
+                status, headers = failure
+                message = json.dumps({"error": {"message": f"proxy says {status}"}}).encode()
+                handler._send(status, message, headers)
+                return
+            time.sleep(self.delay)
+            handler._forward(body, self._strip if self.strip_token_ids else None)
+        finally:
+            with self.lock:
+                self.inflight -= 1
+
+    @staticmethod
+    def _strip(data: bytes) -> bytes:
+        answer = json.loads(data)
+        for choice in answer["choices"]:
+            choice.pop("token_ids", None)
+        return json.dumps(answer).encode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Against the real server
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def inproc(scripted_llama):
+    """The in-process backend=vllm engine on the served model, with the server's settings."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    mp.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    engine = load_engine(
+        "vllm", str(scripted_llama), dtype="float32", seed=0, max_model_len=MAX_LEN
+    )
+    yield engine
+    engine.close()
+    mp.undo()
+
+
+@pytest.fixture
+def remote(vllm_server, scripted_llama):
+    engine = load_engine("openai", str(scripted_llama), base_url=vllm_server.base_url)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def proxy(vllm_server):
+    p = Proxy(vllm_server.base_url)
+    yield p
+    p.close()
+
+
+def prompts(engine) -> list[tuple[int, ...]]:
+    return [tuple(engine.render_prompt([{"role": "user", "content": q}])) for q in QUESTIONS]
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_outputs_equal_in_process_vllm(remote, inproc):
+    ps = prompts(remote)
+    assert ps == prompts(inproc)
+    greedy = [
+        GenerationRequest(ps[0], SamplingParams(temperature=0, max_tokens=20, stop=("\n\n",))),
+        GenerationRequest(ps[1], SamplingParams(temperature=0, max_tokens=3)),
+        GenerationRequest(ps[3], SamplingParams(temperature=0, max_tokens=20)),
+    ]
+    seeded = [
+        GenerationRequest(
+            p, SamplingParams(n=4, temperature=1.0, max_tokens=24, stop=("\n\n",), seed=s)
+        )
+        for s, p in enumerate(ps)
+    ]
+    requests = greedy + seeded
+    want = inproc.generate(requests)
+    got = remote.generate(requests)
+    for w, g in zip(want, got, strict=True):
+        assert [c.token_ids for c in g.completions] == [c.token_ids for c in w.completions]
+        assert [c.finish_reason for c in g.completions] == [c.finish_reason for c in w.completions]
+        assert [c.text for c in g.completions] == [c.text for c in w.completions]
+        assert g.prompt_tokens == w.prompt_tokens
+    reasons = {c.finish_reason for out in got for c in out.completions}
+    assert reasons == {FinishReason.STEP, FinishReason.EOS, FinishReason.LENGTH}
+    assert got[0].completions[0].finish_reason is FinishReason.STEP
+    assert got[1].completions[0].finish_reason is FinishReason.LENGTH
+
+    # a partial solution continues by its token ids, exactly as in-process
+    first = got[3].completions[0]
+    cont = GenerationRequest(ps[0] + first.token_ids, seeded[0].params)
+    assert remote.generate([cont]) == inproc.generate([cont])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_prefix_cache_and_max_model_len(remote, inproc):
+    assert remote.max_model_len == MAX_LEN
+    req = GenerationRequest(prompts(remote)[3], SamplingParams(temperature=0, max_tokens=2))
+    remote.generate([req])
+    again = remote.generate([req])[0]
+    assert again.cached_prompt_tokens is not None
+    assert 0 < again.cached_prompt_tokens <= again.prompt_tokens == len(req.prompt_ids)
+
+    # max_tokens is cut to the room left, as the in-process engine stops there
+    long = (prompts(remote)[3] * 200)[: MAX_LEN - 3]
+    edge = GenerationRequest(long, SamplingParams(temperature=0, max_tokens=40))
+    (got,) = remote.generate([edge])
+    assert got.completions == inproc.generate([edge])[0].completions
+    assert len(got.completions[0].token_ids) <= 3
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_bad_requests_fail_before_sending(vllm_server, scripted_llama, proxy):
+    engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url)
+    p = prompts(engine)[0]
+    for request, message in [
+        (GenerationRequest((), SamplingParams()), "prompt_ids is empty"),
+        (GenerationRequest(p, SamplingParams(stop=("",))), "non-empty strings"),
+        (
+            GenerationRequest((p * 400)[:MAX_LEN], SamplingParams()),
+            f"leaves no room under max_model_len={MAX_LEN}",
+        ),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            engine.generate([GenerationRequest(p, SamplingParams(max_tokens=2)), request])
+    assert proxy.posts == 1  # the start-up probe only
+    engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_requests_go_out_concurrently_up_to_max_concurrency(scripted_llama, proxy):
+    engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url, max_concurrency=3)
+    proxy.delay = 0.3
+    p = prompts(engine)[1]
+    requests = [GenerationRequest(p, SamplingParams(max_tokens=4, seed=i)) for i in range(8)]
+    t0 = time.perf_counter()
+    out = engine.generate(requests)
+    elapsed = time.perf_counter() - t0
+    assert len(out) == 8 and all(len(o.completions) == 1 for o in out)
+    assert proxy.max_inflight == 3
+    assert elapsed < 8 * 0.3  # not one after another
+    engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_5xx_and_429_are_retried_4xx_is_not(scripted_llama, proxy, remote):
+    engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url, max_retries=2)
+    p = prompts(engine)[2]
+    request = GenerationRequest(p, SamplingParams(n=2, max_tokens=6, seed=4))
+    proxy.failures = [(503, {}), (429, {"Retry-After": "0"})]
+    before = proxy.posts
+    assert engine.generate([request]) == remote.generate([request])
+    assert proxy.posts - before == 3
+
+    proxy.failures = [(503, {})] * 3  # more than max_retries=2
+    with pytest.raises(EngineError) as info:
+        engine.generate([request])
+    text = str(info.value)
+    assert text.startswith(
+        f"policy engine backend=openai pretrained={scripted_llama} failed on request 0 of 1 "
+        f"(prompt of {len(p)} tokens, n=2, seed=4): ServerUnavailable: HTTP 503 from "
+        f"{proxy.base_url}/completions: proxy says 503; gave up after 2 retries; "
+        f"server base_url={proxy.base_url} model={scripted_llama}"
+    )
+    assert f"server base_url={proxy.base_url}" in text and "\n" not in text
+
+    proxy.failures = [(400, {})]
+    before = proxy.posts
+    with pytest.raises(EngineError, match="ServerRefused: HTTP 400 .*proxy says 400"):
+        engine.generate([request])
+    assert proxy.posts - before == 1
+    engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_start_up_errors_are_one_line(vllm_server, scripted_llama, tiny_llama, proxy):
+    served = str(scripted_llama)
+    root = vllm_server.base_url.removesuffix("/v1")
+    cases = [
+        (
+            {"base_url": vllm_server.base_url, "model": "nope"},
+            f"model_args model=nope is invalid; accepted: a model the server at "
+            f"base_url={vllm_server.base_url} serves: {served}",
+        ),
+        (
+            {"base_url": root},
+            f"model_args base_url={root} is invalid; accepted: the /v1 URL of an "
+            "OpenAI-compatible server, e.g. http://localhost:8000/v1 (GET /models answered HTTP 404",
+        ),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError) as info:
+            load_engine("openai", served, **kwargs)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+    with pytest.raises(ValueError) as info:  # a tokenizer that is not the served model's
+        load_engine("openai", str(tiny_llama), base_url=vllm_server.base_url)
+    assert str(info.value).startswith(
+        f"model_args pretrained={tiny_llama} is invalid; accepted: the tokenizer"
+    )
+
+    proxy.strip_token_ids = True  # a server without return_token_ids
+    with pytest.raises(ValueError) as info:
+        load_engine("openai", served, base_url=proxy.base_url)
+    assert str(info.value) == (
+        f"the server at base_url={proxy.base_url} (vLLM 0.32.0) returns no token ids; "
+        'backend=openai needs "return_token_ids": true in /v1/completions (vLLM 0.10.2 or newer; '
+        "start the server with python -m vllm.entrypoints.openai.api_server)"
+    )
