@@ -427,3 +427,143 @@ def test_start_up_errors_are_one_line(vllm_server, scripted_llama, tiny_llama, p
         'backend=openai needs "return_token_ids": true in /v1/completions (vLLM 0.10.2 or newer; '
         "start the server with python -m vllm.entrypoints.openai.api_server)"
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# A server killed during a sweep, then restarted (last: it restarts the shared server)
+# ----------------------------------------------------------------------------------------------
+
+SWEEP_RUNS = ("best_of_n", "beam_search")
+
+
+def write_sweep(folder: Path, out: Path, model_args: dict) -> Path:
+    """A math500-format copy of the sample problems and a sweep recipe over it."""
+    from tiny_models import SAMPLE_PROBLEMS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "math500.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {"problem": p, "solution": "1", "answer": "1", "level": 1, "subject": "Algebra",
+                 "unique_id": f"test/{i}.json"}
+            ) + "\n"
+            for i, p in enumerate(SAMPLE_PROBLEMS)
+        )
+    )  # fmt: skip
+    recipe = folder / "recipe.yaml"
+    sweep = {
+        "strategies": list(SWEEP_RUNS),
+        "budgets": [2],
+        "output_dir": str(out),
+        "chunk_size": 1,
+    }
+    recipe.write_text(json.dumps({"model_args": model_args, "sweep": sweep}))
+    return recipe
+
+
+def sweep_cmd(recipe: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "tts-eval"), "sweep", str(recipe), "--no-progress"]
+
+
+def sweep_env(folder: Path) -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TTS_EVAL_MATH500": str(folder / "math500.jsonl")}
+
+
+def records(out: Path) -> dict[str, list[str]]:
+    runs = out / "runs"
+    if not runs.is_dir():
+        return {}
+    return {p.name: p.read_text().splitlines(keepends=True) for p in sorted(runs.glob("*.jsonl"))}
+
+
+def comparable(line: str) -> dict:
+    """A trace record without what depends on timing or on cache states: the server's cached
+    prompt tokens, and the PRM tokens actually run (the PRM's prefix cache starts empty in every
+    process, so a resumed sweep runs more of them)."""
+    record = json.loads(line)
+    volatile = ("wall_time_s", "cached_prompt_tokens", "prm_tokens")
+    cost = {k: v for k, v in record["cost"].items() if k not in volatile}
+    return {**record, "cost": cost}
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_killed_server_fails_the_sweep_in_one_line_and_a_restart_resumes_it(
+    vllm_server, scripted_llama, tiny_prm, tmp_path
+):
+    from tiny_models import SAMPLE_PROBLEMS
+
+    model_args = {
+        "pretrained": str(scripted_llama), "backend": "openai", "base_url": vllm_server.base_url,
+        "max_retries": 1, "prm": str(tiny_prm), "prm_type": "rlhflow", "beam_width": 2,
+        "num_iterations": 3, "max_tokens": 24, "seed": 7,
+    }  # fmt: skip
+    out = tmp_path / "out"
+    recipe = write_sweep(tmp_path / "in", out, model_args)
+    total = len(SWEEP_RUNS) * len(SAMPLE_PROBLEMS)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            sweep_cmd(recipe), stdout=subprocess.DEVNULL, stderr=err, env=sweep_env(tmp_path / "in")
+        )
+    try:
+        deadline = time.time() + 600
+        while sum(map(len, records(out).values())) < 2:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "the sweep recorded nothing within 600 s"
+            time.sleep(0.05)
+        vllm_server.kill()
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    before = records(out)
+    recorded = sum(map(len, before.values()))
+    assert 2 <= recorded < total
+    assert proc.returncode == 2, log.read_text()[-3000:]
+    last = log.read_text().rstrip("\n").splitlines()[-1]
+    assert last.startswith(
+        f"tts-eval sweep: error: policy engine backend=openai pretrained={scripted_llama} failed on "
+    ), log.read_text()[-3000:]
+    assert last.endswith(
+        f"; gave up after 1 retry; server base_url={vllm_server.base_url} model={scripted_llama}"
+    )
+
+    vllm_server.start()  # same port: the recipe is unchanged
+    rerun = subprocess.run(
+        sweep_cmd(recipe),
+        capture_output=True,
+        text=True,
+        env=sweep_env(tmp_path / "in"),
+        timeout=900,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    after = records(out)
+    for name, lines in before.items():
+        assert after[name][: len(lines)] == lines  # nothing recorded was lost or rewritten
+    for lines in after.values():
+        assert sorted(json.loads(x)["doc_id"] for x in lines) == list(range(len(SAMPLE_PROBLEMS)))
+    assert sum(map(len, after.values())) == total
+
+    # and the resumed results are those of an uninterrupted sweep
+    clean_out = tmp_path / "clean_out"
+    clean = write_sweep(tmp_path / "clean", clean_out, model_args)
+    proc = subprocess.run(
+        sweep_cmd(clean),
+        capture_output=True,
+        text=True,
+        env=sweep_env(tmp_path / "clean"),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, lines in records(clean_out).items():
+        want = {json.loads(x)["doc_id"]: comparable(x) for x in lines}
+        got = {json.loads(x)["doc_id"]: comparable(x) for x in after[name]}
+        diffs = [
+            (d, k, str(got[d][k])[:600], str(want[d][k])[:600])
+            for d in want
+            for k in want[d]
+            if got[d].get(k) != want[d][k]
+        ]
+        assert not diffs, diffs
