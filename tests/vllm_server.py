@@ -39,8 +39,15 @@ def free_port() -> int:
 class VLLMServer:
     """One vLLM OpenAI-compatible server process group (see the module docstring)."""
 
-    def __init__(self, model: Path | str, log_path: Path, max_model_len: int = 4096) -> None:
+    def __init__(
+        self,
+        model: Path | str,
+        log_path: Path,
+        max_model_len: int = 4096,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.model = str(model)
+        self.extra_args = tuple(extra_args)
         self.log_path = Path(log_path)
         self.max_model_len = max_model_len
         self.port = free_port()
@@ -56,7 +63,7 @@ class VLLMServer:
             "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port),
             "--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill",
             "--enable-prompt-tokens-details", "--max-model-len", str(self.max_model_len),
-            "--seed", "0",
+            "--seed", "0", *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> VLLMServer:
