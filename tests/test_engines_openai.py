@@ -567,3 +567,48 @@ def test_killed_server_fails_the_sweep_in_one_line_and_a_restart_resumes_it(
             if got[d].get(k) != want[d][k]
         ]
         assert not diffs, diffs
+
+
+# ----------------------------------------------------------------------------------------------
+# The real SmolLM2 model (last: it swaps the server's model)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.real_model
+def test_real_model_greedy_steps_equal_in_process_vllm(
+    smollm2, vllm_servers, math500_path, monkeypatch
+):
+    """SmolLM2 on a server and in-process: real math500 prompts, greedy steps (STEP at "\\n\\n",
+    EOS, LENGTH) and the next step continued from the first one's token ids are identical."""
+    from test_real_model import _messages, _problems
+
+    server = vllm_servers.serve(smollm2, max_model_len=2048)
+    remote = load_engine("openai", str(smollm2), base_url=server.base_url)
+    step = SamplingParams(temperature=0, max_tokens=64, stop=("\n\n",))
+    free = SamplingParams(temperature=0, max_tokens=48)
+    ps = [tuple(remote.render_prompt(_messages(p))) for p in _problems(6)]
+    requests = [GenerationRequest(p, step) for p in ps] + [
+        GenerationRequest(p, free) for p in ps[:3]
+    ]
+    got = remote.generate(requests)
+    continued = [
+        GenerationRequest(r.prompt_ids + g.completions[0].token_ids, step)
+        for r, g in zip(requests[:6], got[:6], strict=True)
+        if g.completions[0].finish_reason is FinishReason.STEP
+    ]
+    got += remote.generate(continued)
+    remote.close()
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
+    local = load_engine("vllm", str(smollm2), dtype="float32", seed=0, max_model_len=2048)
+    try:
+        want = local.generate(requests) + local.generate(continued)
+    finally:
+        local.close()
+    for w, g in zip(want, got, strict=True):
+        assert g.completions == w.completions
+    reasons = {g.completions[0].finish_reason for g in got}
+    assert reasons == {FinishReason.STEP, FinishReason.EOS, FinishReason.LENGTH}
+    assert continued, "some first steps should have ended at the delimiter"

@@ -147,12 +147,16 @@ class ServerPool:
         self.folder = Path(folder)
         self.current: VLLMServer | None = None
 
-    def serve(self, model: Path | str) -> VLLMServer:
-        if self.current is not None and self.current.model == str(model):
-            return self.current.start()
+    def serve(self, model: Path | str, max_model_len: int = 4096) -> VLLMServer:
+        current = self.current
+        if current is not None and (current.model, current.max_model_len) == (
+            str(model),
+            max_model_len,
+        ):
+            return current.start()
         self.close()
         log = self.folder / f"server-{Path(str(model)).name}-{time.time_ns()}.log"
-        self.current = VLLMServer(model, log)
+        self.current = VLLMServer(model, log, max_model_len=max_model_len)
         return self.current.start()
 
     def close(self) -> None:
