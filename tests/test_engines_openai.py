@@ -152,6 +152,8 @@ class Proxy:
         self.failures: list[tuple[int, dict[str, str]]] = []
         self.delay = 0.0
         self.strip_token_ids = False
+        self.required_key: str | None = None  # answer 401 to requests without this bearer key
+        self.keys: list[str | None] = []  # the Authorization header of every request
         self.posts = 0
         self.inflight = 0
         self.max_inflight = 0
@@ -163,14 +165,25 @@ class Proxy:
                 pass
 
             def do_GET(self):
-                self._forward(None)
+                if self._authorized():
+                    self._forward(None)
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self._authorized():
+                    return
                 if self.path.endswith("/completions"):
                     proxy._completion(self, body)
                 else:
                     self._forward(body)
+
+            def _authorized(self) -> bool:
+                key = self.headers.get("Authorization")
+                proxy.keys.append(key)
+                if proxy.required_key is None or key == f"Bearer {proxy.required_key}":
+                    return True
+                self._send(401, json.dumps({"error": {"message": "bad key"}}).encode())
+                return False
 
             def _forward(self, body, edit=None):
                 req = urllib.request.Request(
@@ -389,6 +402,39 @@ def test_5xx_and_429_are_retried_4xx_is_not(scripted_llama, proxy, remote):
         engine.generate([request])
     assert proxy.posts - before == 1
     engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_timeout_is_one_line_error(scripted_llama, proxy):
+    engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url, timeout_s=0.5)
+    proxy.delay = 2.0
+    request = GenerationRequest(prompts(engine)[0], SamplingParams(max_tokens=2, seed=1))
+    before = proxy.posts
+    with pytest.raises(EngineError) as info:
+        engine.generate([request])
+    assert "failed on request 0 of 1" in str(info.value)
+    assert "RuntimeError: no answer within timeout_s=0.5 (ReadTimeout" in str(info.value)
+    assert proxy.posts - before == 1  # a timeout is not retried
+    engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_api_key_from_model_args_or_the_environment(scripted_llama, proxy, monkeypatch):
+    proxy.required_key = "sk-env"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+    engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url)
+    request = GenerationRequest(prompts(engine)[0], SamplingParams(max_tokens=2, seed=1))
+    assert len(engine.generate([request])[0].completions) == 1
+    engine.close()
+    assert set(proxy.keys) == {"Bearer sk-env"}
+    with pytest.raises(ValueError) as info:  # api_key= wins over the environment
+        load_engine("openai", str(scripted_llama), base_url=proxy.base_url, api_key="sk-wrong")
+    assert str(info.value) == (
+        f"the server at base_url={proxy.base_url} refused the API key (HTTP 401: bad key); "
+        "set api_key= or OPENAI_API_KEY"
+    )
 
 
 @pytest.mark.slow
