@@ -406,6 +406,23 @@ def test_5xx_and_429_are_retried_4xx_is_not(scripted_llama, proxy, remote):
 
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_progress_bar_follows_the_engine_setting(remote, capsys, monkeypatch):
+    requests = [
+        GenerationRequest(p, SamplingParams(n=2, max_tokens=4, seed=i))
+        for i, p in enumerate(prompts(remote))
+    ]
+    monkeypatch.setattr(remote, "progress", True)
+    shown = remote.generate(requests)
+    err = capsys.readouterr().err
+    assert "openai: 100%" in err and "8/8" in err and "req 4/4" in err
+    monkeypatch.setattr(remote, "progress", False)
+    again = remote.generate(requests)  # (cached prompt counts may differ, completions not)
+    assert [o.completions for o in again] == [o.completions for o in shown]
+    assert "openai" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_timeout_is_one_line_error(scripted_llama, proxy):
     engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url, timeout_s=0.5)
     proxy.delay = 2.0
