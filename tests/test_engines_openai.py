@@ -4,9 +4,10 @@ The server serves the scripted tiny Llama (steps, EOS and boxed answers, so ever
 occurs) with the in-process engine's settings; its outputs must equal the in-process
 ``backend=vllm`` engine's exactly (greedy and seeded: token ids, texts, finish reasons). A small
 HTTP proxy (:class:`Proxy`) between the engine and the server fails, delays or strips answers on
-demand, to check retries, the concurrency bound and the start-up checks. The last test kills the
-server in the middle of a ``tts-eval sweep`` and restarts it: one-line error, then the re-run
-finishes with nothing lost and the results of an uninterrupted sweep.
+demand, to check retries, timeouts, the API key, the concurrency bound and the start-up checks.
+Near the end, one test kills the server in the middle of a ``tts-eval sweep`` and restarts it:
+one-line error, then the re-run finishes with nothing lost and the results of an uninterrupted
+sweep; the last one serves the real SmolLM2 model instead (where it is available).
 
 The fast tests at the top need no server: settings, the results fingerprint, an unreachable host.
 """
