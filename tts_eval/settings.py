@@ -175,7 +175,9 @@ STRATEGY_KEYS: Mapping[str, tuple[str, ...]] = {
 # Policy engine
 # --------------------------------------------------------------------------------------------
 
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm", "openai")
+# EngineConfig fields that concern backend=openai only (a policy behind an OpenAI-compatible server).
+OPENAI_KEYS = ("base_url", "api_key", "model", "max_concurrency", "timeout_s", "max_retries")
 
 
 @dataclass(frozen=True)
@@ -184,9 +186,12 @@ class EngineConfig:
 
     ``device`` and ``batch_size`` (rows per forward pass) concern ``backend=hf``;
     ``gpu_memory_utilization``, ``tensor_parallel_size`` and ``enforce_eager`` (None: True on CPU,
-    False on GPU) concern ``backend=vllm``. ``seed`` seeds requests that carry no seed of their own
-    (hf) or vLLM's global generator (vllm). ``chat_template`` (a Jinja string) replaces the
-    tokenizer's own, for models that ship none.
+    False on GPU) concern ``backend=vllm``; :data:`OPENAI_KEYS` concern ``backend=openai`` (the
+    server's ``/v1`` URL, its API key (None: ``OPENAI_API_KEY``), the served model name (None: the
+    only one the server lists), parallel requests, seconds per request, retries per request);
+    ``pretrained`` then names the tokenizer that renders prompts. ``seed`` seeds requests that
+    carry no seed of their own (hf) or vLLM's global generator (vllm). ``chat_template`` (a Jinja
+    string) replaces the tokenizer's own, for models that ship none.
     """
 
     pretrained: str
@@ -202,9 +207,16 @@ class EngineConfig:
     revision: str | None = None
     trust_remote_code: bool = False
     chat_template: str | None = None
+    base_url: str | None = None
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    model: str | None = None
+    max_concurrency: int = 64
+    timeout_s: float = 600.0
+    max_retries: int = 4
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
+        self._check_openai_keys()
         if not isinstance(self.pretrained, str) or not self.pretrained.strip():
             raise invalid("pretrained", self.pretrained, "a model directory or hub id")
         check_choice("dtype", self.dtype, DTYPES)
@@ -226,6 +238,34 @@ class EngineConfig:
                 self.tensor_parallel_size,
                 "1 with backend=hf (it runs on one device; use backend=vllm to shard)",
             )
+
+    def _check_openai_keys(self) -> None:
+        if self.backend != "openai":
+            for f in dataclasses.fields(self):
+                if f.name in OPENAI_KEYS and getattr(self, f.name) != f.default:
+                    shown = "***" if f.name == "api_key" else getattr(self, f.name)
+                    raise invalid(f.name, shown, "only with backend=openai")
+            return
+        if self.base_url in (None, ""):
+            raise ValueError(
+                "model_args base_url is required with backend=openai; accepted: the server's "
+                "/v1 URL, e.g. http://localhost:8000/v1"
+            )
+        if not isinstance(self.base_url, str) or not re.fullmatch(
+            r"https?://[^\s/]+(/\S*)?", self.base_url
+        ):
+            raise invalid(
+                "base_url",
+                self.base_url,
+                "an http:// or https:// URL, e.g. http://localhost:8000/v1",
+            )
+        for key in ("api_key", "model"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise invalid(key, "***" if key == "api_key" else value, "a non-empty string")
+        check_int("max_concurrency", self.max_concurrency, 1)
+        check_float("timeout_s", self.timeout_s, "seconds > 0", lambda v: v > 0)
+        check_int("max_retries", self.max_retries, 0)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
@@ -768,19 +808,24 @@ class TTSConfig:
 # Settings that never change what a search returns (where traces are written, when the models
 # load, how the work is spread over Ray workers): left out of results_fingerprint.
 NON_RESULT_KEYS = ("trace_path", "eager_load", "data_parallel_size", "ray_address")
+# The same for the policy engine: where its server is and how it is talked to (not which model).
+NON_RESULT_ENGINE_KEYS = ("base_url", "api_key", "max_concurrency", "timeout_s", "max_retries")
 
 
 def results_fingerprint(config: TTSConfig) -> str:
     """A digest of every setting of ``config`` that can change what a run returns.
 
-    Everything but :data:`NON_RESULT_KEYS`: the policy and its engine settings, the PRM and its
-    settings, every search setting, the answer setting, the system prompt, and the content (not
-    only the path) of a compute-optimal routing table. Models are known by path or hub id and
+    Everything but :data:`NON_RESULT_KEYS` and :data:`NON_RESULT_ENGINE_KEYS` (a policy server's
+    address, key and request settings; the served model name counts): the policy and its engine
+    settings, the PRM and its settings, every search setting, the answer setting, the system
+    prompt, and the content (not only the path) of a compute-optimal routing table. Models are known by path or hub id and
     revision, not by their weights.
     """
     data = asdict(config)
     for key in NON_RESULT_KEYS:
         data.pop(key, None)
+    for key in NON_RESULT_ENGINE_KEYS:
+        data["engine"].pop(key, None)
     table = config.search.compute_optimal_table
     if table is not None and Path(table).is_file():
         data["compute_optimal_table_sha256"] = hashlib.sha256(Path(table).read_bytes()).hexdigest()

@@ -1,11 +1,13 @@
-"""Policy engines: ``load_engine("hf" | "vllm", pretrained, **options)`` -> a ``PolicyEngine``.
+"""Policy engines: ``load_engine("hf" | "vllm" | "openai", pretrained, **options)`` -> an engine.
 
-Both backends implement :class:`tts_eval.types.PolicyEngine` with the same semantics (token-id
+All backends implement :class:`tts_eval.types.PolicyEngine` with the same semantics (token-id
 prompts, per-request seeds, STEP / EOS / LENGTH finish reasons, text = decoding of the token ids):
-``hf`` (:class:`~tts_eval.engines.hf.HFEngine`, transformers, CPU or one GPU) and ``vllm``
-(:class:`~tts_eval.engines.vllm.VLLMEngine`, prefix-cached vLLM). Everything that can be checked
-without weights is checked first: options (:class:`EngineConfig`), the model path, vllm being
-importable, and the tokenizer having a chat template.
+``hf`` (:class:`~tts_eval.engines.hf.HFEngine`, transformers, CPU or one GPU), ``vllm``
+(:class:`~tts_eval.engines.vllm.VLLMEngine`, prefix-cached vLLM) and ``openai``
+(:class:`~tts_eval.engines.openai.OpenAIEngine`, a policy behind an OpenAI-compatible vLLM
+server; :func:`check_engine` checks that server before anything loads). Everything that can be
+checked without weights is checked first: options (:class:`EngineConfig`), the model path, vllm
+being importable, and the tokenizer having a chat template.
 
 While generating, both engines raise ``ValueError`` for a bad request (before any work),
 :class:`tts_eval.errors.OutOfMemoryError` when a batch does not fit, and a one-line
@@ -31,7 +33,17 @@ from typing import Any
 from tts_eval.settings import BACKENDS, EngineConfig, check_model_path
 from tts_eval.types import PolicyEngine
 
-__all__ = ["BACKENDS", "EngineConfig", "load_engine"]
+__all__ = ["BACKENDS", "EngineConfig", "check_engine", "load_engine"]
+
+
+def check_engine(config: EngineConfig) -> None:
+    """The checks of ``config`` that need no weights: the model path, and for backend=openai the
+    server (reachable, serving the model, returning token ids); one-line ``ValueError`` each."""
+    check_model_path("pretrained", config.pretrained)
+    if config.backend == "openai":
+        from tts_eval.engines.openai import connect
+
+        connect(config)
 
 
 def load_engine(
@@ -56,6 +68,10 @@ def load_engine(
         from tts_eval.engines.vllm import VLLMEngine
 
         return VLLMEngine(config)
+    if config.backend == "openai":
+        from tts_eval.engines.openai import OpenAIEngine
+
+        return OpenAIEngine(config)
     from tts_eval.engines.hf import HFEngine
 
     return HFEngine(config)

@@ -1,8 +1,8 @@
 """``LocalSearcher``: the policy engine, the PRM and the answer spec of a run, in this process.
 
 ``LocalSearcher.from_config(config)`` checks everything that can be checked without weights
-(:func:`preflight`: the policy path, the PRM's path and type, the answer setting), then loads the
-PRM (when one is configured) and the policy engine once. ``search(problems, search_config)`` runs
+(:func:`preflight`: the policy path (backend=openai: its server), the PRM's path and type, the
+answer setting), then loads the PRM (when one is configured) and the policy engine once. ``search(problems, search_config)`` runs
 :func:`tts_eval.search.run_search` over all problems at once with the settings it is given, so
 one loaded searcher serves every run of a sweep. ``close()`` frees the models' device memory.
 
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tts_eval.engines import load_engine
+from tts_eval.engines import check_engine, load_engine
 from tts_eval.grader import answer_spec
 from tts_eval.prm import load_prm_from_config
 from tts_eval.prm.registry import read_model_config, resolve_prm_type
@@ -35,11 +35,13 @@ def models_loaded() -> int:
 
 
 def preflight(config: TTSConfig) -> None:
-    """The checks that need no weights: policy path, PRM path and type, answer setting."""
+    """The checks that need no weights: policy path (backend=openai: its server), PRM path and
+    type, answer setting."""
     check_model_path("pretrained", config.engine.pretrained)
     if config.prm is not None:
         resolve_prm_type(config.prm, read_model_config(str(config.prm.path)))
     answer_spec(config.answer)
+    check_engine(config.engine)
 
 
 class LocalSearcher:

@@ -1,0 +1,517 @@
+"""The OpenAI-compatible server policy engine: ``backend=openai``, a policy behind a vLLM server.
+
+:class:`OpenAIEngine` implements :class:`tts_eval.types.PolicyEngine` over HTTP: every request of a
+``generate`` call is one ``POST {base_url}/completions`` whose ``prompt`` is the request's token
+ids (a partial solution is continued by appending its sampled ids, never by re-tokenised text),
+with the request's own ``n``, ``temperature``, ``top_p``, ``max_tokens``, ``stop`` (kept in the
+output) and ``seed``, and ``"return_token_ids": true``. The penalties, ``top_k`` and ``min_p``
+are sent at their neutral values, so a server's generation-config defaults cannot change sampling:
+a vLLM server then returns what the in-process ``backend=vllm`` returns for the same request
+(``tests/test_engines_openai.py``). The requests of one call go out concurrently, at most
+``max_concurrency`` at a time (a thread pool over one pooled ``httpx.Client``); the server batches
+them continuously.
+
+From each choice the engine takes ``token_ids``, ``finish_reason`` and vLLM's ``stop_reason``
+(mapped as in the vLLM engine: ``stop`` with a string = the step delimiter -> STEP, ``stop``
+otherwise -> EOS, ``length`` -> LENGTH; SGLang's ``matched_stop`` is read the same way); the text
+is the policy tokenizer's decoding of the token ids (``pretrained=`` names that tokenizer), as in
+the other engines. ``cached_prompt_tokens`` comes from ``usage.prompt_tokens_details`` when the
+server reports it (vLLM: ``--enable-prompt-tokens-details``), else it is None. ``max_tokens`` is
+cut to the room left under the server's ``max_model_len``, where the in-process engines stop.
+
+Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` before the PRM
+loads, and again when the engine is built) checks, each failure a one-line ``ValueError``: the
+server answers at ``base_url`` (and accepts the API key), ``/v1/models`` lists the model (no
+``model=``: the server must list exactly one), and a one-token probe returns token ids (vLLM
+0.10.2 or newer with ``return_token_ids``); a vLLM server's ``/tokenize`` must also tokenise like
+the local tokenizer.
+
+Failures while generating: connection errors, HTTP 5xx and 429 are retried ``max_retries`` times
+with exponential backoff (``Retry-After`` honoured); what still fails, a 4xx answer, a timeout
+(``timeout_s`` per request) or a malformed answer is a one-line
+:class:`~tts_eval.errors.EngineError` naming the server, the request and the cause, and the
+remaining requests of the call are cancelled. ``tts-eval sweep`` resumes after the server is back.
+
+What this module does not do: start or stop servers, balance load over several servers (put a
+router in front: README), stream, or use the chat endpoint. httpx is imported when an engine is
+built (``pip install 'tts-eval[openai]'``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from tts_eval.engines.chat import load_tokenizer, render_chat
+from tts_eval.engines.failures import engine_error, first_line
+from tts_eval.engines.hf import validate_stops
+from tts_eval.engines.progress import GenerationProgress
+from tts_eval.engines.vllm import classify_finish
+from tts_eval.errors import EngineError
+from tts_eval.settings import EngineConfig, check_model_path, invalid
+from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+OPENAI_INSTALL_HINT = "backend=openai needs httpx: pip install 'tts-eval[openai]'"
+# The server feature the protocol needs, and where it is found.
+TOKEN_IDS_FEATURE = (
+    '"return_token_ids": true in /v1/completions (vLLM 0.10.2 or newer; start the server with '
+    "python -m vllm.entrypoints.openai.api_server)"
+)
+# Sampling settings a server may default from the model's generation config: sent neutral.
+NEUTRAL_SAMPLING = {
+    "top_k": 0,
+    "min_p": 0.0,
+    "repetition_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+BACKOFF_S = 0.5  # first retry delay; doubled per retry
+MAX_BACKOFF_S = 8.0
+CONNECT_TIMEOUT_S = 10.0
+_PROBE_TEXT = "Step 1: $1 + 1 = 2$.\n\nThe final answer is $\\boxed{2}$."
+
+
+def import_httpx() -> Any:
+    """Import httpx, or fail with one line saying how to install it."""
+    try:
+        import httpx
+    except ImportError as exc:
+        raise ImportError(f"{OPENAI_INSTALL_HINT} ({exc})") from exc
+    return httpx
+
+
+class ServerUnavailable(RuntimeError):
+    """An HTTP answer worth retrying (5xx, 429)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerRefused(RuntimeError):
+    """An HTTP answer not worth retrying (4xx other than 429)."""
+
+
+class GaveUp(RuntimeError):
+    """A request still failed after ``max_retries`` retries; ``last`` is its last failure."""
+
+    def __init__(self, last: BaseException, retries: int) -> None:
+        super().__init__(f"{first_line(last)}; gave up after {retries} retries")
+        self.last = last
+        self.retries = retries
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What start-up learned about the server."""
+
+    model: str
+    max_model_len: int | None
+    version: str | None
+
+
+def api_key_of(config: EngineConfig) -> str | None:
+    """``api_key=``, else ``OPENAI_API_KEY``, else None (no Authorization header)."""
+    return config.api_key or os.environ.get("OPENAI_API_KEY") or None
+
+
+def make_client(config: EngineConfig) -> Any:
+    """An ``httpx.Client`` for the server: pooled for ``max_concurrency`` requests."""
+    httpx = import_httpx()
+    quiet = logging.getLogger("httpx")
+    if quiet.level == logging.NOTSET:  # one INFO line per request otherwise; a user's level stays
+        quiet.setLevel(logging.WARNING)
+    headers = {"Content-Type": "application/json"}
+    key = api_key_of(config)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    return httpx.Client(
+        base_url=config.base_url.rstrip("/"),
+        headers=headers,
+        timeout=httpx.Timeout(config.timeout_s, connect=min(CONNECT_TIMEOUT_S, config.timeout_s)),
+        limits=httpx.Limits(
+            max_connections=config.max_concurrency,
+            max_keepalive_connections=config.max_concurrency,
+        ),
+    )
+
+
+def _detail(response: Any) -> str:
+    """The server's error message of a failed HTTP answer (first line, shortened)."""
+    try:
+        body = response.json()
+        error = body.get("error", body) if isinstance(body, dict) else body
+        message = error.get("message", error) if isinstance(error, dict) else error
+        text = str(message)
+    except ValueError:
+        text = response.text
+    text = " ".join(text.split())
+    return text[:300] + ("..." if len(text) > 300 else "")
+
+
+def _check_status(response: Any) -> None:
+    """Raise ServerUnavailable (5xx, 429) or ServerRefused (other non-2xx) for a failed answer."""
+    code = response.status_code
+    if code < 400:
+        return
+    message = f"HTTP {code} from {response.request.url}: {_detail(response)}"
+    if code == 429 or code >= 500:
+        retry_after = response.headers.get("retry-after")
+        try:
+            delay = float(retry_after) if retry_after is not None else None
+        except ValueError:
+            delay = None
+        raise ServerUnavailable(message, delay)
+    raise ServerRefused(message)
+
+
+def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> ServerInfo:
+    """The start-up checks of the module docstring; one-line ``ValueError`` for each failure.
+
+    Without ``tokenizer``, the probe prompt is the policy tokenizer's rendering of a short chat
+    (the tokenizer is loaded here: cheap, no weights).
+    """
+    httpx = import_httpx()
+    own = client is None
+    client = make_client(config) if own else client
+    url = config.base_url
+    try:
+        try:
+            response = client.get("/models")
+        except httpx.HTTPError as exc:
+            raise invalid(
+                "base_url",
+                url,
+                f"the URL of a running OpenAI-compatible server; nothing answers there "
+                f"({first_line(exc)})",
+            ) from None
+        if response.status_code in (401, 403):
+            raise ValueError(
+                f"the server at base_url={url} refused the API key (HTTP {response.status_code}: "
+                f"{_detail(response)}); set api_key= or OPENAI_API_KEY"
+            )
+        models = _listed_models(url, response)
+        info = _pick_model(config, models)
+        tok = tokenizer if tokenizer is not None else load_tokenizer(config)
+        version = _server_version(client, url)
+        _probe_token_ids(client, config, info.model, tok, version)
+        _check_tokenizer(client, config, info.model, tok)
+        return ServerInfo(info.model, info.max_model_len, version)
+    finally:
+        if own:
+            client.close()
+
+
+def _listed_models(url: str, response: Any) -> list[Mapping[str, Any]]:
+    problem = None
+    if response.status_code != 200:
+        problem = f"GET /models answered HTTP {response.status_code}: {_detail(response)}"
+    else:
+        try:
+            data = response.json().get("data")
+        except (ValueError, AttributeError):
+            data = None
+        if not isinstance(data, list) or not all(isinstance(m, dict) for m in data):
+            problem = "GET /models did not return an OpenAI model list"
+    if problem is not None:
+        raise invalid(
+            "base_url",
+            url,
+            f"the /v1 URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1 ({problem})",
+        )
+    return data
+
+
+def _pick_model(config: EngineConfig, models: list[Mapping[str, Any]]) -> ServerInfo:
+    names = [str(m.get("id")) for m in models]
+    if config.model is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"model_args model is required: the server at base_url={config.base_url} serves "
+                f"{len(names)} models; accepted: {', '.join(names) or 'none listed'}"
+            )
+        chosen = models[0]
+    else:
+        if config.model not in names:
+            raise invalid(
+                "model",
+                config.model,
+                f"a model the server at base_url={config.base_url} serves: "
+                f"{', '.join(names) or 'none listed'}",
+            )
+        chosen = models[names.index(config.model)]
+    limit = chosen.get("max_model_len")
+    max_len = int(limit) if isinstance(limit, int) and limit > 0 else None
+    return ServerInfo(str(chosen.get("id")), max_len, None)
+
+
+def _server_root(base_url: str) -> str:
+    """``http://host:port`` of ``http://host:port/v1`` (vLLM's /version, /tokenize live there)."""
+    url = base_url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def _server_version(client: Any, base_url: str) -> str | None:
+    """vLLM's ``/version`` (None for other servers)."""
+    try:
+        response = client.get(_server_root(base_url) + "/version")
+        if response.status_code == 200:
+            version = response.json().get("version")
+            return str(version) if version else None
+    except Exception:  # not vLLM, or no such route: the version only decorates messages
+        return None
+    return None
+
+
+def _probe_token_ids(
+    client: Any, config: EngineConfig, model: str, tokenizer: Any, version: str | None
+) -> None:
+    prompt = render_chat(tokenizer, [{"role": "user", "content": "Hi"}])
+    body = {"model": model, "prompt": prompt, "max_tokens": 1, "temperature": 0.0}
+    body["return_token_ids"] = True
+    server = f"the server at base_url={config.base_url}" + (f" (vLLM {version})" if version else "")
+    try:
+        response = client.post("/completions", json=body)
+        _check_status(response)
+        choices = response.json()["choices"]
+    except (ServerUnavailable, ServerRefused) as exc:
+        raise ValueError(
+            f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
+        ) from None
+    except Exception as exc:
+        raise ValueError(
+            f"{server} answered a one-token /completions probe unexpectedly: {first_line(exc)}"
+        ) from None
+    ids = choices[0].get("token_ids") if choices and isinstance(choices[0], dict) else None
+    if not isinstance(ids, list):
+        raise ValueError(f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}")
+
+
+def _check_tokenizer(client: Any, config: EngineConfig, model: str, tokenizer: Any) -> None:
+    """A vLLM server's ``/tokenize`` must agree with the local tokenizer (others: not checked)."""
+    try:
+        response = client.post(
+            _server_root(config.base_url) + "/tokenize",
+            json={"model": model, "prompt": _PROBE_TEXT, "add_special_tokens": False},
+        )
+        theirs = response.json().get("tokens") if response.status_code == 200 else None
+    except Exception:
+        theirs = None
+    if not isinstance(theirs, list):
+        logger.debug("the server has no /tokenize; tokenizer agreement not checked")
+        return
+    ours = tokenizer.encode(_PROBE_TEXT, add_special_tokens=False)
+    if [int(t) for t in theirs] != list(ours):
+        raise invalid(
+            "pretrained",
+            config.pretrained,
+            f"the tokenizer of the model the server serves ({model}); the server tokenises "
+            f"{_PROBE_TEXT!r} as {theirs[:8]}, this tokenizer as {list(ours)[:8]}",
+        )
+
+
+def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
+    """:class:`FinishReason` of one choice: vLLM's ``stop_reason`` or SGLang's ``matched_stop``."""
+    stop_reason = choice.get("stop_reason", choice.get("matched_stop"))
+    return classify_finish(choice.get("finish_reason"), stop_reason)
+
+
+class OpenAIEngine:
+    """Step generation through an OpenAI-compatible server (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        if config.backend != "openai":
+            raise ValueError(f"OpenAIEngine needs backend=openai, got backend={config.backend!r}")
+        check_model_path("pretrained", config.pretrained)
+        self.config = config
+        self._httpx = import_httpx()
+        self.tokenizer = load_tokenizer(config)
+        self._client = make_client(config)
+        try:
+            self.server = connect(config, self._client, self.tokenizer)
+        except BaseException:
+            self._client.close()
+            raise
+        self.model = self.server.model
+        limits = [v for v in (self.server.max_model_len, config.max_model_len) if v is not None]
+        self.max_model_len: int | None = min(limits) if limits else None
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.max_concurrency, thread_name_prefix="tts-openai"
+        )
+        self._closed = threading.Event()
+        logger.info(
+            "backend=openai: model %s at %s%s (max_model_len %s, up to %d parallel requests)",
+            self.model,
+            config.base_url,
+            f", vLLM {self.server.version}" if self.server.version else "",
+            self.max_model_len,
+            config.max_concurrency,
+        )
+        # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
+        self.progress: bool | None = None
+
+    def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
+        return render_chat(self.tokenizer, messages)
+
+    def close(self) -> None:
+        """Stop the request threads and close the connections (the server keeps running)."""
+        pool = self.__dict__.pop("_pool", None)
+        if pool is None:
+            return
+        self._closed.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
+        if not requests:
+            return []
+        if "_pool" not in self.__dict__:
+            raise RuntimeError("this engine was closed; open a new one")
+        bodies = [self._body(i, req) for i, req in enumerate(requests)]
+        outputs: list[GenerationOutput | None] = [None] * len(requests)
+        cancel = threading.Event()  # set when a request fails: the others stop retrying
+        t0 = time.perf_counter()
+        completions = [i for i, r in enumerate(requests) for _ in range(r.params.n)]
+        with GenerationProgress(completions, self.progress, "openai") as bar:
+            futures: dict[Future, int] = {
+                self._pool.submit(self._post, body, cancel): i for i, body in enumerate(bodies)
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    i = futures[future]
+                    exc = future.exception()
+                    if exc is None:
+                        try:
+                            outputs[i] = self._output(requests[i], future.result())
+                        except (KeyError, TypeError, ValueError, RuntimeError) as bad:
+                            exc = bad
+                    if exc is not None:
+                        cancel.set()
+                        for other in pending:
+                            other.cancel()  # requests in flight finish unseen in the background
+                        raise self._error(requests, [i], exc) from exc
+                    out = outputs[i]
+                    bar.update(
+                        sum(len(c.token_ids) for c in out.completions), [i] * len(out.completions)
+                    )
+        logger.debug(
+            "backend=openai generated %d requests in %.2fs", len(requests), time.perf_counter() - t0
+        )
+        return outputs  # type: ignore[return-value]
+
+    def _body(self, i: int, req: GenerationRequest) -> dict[str, Any]:
+        """The JSON body of request ``i`` (checked first: ValueError before anything is sent)."""
+        if not req.prompt_ids:
+            raise ValueError(f"request {i}: prompt_ids is empty; render a prompt first")
+        max_tokens = req.params.max_tokens
+        if self.max_model_len is not None:
+            room = self.max_model_len - len(req.prompt_ids)
+            if room < 1:
+                raise ValueError(
+                    f"request {i}: prompt of {len(req.prompt_ids)} tokens leaves no room under "
+                    f"max_model_len={self.max_model_len}"
+                )
+            max_tokens = min(max_tokens, room)
+        validate_stops(req.params.stop)
+        p = req.params
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": [int(t) for t in req.prompt_ids],
+            "n": p.n,
+            "temperature": p.temperature,
+            "top_p": p.top_p,
+            "max_tokens": max_tokens,
+            "stop": list(p.stop),
+            "include_stop_str_in_output": True,
+            "return_token_ids": True,
+            **NEUTRAL_SAMPLING,
+        }
+        if p.seed is not None:
+            body["seed"] = p.seed
+        return body
+
+    def _post(self, body: Mapping[str, Any], cancel: threading.Event) -> Mapping[str, Any]:
+        """POST one request, retrying connection errors, 5xx and 429 with exponential backoff."""
+        httpx = self._httpx
+        retries = self.config.max_retries
+        for attempt in range(retries + 1):
+            if cancel.is_set() or self._closed.is_set():
+                raise RuntimeError("cancelled: another request of the call failed")
+            try:
+                response = self._client.post("/completions", json=body)
+                _check_status(response)
+                return response.json()
+            except httpx.TimeoutException as exc:
+                if not isinstance(exc, httpx.ConnectTimeout):
+                    raise RuntimeError(
+                        f"no answer within timeout_s={self.config.timeout_s:g} ({first_line(exc)})"
+                    ) from exc
+                failure: Exception = exc
+                delay = None
+            except (httpx.TransportError, ServerUnavailable) as exc:
+                failure = exc
+                delay = getattr(exc, "retry_after", None)
+            if attempt == retries:
+                break
+            wait_s = delay if delay is not None else min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt)
+            wait_s *= 1.0 + 0.1 * random.random()  # noqa: S311 (jitter, not security)
+            logger.warning(
+                "backend=openai: %s; retry %d of %d in %.1fs",
+                first_line(failure),
+                attempt + 1,
+                retries,
+                wait_s,
+            )
+            if cancel.wait(wait_s) or self._closed.is_set():
+                raise RuntimeError("cancelled: another request of the call failed")
+        raise GaveUp(failure, retries) from failure
+
+    def _output(self, req: GenerationRequest, data: Mapping[str, Any]) -> GenerationOutput:
+        """One ``/completions`` answer as a :class:`GenerationOutput`."""
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != req.params.n:
+            raise ValueError(f"the server returned {len(choices)} choices for n={req.params.n}")
+        completions = []
+        for choice in choices:
+            ids = choice.get("token_ids")
+            if not isinstance(ids, list):
+                raise ValueError(
+                    f"a choice without token ids; backend=openai needs {TOKEN_IDS_FEATURE}"
+                )
+            token_ids = tuple(int(t) for t in ids)
+            completions.append(
+                Completion(
+                    text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
+                    token_ids=token_ids,
+                    finish_reason=classify_choice(choice),
+                )
+            )
+        usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        return GenerationOutput(
+            completions=tuple(completions),
+            prompt_tokens=len(req.prompt_ids),
+            cached_prompt_tokens=int(cached) if isinstance(cached, int) else None,
+        )
+
+    def _error(
+        self, requests: Sequence[GenerationRequest], indices: Iterable[int], exc: BaseException
+    ) -> EngineError:
+        hint = f"server base_url={self.config.base_url} model={self.model}"
+        if isinstance(exc, GaveUp):
+            retries = "1 retry" if exc.retries == 1 else f"{exc.retries} retries"
+            hint = f"gave up after {retries}; {hint}"
+            exc = exc.last
+        return engine_error("openai", self.config.pretrained, requests, indices, exc, hint=hint)
