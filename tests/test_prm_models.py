@@ -180,3 +180,28 @@ def test_length_bucketing_bounds_padding_and_keeps_scores(prm_type, prm_dirs, pr
     assert stats.forwards > 1 and stats.forward_s > 0
     # the full rescoring runs rectangles under the same bounds
     assert scratch.scorer.stats.padding_ratio <= 1.10
+
+
+def test_forward_kv_bytes_are_bounded_and_outputs_hold_no_tensors(prm_dirs, prms, monkeypatch):
+    """A forward's gathered past + new stays under MAX_FORWARD_KV_BYTES; scores are floats."""
+    from tts_eval.prm import hf
+
+    _, scratch = prms["rlhflow"]
+    prm = load_prm(str(prm_dirs["rlhflow"]), device="cpu")
+    calls = _beam_workload()
+    prm.score(calls[0])  # fills the cache: blocks tell the bytes per token
+    kv = next(iter(prm.scorer.cache._blocks.values())).payload[0]
+    per_token = kv.numel() * kv.element_size() // kv.shape[3]
+    monkeypatch.setattr(hf, "MAX_FORWARD_KV_BYTES", 300 * per_token)
+    prm.scorer.stats.reset()
+    for call in calls[1:]:
+        got = prm.score(call)
+        for g, r in zip(got, scratch.score(call), strict=True):
+            assert _close(g.step_scores, r.step_scores)
+            assert all(type(x) is float for x in g.step_scores)
+            assert type(g.tokens_processed) is int
+    stats = prm.scorer.stats
+    assert stats.real_past_tokens > 0 and stats.forwards > 1
+    # one row may exceed the bound alone (it cannot be split), rows are never added past it
+    longest = max(len(prm.render(r).token_ids) for call in calls for r in call)
+    assert stats.peak_forward_tokens <= max(300, longest), stats

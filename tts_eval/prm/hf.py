@@ -16,8 +16,13 @@ Cost: every call first looks each sequence up in a ``PrefixCache`` (block-granul
 prefix); cached blocks carry the backbone's key/value tensors and the per-token scores, so only the
 uncached suffix runs, with ``past_key_values``. Prefixes shared by two or more sequences of one
 call and not yet cached are run once first. Forwards are packed under a token budget
-(``batch_tokens`` new tokens per forward; padded past length bounded too); a sequence longer than
-the budget runs alone in chunks. Backbones that return no KV cache (bidirectional encoders) run
+(``batch_tokens`` new tokens per forward; padded past + new tokens bounded too, to at most
+``MAX_FORWARD_KV_BYTES`` of key/value tensors); a sequence longer than the budget runs alone in
+chunks.
+
+Memory: the prefix cache holds at most ``cache_bytes`` of key/value tensors and scores (LRU
+eviction; ``prm_cache_bytes``), a forward's transient key/value copies are bounded as above, and
+callers get plain Python floats and ints (no tensor outlives a call outside the cache). Backbones that return no KV cache (bidirectional encoders) run
 every sequence in full.
 
 Padding: a batched forward is a rectangle (rows x the longest new part, after the longest cached
@@ -48,8 +53,11 @@ from .cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
-# A packed forward may hold at most this many times ``batch_tokens`` tokens of (padded) past + new.
+# A packed forward may hold at most this many times ``batch_tokens`` tokens of (padded) past + new,
+# and at most MAX_FORWARD_KV_BYTES of key/value tensors for them (a forward briefly holds about
+# three copies: the gathered past, the model's past + new, and the new blocks being stored).
 KV_TOKENS_PER_BATCH_TOKEN = 8
+MAX_FORWARD_KV_BYTES = 256 << 20
 # Bucketing bounds of one forward: padded new tokens / real new tokens, and padded (past + new) /
 # real (past + new).
 MAX_NEW_PADDING = 1.10
@@ -221,6 +229,7 @@ class ScorerStats:
     """
 
     forwards: int = 0
+    peak_forward_tokens: int = 0  # the largest rows x (past + new) rectangle of one forward
     real_tokens: int = 0
     padded_tokens: int = 0
     real_past_tokens: int = 0
@@ -233,7 +242,7 @@ class ScorerStats:
         return self.padded_tokens / self.real_tokens if self.real_tokens else 1.0
 
     def reset(self) -> None:
-        self.forwards = self.real_tokens = self.padded_tokens = 0
+        self.forwards = self.peak_forward_tokens = self.real_tokens = self.padded_tokens = 0
         self.real_past_tokens = self.padded_past_tokens = 0
         self.forward_s = 0.0
 
@@ -361,6 +370,10 @@ class HFScorer:
     def _plan(self, items: list[_Item]) -> list[list[_Item]]:
         """Length buckets: first-fit by decreasing new length under the budgets and padding bounds."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
+        kv = next((b[0] for it in items for b in it.blocks[:1]), None)
+        if kv is not None:  # bytes of one token's keys and values over all layers
+            per_token = kv.numel() * kv.element_size() // kv.shape[3]
+            kv_budget = max(1, min(kv_budget, MAX_FORWARD_KV_BYTES // per_token))
         batches: list[list[_Item]] = []
         shapes: list[tuple[int, int, int, int]] = []  # per batch: new max, past max, sums
         for item in sorted(items, key=lambda it: (it.new, it.past), reverse=True):
@@ -392,18 +405,14 @@ class HFScorer:
 
         if past_max == 0:
             return DynamicCache()
-        stacked = []
-        for it in items:
-            kv = torch.cat([b[0] for b in it.blocks], dim=3) if it.blocks else None
-            pad = past_max - it.past
-            if kv is None:
-                ref = next(b[0] for other in items for b in other.blocks)
-                shape = (*ref.shape[:3], past_max, ref.shape[4])
-                kv = ref.new_zeros(shape)
-            elif pad:
-                kv = torch.nn.functional.pad(kv, (0, 0, pad, 0))
-            stacked.append(kv)
-        past = torch.stack(stacked, dim=2)  # [layers, 2, batch, heads, past, dim]
+        ref = next(b[0] for it in items for b in it.blocks)  # [layers, 2, heads, block, dim]
+        layers, _, heads, bs, dim = ref.shape
+        # one left-padded copy of every row's cached blocks: [layers, 2, batch, heads, past, dim]
+        past = ref.new_zeros((layers, 2, len(items), heads, past_max, dim))
+        for row, it in enumerate(items):
+            start = past_max - it.past
+            for k, (kv, _) in enumerate(it.blocks):
+                past[:, :, row, :, start + k * bs : start + (k + 1) * bs] = kv
         return DynamicCache(ddp_cache_data=[(layer[0], layer[1]) for layer in past])
 
     def _forward_batch(self, batch: list[_Item], results: dict) -> None:
@@ -451,6 +460,7 @@ class HFScorer:
     def _count(self, seconds: float, real: int, padded: int, past: int, padded_past: int) -> None:
         stats = self.stats
         stats.forwards += 1
+        stats.peak_forward_tokens = max(stats.peak_forward_tokens, padded + padded_past)
         stats.forward_s += seconds
         stats.real_tokens += real
         stats.padded_tokens += padded
