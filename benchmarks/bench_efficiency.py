@@ -73,10 +73,11 @@ GIB = 1 << 30
 class Timed:
     """Proxy recording the time of ``generate`` / ``score`` calls (and the generate requests)."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner, verbose: bool = False) -> None:
         self.inner = inner
         self.seconds = 0.0
         self.calls: list[tuple[list[GenerationRequest], int]] = []  # requests, tokens generated
+        self.verbose = verbose  # print a line per call (partial figures of long runs)
 
     def render_prompt(self, messages):
         return self.inner.render_prompt(messages)
@@ -87,6 +88,9 @@ class Timed:
         self.seconds += time.perf_counter() - start
         tokens = sum(len(c.token_ids) for o in out for c in o.completions)
         self.calls.append((list(requests), tokens))
+        if self.verbose:
+            final = bool(requests) and not requests[0].params.stop
+            print(f"    [generate] {len(requests)} requests, {tokens} tokens, final={final}")
         return out
 
     def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
@@ -95,6 +99,14 @@ class Timed:
             return self.inner.score(requests)
         finally:
             self.seconds += time.perf_counter() - start
+            if self.verbose:
+                st = self.inner.scorer.stats
+                print(
+                    f"    [score] {len(requests)} requests; so far {st.forwards} forwards, real "
+                    f"{st.real_tokens}, padded {st.padded_tokens} ({st.padding_ratio:.3f}), past "
+                    f"{st.real_past_tokens}/{st.padded_past_tokens}, forwards {st.forward_s:.0f}s"
+                    f" of {self.seconds:.0f}s, peak RSS {peak_rss() / GIB:.2f} GiB"
+                )
 
 
 class TextContinuation:
@@ -268,14 +280,18 @@ def main() -> None:
     parser.add_argument("--kv-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE")
     parser.add_argument("--prm-cache-gib", type=float, default=2.0, help="prm_cache_bytes")
     parser.add_argument("--plain-batch", type=int, default=8)
+    parser.add_argument(
+        "--no-replay", action="store_true", help="skip the plain vllm.LLM.generate replay"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny random models even if cached")
+    parser.add_argument("--verbose", action="store_true", help="a line per engine / PRM call")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-efficiency-"))
     t0 = time.perf_counter()
     inner, prm_inner, backend, label, policy_path = load_models(args, tmp)
     inner.progress = False
-    engine, prm = Timed(inner), Timed(prm_inner)
+    engine, prm = Timed(inner, args.verbose), Timed(prm_inner, args.verbose)
     answers = MathAnswerSpec()
     problems = [
         Problem(
@@ -384,7 +400,7 @@ def main() -> None:
             f"full-sequence forward of the {len(finals)} final solutions {1000 * p_s / p_real:.2f}"
             f" ({p_real} real, {p_pad} padded tokens, {p_s:.1f}s)"
         )
-        if backend == "vllm" and text is None:
+        if backend == "vllm" and text is None and not args.no_replay:
             plain = plain_generate(inner.llm, inner._vllm, engine.calls)
             print(
                 f"  engine {engine.seconds:.1f}s vs plain vllm.LLM.generate of the same "
