@@ -134,8 +134,9 @@ class ScriptedEngine:
                 )
                 for i in range(params.n)
             )
-            cached = max(0, len(request.prompt_ids) - 1) if self.report_cache else None
-            outputs.append(GenerationOutput(completions, len(request.prompt_ids), cached))
+            queried = len(request.prompt_ids) * params.n  # every sample queries the prompt
+            cached = max(0, queried - 1) if self.report_cache else None
+            outputs.append(GenerationOutput(completions, queried, cached))
         self.outputs.append(outputs)
         return outputs
 
@@ -194,7 +195,8 @@ class RandomEngine:
                 )
                 for i in range(params.n)
             )
-            outputs.append(GenerationOutput(completions, len(request.prompt_ids), None))
+            queried = len(request.prompt_ids) * request.params.n  # every sample queries it
+            outputs.append(GenerationOutput(completions, queried, None))
         self.outputs.append(outputs)
         return outputs
 

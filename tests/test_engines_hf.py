@@ -54,7 +54,7 @@ def test_length_cut_off(engine, prompts, max_tokens):
     assert c.token_ids == ref.token_ids[:max_tokens]
     assert c.finish_reason is FinishReason.LENGTH
     assert c.text == engine.tokenizer.decode(list(c.token_ids), skip_special_tokens=True)
-    assert out.prompt_tokens == len(prompts[0]) and out.cached_prompt_tokens is None
+    assert out.prompt_tokens == len(prompts[0]) and out.cached_prompt_tokens == 0
 
 
 @pytest.mark.parametrize("base", [GREEDY, SAMPLED], ids=["greedy", "sampled"])
@@ -147,7 +147,12 @@ def test_batch_size_does_not_change_results(tiny_llama, engine, prompts):
         GenerationRequest(p, SamplingParams(n=2, temperature=0.9, max_tokens=10, seed=5 + i))
         for i, p in enumerate(prompts)
     ]
-    assert one.generate(reqs) == engine.generate(reqs)
+    alone, batched = one.generate(reqs), engine.generate(reqs)
+    assert [o.completions for o in alone] == [o.completions for o in batched]
+    # only the prompt work differs: one row per forward prefills every sample's prompt
+    assert [o.prompt_tokens for o in alone] == [o.prompt_tokens for o in batched]
+    assert all(o.cached_prompt_tokens == 0 for o in alone)
+    assert [o.cached_prompt_tokens for o in batched] == [len(p) for p in prompts]
 
 
 def test_completion_j_uses_seed_plus_j(engine, prompts):
@@ -248,3 +253,26 @@ def test_progress_bar_on_stderr_leaves_results_unchanged(
         assert len([f for f in frames if f.startswith("hf generate:")]) > 1  # updated
     else:
         assert captured.err == ""
+
+
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_prompt_work_is_counted_per_sample_and_equals_the_engine_counters(
+    engine, prompts, batch_size, monkeypatch
+):
+    """n samples query the prompt n times; one prefill per chunk holding a request's rows."""
+    monkeypatch.setattr(engine, "batch_size", batch_size)
+    before = (engine.counters.queried, engine.counters.cached)
+    params = SamplingParams(n=4, temperature=0.8, max_tokens=3, seed=1)
+    requests = [GenerationRequest(prompts[0], params), GenerationRequest(prompts[2], GREEDY)]
+    outs = engine.generate(requests)
+    lens = [len(prompts[0]), len(prompts[2])]
+    assert [o.prompt_tokens for o in outs] == [4 * lens[0], lens[1]]
+    # rows sorted by prompt length ("Hi" first): with 3 rows per chunk request 0 spans two chunks
+    assert lens[1] < lens[0]
+    prefills = 2 if batch_size == 3 else 1
+    assert outs[0].cached_prompt_tokens == (4 - prefills) * lens[0]
+    assert outs[1].cached_prompt_tokens == 0
+    queried = engine.counters.queried - before[0]
+    cached = engine.counters.cached - before[1]
+    assert queried == sum(o.prompt_tokens for o in outs)
+    assert cached == sum(o.cached_prompt_tokens for o in outs)

@@ -15,11 +15,15 @@ import importlib.util
 from types import SimpleNamespace
 
 import pytest
+from fakes import FakeAnswerSpec, FakePRM
 from test_engines import first_stop_index, with_extra_eos
 
-from tts_eval.engines import load_engine
+from tts_eval.engines import EngineConfig, load_engine
+from tts_eval.engines.vllm import VLLMEngine
 from tts_eval.errors import EngineError
-from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
+from tts_eval.search import run_search
+from tts_eval.settings import SearchConfig
+from tts_eval.types import FinishReason, GenerationRequest, Problem, SamplingParams
 
 pytestmark = [
     pytest.mark.slow,
@@ -53,7 +57,8 @@ def engines(tiny_llama, tmp_path_factory):
     k = next(i for i in range(3, len(ref)) if ref[i] not in ref[:i])
     path = with_extra_eos(tiny_llama, tmp_path_factory.mktemp("vllm-eos") / "m", ref[k])
     hf = load_engine("hf", str(path), dtype="float32", device="cpu")
-    vl = load_engine("vllm", str(path), dtype="float32", seed=0, max_model_len=MAX_LEN)
+    config = EngineConfig(str(path), "vllm", dtype="float32", seed=0, max_model_len=MAX_LEN)
+    vl = VLLMEngine(config, log_stats=True)  # vLLM's own counters, to check the cost report
     yield vl, hf, prompts, k
     vl.close()  # stops vLLM's engine core; a second close is a no-op
     vl.close()
@@ -188,7 +193,7 @@ def test_long_seeded_prompts_that_vllm_would_chunk_generate(engines):
     ]
     together = vl.generate(requests)
     for req, out in zip(requests, together, strict=True):
-        assert out.prompt_tokens == length and len(out.completions) == 2
+        assert out.prompt_tokens == 2 * length and len(out.completions) == 2
         assert all(len(c.token_ids) > 0 for c in out.completions)
         assert vl.generate([req])[0].completions == out.completions
 
@@ -246,3 +251,28 @@ def test_progress_bar_follows_the_engine_setting(engines, capsys, monkeypatch):
     monkeypatch.setattr(vl, "progress", False)
     assert vl.generate([request]) == shown
     assert "Processed prompts" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("strategy", ["best_of_n", "beam_search"])
+def test_trace_prompt_totals_equal_vllms_own_counters(engines, strategy):
+    """Per-problem costs add up to vLLM's vllm:prompt_tokens / vllm:prompt_tokens_cached, with
+    n > 1 requests (best_of_n: one request with n=4 per problem) and n = 1 ones (beam search)."""
+    vl, _, prompts, _ = engines
+    config = SearchConfig(
+        strategy=strategy, n=4, beam_width=2, num_iterations=2, max_tokens=12, seed=7
+    )
+    problems = [Problem(f"q{i}", f"question {i}", prompts[i]) for i in (1, 2, 3)]
+    before, own = vl.vllm_counters(), (vl.counters.queried, vl.counters.cached)
+    results = run_search(config, problems, vl, FakePRM(), FakeAnswerSpec())
+    after = vl.vllm_counters()
+    queried = sum(r.cost.prompt_tokens for r in results)
+    cached = sum(r.cost.cached_prompt_tokens for r in results)
+    assert queried == after["prompt_tokens"] - before["prompt_tokens"] > 0
+    assert cached == after["prompt_tokens_cached"] - before["prompt_tokens_cached"] > 0
+    assert (vl.counters.queried - own[0], vl.counters.cached - own[1]) == (queried, cached)
+    prefilled = sum(r.cost.prefilled_prompt_tokens for r in results)
+    assert 0 < prefilled < queried
+    if strategy == "best_of_n":  # every sample queries the prompt; siblings hit the cache
+        for r, p in zip(results, problems, strict=True):
+            assert r.cost.prompt_tokens == 4 * len(p.prompt_ids)
+        assert results[-1].cost.cached_prompt_tokens >= 3 * len(prompts[3]) // 2  # long prompt

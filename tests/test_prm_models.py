@@ -134,3 +134,74 @@ def test_read_positions_matter(prms):
     prm, _ = prms["qwen_prm"]
     a, b = prm.score([PRMRequest(PROBLEM, STEPS[:2]), PRMRequest("What is 1+1?", STEPS[:2])])
     assert a.step_scores != b.step_scores
+
+
+def _beam_workload(rounds: int = 3, width: int = 6) -> list[list[PRMRequest]]:
+    """Beam-search-shaped PRM calls: per round, ``width`` children of each of 3 problems' beams,
+    with step lengths from 1 to ~40 words, every child extending its parent by one step."""
+    problems = [PROBLEM, "What is $1 + 2 + \\dots + 10$?", "Solve $x^2 = 49$ for $x > 0$."]
+    beams = {p: [()] for p in problems}
+    calls = []
+    for r in range(rounds):
+        call = []
+        for p_idx, problem in enumerate(problems):
+            children = []
+            for b, parent in enumerate(beams[problem]):
+                for c in range(width // len(beams[problem])):
+                    words = 1 + (7 * r + 5 * p_idx + 11 * b + 13 * c) % 40
+                    step = f"## Step {r + 1}: " + " ".join(f"w{k}={k * c}" for k in range(words))
+                    children.append((*parent, step))
+            call += [PRMRequest(problem, steps) for steps in children]
+            beams[problem] = children[:2]  # keep two beams, as a search would
+        calls.append(call)
+    return calls
+
+
+@pytest.mark.parametrize("prm_type", ["rlhflow", "math_shepherd"])
+def test_length_bucketing_bounds_padding_and_keeps_scores(prm_type, prm_dirs, prms):
+    """Every forward pads at most 10% new tokens; scores equal a full rescoring; tokens counted."""
+    _, scratch = prms[prm_type]
+    prm = load_prm(str(prm_dirs[prm_type]), device="cpu")
+    processed = 0
+    for call in _beam_workload():
+        got = prm.score(call)
+        ref = scratch.score(call)
+        for g, r in zip(got, ref, strict=True):
+            assert _close(g.step_scores, r.step_scores), (g, r)
+        processed += sum(o.tokens_processed for o in got)
+        assert sum(o.tokens_processed for o in got) < sum(o.tokens_processed for o in ref)
+    stats = prm.scorer.stats
+    assert stats.real_tokens == processed > 0
+    assert stats.padded_tokens >= stats.real_tokens
+    assert stats.padding_ratio <= 1.10, stats
+    assert stats.padded_past_tokens + stats.padded_tokens <= 1.25 * (
+        stats.real_past_tokens + stats.real_tokens
+    )
+    assert stats.forwards > 1 and stats.forward_s > 0
+    # the full rescoring runs rectangles under the same bounds
+    assert scratch.scorer.stats.padding_ratio <= 1.10
+
+
+def test_forward_kv_bytes_are_bounded_and_outputs_hold_no_tensors(prm_dirs, prms, monkeypatch):
+    """A forward's gathered past + new stays under MAX_FORWARD_KV_BYTES; scores are floats."""
+    from tts_eval.prm import hf
+
+    _, scratch = prms["rlhflow"]
+    prm = load_prm(str(prm_dirs["rlhflow"]), device="cpu")
+    calls = _beam_workload()
+    prm.score(calls[0])  # fills the cache: blocks tell the bytes per token
+    kv = next(iter(prm.scorer.cache._blocks.values())).payload[0]
+    per_token = kv.numel() * kv.element_size() // kv.shape[3]
+    monkeypatch.setattr(hf, "MAX_FORWARD_KV_BYTES", 300 * per_token)
+    prm.scorer.stats.reset()
+    for call in calls[1:]:
+        got = prm.score(call)
+        for g, r in zip(got, scratch.score(call), strict=True):
+            assert _close(g.step_scores, r.step_scores)
+            assert all(type(x) is float for x in g.step_scores)
+            assert type(g.tokens_processed) is int
+    stats = prm.scorer.stats
+    assert stats.real_past_tokens > 0 and stats.forwards > 1
+    # one row may exceed the bound alone (it cannot be split), rows are never added past it
+    longest = max(len(prm.render(r).token_ids) for call in calls for r in call)
+    assert stats.peak_forward_tokens <= max(300, longest), stats

@@ -119,7 +119,7 @@ def test_policy_tokens_of_sampling_equal_the_candidates_tokens():
     results, _, _ = search(dict(strategy="best_of_n", n=8), PROBLEMS)
     for result in results:
         assert result.cost.policy_tokens == sum(len(c.token_ids) for c in result.candidates)
-        assert result.cost.prompt_tokens == len("p0|")
+        assert result.cost.prompt_tokens == 8 * len("p0|")  # each of the 8 samples queries it
 
 
 def test_cached_prompt_tokens_are_summed_where_reported():
@@ -132,7 +132,8 @@ def test_cached_prompt_tokens_are_summed_where_reported():
     config = SearchConfig(strategy="beam_search", n=2, beam_width=2, num_iterations=3)
     (result,) = run_search(config, [problem("P")], engine, FakePRM(), FakeAnswerSpec())
     requests = [r for call in engine.calls for r in call]
-    assert result.cost.cached_prompt_tokens == sum(len(r.prompt_ids) - 1 for r in requests) > 0
+    cached = sum(len(r.prompt_ids) * r.params.n - 1 for r in requests)
+    assert result.cost.cached_prompt_tokens == cached > 0
     assert result.candidates[result.selected].answer == "2"
 
 

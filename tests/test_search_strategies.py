@@ -59,6 +59,8 @@ def test_beam_search_end_to_end(selection, answer):
     )
     # iteration 0 keeps a and b, both children of beam 0: pruning is across parents
     assert result.settings["active_beams"] == [2, 2, 2]
+    # why each solution ended: the boxed "2" step stopped at the delimiter is an answer step
+    assert result.settings["ended"] == ["eos", "eos", "answer", "eos", "length"]
     assert result.settings["pruned"] == 2
     assert result.settings["iterations_run"] == 3
     assert [len(call) for call in engine.calls] == [2, 2, 2]
@@ -173,6 +175,8 @@ def test_dvts_subtrees_and_sibling_voting(selection, answer):
     assert [len(call) for call in engine.calls] == [2, 2, 1]
     assert [c.group for c in result.candidates] == [0, 0, 1, 1]
     assert result.settings["subtree_depths"] == [2, 3]
+    assert result.settings["subtree_ends"] == ["eos", "eos"]
+    assert result.settings["ended"] == ["eos", "sibling", "eos", "eos"]
     summary = [(c.answer, c.finished, c.step_scores[-1]) for c in result.candidates]
     assert summary == [("1", True, 0.6), ("1", False, 0.5), ("2", True, 0.45), ("2", True, 0.3)]
     # the unfinished sibling (answer 1, score 0.5) must not vote: 0.6 < 0.45 + 0.3
@@ -191,6 +195,8 @@ def test_dvts_all_children_truncated():
     assert result.selected is None
     assert prm.calls == []  # truncated candidates are never scored
     assert len(engine.calls) == 1
+    assert result.settings["subtree_ends"] == ["all_truncated", "all_truncated"]
+    assert result.settings["ended"] == ["length"] * 4
 
 
 # --------------------------------------------------------------------------------------------

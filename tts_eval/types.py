@@ -78,10 +78,15 @@ class Completion:
 
 @dataclass(frozen=True)
 class GenerationOutput:
-    """All ``n`` completions of one request, plus what the prompt cost."""
+    """All ``n`` completions of one request, plus what the prompt cost.
+
+    Every completion queries the prompt, so ``prompt_tokens`` is the prompt length x ``n``;
+    ``cached_prompt_tokens`` of those were served from a cache (vLLM's prefix cache, a sibling's
+    prefill) and the rest were prefilled (``engines.counters``).
+    """
 
     completions: tuple[Completion, ...]
-    prompt_tokens: int
+    prompt_tokens: int  # queried: prompt length x n
     cached_prompt_tokens: int | None = None  # None: the engine cannot tell
 
 
@@ -185,6 +190,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Cost:
+    """What one problem's search ran: policy tokens generated, prompt tokens queried (prompt length
+    x n per request) and served from a cache, PRM tokens processed, and its share of wall time."""
+
     policy_tokens: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
@@ -199,6 +207,11 @@ class Cost:
             self.prm_tokens + other.prm_tokens,
             self.wall_time_s + other.wall_time_s,
         )
+
+    @property
+    def prefilled_prompt_tokens(self) -> int:
+        """Prompt tokens actually run through the policy (queried minus served from a cache)."""
+        return self.prompt_tokens - self.cached_prompt_tokens
 
 
 @dataclass(frozen=True)

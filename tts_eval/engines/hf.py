@@ -24,8 +24,13 @@ requests raise ``ValueError`` before any forward pass, running out of device mem
 raises a one-line :class:`~tts_eval.errors.EngineError` naming the model and the requests of the
 failing chunk.
 
-What this module does not do: reuse KV across calls (``cached_prompt_tokens`` is None), tensor
-parallelism, or continuous batching (use ``backend=vllm`` for throughput).
+Prompt cost: every completion queries its prompt (``prompt_tokens`` = prompt length x ``n``, as in
+vLLM); within a chunk a request's prompt is prefilled once and copied to its other rows, and those
+copies are ``cached_prompt_tokens``. ``HFEngine.counters`` (:class:`PromptCounters`) sums what
+the prefills actually ran.
+
+What this module does not do: reuse KV across calls, tensor parallelism, or continuous batching
+(use ``backend=vllm`` for throughput).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from tts_eval.engines.chat import (
     load_tokenizer,
     render_chat,
 )
+from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.progress import GenerationProgress
 from tts_eval.errors import OutOfMemoryError, free_device_memory, torch_oom_types
@@ -172,6 +178,7 @@ class HFEngine:
         self._logits_to_keep = "logits_to_keep" in forward_params
         # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
         self.progress: bool | None = None
+        self.counters = PromptCounters()
 
     # ------------------------------------------------------------------------------------------
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
@@ -192,7 +199,11 @@ class HFEngine:
         ]
         with GenerationProgress((r.request for r in rows), self.progress, "hf generate") as bar:
             self._run_chunks(chunks, rows, requests, bar)
-        outputs = self._outputs(requests, rows)
+        prefills = [0] * len(requests)  # prefills per request: once per chunk holding its rows
+        for chunk in chunks:
+            for i in {r.request for r in chunk}:
+                prefills[i] += 1
+        outputs = self._outputs(requests, rows, prefills)
         logger.debug(
             "generated %d rows (%d tokens) for %d requests in %.2fs",
             len(rows),
@@ -227,13 +238,13 @@ class HFEngine:
             ) from exc
 
     def _outputs(
-        self, requests: Sequence[GenerationRequest], rows: list[_Row]
+        self, requests: Sequence[GenerationRequest], rows: list[_Row], prefills: list[int]
     ) -> list[GenerationOutput]:
         by_request: list[list[_Row]] = [[] for _ in requests]
         for row in rows:
             by_request[row.request].append(row)
         outputs = []
-        for req, req_rows in zip(requests, by_request, strict=True):
+        for req, req_rows, prefilled in zip(requests, by_request, prefills, strict=True):
             completions = tuple(
                 Completion(
                     text=self.tokenizer.decode(r.tokens, skip_special_tokens=True),
@@ -242,8 +253,13 @@ class HFEngine:
                 )
                 for r in sorted(req_rows, key=lambda r: r.index)
             )
+            queried = len(req.prompt_ids) * len(req_rows)
             outputs.append(
-                GenerationOutput(completions=completions, prompt_tokens=len(req.prompt_ids))
+                GenerationOutput(
+                    completions=completions,
+                    prompt_tokens=queried,
+                    cached_prompt_tokens=queried - len(req.prompt_ids) * prefilled,
+                )
             )
         return outputs
 
@@ -309,6 +325,10 @@ class HFEngine:
 
         with torch.inference_mode():
             logits, cache = self._forward(ids, mask, pos, None)
+            ran = sum(len(p) for p in prompts)
+            self.counters.add(
+                sum(r.prompt_len for r in rows), sum(r.prompt_len for r in rows) - ran
+            )
             slot = {req: b for b, req in enumerate(uniq)}
             row_map = torch.tensor([slot[r.request] for r in rows], device=dev)
             if len(rows) != len(uniq):

@@ -5,7 +5,16 @@
 cache; every request carries its own ``n``, temperature, top_p, max_tokens, stop strings (kept in
 the output) and seed (vLLM seeds completion ``j`` with ``seed + j``, like the transformers engine;
 a request without a seed draws from vLLM's global generator, seeded once by ``EngineConfig.seed``,
-so it is not reproducible on its own). The cost report uses vLLM's ``num_cached_tokens``.
+so it is not reproducible on its own).
+
+Prompt cost: vLLM fans a request with ``n`` samples out into ``n`` sequences (child ``j`` seeded
+``seed + j``), each querying the prompt in the prefix cache, but its ``RequestOutput`` carries the
+``num_cached_tokens`` of one child only. So the engine does the fan-out itself (``n`` requests with
+``n=1`` and seeds ``seed + j``: the same sequences, the same samples) and reports, per request,
+``prompt_tokens`` = prompt length x ``n`` queried and ``cached_prompt_tokens`` = the children's
+prefix-cache hits: exactly what vLLM's own ``vllm:prompt_tokens`` / ``vllm:prompt_tokens_cached``
+counters add up. ``VLLMEngine.counters`` (:class:`PromptCounters`) sums them;
+``vllm_counters()`` reads vLLM's counters when the engine was built with ``log_stats=True``.
 
 Finish reasons come from :func:`classify_finish`: vLLM's ``stop_reason`` alone is ambiguous (None
 both for EOS and for a length cut-off), so ``finish_reason`` ("stop"/"length") is read first.
@@ -46,6 +55,7 @@ from tts_eval.engines.chat import (
     load_tokenizer,
     render_chat,
 )
+from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.hf import validate_stops
 from tts_eval.engines.progress import tqdm_factory
@@ -99,7 +109,9 @@ def platform_options(on_cpu: bool) -> dict[str, Any]:
 class VLLMEngine:
     """Batched step generation over ``vllm.LLM`` with prefix caching (see the module docstring)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(self, config: EngineConfig, *, log_stats: bool = False) -> None:
+        """``log_stats``: keep vLLM's stats on (its Prometheus counters, and a throughput log
+        line every ``VLLM_LOG_STATS_INTERVAL`` seconds while generating); for checks only."""
         if config.backend != "vllm":
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
         check_model_path("pretrained", config.pretrained)
@@ -126,6 +138,7 @@ class VLLMEngine:
             tensor_parallel_size=config.tensor_parallel_size,
             enforce_eager=enforce_eager,
             enable_prefix_caching=True,
+            disable_log_stats=not log_stats,
             **platform_options(on_cpu),
         )
         if config.max_model_len is not None:
@@ -144,6 +157,7 @@ class VLLMEngine:
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
         self.progress: bool | None = None
+        self.counters = PromptCounters()
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return render_chat(self.tokenizer, messages)
@@ -166,6 +180,7 @@ class VLLMEngine:
 
         prompts = []
         params = []
+        owners: list[int] = []  # request index of each fanned-out sequence
         for i, req in enumerate(requests):
             if not req.prompt_ids:
                 raise ValueError(f"request {i}: prompt_ids is empty; render a prompt first")
@@ -176,18 +191,20 @@ class VLLMEngine:
                 )
             validate_stops(req.params.stop)
             p = req.params
-            prompts.append(TokensPrompt(prompt_token_ids=list(req.prompt_ids)))
-            params.append(
-                self._vllm.SamplingParams(
-                    n=p.n,
-                    temperature=p.temperature,
-                    top_p=p.top_p,
-                    max_tokens=p.max_tokens,
-                    stop=list(p.stop),
-                    include_stop_str_in_output=True,
-                    seed=p.seed,
+            for j in range(p.n):  # vLLM's own fan-out, done here (see the module docstring)
+                prompts.append(TokensPrompt(prompt_token_ids=list(req.prompt_ids)))
+                params.append(
+                    self._vllm.SamplingParams(
+                        n=1,
+                        temperature=p.temperature,
+                        top_p=p.top_p,
+                        max_tokens=p.max_tokens,
+                        stop=list(p.stop),
+                        include_stop_str_in_output=True,
+                        seed=None if p.seed is None else p.seed + j,
+                    )
                 )
-            )
+                owners.append(i)
         t0 = time.perf_counter()
         try:
             results = self.llm.generate(
@@ -196,30 +213,60 @@ class VLLMEngine:
         except Exception as exc:
             raise self._error(requests, range(len(requests)), exc) from exc
         logger.debug("vLLM generated %d requests in %.2fs", len(requests), time.perf_counter() - t0)
+        by_request: list[list[Any]] = [[] for _ in requests]
+        for owner, res in zip(owners, results, strict=True):
+            by_request[owner].append(res)
         outputs = []
-        for i, (req, res) in enumerate(zip(requests, results, strict=True)):
+        for i, (req, children) in enumerate(zip(requests, by_request, strict=True)):
             try:
-                outputs.append(self._output(req, res))
+                outputs.append(self._output(req, children))
             except RuntimeError as exc:  # an aborted or unfinished request
                 raise self._error(requests, [i], exc) from exc
+        for out in outputs:
+            self.counters.add(out.prompt_tokens, out.cached_prompt_tokens or 0)
         return outputs
 
-    def _output(self, req: GenerationRequest, res: Any) -> GenerationOutput:
-        """One vLLM ``RequestOutput`` as a :class:`GenerationOutput`."""
-        completions = tuple(
-            Completion(
-                text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
-                token_ids=tuple(int(t) for t in c.token_ids),
-                finish_reason=classify_finish(c.finish_reason, c.stop_reason),
+    def _output(self, req: GenerationRequest, children: Sequence[Any]) -> GenerationOutput:
+        """The ``n`` one-sample vLLM ``RequestOutput``s of ``req`` as a :class:`GenerationOutput`."""
+        completions = []
+        for res in children:
+            if len(res.outputs) != 1:
+                raise RuntimeError(f"vLLM returned {len(res.outputs)} outputs for n=1")
+            c = res.outputs[0]
+            completions.append(
+                Completion(
+                    text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
+                    token_ids=tuple(int(t) for t in c.token_ids),
+                    finish_reason=classify_finish(c.finish_reason, c.stop_reason),
+                )
             )
-            for c in sorted(res.outputs, key=lambda c: c.index)
-        )
-        cached = getattr(res, "num_cached_tokens", None)
+        hits = [getattr(res, "num_cached_tokens", None) for res in children]
         return GenerationOutput(
-            completions=completions,
-            prompt_tokens=len(req.prompt_ids),
-            cached_prompt_tokens=int(cached) if cached is not None else None,
+            completions=tuple(completions),
+            prompt_tokens=len(req.prompt_ids) * len(children),
+            cached_prompt_tokens=None if None in hits else sum(int(h) for h in hits),
         )
+
+    def vllm_counters(self) -> dict[str, int]:
+        """vLLM's own cumulative counters of this process (needs ``log_stats=True``).
+
+        ``prompt_tokens`` (queried), ``prompt_tokens_cached`` (served from the prefix cache),
+        ``prefix_cache_queries`` / ``prefix_cache_hits`` (the KV manager's lookups) and
+        ``generation_tokens``.
+        """
+        names = {
+            "vllm:prompt_tokens": "prompt_tokens",
+            "vllm:prompt_tokens_cached": "prompt_tokens_cached",
+            "vllm:prefix_cache_queries": "prefix_cache_queries",
+            "vllm:prefix_cache_hits": "prefix_cache_hits",
+            "vllm:generation_tokens": "generation_tokens",
+        }
+        out = dict.fromkeys(names.values(), 0)
+        for metric in self.llm.get_metrics():
+            key = names.get(metric.name)
+            if key is not None:
+                out[key] += int(getattr(metric, "value", 0))
+        return out
 
     def _error(
         self, requests: Sequence[GenerationRequest], indices: Iterable[int], exc: BaseException

@@ -16,9 +16,21 @@ Cost: every call first looks each sequence up in a ``PrefixCache`` (block-granul
 prefix); cached blocks carry the backbone's key/value tensors and the per-token scores, so only the
 uncached suffix runs, with ``past_key_values``. Prefixes shared by two or more sequences of one
 call and not yet cached are run once first. Forwards are packed under a token budget
-(``batch_tokens`` new tokens per forward; padded past length bounded too); a sequence longer than
-the budget runs alone in chunks. Backbones that return no KV cache (bidirectional encoders) run
+(``batch_tokens`` new tokens per forward; padded past + new tokens bounded too, to at most
+``MAX_FORWARD_KV_BYTES`` of key/value tensors); a sequence longer than the budget runs alone in
+chunks.
+
+Memory: the prefix cache holds at most ``cache_bytes`` of key/value tensors and scores (LRU
+eviction; ``prm_cache_bytes``), a forward's transient key/value copies are bounded as above, and
+callers get plain Python floats and ints (no tensor outlives a call outside the cache). Backbones that return no KV cache (bidirectional encoders) run
 every sequence in full.
+
+Padding: a batched forward is a rectangle (rows x the longest new part, after the longest cached
+past), so rows of very different lengths waste compute on padding. Sequences are length-bucketed
+(first-fit in decreasing order of new tokens) so that in every forward the padded new tokens are
+at most ``MAX_NEW_PADDING`` times the real ones and the padded past + new at most
+``MAX_TOTAL_PADDING`` times the real past + new. ``HFScorer.stats`` (:class:`ScorerStats`) counts
+forwards, real and padded tokens and forward time, so the waste is measurable.
 
 What this module does not do: format requests (``formats``), pick the PRM type (``registry``).
 """
@@ -28,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
@@ -40,8 +53,15 @@ from .cache import PrefixCache
 
 logger = logging.getLogger(__name__)
 
-# A packed forward may hold at most this many times ``batch_tokens`` tokens of (padded) past + new.
+# A packed forward may hold at most this many times ``batch_tokens`` tokens of (padded) past + new,
+# and at most MAX_FORWARD_KV_BYTES of key/value tensors for them (a forward briefly holds about
+# three copies: the gathered past, the model's past + new, and the new blocks being stored).
 KV_TOKENS_PER_BATCH_TOKEN = 8
+MAX_FORWARD_KV_BYTES = 256 << 20
+# Bucketing bounds of one forward: padded new tokens / real new tokens, and padded (past + new) /
+# real (past + new).
+MAX_NEW_PADDING = 1.10
+MAX_TOTAL_PADDING = 1.25
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +219,35 @@ class ScoredSequence:
 
 
 @dataclass
+class ScorerStats:
+    """What an ``HFScorer`` ran since it was built (or since :meth:`reset`).
+
+    ``real_tokens`` are the new tokens run (the PRM tokens processed), ``padded_tokens`` the
+    positions of the forwards' input rectangles (rows x longest new part); ``real_past_tokens`` /
+    ``padded_past_tokens`` the same for the cached past attended to. ``forward_s`` is the time
+    spent in forwards (backbone + head), excluding planning and cache lookups.
+    """
+
+    forwards: int = 0
+    peak_forward_tokens: int = 0  # the largest rows x (past + new) rectangle of one forward
+    real_tokens: int = 0
+    padded_tokens: int = 0
+    real_past_tokens: int = 0
+    padded_past_tokens: int = 0
+    forward_s: float = 0.0
+
+    @property
+    def padding_ratio(self) -> float:
+        """Padded / real new tokens (1.0 when nothing ran)."""
+        return self.padded_tokens / self.real_tokens if self.real_tokens else 1.0
+
+    def reset(self) -> None:
+        self.forwards = self.peak_forward_tokens = self.real_tokens = self.padded_tokens = 0
+        self.real_past_tokens = self.padded_past_tokens = 0
+        self.forward_s = 0.0
+
+
+@dataclass
 class _Item:
     ids: tuple[int, ...]
     blocks: list  # cached payloads: (kv [layers, 2, heads, block, dim], scores [block])
@@ -240,6 +289,7 @@ class HFScorer:
         self.batch_tokens = batch_tokens
         self.cache = PrefixCache(cache_bytes, block_size)
         self.reuse = self.cache.enabled
+        self.stats = ScorerStats()
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -318,23 +368,34 @@ class HFScorer:
         return results
 
     def _plan(self, items: list[_Item]) -> list[list[_Item]]:
+        """Length buckets: first-fit by decreasing new length under the budgets and padding bounds."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
+        kv = next((b[0] for it in items for b in it.blocks[:1]), None)
+        if kv is not None:  # bytes of one token's keys and values over all layers
+            per_token = kv.numel() * kv.element_size() // kv.shape[3]
+            kv_budget = max(1, min(kv_budget, MAX_FORWARD_KV_BYTES // per_token))
         batches: list[list[_Item]] = []
-        current: list[_Item] = []
-        for item in sorted(items, key=lambda it: (len(it.ids), it.new), reverse=True):
-            candidate = [*current, item]
-            new_max = max(it.new for it in candidate)
-            past_max = max(it.past for it in candidate)
-            fits = (
-                len(candidate) * new_max <= budget
-                and len(candidate) * (past_max + new_max) <= kv_budget
-            )
-            if current and not fits:
-                batches.append(current)
-                candidate = [item]
-            current = candidate
-        if current:
-            batches.append(current)
+        shapes: list[tuple[int, int, int, int]] = []  # per batch: new max, past max, sums
+        for item in sorted(items, key=lambda it: (it.new, it.past), reverse=True):
+            for b, (new_max, past_max, new_sum, past_sum) in enumerate(shapes):
+                rows = len(batches[b]) + 1  # new_max stays: items come by decreasing new
+                past_max, new_sum, past_sum = (
+                    max(past_max, item.past),
+                    new_sum + item.new,
+                    past_sum + item.past,
+                )
+                if (
+                    rows * new_max <= budget
+                    and rows * (past_max + new_max) <= kv_budget
+                    and rows * new_max <= MAX_NEW_PADDING * new_sum
+                    and rows * (past_max + new_max) <= MAX_TOTAL_PADDING * (past_sum + new_sum)
+                ):
+                    batches[b].append(item)
+                    shapes[b] = (new_max, past_max, new_sum, past_sum)
+                    break
+            else:
+                batches.append([item])
+                shapes.append((item.new, item.past, item.new, item.past))
         return batches
 
     # ---- forwards --------------------------------------------------------------------------
@@ -344,18 +405,14 @@ class HFScorer:
 
         if past_max == 0:
             return DynamicCache()
-        stacked = []
-        for it in items:
-            kv = torch.cat([b[0] for b in it.blocks], dim=3) if it.blocks else None
-            pad = past_max - it.past
-            if kv is None:
-                ref = next(b[0] for other in items for b in other.blocks)
-                shape = (*ref.shape[:3], past_max, ref.shape[4])
-                kv = ref.new_zeros(shape)
-            elif pad:
-                kv = torch.nn.functional.pad(kv, (0, 0, pad, 0))
-            stacked.append(kv)
-        past = torch.stack(stacked, dim=2)  # [layers, 2, batch, heads, past, dim]
+        ref = next(b[0] for it in items for b in it.blocks)  # [layers, 2, heads, block, dim]
+        layers, _, heads, bs, dim = ref.shape
+        # one left-padded copy of every row's cached blocks: [layers, 2, batch, heads, past, dim]
+        past = ref.new_zeros((layers, 2, len(items), heads, past_max, dim))
+        for row, it in enumerate(items):
+            start = past_max - it.past
+            for k, (kv, _) in enumerate(it.blocks):
+                past[:, :, row, :, start + k * bs : start + (k + 1) * bs] = kv
         return DynamicCache(ddp_cache_data=[(layer[0], layer[1]) for layer in past])
 
     def _forward_batch(self, batch: list[_Item], results: dict) -> None:
@@ -370,6 +427,7 @@ class HFScorer:
             position_ids[i] = torch.arange(it.past, it.past + new_max)
             mask[i, past_max - it.past : past_max + it.new] = 1
         kwargs = {}
+        t0 = time.perf_counter()
         if self.reuse:
             kwargs = {"past_key_values": self._past_cache(batch, past_max), "use_cache": True}
         out = self.backbone(
@@ -379,6 +437,13 @@ class HFScorer:
             **kwargs,
         )
         scores = self.head(out.last_hidden_state).float().cpu()
+        self._count(
+            time.perf_counter() - t0,
+            sum(it.new for it in batch),
+            n * new_max,
+            sum(it.past for it in batch),
+            n * past_max,
+        )
         kv = getattr(out, "past_key_values", None) if self.reuse else None
         if self.reuse and (kv is None or kv.get_seq_length() != past_max + new_max):
             logger.warning("PRM backbone returned no usable KV cache; prefix reuse disabled")
@@ -392,10 +457,21 @@ class HFScorer:
             old = [b[1] for b in it.blocks]
             results[it.ids] = (torch.cat([*old, new_scores]), it.new)
 
+    def _count(self, seconds: float, real: int, padded: int, past: int, padded_past: int) -> None:
+        stats = self.stats
+        stats.forwards += 1
+        stats.peak_forward_tokens = max(stats.peak_forward_tokens, padded + padded_past)
+        stats.forward_s += seconds
+        stats.real_tokens += real
+        stats.padded_tokens += padded
+        stats.real_past_tokens += past
+        stats.padded_past_tokens += padded_past
+
     def _forward_chunked(self, item: _Item, results: dict) -> None:
         cache = self._past_cache([item], item.past)
         chunks = []
         for start in range(item.past, len(item.ids), self.batch_tokens):
+            t0 = time.perf_counter()
             ids = item.ids[start : start + self.batch_tokens]
             out = self.backbone(
                 input_ids=torch.tensor([ids], device=self.device),
@@ -405,6 +481,7 @@ class HFScorer:
             )
             cache = out.past_key_values
             chunks.append(self.head(out.last_hidden_state)[0].float().cpu())
+            self._count(time.perf_counter() - t0, len(ids), len(ids), start, start)
         new_scores = torch.cat(chunks)
         self._store(item, cache, 0, item.past, new_scores)
         results[item.ids] = (torch.cat([*(b[1] for b in item.blocks), new_scores]), item.new)

@@ -188,6 +188,17 @@ def scored(node: Node, scores: tuple[float, ...], agg_scores: float) -> Node:
     return replace(node, step_scores=tuple(float(s) for s in scores), rank_score=agg_scores)
 
 
+def end_reason(node: Node, unfinished: str) -> str:
+    """Why a traced solution ended: ``answer`` (a final-answer step), ``eos`` (the model ended it
+    without one), ``length`` (cut off at ``max_tokens``), else ``unfinished`` (the strategy's word
+    for an open node: a sibling not continued, or open at the iteration cap)."""
+    if node.truncated:
+        return "length"
+    if node.finished:
+        return "eos" if node.finish_reason is FinishReason.EOS else "answer"
+    return unfinished
+
+
 def to_candidate(node: Node, config: SearchConfig, answers: AnswerSpec) -> Candidate:
     """The trace record of a node (its answer is extracted whatever its state)."""
     raws, _ = segment_steps(node.text, config.step_delimiter, node.open_tail)

@@ -15,7 +15,8 @@ to the end). Completed solutions are then ranked by aggregated score (best first
 lineage), not by finish order, and the ``n`` best are kept, as in the published setup, so the
 vote runs over ``n`` solutions like best_of_n at the same ``n`` (how many lower-ranked ones were
 dropped is in ``settings["completed_dropped"]``). The result lists those, then the truncated
-ones; the final answer is chosen among them by ``selection`` (``weighted`` by default, or
+ones (``settings["ended"]`` says why each ended: ``answer``, ``eos``, ``length``, ``cap``); the
+final answer is chosen among them by ``selection`` (``weighted`` by default, or
 ``naive``). ``Candidate.group`` is the index of the initial beam a solution descends from.
 
 What this module does not do: keep pruned intermediate candidates (or completed solutions beyond
@@ -25,7 +26,7 @@ the ``n`` best) in the trace; their tokens are in the cost all the same.
 from __future__ import annotations
 
 from tts_eval.search import voting
-from tts_eval.search._common import Node
+from tts_eval.search._common import Node, end_reason
 from tts_eval.search._driver import Work
 from tts_eval.search._tree import TreeWork
 from tts_eval.settings import SearchConfig
@@ -85,12 +86,14 @@ class BeamSearchWork(TreeWork):
             self.completed, key=lambda n: (-voting.aggregate(n.step_scores, agg), n.lineage)
         )
         kept = ranked[: self.config.n]
+        nodes = kept + self.truncated + self.open
         extra: dict[str, object] = {
             "pruned": self.pruned,
             "completed_dropped": len(ranked) - len(kept),
             "active_beams": list(self.active_per_iteration),
+            "ended": [end_reason(node, "cap") for node in nodes],
         }
-        return kept + self.truncated + self.open, extra
+        return nodes, extra
 
 
 def make_work(

@@ -7,6 +7,13 @@ best-ranked one is kept (ties: lowest child index). Children cut off at the toke
 kept step finishes the solution (EOS or final-answer step), when all M children were truncated,
 or at ``num_iterations`` (the last iteration generates to the end).
 
+The trace says why each subtree ended (``settings["subtree_ends"]``: ``answer``, ``eos``,
+``all_truncated`` or ``cap``) and why each listed solution ended (``settings["ended"]``, one per
+candidate: ``answer``, ``eos``, ``length``, or ``sibling`` for an unfinished sibling of the leaf,
+``cap`` for an open one at the iteration cap). Budget semantics (as the design brief): ``max_tokens``
+bounds one whole solution (every step request gets what is left of it), and the last iteration
+generates to the end (EOS or that bound), with no step stop.
+
 A subtree's result is its last family: the leaf and its M-1 siblings. Only those that finished
 can be selected (unfinished siblings never vote). Final selection over all subtrees' finished
 solutions follows ``selection`` as in best_of_n (``weighted`` by default). Subtrees never compete,
@@ -19,7 +26,7 @@ What this module does not do: keep siblings discarded at earlier depths in the t
 from __future__ import annotations
 
 from tts_eval.search import voting
-from tts_eval.search._common import Node
+from tts_eval.search._common import Node, end_reason
 from tts_eval.search._driver import Work
 from tts_eval.search._tree import TreeWork
 from tts_eval.settings import SearchConfig
@@ -42,6 +49,7 @@ class DVTSWork(TreeWork):
         self.last_family: dict[int, list[Node]] = {}
         self.leaves: dict[int, list[Node]] = {}
         self.depth: dict[int, int] = {}
+        self.ends: dict[int, str] = {}
 
     def expansions(self) -> list[tuple[Node, int]]:
         return [(self.active[s], self.config.beam_width) for s in sorted(self.active)]
@@ -53,11 +61,13 @@ class DVTSWork(TreeWork):
             viable = [k for k, child in enumerate(family) if not child.truncated]
             if not viable:
                 self.leaves[subtree] = family
+                self.ends[subtree] = "all_truncated"
                 del self.active[subtree]
                 continue
             best = max(viable, key=lambda k: (family[k].rank_score, -k))
             if family[best].finished:
                 self.leaves[subtree] = family
+                self.ends[subtree] = end_reason(family[best], "")
                 del self.active[subtree]
             else:
                 self.active[subtree] = family[best]
@@ -67,11 +77,18 @@ class DVTSWork(TreeWork):
     def close(self) -> None:
         for subtree in list(self.active):
             self.leaves[subtree] = self.last_family[subtree]
+            self.ends[subtree] = "cap"
         self.active = {}
 
     def trace(self) -> tuple[list[Node], dict[str, object]]:
-        nodes = [node for s in sorted(self.leaves) for node in self.leaves[s]]
-        return nodes, {"subtree_depths": [self.depth.get(s, 0) for s in sorted(self.leaves)]}
+        subtrees = sorted(self.leaves)
+        nodes = [node for s in subtrees for node in self.leaves[s]]
+        unfinished = {s: "cap" if self.ends[s] == "cap" else "sibling" for s in subtrees}
+        return nodes, {
+            "subtree_depths": [self.depth.get(s, 0) for s in subtrees],
+            "subtree_ends": [self.ends[s] for s in subtrees],
+            "ended": [end_reason(n, unfinished[s]) for s in subtrees for n in self.leaves[s]],
+        }
 
 
 def make_work(
