@@ -379,7 +379,8 @@ def test_requests_go_out_concurrently_up_to_max_concurrency(scripted_llama, prox
 def test_5xx_and_429_are_retried_4xx_is_not(scripted_llama, proxy, remote):
     engine = load_engine("openai", str(scripted_llama), base_url=proxy.base_url, max_retries=2)
     p = prompts(engine)[2]
-    request = GenerationRequest(p, SamplingParams(n=2, max_tokens=6, seed=4))
+    # n=1: each sample is its own HTTP request, so one request sees every scripted failure
+    request = GenerationRequest(p, SamplingParams(n=1, max_tokens=6, seed=4))
     proxy.failures = [(503, {}), (429, {"Retry-After": "0"})]
     before = proxy.posts
     assert engine.generate([request]) == remote.generate([request])
@@ -391,7 +392,7 @@ def test_5xx_and_429_are_retried_4xx_is_not(scripted_llama, proxy, remote):
     text = str(info.value)
     assert text.startswith(
         f"policy engine backend=openai pretrained={scripted_llama} failed on request 0 of 1 "
-        f"(prompt of {len(p)} tokens, n=2, seed=4): ServerUnavailable: HTTP 503 from "
+        f"(prompt of {len(p)} tokens, n=1, seed=4): ServerUnavailable: HTTP 503 from "
         f"{proxy.base_url}/completions: proxy says 503; gave up after 2 retries; "
         f"server base_url={proxy.base_url} model={scripted_llama}"
     )

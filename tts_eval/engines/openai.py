@@ -15,8 +15,10 @@ From each choice the engine takes ``token_ids``, ``finish_reason`` and vLLM's ``
 (mapped as in the vLLM engine: ``stop`` with a string = the step delimiter -> STEP, ``stop``
 otherwise -> EOS, ``length`` -> LENGTH; SGLang's ``matched_stop`` is read the same way); the text
 is the policy tokenizer's decoding of the token ids (``pretrained=`` names that tokenizer), as in
-the other engines. ``cached_prompt_tokens`` comes from ``usage.prompt_tokens_details`` when the
-server reports it (vLLM: ``--enable-prompt-tokens-details``), else it is None. ``max_tokens`` is
+the other engines. Each sample of a request goes out as its own HTTP request (``n=1``, seed
+``seed + j``, as the vLLM engine fans out), so ``prompt_tokens`` is the prompt length x ``n`` and
+``cached_prompt_tokens`` the sum of the samples' ``usage.prompt_tokens_details.cached_tokens`` when
+the server reports it (vLLM: ``--enable-prompt-tokens-details``), else None. ``max_tokens`` is
 cut to the room left under the server's ``max_model_len``, where the in-process engines stop.
 
 Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` before the PRM
@@ -39,6 +41,7 @@ built (``pip install 'tts-eval[openai]'``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -325,6 +328,23 @@ def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
     return classify_finish(choice.get("finish_reason"), stop_reason)
 
 
+def one_sample(req: GenerationRequest, j: int) -> GenerationRequest:
+    """Sample ``j`` of ``req`` as a request of its own (``n=1``, seed ``seed + j``)."""
+    p = req.params
+    seed = None if p.seed is None else p.seed + j
+    return dataclasses.replace(req, params=dataclasses.replace(p, n=1, seed=seed))
+
+
+def merge_samples(parts: Sequence[GenerationOutput]) -> GenerationOutput:
+    """The one-sample outputs of a request as one output (prompt work summed over samples)."""
+    cached = [part.cached_prompt_tokens for part in parts]
+    return GenerationOutput(
+        completions=tuple(c for part in parts for c in part.completions),
+        prompt_tokens=sum(part.prompt_tokens for part in parts),
+        cached_prompt_tokens=None if None in cached else sum(cached),  # type: ignore[arg-type]
+    )
+
+
 class OpenAIEngine:
     """Step generation through an OpenAI-compatible server (see the module docstring)."""
 
@@ -376,24 +396,29 @@ class OpenAIEngine:
             return []
         if "_pool" not in self.__dict__:
             raise RuntimeError("this engine was closed; open a new one")
-        bodies = [self._body(i, req) for i, req in enumerate(requests)]
-        outputs: list[GenerationOutput | None] = [None] * len(requests)
+        # One HTTP request per sample (n=1, seed + j), as the vLLM engine fans out: a server's
+        # usage for an n>1 request reports the cached prompt tokens of one sample only.
+        samples = [
+            (i, one_sample(req, j)) for i, req in enumerate(requests) for j in range(req.params.n)
+        ]
+        bodies = [self._body(i, req) for i, req in samples]
+        children: list[GenerationOutput | None] = [None] * len(samples)
         cancel = threading.Event()  # set when a request fails: the others stop retrying
         t0 = time.perf_counter()
-        completions = [i for i, r in enumerate(requests) for _ in range(r.params.n)]
-        with GenerationProgress(completions, self.progress, "openai") as bar:
+        with GenerationProgress([i for i, _ in samples], self.progress, "openai") as bar:
             futures: dict[Future, int] = {
-                self._pool.submit(self._post, body, cancel): i for i, body in enumerate(bodies)
+                self._pool.submit(self._post, body, cancel): k for k, body in enumerate(bodies)
             }
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    i = futures[future]
+                    k = futures[future]
+                    i, sample = samples[k]
                     exc = future.exception()
                     if exc is None:
                         try:
-                            outputs[i] = self._output(requests[i], future.result())
+                            children[k] = self._output(sample, future.result())
                         except (KeyError, TypeError, ValueError, RuntimeError) as bad:
                             exc = bad
                     if exc is not None:
@@ -401,14 +426,15 @@ class OpenAIEngine:
                         for other in pending:
                             other.cancel()  # requests in flight finish unseen in the background
                         raise self._error(requests, [i], exc) from exc
-                    out = outputs[i]
-                    bar.update(
-                        sum(len(c.token_ids) for c in out.completions), [i] * len(out.completions)
-                    )
+                    out = children[k]
+                    bar.update(sum(len(c.token_ids) for c in out.completions), [i])
         logger.debug(
             "backend=openai generated %d requests in %.2fs", len(requests), time.perf_counter() - t0
         )
-        return outputs  # type: ignore[return-value]
+        grouped: list[list[GenerationOutput]] = [[] for _ in requests]
+        for (i, _), child in zip(samples, children, strict=True):
+            grouped[i].append(child)  # type: ignore[arg-type]
+        return [merge_samples(parts) for parts in grouped]
 
     def _body(self, i: int, req: GenerationRequest) -> dict[str, Any]:
         """The JSON body of request ``i`` (checked first: ValueError before anything is sent)."""
