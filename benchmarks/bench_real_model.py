@@ -19,9 +19,9 @@ does) it runs, on the first ``--problems`` problems:
 and prints accuracy with a 95% percentile-bootstrap CI over problems, policy and PRM tokens per
 problem, and wall time. Then, for speed: generated tokens per second of each backend on
 ``--speed-problems`` problems with n=4 samples (majority, no PRM), and, on vLLM, the share of
-prompt tokens served from vLLM's prefix cache per beam-search iteration (as vLLM reports it per
-request: ``num_cached_tokens`` / prompt length; iteration >= 2 continues the prefixes of iteration
-1). ``--json`` writes every figure, ``--plot`` draws accuracy vs n (a PNG).
+prompt tokens served from vLLM's prefix cache per beam-search iteration (the engine's
+``cached_prompt_tokens`` / ``prompt_tokens``, which equal vLLM's own counters; iteration >= 2
+continues the prefixes of iteration 1). ``--json`` writes every figure, ``--plot`` draws accuracy vs n (a PNG).
 
 A figure to report, not a timed assertion; the test suite runs it on 5 problems
 (``tests/test_real_model.py``). On this 2-core CPU the full run takes tens of minutes.
@@ -83,7 +83,7 @@ class CallLog:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         outputs = self.engine.generate(requests)
-        prompt = sum(len(r.prompt_ids) for r in requests)
+        prompt = sum(o.prompt_tokens for o in outputs)  # queried: prompt length x n
         cached = sum(o.cached_prompt_tokens or 0 for o in outputs)
         self.calls.append((prompt, cached))
         return outputs
