@@ -93,7 +93,7 @@ def score(results: Sequence[SearchResult], golds: Sequence[str]) -> dict[str, An
     """Accuracy (mean and 95% CI) of each metric present, and tokens per problem."""
     spec = NumberAnswerSpec()
     rows = []
-    for result, gold in zip(results, golds):
+    for result, gold in zip(results, golds, strict=True):
         metrics = trace_metrics(result, gold, spec)
         answer = spec.extract(result.selected_text)
         metrics["exact_match"] = float(answer is not None and spec.equivalent(answer, gold))
@@ -233,7 +233,7 @@ def plot(reports: Sequence[dict], path: Path, problems: int) -> None:
 
     fig, axes = plt.subplots(1, len(reports), figsize=(5.5 * len(reports), 4), squeeze=False)
     styles = {"pass@n": "o-", "maj@n": "s--", "weighted@n": "^-.", "naive@n": "v:"}
-    for ax, report in zip(axes[0], reports):
+    for ax, report in zip(axes[0], reports, strict=True):
         budgets = sorted(
             int(label.split("=")[1]) for label in report["runs"] if label.startswith("best_of_n")
         )
@@ -268,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--tree-budget", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--step-delimiter", default="\n", help="one step per line (the task's prompt)")
+    parser.add_argument(
+        "--step-delimiter", default="\n", help="one step per line (the task's prompt)"
+    )
     parser.add_argument("--speed-problems", type=int, default=16)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)

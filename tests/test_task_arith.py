@@ -148,7 +148,13 @@ def test_the_real_model_benchmark_runs_on_five_problems(smollm2, tmp_path, monke
     for report in out["reports"]:
         assert report["speed"]["policy_tokens"] > 0 and report["speed"]["tokens_per_s"] > 0
         runs = report["runs"]
-        assert list(runs) == ["cot", "best_of_n n=1", "best_of_n n=4", "beam_search n=4", "dvts n=4"]
+        assert list(runs) == [
+            "cot",
+            "best_of_n n=1",
+            "best_of_n n=4",
+            "beam_search n=4",
+            "dvts n=4",
+        ]
         for label, entry in runs.items():
             assert entry["policy_tokens"] > 0
             for metric in ("exact_match", "maj@n", "pass@n"):

@@ -32,8 +32,31 @@ INSTRUCTION = (
     'a last line of the form "The answer is N."'
 )
 
-NAMES = ("Ana", "Ben", "Carla", "Dev", "Emma", "Farid", "Grace", "Hugo", "Iris", "Jon", "Kemal", "Lea")
-ITEMS = ("apples", "marbles", "stickers", "pencils", "books", "coins", "cookies", "stamps", "shells")
+NAMES = (
+    "Ana",
+    "Ben",
+    "Carla",
+    "Dev",
+    "Emma",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Iris",
+    "Jon",
+    "Kemal",
+    "Lea",
+)
+ITEMS = (
+    "apples",
+    "marbles",
+    "stickers",
+    "pencils",
+    "books",
+    "coins",
+    "cookies",
+    "stamps",
+    "shells",
+)
 
 
 def _two(rng: random.Random, name: str, item: str) -> tuple[str, int, str]:
@@ -42,7 +65,9 @@ def _two(rng: random.Random, name: str, item: str) -> tuple[str, int, str]:
         text = f"{name} has {a} {item}. {name} gets {b} more {item}. How many {item} does {name} have now?"
         return text, a + b, f"{a} + {b}"
     a, b = max(a, b), min(a, b)
-    text = f"{name} has {a} {item} and gives {b} of them away. How many {item} does {name} have left?"
+    text = (
+        f"{name} has {a} {item} and gives {b} of them away. How many {item} does {name} have left?"
+    )
     return text, a - b, f"{a} - {b}"
 
 
