@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import statistics
 import sys
@@ -49,13 +48,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+from bench_strategies import math500_problems  # noqa: E402
 from prm_models import build_rlhflow  # noqa: E402
 from real_model import model_dir  # noqa: E402
-from tiny_models import MATH500, build_scripted_llama  # noqa: E402
+from tiny_models import build_scripted_llama  # noqa: E402
 
 from tts_eval.grader import MathAnswerSpec  # noqa: E402
 from tts_eval.prm import load_prm  # noqa: E402
-from tts_eval.prompts import SYSTEM_PROMPT  # noqa: E402
 from tts_eval.search import SearchConfig, run_search  # noqa: E402
 from tts_eval.settings import EngineConfig  # noqa: E402
 from tts_eval.types import (  # noqa: E402
@@ -63,7 +62,6 @@ from tts_eval.types import (  # noqa: E402
     GenerationRequest,
     PRMOutput,
     PRMRequest,
-    Problem,
     SamplingParams,
 )
 
@@ -147,13 +145,6 @@ def peak_rss() -> int:
 
 def dir_bytes(path: Path, suffixes: tuple[str, ...] = (".safetensors", ".bin")) -> int:
     return sum(f.stat().st_size for f in path.iterdir() if f.suffix in suffixes)
-
-
-def problem_texts(count: int) -> list[str]:
-    if MATH500.exists():
-        with MATH500.open() as f:
-            return [json.loads(line)["problem"] for _, line in zip(range(count), f, strict=False)]
-    return [f"What is {i} + {i}?" for i in range(count)]
 
 
 def plain_prm_forward(prm, requests: list[PRMRequest], batch: int) -> tuple[float, int, int]:
@@ -293,21 +284,7 @@ def main() -> None:
     inner.progress = False
     engine, prm = Timed(inner, args.verbose), Timed(prm_inner, args.verbose)
     answers = MathAnswerSpec()
-    problems = [
-        Problem(
-            uid=f"math500/{i}",
-            text=text,
-            prompt_ids=tuple(
-                engine.render_prompt(
-                    [
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": text},
-                    ]
-                )
-            ),
-        )
-        for i, text in enumerate(problem_texts(args.problems))
-    ]
+    problems = math500_problems(engine, args.problems, "math500")
     # warm-up outside the timings
     engine.generate([GenerationRequest(problems[0].prompt_ids, SamplingParams(max_tokens=4))])
     prm.score([PRMRequest(problems[0].text, ("## Step 1: warm up.",))])

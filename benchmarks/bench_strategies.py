@@ -91,6 +91,25 @@ def problem_texts(count: int) -> list[str]:
     return [f"What is {i} + {i}?" for i in range(count)]
 
 
+def math500_problems(engine, count: int, prefix: str) -> list[Problem]:
+    """The first ``count`` MATH-500 problems (or stand-ins), rendered with the task's system prompt."""
+    return [
+        Problem(
+            uid=f"{prefix}/{i}",
+            text=text,
+            prompt_ids=tuple(
+                engine.render_prompt(
+                    [
+                        {"role": "system", "content": SYSTEM_PROMPT},
+                        {"role": "user", "content": text},
+                    ]
+                )
+            ),
+        )
+        for i, text in enumerate(problem_texts(count))
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=4)
@@ -110,21 +129,7 @@ def main() -> None:
     engine = Timed(load_engine(args.backend, str(policy), dtype="float32"))
     prm = Timed(load_prm(str(prm_path), "rlhflow"))
     answers = MathAnswerSpec()
-    problems = [
-        Problem(
-            uid=f"bench/{i}",
-            text=text,
-            prompt_ids=tuple(
-                engine.render_prompt(
-                    [
-                        {"role": "system", "content": SYSTEM_PROMPT},
-                        {"role": "user", "content": text},
-                    ]
-                )
-            ),
-        )
-        for i, text in enumerate(problem_texts(args.problems))
-    ]
+    problems = math500_problems(engine, args.problems, "bench")
     # Warm-up outside the timings (first-call allocations, kernel selection, grader helpers).
     engine.generate([GenerationRequest(problems[0].prompt_ids, SamplingParams(max_tokens=4))])
     answers.equivalent("1/2", "0.5")
