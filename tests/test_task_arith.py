@@ -165,5 +165,5 @@ def test_the_real_model_benchmark_runs_on_five_problems(smollm2, tmp_path, monke
         share = runs["beam_search n=4"]["prefix_cache_share"]
         assert len(share) >= 2
         if report["backend"] == "vllm":  # iteration 2 continues iteration 1's prefixes
-            assert share[1] > 0.5
+            assert share[1] > 0.75  # 32-token blocks on CPU (128: 11%)
     assert json.loads((tmp_path / "out.json").read_text())["problems"] == 5

@@ -176,6 +176,9 @@ STRATEGY_KEYS: Mapping[str, tuple[str, ...]] = {
 # --------------------------------------------------------------------------------------------
 
 BACKENDS = ("hf", "vllm", "openai")
+# KV-cache block sizes (tokens) vLLM's attention backends accept.
+BLOCK_SIZES = (16, 32, 64, 128, 256)
+
 # EngineConfig fields that concern backend=openai only (a policy behind an OpenAI-compatible server).
 OPENAI_KEYS = ("base_url", "api_key", "model", "max_concurrency", "timeout_s", "max_retries")
 
@@ -185,8 +188,9 @@ class EngineConfig:
     """A policy engine, validated on construction (before anything loads).
 
     ``device`` and ``batch_size`` (rows per forward pass) concern ``backend=hf``;
-    ``gpu_memory_utilization``, ``tensor_parallel_size`` and ``enforce_eager`` (None: True on CPU,
-    False on GPU) concern ``backend=vllm``; :data:`OPENAI_KEYS` concern ``backend=openai`` (the
+    ``gpu_memory_utilization``, ``tensor_parallel_size``, ``enforce_eager`` (None: True on CPU,
+    False on GPU) and ``block_size`` (tokens per KV-cache block, the granularity of vLLM's prefix
+    cache; None: vLLM's platform default, 128 on CPU) concern ``backend=vllm``; :data:`OPENAI_KEYS` concern ``backend=openai`` (the
     server's ``/v1`` URL, its API key (None: ``OPENAI_API_KEY``), the served model name (None: the
     only one the server lists), parallel requests, seconds per request, retries per request);
     ``pretrained`` then names the tokenizer that renders prompts. ``seed`` seeds requests that
@@ -204,6 +208,7 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None
+    block_size: int | None = None
     revision: str | None = None
     trust_remote_code: bool = False
     chat_template: str | None = None
@@ -232,6 +237,15 @@ class EngineConfig:
             lambda v: 0 < v <= 1,
         )
         check_int("tensor_parallel_size", self.tensor_parallel_size, 1)
+        if self.block_size is not None:
+            if self.backend != "vllm":
+                raise invalid(
+                    "block_size",
+                    self.block_size,
+                    "only with backend=vllm (a server sets its own with backend=openai)",
+                )
+            if isinstance(self.block_size, bool) or self.block_size not in BLOCK_SIZES:
+                raise invalid("block_size", self.block_size, ", ".join(map(str, BLOCK_SIZES)))
         if self.backend == "hf" and self.tensor_parallel_size != 1:
             raise invalid(
                 "tensor_parallel_size",

@@ -52,7 +52,7 @@ def load_engine(
     """Build a policy engine from ``(backend, pretrained, **options)`` or from an EngineConfig.
 
     Options are the fields of :class:`EngineConfig` (device, dtype, seed, batch_size,
-    max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager, revision,
+    max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager, block_size, revision,
     trust_remote_code, chat_template).
     """
     if isinstance(backend, EngineConfig):
