@@ -5,11 +5,14 @@
 ``vllm``) on 127.0.0.1 and a free port, in its own process group, waits for ``/health``, and
 stops the whole group (API server and engine core) with SIGTERM, then SIGKILL. ``kill()`` is the
 crash a test inflicts (SIGKILL, no clean-up); ``start()`` again restarts on the same port.
+A server never outlives the process that started it: on Linux the API server gets SIGTERM when
+its parent dies, however it dies (``prctl(PR_SET_PDEATHSIG)``; ``atexit`` alone misses a pytest
+ended by SIGTERM or SIGKILL, e.g. by ``timeout``), and vLLM's shutdown then stops its engine core.
 :class:`ServerPool` keeps at most one server running (a server is heavy on a small CPU box):
 serving another model stops the current one first.
 
 The server runs with the engine settings of the in-process ``backend=vllm`` on CPU (float32,
-eager, no chunked prefill, prefix caching on) and reports cached prompt tokens
+eager, no chunked prefill, prefix caching on, 32-token KV blocks) and reports cached prompt tokens
 (``--enable-prompt-tokens-details``); ``VLLM_CPU_KVCACHE_SPACE`` is 1 GiB.
 
 What this module does not do: pick models (fixtures do) or talk the completions protocol.
@@ -18,6 +21,7 @@ What this module does not do: pick models (fixtures do) or talk the completions 
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import signal
 import socket
@@ -27,7 +31,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tts_eval.engines.vllm import CPU_BLOCK_SIZE
+
 START_TIMEOUT_S = 300.0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Runs in the server process before exec: ask Linux for SIGTERM when the parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -63,7 +80,7 @@ class VLLMServer:
             "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port),
             "--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill",
             "--enable-prompt-tokens-details", "--max-model-len", str(self.max_model_len),
-            "--seed", "0", *self.extra_args,
+            "--block-size", str(CPU_BLOCK_SIZE), "--seed", "0", *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> VLLMServer:
@@ -79,6 +96,7 @@ class VLLMServer:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own process group: stop() ends the engine core too
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
             )
         atexit.register(self.stop)  # also when the test session ends abnormally (not SIGKILL)
         deadline = time.monotonic() + START_TIMEOUT_S
