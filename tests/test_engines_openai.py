@@ -551,6 +551,51 @@ def comparable(line: str) -> dict:
     return {**record, "cost": cost}
 
 
+CHILD_WITH_A_SERVER = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from vllm_server import VLLMServer
+server = VLLMServer(sys.argv[2], Path(sys.argv[3])).start()
+print(server.proc.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_server_dies_with_the_process_that_started_it(scripted_llama, tmp_path):
+    """A test session killed outright (SIGKILL, or SIGTERM, which skips ``atexit``) leaves no
+    server behind: the API server and its engine core (one process group) end with it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_WITH_A_SERVER, str(ROOT / "tests"), str(scripted_llama),
+         str(tmp_path / "server.log")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    group = None
+    try:
+        group = int(child.stdout.readline())  # the server leads its own process group
+        os.killpg(group, 0)  # running
+        child.kill()
+        child.wait(timeout=30)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the server outlived the process that started it by 90 s")
+    finally:
+        child.kill()
+        if group is not None:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_killed_server_fails_the_sweep_in_one_line_and_a_restart_resumes_it(
