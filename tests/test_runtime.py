@@ -168,6 +168,14 @@ def _config(extra: str = "", prm: bool = False):
         (",backend=hf,device=cuda", 8, {"num_cpus": 1.0, "num_gpus": 1.0}),
         (",backend=vllm,tensor_parallel_size=2", 8, {"num_cpus": 1.0, "num_gpus": 2.0}),
         (",backend=vllm,tensor_parallel_size=2", 0, {"num_cpus": 1.0, "num_gpus": 0.0}),
+        (",backend=openai,base_url=http://h/v1", 8, {"num_cpus": 1.0, "num_gpus": 0.0}),
+        (",backend=openai,base_url=http://h/v1,prm=org/prm", 8, {"num_cpus": 1.0, "num_gpus": 1.0}),
+        (",backend=openai,base_url=http://h/v1,prm=org/prm", 0, {"num_cpus": 1.0, "num_gpus": 0.0}),
+        (
+            ",backend=openai,base_url=http://h/v1,prm=org/prm,prm_device=cpu",
+            8,
+            {"num_cpus": 1.0, "num_gpus": 0.0},
+        ),
     ],
 )
 def test_worker_resources_follow_device_and_tensor_parallel_size(extra, gpus, expected):

@@ -95,7 +95,8 @@ def worker_resources(config: TTSConfig, cluster_gpus: float, cpus: float = 1.0) 
     """Ray resources of one worker: ``num_gpus`` = tensor-parallel size on GPUs, else CPUs only.
 
     backend=hf follows its ``device`` (``auto``: a GPU when the cluster has any); backend=vllm
-    takes GPUs when the cluster has any. Ray hands each actor its own GPUs, so numbered devices
+    takes GPUs when the cluster has any; backend=openai (the policy on its server) one GPU for the
+    PRM when it has one (``prm_device`` cuda, or auto on a cluster with GPUs). Ray hands each actor its own GPUs, so numbered devices
     (``device=cuda:N``, ``prm_device=cuda:N``) are refused.
     """
     engine = config.engine
@@ -111,6 +112,12 @@ def worker_resources(config: TTSConfig, cluster_gpus: float, cpus: float = 1.0) 
             )
     if engine.device == "cuda" and cluster_gpus <= 0:
         raise invalid("device", "cuda", "cpu or auto: the Ray cluster has no GPU")
+    if engine.backend == "openai":  # the policy runs on its server: only a local PRM wants a GPU
+        prm_device = getattr(config.prm, "device", None) or "auto"
+        wants_gpu = config.prm is not None and (
+            prm_device == "cuda" or (prm_device == "auto" and cluster_gpus > 0)
+        )
+        return {"num_cpus": float(cpus), "num_gpus": 1.0 if wants_gpu else 0.0}
     if engine.backend == "vllm":
         wants_gpu = cluster_gpus > 0
     else:
