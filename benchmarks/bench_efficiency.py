@@ -147,13 +147,15 @@ def dir_bytes(path: Path, suffixes: tuple[str, ...] = (".safetensors", ".bin")) 
     return sum(f.stat().st_size for f in path.iterdir() if f.suffix in suffixes)
 
 
-def plain_prm_forward(prm, requests: list[PRMRequest], batch: int) -> tuple[float, int, int]:
-    """Seconds, real tokens and padded tokens of plain full-sequence forwards of ``requests``."""
+def plain_prm_forward(prm, requests: list[PRMRequest], batch: int) -> tuple[float, int, int, int]:
+    """Seconds, real tokens, padded tokens and attended context (as ``ScorerStats.context_tokens``)
+    of plain full-sequence forwards of ``requests``."""
     import torch
 
     scorer = prm.scorer
     seqs = sorted((prm.render(r).token_ids for r in requests), key=len, reverse=True)
     seconds, real, padded = 0.0, 0, 0
+    context = sum(len(s) * (len(s) + 1) // 2 for s in seqs)
     with torch.inference_mode():
         for start in range(0, len(seqs), batch):
             rows = seqs[start : start + batch]
@@ -171,7 +173,7 @@ def plain_prm_forward(prm, requests: list[PRMRequest], batch: int) -> tuple[floa
             seconds += time.perf_counter() - t0
             real += sum(len(s) for s in rows)
             padded += len(rows) * width
-    return seconds, real, padded
+    return seconds, real, padded, context
 
 
 def plain_generate(llm, vllm, calls: list[tuple[list[GenerationRequest], int]]) -> float:
@@ -369,13 +371,17 @@ def main() -> None:
             for c in r.candidates
             if c.steps
         ]
-        p_s, p_real, p_pad = plain_prm_forward(prm_inner, finals, args.plain_batch)
+        p_s, p_real, p_pad, p_ctx = plain_prm_forward(prm_inner, finals, args.plain_batch)
         ours = 1000 * prm.seconds / max(st.real_tokens, 1)
         fwd = 1000 * st.forward_s / max(st.real_tokens, 1)
         print(
             f"  PRM ms/real token: tts-eval {ours:.2f} (forwards only {fwd:.2f}) vs plain "
             f"full-sequence forward of the {len(finals)} final solutions {1000 * p_s / p_real:.2f}"
             f" ({p_real} real, {p_pad} padded tokens, {p_s:.1f}s)"
+        )
+        print(
+            f"  mean context attended per real PRM token: tts-eval "
+            f"{st.context_tokens / max(st.real_tokens, 1):.0f} vs plain {p_ctx / max(p_real, 1):.0f}"
         )
         if backend == "vllm" and text is None and not args.no_replay:
             plain = plain_generate(inner.llm, inner._vllm, engine.calls)

@@ -163,9 +163,13 @@ def test_length_bucketing_bounds_padding_and_keeps_scores(prm_type, prm_dirs, pr
     _, scratch = prms[prm_type]
     prm = load_prm(str(prm_dirs[prm_type]), device="cpu")
     processed = 0
+    scratch_context, full_context = scratch.scorer.stats.context_tokens, 0
     for call in _beam_workload():
         got = prm.score(call)
         ref = scratch.score(call)
+        full_context += sum(
+            len(s) * (len(s) + 1) // 2 for s in {prm.render(r).token_ids for r in call}
+        )
         for g, r in zip(got, ref, strict=True):
             assert _close(g.step_scores, r.step_scores), (g, r)
         processed += sum(o.tokens_processed for o in got)
@@ -178,8 +182,10 @@ def test_length_bucketing_bounds_padding_and_keeps_scores(prm_type, prm_dirs, pr
         stats.real_past_tokens + stats.real_tokens
     )
     assert stats.forwards > 1 and stats.forward_s > 0
-    # the full rescoring runs rectangles under the same bounds
+    # the full rescoring runs rectangles under the same bounds; each token attends to its prefix
     assert scratch.scorer.stats.padding_ratio <= 1.10
+    assert scratch.scorer.stats.context_tokens - scratch_context == full_context
+    assert stats.context_tokens > stats.real_past_tokens  # cached past is attended, not rerun
 
 
 def test_forward_kv_bytes_are_bounded_and_outputs_hold_no_tensors(prm_dirs, prms, monkeypatch):

@@ -224,7 +224,9 @@ class ScorerStats:
 
     ``real_tokens`` are the new tokens run (the PRM tokens processed), ``padded_tokens`` the
     positions of the forwards' input rectangles (rows x longest new part); ``real_past_tokens`` /
-    ``padded_past_tokens`` the same for the cached past attended to. ``forward_s`` is the time
+    ``padded_past_tokens`` the same for the cached past attended to; ``context_tokens`` sums, over
+    the real new tokens, the positions each attends to (its cached past plus the new tokens up to
+    it: attention work grows with it). ``forward_s`` is the time
     spent in forwards (backbone + head), excluding planning and cache lookups.
     """
 
@@ -234,6 +236,7 @@ class ScorerStats:
     padded_tokens: int = 0
     real_past_tokens: int = 0
     padded_past_tokens: int = 0
+    context_tokens: int = 0
     forward_s: float = 0.0
 
     @property
@@ -243,7 +246,7 @@ class ScorerStats:
 
     def reset(self) -> None:
         self.forwards = self.peak_forward_tokens = self.real_tokens = self.padded_tokens = 0
-        self.real_past_tokens = self.padded_past_tokens = 0
+        self.real_past_tokens = self.padded_past_tokens = self.context_tokens = 0
         self.forward_s = 0.0
 
 
@@ -438,11 +441,7 @@ class HFScorer:
         )
         scores = self.head(out.last_hidden_state).float().cpu()
         self._count(
-            time.perf_counter() - t0,
-            sum(it.new for it in batch),
-            n * new_max,
-            sum(it.past for it in batch),
-            n * past_max,
+            time.perf_counter() - t0, [(it.past, it.new) for it in batch], n * new_max, n * past_max
         )
         kv = getattr(out, "past_key_values", None) if self.reuse else None
         if self.reuse and (kv is None or kv.get_seq_length() != past_max + new_max):
@@ -457,7 +456,12 @@ class HFScorer:
             old = [b[1] for b in it.blocks]
             results[it.ids] = (torch.cat([*old, new_scores]), it.new)
 
-    def _count(self, seconds: float, real: int, padded: int, past: int, padded_past: int) -> None:
+    def _count(
+        self, seconds: float, rows: Sequence[tuple[int, int]], padded: int, padded_past: int
+    ) -> None:
+        """Stats of one forward of ``rows`` ((past, new) per row) on padded rectangles."""
+        real = sum(new for _, new in rows)
+        past = sum(p for p, _ in rows)
         stats = self.stats
         stats.forwards += 1
         stats.peak_forward_tokens = max(stats.peak_forward_tokens, padded + padded_past)
@@ -466,6 +470,7 @@ class HFScorer:
         stats.padded_tokens += padded
         stats.real_past_tokens += past
         stats.padded_past_tokens += padded_past
+        stats.context_tokens += sum(p * new + new * (new + 1) // 2 for p, new in rows)
 
     def _forward_chunked(self, item: _Item, results: dict) -> None:
         cache = self._past_cache([item], item.past)
@@ -481,7 +486,7 @@ class HFScorer:
             )
             cache = out.past_key_values
             chunks.append(self.head(out.last_hidden_state)[0].float().cpu())
-            self._count(time.perf_counter() - t0, len(ids), len(ids), start, start)
+            self._count(time.perf_counter() - t0, [(start, len(ids))], len(ids), start)
         new_scores = torch.cat(chunks)
         self._store(item, cache, 0, item.past, new_scores)
         results[item.ids] = (torch.cat([*(b[1] for b in item.blocks), new_scores]), item.new)
