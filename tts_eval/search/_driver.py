@@ -21,9 +21,10 @@ import abc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tts_eval.types import (
+    AnswerSpec,
     Cost,
     GenerationOutput,
     GenerationRequest,
@@ -35,6 +36,10 @@ from tts_eval.types import (
     SearchResult,
 )
 
+if TYPE_CHECKING:
+    from tts_eval.search.voting import AnswerGrouper
+    from tts_eval.settings import SearchConfig
+
 logger = logging.getLogger(__name__)
 
 _Request = TypeVar("_Request", GenerationRequest, PRMRequest)
@@ -44,7 +49,17 @@ _Output = TypeVar("_Output", GenerationOutput, PRMOutput)
 class Work(abc.ABC):
     """The search state of one problem (one instance per problem, driven by :func:`drive`)."""
 
-    problem: Problem
+    def __init__(
+        self,
+        problem: Problem,
+        config: SearchConfig,
+        answers: AnswerSpec,
+        grouper: AnswerGrouper,
+    ) -> None:
+        self.problem = problem
+        self.config = config
+        self.answers = answers
+        self.grouper = grouper
 
     @property
     @abc.abstractmethod

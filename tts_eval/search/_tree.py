@@ -60,10 +60,7 @@ class TreeWork(Work):
         answers: AnswerSpec,
         grouper: voting.AnswerGrouper,
     ) -> None:
-        self.problem = problem
-        self.config = config
-        self.answers = answers
-        self.grouper = grouper
+        super().__init__(problem, config, answers, grouper)
         self.iteration = 0
         self._stage = "expand"
         self._parents: list[Node] = []

@@ -82,10 +82,7 @@ class ComputeOptimalWork(Work):
         answers: AnswerSpec,
         grouper: voting.AnswerGrouper,
     ) -> None:
-        self.problem = problem
-        self.config = config
-        self.answers = answers
-        self.grouper = grouper
+        super().__init__(problem, config, answers, grouper)
         self.table = load_table(config.compute_optimal_table)
         probe_config = dataclasses.replace(
             config,

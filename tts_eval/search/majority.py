@@ -53,10 +53,7 @@ class SamplingWork(Work):
         selection: str,
         purpose: str = "sample",
     ) -> None:
-        self.problem = problem
-        self.config = config
-        self.answers = answers
-        self.grouper = grouper
+        super().__init__(problem, config, answers, grouper)
         self.strategy = strategy
         self.use_prm = use_prm
         self.selection = selection

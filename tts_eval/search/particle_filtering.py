@@ -159,10 +159,7 @@ class ParticleWork(Work):
         answers: AnswerSpec,
         grouper: voting.AnswerGrouper,
     ) -> None:
-        self.problem = problem
-        self.config = config
-        self.answers = answers
-        self.grouper = grouper
+        super().__init__(problem, config, answers, grouper)
         self.strategy = config.strategy
         gibbs = config.strategy == "particle_gibbs"
         self.sweeps = config.pg_iterations if gibbs else 1
