@@ -211,3 +211,34 @@ def test_forward_kv_bytes_are_bounded_and_outputs_hold_no_tensors(prm_dirs, prms
     # one row may exceed the bound alone (it cannot be split), rows are never added past it
     longest = max(len(prm.render(r).token_ids) for call in calls for r in call)
     assert stats.peak_forward_tokens <= max(300, longest), stats
+
+
+def test_cache_memory_is_reused_and_released(prm_dirs, prms, monkeypatch):
+    """Cached blocks live in slabs whose slots are reused once evicted: repeated calls under a
+    small cache bound (evicting within calls) keep the scorer's memory flat and the scores equal
+    to a full rescoring; ``clear_cache`` releases it."""
+    from tts_eval.prm import hf
+
+    monkeypatch.setattr(hf, "SLAB_BYTES", 1)  # one block per slab: growth shows block by block
+    _, scratch = prms["rlhflow"]
+    prm = load_prm(str(prm_dirs["rlhflow"]), device="cpu", cache_bytes=60_000, block_size=4)
+    scorer = prm.scorer
+    calls = _beam_workload(rounds=3)
+    prm.score(calls[0])
+    block_bytes = next(iter(scorer.cache.payloads()))[0].numel() * 4
+    memory, reused = [], 0
+    for _ in range(3):  # the same calls again: same blocks evicted and stored again
+        for call in calls:
+            free_before = len(scorer._pool.free)
+            for g, r in zip(prm.score(call), scratch.score(call), strict=True):
+                assert _close(g.step_scores, r.step_scores), (g, r)
+            assert scorer.cache.nbytes <= 60_000
+            pool = scorer._pool
+            live = {p[2] for p in scorer.cache.payloads()}
+            assert len(pool.free) == len(pool.blocks) - len(live)  # everything else is reusable
+            reused += free_before > 0
+        memory.append(scorer.memory_bytes)
+    assert reused >= len(calls)  # evicted slots were there to take in later calls
+    assert memory[1] == memory[2] <= memory[0] + 10 * block_bytes  # flat, not growing per round
+    scorer.clear_cache()
+    assert scorer.memory_bytes == 0 and len(scorer.cache) == 0

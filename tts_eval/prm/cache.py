@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 
@@ -117,6 +117,10 @@ class PrefixCache:
                 self._nbytes += int(nbytes[k])
             parent = digest
         self._evict()
+
+    def payloads(self) -> Iterator[object]:
+        """The payload of every stored block (recency unchanged)."""
+        return (block.payload for block in self._blocks.values())
 
     def clear(self) -> None:
         self._blocks.clear()

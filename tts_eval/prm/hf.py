@@ -21,9 +21,14 @@ call and not yet cached are run once first. Forwards are packed under a token bu
 chunks.
 
 Memory: the prefix cache holds at most ``cache_bytes`` of key/value tensors and scores (LRU
-eviction; ``prm_cache_bytes``), a forward's transient key/value copies are bounded as above, and
-callers get plain Python floats and ints (no tensor outlives a call outside the cache). Backbones that return no KV cache (bidirectional encoders) run
-every sequence in full.
+eviction; ``prm_cache_bytes``); the blocks' key/value tensors live in large slabs whose slots are
+reused once evicted and which ``clear_cache`` returns to the system (many small tensors would
+fragment the heap, and the process would keep memory it no longer uses). A forward writes the
+rows' cached past and its new keys and values into one reused scratch buffer (no per-layer
+concatenation), bounded by ``MAX_FORWARD_KV_BYTES``. ``HFScorer.memory_bytes`` says what the
+scorer holds besides its weights. Callers get plain Python floats and ints (no tensor outlives a
+call outside the cache). Backbones that return no KV cache (bidirectional encoders) run every
+sequence in full.
 
 Padding: a batched forward is a rectangle (rows x the longest new part, after the longest cached
 past), so rows of very different lengths waste compute on padding. Sequences are length-bucketed
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -54,10 +60,11 @@ from .cache import PrefixCache
 logger = logging.getLogger(__name__)
 
 # A packed forward may hold at most this many times ``batch_tokens`` tokens of (padded) past + new,
-# and at most MAX_FORWARD_KV_BYTES of key/value tensors for them (a forward briefly holds about
-# three copies: the gathered past, the model's past + new, and the new blocks being stored).
+# and at most MAX_FORWARD_KV_BYTES of key/value tensors for them (the scratch buffer's size).
 KV_TOKENS_PER_BATCH_TOKEN = 8
 MAX_FORWARD_KV_BYTES = 256 << 20
+# Cached key/value blocks are carved from slabs of at least this many bytes (see _BlockPool).
+SLAB_BYTES = 64 << 20
 # Bucketing bounds of one forward: padded new tokens / real new tokens, and padded (past + new) /
 # real (past + new).
 MAX_NEW_PADDING = 1.10
@@ -253,7 +260,7 @@ class ScorerStats:
 @dataclass
 class _Item:
     ids: tuple[int, ...]
-    blocks: list  # cached payloads: (kv [layers, 2, heads, block, dim], scores [block])
+    blocks: list  # cached payloads: (kv [layers, 2, heads, block, dim], scores [block], slot)
 
     @property
     def past(self) -> int:
@@ -270,6 +277,41 @@ def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+class _BlockPool:
+    """Equal-shape key/value blocks carved from large slabs, reused once no longer cached.
+
+    One small tensor per cached block fragments the process heap: memory freed by eviction or
+    ``clear_cache`` stays in the allocator, and the process keeps growing over runs. Slabs of at
+    least ``SLAB_BYTES`` are mapped and unmapped as a whole (glibc serves allocations above 32 MiB
+    with mmap), so the cache's memory is reused while the pool lives and returned when it is
+    dropped. Which slots are free is decided between calls (``collect``: every slot no cached
+    block holds), never during one, so a block a pending forward still reads is never overwritten.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> None:
+        self.shape, self.dtype, self.device = shape, dtype, device
+        self.per_slab = max(1, -(-SLAB_BYTES // (math.prod(shape) * dtype.itemsize)))
+        self.slabs: list[torch.Tensor] = []
+        self.blocks: list[torch.Tensor] = []  # slot -> view of its slab
+        self.free: list[int] = []
+
+    @property
+    def nbytes(self) -> int:
+        return sum(slab.numel() * slab.element_size() for slab in self.slabs)
+
+    def take(self) -> int:
+        if not self.free:
+            slab = torch.empty((self.per_slab, *self.shape), dtype=self.dtype, device=self.device)
+            first = len(self.blocks)
+            self.slabs.append(slab)
+            self.blocks.extend(slab.unbind(0))
+            self.free = list(range(len(self.blocks) - 1, first - 1, -1))
+        return self.free.pop()
+
+    def collect(self, live: set[int]) -> None:
+        self.free = [slot for slot in range(len(self.blocks) - 1, -1, -1) if slot not in live]
 
 
 class HFScorer:
@@ -293,6 +335,9 @@ class HFScorer:
         self.cache = PrefixCache(cache_bytes, block_size)
         self.reuse = self.cache.enabled
         self.stats = ScorerStats()
+        self._scratch: torch.Tensor | None = None  # see _scratch_tensor
+        self._pool: _BlockPool | None = None  # storage of the cached blocks' keys and values
+        self._kv_layout: tuple[int, int, int, torch.dtype] | None = None  # layers, heads, dim
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -311,6 +356,8 @@ class HFScorer:
             if self.reuse:
                 self._warm_shared(unique, [first[k] for k in unique], processed)
             results = self._process(unique)
+        if self._pool is not None:
+            self._pool.collect({payload[2] for payload in self.cache.payloads()})
         for key in unique:
             processed[first[key]] += results[key][1]
         out = []
@@ -324,6 +371,16 @@ class HFScorer:
 
     def clear_cache(self) -> None:
         self.cache.clear()
+        self._scratch = self._pool = None
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes the scorer holds besides its weights: the cached blocks' slabs (cached blocks
+        and free slots) and the forwards' scratch buffer."""
+        pool = self._pool.nbytes if self._pool is not None else 0
+        scratch = self._scratch
+        scratch_bytes = 0 if scratch is None else scratch.numel() * scratch.element_size()
+        return pool + scratch_bytes
 
     # ---- planning --------------------------------------------------------------------------
 
@@ -403,20 +460,45 @@ class HFScorer:
 
     # ---- forwards --------------------------------------------------------------------------
 
-    def _past_cache(self, items: list[_Item], past_max: int):
-        from transformers import DynamicCache
+    def _kv_buffer(self, items: list[_Item], past_max: int, length: int) -> torch.Tensor | None:
+        """One buffer for the forward's keys and values, the rows' cached blocks copied in.
 
-        if past_max == 0:
-            return DynamicCache()
-        ref = next(b[0] for it in items for b in it.blocks)  # [layers, 2, heads, block, dim]
-        layers, _, heads, bs, dim = ref.shape
-        # one left-padded copy of every row's cached blocks: [layers, 2, batch, heads, past, dim]
-        past = ref.new_zeros((layers, 2, len(items), heads, past_max, dim))
+        ``[layers, 2, rows, kv_heads, length, head_dim]``: row ``i``'s past is left-padded to end
+        at ``past_max`` (padding zeroed: masked, but it must be finite); the forward writes its new
+        keys and values after it in place (see ``_cache``). None before the backbone's key/value
+        layout is known (the first forward without a past; the model then allocates its own).
+        """
+        ref = next((b[0] for it in items for b in it.blocks), None)  # [layers, 2, heads, bs, dim]
+        if ref is not None:
+            self._kv_layout = (ref.shape[0], ref.shape[2], ref.shape[4], ref.dtype)
+        if self._kv_layout is None:
+            return None
+        layers, heads, dim, dtype = self._kv_layout
+        buf = self._scratch_tensor((layers, 2, len(items), heads, length, dim), dtype)
+        bs = self.cache.block_size
         for row, it in enumerate(items):
             start = past_max - it.past
-            for k, (kv, _) in enumerate(it.blocks):
-                past[:, :, row, :, start + k * bs : start + (k + 1) * bs] = kv
-        return DynamicCache(ddp_cache_data=[(layer[0], layer[1]) for layer in past])
+            if start:
+                buf[:, :, row, :, :start] = 0
+            for k, (kv, *_) in enumerate(it.blocks):
+                buf[:, :, row, :, start + k * bs : start + (k + 1) * bs] = kv
+        return buf
+
+    def _scratch_tensor(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` in the scorer's reused scratch storage.
+
+        A fresh buffer per forward costs more than copying into it (the kernel zero-fills new
+        pages on first touch); the storage grows to the largest forward's keys and values (at
+        most ``MAX_FORWARD_KV_BYTES`` for packed forwards) and is kept until ``clear_cache``. A
+        request above that bound (one long sequence run in chunks) gets its own tensor.
+        """
+        numel = math.prod(shape)
+        if numel * dtype.itemsize > MAX_FORWARD_KV_BYTES:
+            return torch.empty(shape, dtype=dtype, device=self.device)
+        scratch = self._scratch
+        if scratch is None or scratch.numel() < numel or scratch.dtype != dtype:
+            scratch = self._scratch = torch.empty(numel, dtype=dtype, device=self.device)
+        return scratch[:numel].view(shape)
 
     def _forward_batch(self, batch: list[_Item], results: dict) -> None:
         past_max = max(it.past for it in batch)
@@ -431,8 +513,10 @@ class HFScorer:
             mask[i, past_max - it.past : past_max + it.new] = 1
         kwargs = {}
         t0 = time.perf_counter()
+        buffer = None
         if self.reuse:
-            kwargs = {"past_key_values": self._past_cache(batch, past_max), "use_cache": True}
+            buffer = self._kv_buffer(batch, past_max, past_max + new_max)
+            kwargs = {"past_key_values": _cache(buffer, past_max), "use_cache": True}
         out = self.backbone(
             input_ids=input_ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -443,12 +527,13 @@ class HFScorer:
         self._count(
             time.perf_counter() - t0, [(it.past, it.new) for it in batch], n * new_max, n * past_max
         )
-        kv = getattr(out, "past_key_values", None) if self.reuse else None
-        if self.reuse and (kv is None or kv.get_seq_length() != past_max + new_max):
+        kv = _returned_kv(out, buffer, past_max + new_max) if self.reuse else None
+        if kv is not None:
+            self._kv_layout = (kv.shape[0], kv.shape[3], kv.shape[5], kv.dtype)
+        if self.reuse and kv is None:
             logger.warning("PRM backbone returned no usable KV cache; prefix reuse disabled")
             self.reuse = False
             self.cache.clear()
-            kv = None
         for i, it in enumerate(batch):
             new_scores = scores[i, : it.new]
             if kv is not None:
@@ -473,7 +558,8 @@ class HFScorer:
         stats.context_tokens += sum(p * new + new * (new + 1) // 2 for p, new in rows)
 
     def _forward_chunked(self, item: _Item, results: dict) -> None:
-        cache = self._past_cache([item], item.past)
+        buffer = self._kv_buffer([item], item.past, len(item.ids))
+        cache = _cache(buffer, item.past)
         chunks = []
         for start in range(item.past, len(item.ids), self.batch_tokens):
             t0 = time.perf_counter()
@@ -488,25 +574,90 @@ class HFScorer:
             chunks.append(self.head(out.last_hidden_state)[0].float().cpu())
             self._count(time.perf_counter() - t0, [(start, len(ids))], len(ids), start)
         new_scores = torch.cat(chunks)
-        self._store(item, cache, 0, item.past, new_scores)
+        kv = _returned_kv(out, buffer, len(item.ids))
+        if kv is None:  # a backbone without a KV cache never gets here (it fails the first batch)
+            raise RuntimeError("PRM backbone returned no KV cache for a chunked forward")
+        self._store(item, kv, 0, item.past, new_scores)
         results[item.ids] = (torch.cat([*(b[1] for b in item.blocks), new_scores]), item.new)
 
-    def _store(self, item: _Item, kv, row: int, past_max: int, new_scores: torch.Tensor) -> None:
-        """Insert the full blocks of ``item`` (the cached ones and the newly computed ones)."""
+    def _store(
+        self, item: _Item, kv: torch.Tensor, row: int, past_max: int, new_scores: torch.Tensor
+    ) -> None:
+        """Insert the full blocks of ``item`` (the cached ones and the newly computed ones);
+        ``kv`` is the forward's ``[layers, 2, rows, heads, length, dim]`` keys and values."""
         bs = self.cache.block_size
-        n_new_blocks = len(item.ids) // bs - len(item.blocks)
         payloads = list(item.blocks)
-        if n_new_blocks > 0:
-            end = past_max + n_new_blocks * bs
-            full = torch.stack(
-                [
-                    torch.stack(
-                        (layer.keys[row, :, past_max:end], layer.values[row, :, past_max:end])
-                    )
-                    for layer in kv.layers
-                ]
-            )  # [layers, 2, heads, n_new_blocks * bs, dim]
-            for k, chunk in enumerate(full.split(bs, dim=3)):
-                payloads.append((chunk.clone(), new_scores[k * bs : (k + 1) * bs].clone()))
+        pool = self._pool
+        shape = (kv.shape[0], 2, kv.shape[3], bs, kv.shape[5])
+        if pool is None or pool.shape != shape or pool.dtype != kv.dtype:
+            pool = self._pool = _BlockPool(shape, kv.dtype, kv.device)
+        for k in range(len(item.ids) // bs - len(item.blocks)):
+            at = past_max + k * bs
+            slot = pool.take()
+            block = pool.blocks[slot].copy_(kv[:, :, row, :, at : at + bs])
+            payloads.append((block, new_scores[k * bs : (k + 1) * bs].clone(), slot))
         sizes = [p[0].numel() * p[0].element_size() + p[1].numel() * 4 for p in payloads]
         self.cache.insert(item.ids, payloads, sizes)
+
+
+# --------------------------------------------------------------------------------------------
+# A KV cache whose layers are views of one preallocated buffer
+# --------------------------------------------------------------------------------------------
+
+
+def _buffer_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferLayer(DynamicLayer):
+        """A layer's keys/values in a preallocated ``[rows, heads, length, dim]`` buffer: the past
+        is already there; ``update`` writes the new states after it in place (no concatenation)
+        and returns views up to them."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
+            super().__init__()
+            self.buffer_keys, self.buffer_values, self.filled = keys, values, filled
+            self.keys, self.values = keys[:, :, :filled], values[:, :, :filled]
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            end = self.filled + key_states.shape[-2]
+            if end > self.buffer_keys.shape[-2]:
+                raise RuntimeError(
+                    f"KV buffer of {self.buffer_keys.shape[-2]} positions, {end} asked"
+                )
+            self.buffer_keys[:, :, self.filled : end] = key_states
+            self.buffer_values[:, :, self.filled : end] = value_states
+            self.filled = end
+            self.keys, self.values = self.buffer_keys[:, :, :end], self.buffer_values[:, :, :end]
+            return self.keys, self.values
+
+    return BufferLayer
+
+
+_BUFFER_LAYER = None
+
+
+def _cache(buffer: torch.Tensor | None, filled: int):
+    """A transformers ``Cache`` over ``buffer`` (see ``HFScorer._kv_buffer``), or an empty
+    ``DynamicCache`` when there is no past."""
+    global _BUFFER_LAYER
+    from transformers.cache_utils import Cache, DynamicCache
+
+    if buffer is None:
+        return DynamicCache()
+    if _BUFFER_LAYER is None:
+        _BUFFER_LAYER = _buffer_layer_class()
+    return Cache(layers=[_BUFFER_LAYER(layer[0], layer[1], filled) for layer in buffer])
+
+
+def _returned_kv(out, buffer: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """The forward's keys and values as one ``[layers, 2, rows, heads, length, dim]`` tensor:
+    ``buffer`` when the forward filled it, else the returned cache's layers stacked; None when
+    the backbone returned no usable cache."""
+    kv = getattr(out, "past_key_values", None)
+    if kv is None or kv.get_seq_length() != length:
+        return None
+    if buffer is not None:
+        return buffer
+    return torch.stack([torch.stack((layer.keys, layer.values)) for layer in kv.layers])
