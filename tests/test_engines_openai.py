@@ -186,7 +186,10 @@ class Proxy:
                 self._send(401, json.dumps({"error": {"message": "bad key"}}).encode())
                 return False
 
-            def _forward(self, body, edit=None):
+            def _forward(self, body):
+                self._send(*self._fetch(body))
+
+            def _fetch(self, body, edit=None) -> tuple[int, bytes]:
                 req = urllib.request.Request(
                     proxy.upstream + self.path,
                     data=body,
@@ -200,7 +203,7 @@ class Proxy:
                     status, data = exc.code, exc.read()
                 if edit is not None and status == 200:
                     data = edit(data)
-                self._send(status, data)
+                return status, data
 
             def _send(self, status, data, headers=None):
                 self.send_response(status)
@@ -229,13 +232,17 @@ class Proxy:
             if failure is not None:
                 status, headers = failure
                 message = json.dumps({"error": {"message": f"proxy says {status}"}}).encode()
-                handler._send(status, message, headers)
-                return
-            time.sleep(self.delay)
-            handler._forward(body, self._strip if self.strip_token_ids else None)
+                answer = (status, message, headers)
+            else:
+                time.sleep(self.delay)
+                answer = (
+                    *handler._fetch(body, self._strip if self.strip_token_ids else None),
+                    None,
+                )
         finally:
-            with self.lock:
+            with self.lock:  # before answering: the client may send its next request at once
                 self.inflight -= 1
+        handler._send(*answer)
 
     @staticmethod
     def _strip(data: bytes) -> bytes:
