@@ -18,7 +18,11 @@ uncached suffix runs, with ``past_key_values``. Prefixes shared by two or more s
 call and not yet cached are run once first. Forwards are packed under a token budget
 (``batch_tokens`` new tokens per forward; padded past + new tokens bounded too, to at most
 ``MAX_FORWARD_KV_BYTES`` of key/value tensors); a sequence longer than the budget runs alone in
-chunks.
+chunks. Sequences that share their whole cached past (a search's children of one parent) run
+packed in one row, ``[past | child 1 | child 2 | ...]``, with a 4D mask that lets each child see
+the past and its own tokens only (SDPA backbones): fewer, larger forwards, since every forward
+streams all weights, and the past copied once (``MAX_PACK_EXTRA`` bounds the attention computed
+and masked away).
 
 Memory: the prefix cache holds at most ``cache_bytes`` of key/value tensors and scores (LRU
 eviction; ``prm_cache_bytes``); the blocks' key/value tensors live in large slabs whose slots are
@@ -69,6 +73,9 @@ SLAB_BYTES = 64 << 20
 # real (past + new).
 MAX_NEW_PADDING = 1.10
 MAX_TOTAL_PADDING = 1.25
+# Items sharing a cached past are packed into one row while the row's attention rectangle is at
+# most 1 + MAX_PACK_EXTRA times their own attention work (see _pack).
+MAX_PACK_EXTRA = 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,6 +278,52 @@ class _Item:
         return len(self.ids) - self.past
 
 
+@dataclass
+class _Row:
+    """Items sharing one cached past, run as one row: ``[past | item 1 new | item 2 new | ...]``;
+    each item attends to the past and to its own new tokens only."""
+
+    items: list[_Item]
+
+    @property
+    def blocks(self) -> list:
+        return self.items[0].blocks
+
+    @property
+    def past(self) -> int:
+        return self.items[0].past
+
+    @property
+    def new(self) -> int:
+        return sum(it.new for it in self.items)
+
+
+def _pack(items: list[_Item], max_extra: float, max_new: int, max_total: int) -> list[_Row]:
+    """Rows of items that share their cached past (same ids up to it), greedily while the row's
+    attention rectangle stays within ``1 + max_extra`` times the items' own attention work, its
+    new tokens within ``max_new`` and its past + new within ``max_total``."""
+    groups: dict[tuple[int, ...], list[_Item]] = {}
+    rows: list[_Row] = []
+    for it in items:
+        if it.past:
+            groups.setdefault(it.ids[: it.past], []).append(it)
+        else:
+            rows.append(_Row([it]))
+    for group in groups.values():
+        current: list[_Item] = []
+        for it in sorted(group, key=lambda it: it.new):
+            candidate = [*current, it]
+            past, total = it.past, sum(c.new for c in candidate)
+            own = sum(c.new * (past + c.new) for c in candidate)
+            too_big = total > max_new or past + total > max_total
+            if current and (too_big or total * (past + total) > (1 + max_extra) * own):
+                rows.append(_Row(current))
+                candidate = [it]
+            current = candidate
+        rows.append(_Row(current))
+    return rows
+
+
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -420,21 +473,30 @@ class HFScorer:
                 results[seq] = (torch.cat([b[1] for b in blocks]), 0)
             else:
                 todo.append(item)
-        for batch in self._plan(todo):
-            if len(batch) == 1 and batch[0].new > self.batch_tokens and self.reuse:
-                self._forward_chunked(batch[0], results)
-            else:
-                self._forward_batch(batch, results)
+        rows = [_Row([it]) for it in todo]
+        if self.reuse and _attention(self.backbone) == "sdpa":
+            rows = _pack(todo, MAX_PACK_EXTRA, *self._budgets(rows))
+        for batch in self._plan(rows):
+            if len(batch) == 1 and len(batch[0].items) == 1 and batch[0].new > self.batch_tokens:
+                if self.reuse:
+                    self._forward_chunked(batch[0].items[0], results)
+                    continue
+            self._forward_batch(batch, results)
         return results
 
-    def _plan(self, items: list[_Item]) -> list[list[_Item]]:
-        """Length buckets: first-fit by decreasing new length under the budgets and padding bounds."""
+    def _budgets(self, items: list[_Row]) -> tuple[int, int]:
+        """New tokens and (padded) past + new tokens one forward may hold."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
         kv = next((b[0] for it in items for b in it.blocks[:1]), None)
         if kv is not None:  # bytes of one token's keys and values over all layers
             per_token = kv.numel() * kv.element_size() // kv.shape[3]
             kv_budget = max(1, min(kv_budget, MAX_FORWARD_KV_BYTES // per_token))
-        batches: list[list[_Item]] = []
+        return budget, kv_budget
+
+    def _plan(self, items: list[_Row]) -> list[list[_Row]]:
+        """Length buckets: first-fit by decreasing new length under the budgets and padding bounds."""
+        budget, kv_budget = self._budgets(items)
+        batches: list[list[_Row]] = []
         shapes: list[tuple[int, int, int, int]] = []  # per batch: new max, past max, sums
         for item in sorted(items, key=lambda it: (it.new, it.past), reverse=True):
             for b, (new_max, past_max, new_sum, past_sum) in enumerate(shapes):
@@ -460,7 +522,7 @@ class HFScorer:
 
     # ---- forwards --------------------------------------------------------------------------
 
-    def _kv_buffer(self, items: list[_Item], past_max: int, length: int) -> torch.Tensor | None:
+    def _kv_buffer(self, items: list[_Row], past_max: int, length: int) -> torch.Tensor | None:
         """One buffer for the forward's keys and values, the rows' cached blocks copied in.
 
         ``[layers, 2, rows, kv_heads, length, head_dim]``: row ``i``'s past is left-padded to end
@@ -500,17 +562,37 @@ class HFScorer:
             scratch = self._scratch = torch.empty(numel, dtype=dtype, device=self.device)
         return scratch[:numel].view(shape)
 
-    def _forward_batch(self, batch: list[_Item], results: dict) -> None:
-        past_max = max(it.past for it in batch)
-        new_max = max(it.new for it in batch)
+    def _forward_batch(self, batch: list[_Row], results: dict) -> None:
+        past_max = max(row.past for row in batch)
+        new_max = max(row.new for row in batch)
         n = len(batch)
+        packed = any(len(row.items) > 1 for row in batch)
         input_ids = torch.zeros((n, new_max), dtype=torch.long)
         position_ids = torch.zeros((n, new_max), dtype=torch.long)
-        mask = torch.zeros((n, past_max + new_max), dtype=torch.long)
-        for i, it in enumerate(batch):
-            input_ids[i, : it.new] = torch.tensor(it.ids[it.past :])
-            position_ids[i] = torch.arange(it.past, it.past + new_max)
-            mask[i, past_max - it.past : past_max + it.new] = 1
+        if packed:  # [rows, 1, new, past + new], True: attend
+            mask = torch.zeros((n, 1, new_max, past_max + new_max), dtype=torch.bool)
+        else:
+            mask = torch.zeros((n, past_max + new_max), dtype=torch.long)
+        offsets: list[list[int]] = []
+        for i, row in enumerate(batch):
+            start, at, where = past_max - row.past, 0, []
+            for it in row.items:
+                input_ids[i, at : at + it.new] = torch.tensor(it.ids[it.past :])
+                position_ids[i, at : at + it.new] = torch.arange(it.past, it.past + it.new)
+                if packed:
+                    mask[i, 0, at : at + it.new, start:past_max] = True
+                    mask[i, 0, at : at + it.new, past_max + at : past_max + at + it.new] = (
+                        torch.ones((it.new, it.new), dtype=torch.bool).tril()
+                    )
+                where.append(at)
+                at += it.new
+            position_ids[i, at:] = torch.arange(row.past + at, row.past + new_max)
+            if packed:  # padding attends to itself only (a fully masked query would give NaN)
+                pad = torch.arange(at, new_max)
+                mask[i, 0, pad, past_max + pad] = True
+            else:
+                mask[i, start : past_max + at] = 1
+            offsets.append(where)
         kwargs = {}
         t0 = time.perf_counter()
         buffer = None
@@ -525,7 +607,10 @@ class HFScorer:
         )
         scores = self.head(out.last_hidden_state).float().cpu()
         self._count(
-            time.perf_counter() - t0, [(it.past, it.new) for it in batch], n * new_max, n * past_max
+            time.perf_counter() - t0,
+            [(row.past, [it.new for it in row.items]) for row in batch],
+            n * new_max,
+            n * past_max,
         )
         kv = _returned_kv(out, buffer, past_max + new_max) if self.reuse else None
         if kv is not None:
@@ -534,18 +619,24 @@ class HFScorer:
             logger.warning("PRM backbone returned no usable KV cache; prefix reuse disabled")
             self.reuse = False
             self.cache.clear()
-        for i, it in enumerate(batch):
-            new_scores = scores[i, : it.new]
-            if kv is not None:
-                self._store(it, kv, i, past_max, new_scores)
-            old = [b[1] for b in it.blocks]
-            results[it.ids] = (torch.cat([*old, new_scores]), it.new)
+        for i, row in enumerate(batch):
+            for it, at in zip(row.items, offsets[i], strict=True):
+                new_scores = scores[i, at : at + it.new]
+                if kv is not None:
+                    self._store(it, kv, i, past_max + at, new_scores)
+                old = [b[1] for b in it.blocks]
+                results[it.ids] = (torch.cat([*old, new_scores]), it.new)
 
     def _count(
-        self, seconds: float, rows: Sequence[tuple[int, int]], padded: int, padded_past: int
+        self,
+        seconds: float,
+        rows: Sequence[tuple[int, Sequence[int]]],
+        padded: int,
+        padded_past: int,
     ) -> None:
-        """Stats of one forward of ``rows`` ((past, new) per row) on padded rectangles."""
-        real = sum(new for _, new in rows)
+        """Stats of one forward of ``rows`` ((past, new tokens of each item) per row) on padded
+        rectangles; a row's past is counted once, however many items share it."""
+        real = sum(sum(news) for _, news in rows)
         past = sum(p for p, _ in rows)
         stats = self.stats
         stats.forwards += 1
@@ -555,7 +646,9 @@ class HFScorer:
         stats.padded_tokens += padded
         stats.real_past_tokens += past
         stats.padded_past_tokens += padded_past
-        stats.context_tokens += sum(p * new + new * (new + 1) // 2 for p, new in rows)
+        stats.context_tokens += sum(
+            p * new + new * (new + 1) // 2 for p, news in rows for new in news
+        )
 
     def _forward_chunked(self, item: _Item, results: dict) -> None:
         buffer = self._kv_buffer([item], item.past, len(item.ids))
@@ -572,7 +665,7 @@ class HFScorer:
             )
             cache = out.past_key_values
             chunks.append(self.head(out.last_hidden_state)[0].float().cpu())
-            self._count(time.perf_counter() - t0, [(start, len(ids))], len(ids), start)
+            self._count(time.perf_counter() - t0, [(start, [len(ids)])], len(ids), start)
         new_scores = torch.cat(chunks)
         kv = _returned_kv(out, buffer, len(item.ids))
         if kv is None:  # a backbone without a KV cache never gets here (it fails the first batch)
@@ -649,6 +742,11 @@ def _cache(buffer: torch.Tensor | None, filled: int):
     if _BUFFER_LAYER is None:
         _BUFFER_LAYER = _buffer_layer_class()
     return Cache(layers=[_BUFFER_LAYER(layer[0], layer[1], filled) for layer in buffer])
+
+
+def _attention(backbone: nn.Module) -> str:
+    """The backbone's attention implementation ("sdpa", "eager", ...), "" when unknown."""
+    return str(getattr(backbone.config, "_attn_implementation", "") or "")
 
 
 def _returned_kv(out, buffer: torch.Tensor | None, length: int) -> torch.Tensor | None:
