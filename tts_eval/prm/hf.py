@@ -391,6 +391,8 @@ class HFScorer:
         self._scratch: torch.Tensor | None = None  # see _scratch_tensor
         self._pool: _BlockPool | None = None  # storage of the cached blocks' keys and values
         self._kv_layout: tuple[int, int, int, torch.dtype] | None = None  # layers, heads, dim
+        # packed rows need a 4D boolean mask, which only SDPA attention reads as such
+        self._packable = _attention(backbone) == "sdpa"
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -474,14 +476,14 @@ class HFScorer:
             else:
                 todo.append(item)
         rows = [_Row([it]) for it in todo]
-        if self.reuse and _attention(self.backbone) == "sdpa":
+        if self.reuse and self._packable:
             rows = _pack(todo, MAX_PACK_EXTRA, *self._budgets(rows))
         for batch in self._plan(rows):
-            if len(batch) == 1 and len(batch[0].items) == 1 and batch[0].new > self.batch_tokens:
-                if self.reuse:
-                    self._forward_chunked(batch[0].items[0], results)
-                    continue
-            self._forward_batch(batch, results)
+            alone = len(batch) == 1 and len(batch[0].items) == 1
+            if self.reuse and alone and batch[0].new > self.batch_tokens:
+                self._forward_chunked(batch[0].items[0], results)
+            else:
+                self._forward_batch(batch, results)
         return results
 
     def _budgets(self, items: list[_Row]) -> tuple[int, int]:
@@ -530,9 +532,6 @@ class HFScorer:
         keys and values after it in place (see ``_cache``). None before the backbone's key/value
         layout is known (the first forward without a past; the model then allocates its own).
         """
-        ref = next((b[0] for it in items for b in it.blocks), None)  # [layers, 2, heads, bs, dim]
-        if ref is not None:
-            self._kv_layout = (ref.shape[0], ref.shape[2], ref.shape[4], ref.dtype)
         if self._kv_layout is None:
             return None
         layers, heads, dim, dtype = self._kv_layout
@@ -612,9 +611,7 @@ class HFScorer:
             n * new_max,
             n * past_max,
         )
-        kv = _returned_kv(out, buffer, past_max + new_max) if self.reuse else None
-        if kv is not None:
-            self._kv_layout = (kv.shape[0], kv.shape[3], kv.shape[5], kv.dtype)
+        kv = self._returned_kv(out, buffer, past_max + new_max) if self.reuse else None
         if self.reuse and kv is None:
             logger.warning("PRM backbone returned no usable KV cache; prefix reuse disabled")
             self.reuse = False
@@ -667,11 +664,24 @@ class HFScorer:
             chunks.append(self.head(out.last_hidden_state)[0].float().cpu())
             self._count(time.perf_counter() - t0, [(start, [len(ids)])], len(ids), start)
         new_scores = torch.cat(chunks)
-        kv = _returned_kv(out, buffer, len(item.ids))
+        kv = self._returned_kv(out, buffer, len(item.ids))
         if kv is None:  # a backbone without a KV cache never gets here (it fails the first batch)
             raise RuntimeError("PRM backbone returned no KV cache for a chunked forward")
         self._store(item, kv, 0, item.past, new_scores)
         results[item.ids] = (torch.cat([*(b[1] for b in item.blocks), new_scores]), item.new)
+
+    def _returned_kv(self, out, buffer: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """The forward's keys and values as one ``[layers, 2, rows, heads, length, dim]`` tensor
+        (``buffer`` when the forward filled it, else the returned cache's layers stacked), and
+        the layout ``_kv_buffer`` needs from then on; None when the backbone returned no usable
+        cache."""
+        kv = getattr(out, "past_key_values", None)
+        if kv is None or kv.get_seq_length() != length:
+            return None
+        if buffer is None:
+            buffer = torch.stack([torch.stack((layer.keys, layer.values)) for layer in kv.layers])
+        self._kv_layout = (buffer.shape[0], buffer.shape[3], buffer.shape[5], buffer.dtype)
+        return buffer
 
     def _store(
         self, item: _Item, kv: torch.Tensor, row: int, past_max: int, new_scores: torch.Tensor
@@ -747,15 +757,3 @@ def _cache(buffer: torch.Tensor | None, filled: int):
 def _attention(backbone: nn.Module) -> str:
     """The backbone's attention implementation ("sdpa", "eager", ...), "" when unknown."""
     return str(getattr(backbone.config, "_attn_implementation", "") or "")
-
-
-def _returned_kv(out, buffer: torch.Tensor | None, length: int) -> torch.Tensor | None:
-    """The forward's keys and values as one ``[layers, 2, rows, heads, length, dim]`` tensor:
-    ``buffer`` when the forward filled it, else the returned cache's layers stacked; None when
-    the backbone returned no usable cache."""
-    kv = getattr(out, "past_key_values", None)
-    if kv is None or kv.get_seq_length() != length:
-        return None
-    if buffer is not None:
-        return buffer
-    return torch.stack([torch.stack((layer.keys, layer.values)) for layer in kv.layers])
