@@ -247,16 +247,19 @@ def test_cache_memory_is_reused_and_released(prm_dirs, prms, monkeypatch):
 @pytest.mark.parametrize("prm_type", ["rlhflow", "qwen_prm"])
 def test_children_of_one_cached_parent_run_packed(prm_type, prm_dirs, prms, monkeypatch):
     """Children sharing their parent's cached past run as one row (fewer forwards than children,
-    the past counted once), with scores equal to a full rescoring; with packing off, one row each."""
+    the past counted once), with scores equal to a full rescoring; with packing off, one row each.
+    (Whether packing pays is the planner's call, tested in test_prm_planning; here it is forced.)"""
     from tts_eval.prm import hf
 
+    monkeypatch.setattr(hf, "MAX_PACK_EXTRA_COST", 100.0)
     _, scratch = prms[prm_type]
     parent = STEPS[:2]
     children = [(*parent, STEPS[k]) for k in (2, 3, 4)] + [(*parent, "## Step 3: x.")]
-    counts, default = {}, hf.MAX_PACK_EXTRA
-    for extra in (default, -1.0):  # -1: no row may hold two children
-        monkeypatch.setattr(hf, "MAX_PACK_EXTRA", extra)
+    counts = {}
+    for packable in (True, False):
         prm = load_prm(str(prm_dirs[prm_type]), device="cpu", block_size=4)
+        assert prm.scorer._packable  # the tiny PRMs run SDPA attention
+        prm.scorer._packable = packable
         prm.score([PRMRequest(PROBLEM, parent)])  # caches the parent's blocks
         prm.scorer.stats.reset()
         got = prm.score([PRMRequest(PROBLEM, c) for c in children])
@@ -264,6 +267,6 @@ def test_children_of_one_cached_parent_run_packed(prm_type, prm_dirs, prms, monk
         for g, r in zip(got, ref, strict=True):
             assert _close(g.step_scores, r.step_scores), (g, r)
         stats = prm.scorer.stats
-        counts[extra] = (stats.forwards, stats.real_past_tokens)
-    packed, single = counts[default], counts[-1.0]
+        counts[packable] = (stats.forwards, stats.real_past_tokens)
+    packed, single = counts[True], counts[False]
     assert packed[0] < single[0] and packed[1] < single[1]

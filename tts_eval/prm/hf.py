@@ -18,11 +18,10 @@ uncached suffix runs, with ``past_key_values``. Prefixes shared by two or more s
 call and not yet cached are run once first. Forwards are packed under a token budget
 (``batch_tokens`` new tokens per forward; padded past + new tokens bounded too, to at most
 ``MAX_FORWARD_KV_BYTES`` of key/value tensors); a sequence longer than the budget runs alone in
-chunks. Sequences that share their whole cached past (a search's children of one parent) run
+chunks. Sequences that share their whole cached past (a search's children of one parent) may run
 packed in one row, ``[past | child 1 | child 2 | ...]``, with a 4D mask that lets each child see
-the past and its own tokens only (SDPA backbones): fewer, larger forwards, since every forward
-streams all weights, and the past copied once (``MAX_PACK_EXTRA`` bounds the attention computed
-and masked away).
+the past and its own tokens only (SDPA backbones): the past copied once and rows of even lengths,
+at the price of attention computed and masked away.
 
 Memory: the prefix cache holds at most ``cache_bytes`` of key/value tensors and scores (LRU
 eviction; ``prm_cache_bytes``); the blocks' key/value tensors live in large slabs whose slots are
@@ -34,12 +33,18 @@ scorer holds besides its weights. Callers get plain Python floats and ints (no t
 call outside the cache). Backbones that return no KV cache (bidirectional encoders) run every
 sequence in full.
 
-Padding: a batched forward is a rectangle (rows x the longest new part, after the longest cached
-past), so rows of very different lengths waste compute on padding. Sequences are length-bucketed
-(first-fit in decreasing order of new tokens) so that in every forward the padded new tokens are
-at most ``MAX_NEW_PADDING`` times the real ones and the padded past + new at most
-``MAX_TOTAL_PADDING`` times the real past + new. ``HFScorer.stats`` (:class:`ScorerStats`) counts
-forwards, real and padded tokens and forward time, so the waste is measurable.
+Planning: a batched forward is a rectangle (rows x the longest new part, after the longest cached
+past), and every padded position costs as much as a real one. The planner (``_pack``, then
+``_bucket``) weighs that with a cost model in tokens of work through the weights (``_row_cost``:
+linear layers, attention from the backbone's shape, the past's copy; ``FORWARD_COST_TOKENS`` per
+forward): children are packed into a row only while the row costs at most
+``MAX_PACK_EXTRA_COST`` more than they would as rows of their own (so a tree search's short
+children on a long parent share a row, best-of-N's long samples on a short prompt do not), and
+rows go, by decreasing length, into the planned forward they add the least cost to, or into one
+of their own. Whatever the costs say, in every forward the padded new tokens are at most
+``MAX_NEW_PADDING`` times the real ones and the padded past + new at most ``MAX_TOTAL_PADDING``
+times the real past + new. ``HFScorer.stats`` (:class:`ScorerStats`) counts forwards, real and
+padded tokens and forward time, so the waste is measurable.
 
 What this module does not do: format requests (``formats``), pick the PRM type (``registry``).
 """
@@ -73,9 +78,18 @@ SLAB_BYTES = 64 << 20
 # real (past + new).
 MAX_NEW_PADDING = 1.10
 MAX_TOTAL_PADDING = 1.25
-# Items sharing a cached past are packed into one row while the row's attention rectangle is at
-# most 1 + MAX_PACK_EXTRA times their own attention work (see _pack).
-MAX_PACK_EXTRA = 1.0
+# The planner's cost of one forward, in units of one token's work through the weights (the linear
+# layers): FORWARD_COST_TOKENS + rows x new x (1 + key_cost x (past + new)) + PAST_COPY_COST x rows x
+# past, with ``new`` and ``past`` the forward's longest new part and cached past, and ``key_cost``
+# one query-key pair's attention work relative to a token's linear work, from the backbone's shape
+# (_key_cost). Measured on a 2-core CPU with SmolLM2-135M: a forward's fixed cost (every weight
+# streamed once) 16-32 tokens; copying a row's cached past into the forward's buffer ~0.01-0.05
+# tokens per past token.
+FORWARD_COST_TOKENS = 32
+PAST_COPY_COST = 0.02
+# Items sharing a cached past are packed into one row while the row costs at most
+# 1 + MAX_PACK_EXTRA_COST times what they cost as rows of their own (see _pack).
+MAX_PACK_EXTRA_COST = 0.05
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,30 +312,94 @@ class _Row:
         return sum(it.new for it in self.items)
 
 
-def _pack(items: list[_Item], max_extra: float, max_new: int, max_total: int) -> list[_Row]:
-    """Rows of items that share their cached past (same ids up to it), greedily while the row's
-    attention rectangle stays within ``1 + max_extra`` times the items' own attention work, its
-    new tokens within ``max_new`` and its past + new within ``max_total``."""
-    groups: dict[tuple[int, ...], list[_Item]] = {}
+def _row_cost(past: int, new: int, key_cost: float) -> float:
+    """Planned work of one row (see FORWARD_COST_TOKENS), in tokens through the linear layers:
+    every position runs them and attends to ``past + new`` keys (masked ones are computed too),
+    and the row's past is copied into the forward's buffer."""
+    return new * (1 + key_cost * (past + new)) + PAST_COPY_COST * past
+
+
+def _pack(items: list[_Item], key_cost: float, max_new: int, max_total: int) -> list[_Row]:
+    """Rows of items, those sharing their cached past (same ids up to it) packed together:
+    first-fit by decreasing new length into the first row of their past that then costs at most
+    ``1 + MAX_PACK_EXTRA_COST`` times its items as rows of their own (``_row_cost``: packing
+    saves the past's copies and makes rows of even lengths, at the price of attention computed
+    and masked away) and keeps its new tokens within ``max_new``, its past + new within
+    ``max_total``."""
     rows: list[_Row] = []
-    for it in items:
-        if it.past:
-            groups.setdefault(it.ids[: it.past], []).append(it)
+    groups: dict[tuple[int, ...], list[_Row]] = {}
+    for it in sorted(items, key=lambda it: it.new, reverse=True):
+        group = groups.setdefault(it.ids[: it.past], []) if it.past else []
+        for row in group:
+            new = row.new + it.new
+            alone = sum(_row_cost(i.past, i.new, key_cost) for i in (*row.items, it))
+            if (
+                new <= max_new
+                and row.past + new <= max_total
+                and _row_cost(row.past, new, key_cost) <= (1 + MAX_PACK_EXTRA_COST) * alone
+            ):
+                row.items.append(it)
+                break
         else:
             rows.append(_Row([it]))
-    for group in groups.values():
-        current: list[_Item] = []
-        for it in sorted(group, key=lambda it: it.new):
-            candidate = [*current, it]
-            past, total = it.past, sum(c.new for c in candidate)
-            own = sum(c.new * (past + c.new) for c in candidate)
-            too_big = total > max_new or past + total > max_total
-            if current and (too_big or total * (past + total) > (1 + max_extra) * own):
-                rows.append(_Row(current))
-                candidate = [it]
-            current = candidate
-        rows.append(_Row(current))
+            group.append(rows[-1])
     return rows
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """A planned forward: ``rows`` x (``past`` + ``new``) padded tokens, ``new_sum`` and
+    ``past_sum`` real ones (a packed row's past counted once)."""
+
+    rows: int = 0
+    new: int = 0
+    past: int = 0
+    new_sum: int = 0
+    past_sum: int = 0
+
+    def cost(self, key_cost: float) -> float:
+        return self.rows * _row_cost(self.past, self.new, key_cost)
+
+    def grown(self, row: _Row) -> _Shape:
+        return _Shape(
+            self.rows + 1,
+            max(self.new, row.new),
+            max(self.past, row.past),
+            self.new_sum + row.new,
+            self.past_sum + row.past,
+        )
+
+    def fits(self, budget: int, kv_budget: int) -> bool:
+        padded, padded_total = self.rows * self.new, self.rows * (self.past + self.new)
+        return (
+            padded <= budget
+            and padded_total <= kv_budget
+            and padded <= MAX_NEW_PADDING * self.new_sum
+            and padded_total <= MAX_TOTAL_PADDING * (self.past_sum + self.new_sum)
+        )
+
+
+def _bucket(rows: list[_Row], key_cost: float, budget: int, kv_budget: int) -> list[list[_Row]]:
+    """Forwards of ``rows``: by decreasing new length, each row goes where it adds the least
+    planned cost (``FORWARD_COST_TOKENS``, ``_row_cost``): into a forward already planned (padded
+    to its longest row and past) or into one of its own. A forward keeps to the token budgets
+    (``budget`` new, ``kv_budget`` padded past + new tokens) and to the padding bounds
+    (``MAX_NEW_PADDING``, ``MAX_TOTAL_PADDING``), however cheap it would be."""
+    forwards: list[tuple[_Shape, list[_Row]]] = []
+    for row in sorted(rows, key=lambda r: (r.new, r.past), reverse=True):
+        best, best_cost = None, FORWARD_COST_TOKENS + _row_cost(row.past, row.new, key_cost)
+        for i, (shape, _) in enumerate(forwards):
+            grown = shape.grown(row)
+            extra = grown.cost(key_cost) - shape.cost(key_cost)
+            if extra < best_cost and grown.fits(budget, kv_budget):
+                best, best_cost = i, extra
+        if best is None:
+            forwards.append((_Shape().grown(row), [row]))
+        else:
+            shape, planned = forwards[best]
+            planned.append(row)
+            forwards[best] = (shape.grown(row), planned)
+    return [planned for _, planned in forwards]
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -393,6 +471,7 @@ class HFScorer:
         self._kv_layout: tuple[int, int, int, torch.dtype] | None = None  # layers, heads, dim
         # packed rows need a 4D boolean mask, which only SDPA attention reads as such
         self._packable = _attention(backbone) == "sdpa"
+        self._key_cost = _key_cost(backbone)  # planning: attention work per query-key pair
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -475,10 +554,7 @@ class HFScorer:
                 results[seq] = (torch.cat([b[1] for b in blocks]), 0)
             else:
                 todo.append(item)
-        rows = [_Row([it]) for it in todo]
-        if self.reuse and self._packable:
-            rows = _pack(todo, MAX_PACK_EXTRA, *self._budgets(rows))
-        for batch in self._plan(rows):
+        for batch in self._plan(todo):
             alone = len(batch) == 1 and len(batch[0].items) == 1
             if self.reuse and alone and batch[0].new > self.batch_tokens:
                 self._forward_chunked(batch[0].items[0], results)
@@ -486,7 +562,7 @@ class HFScorer:
                 self._forward_batch(batch, results)
         return results
 
-    def _budgets(self, items: list[_Row]) -> tuple[int, int]:
+    def _budgets(self, items: Sequence[_Item | _Row]) -> tuple[int, int]:
         """New tokens and (padded) past + new tokens one forward may hold."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
         kv = next((b[0] for it in items for b in it.blocks[:1]), None)
@@ -495,32 +571,15 @@ class HFScorer:
             kv_budget = max(1, min(kv_budget, MAX_FORWARD_KV_BYTES // per_token))
         return budget, kv_budget
 
-    def _plan(self, items: list[_Row]) -> list[list[_Row]]:
-        """Length buckets: first-fit by decreasing new length under the budgets and padding bounds."""
+    def _plan(self, items: list[_Item]) -> list[list[_Row]]:
+        """The forwards that run ``items``: rows packed by cached past (SDPA backbones only,
+        ``_pack``), then bucketed into forwards (``_bucket``)."""
         budget, kv_budget = self._budgets(items)
-        batches: list[list[_Row]] = []
-        shapes: list[tuple[int, int, int, int]] = []  # per batch: new max, past max, sums
-        for item in sorted(items, key=lambda it: (it.new, it.past), reverse=True):
-            for b, (new_max, past_max, new_sum, past_sum) in enumerate(shapes):
-                rows = len(batches[b]) + 1  # new_max stays: items come by decreasing new
-                past_max, new_sum, past_sum = (
-                    max(past_max, item.past),
-                    new_sum + item.new,
-                    past_sum + item.past,
-                )
-                if (
-                    rows * new_max <= budget
-                    and rows * (past_max + new_max) <= kv_budget
-                    and rows * new_max <= MAX_NEW_PADDING * new_sum
-                    and rows * (past_max + new_max) <= MAX_TOTAL_PADDING * (past_sum + new_sum)
-                ):
-                    batches[b].append(item)
-                    shapes[b] = (new_max, past_max, new_sum, past_sum)
-                    break
-            else:
-                batches.append([item])
-                shapes.append((item.new, item.past, item.new, item.past))
-        return batches
+        if self.reuse and self._packable:
+            rows = _pack(items, self._key_cost, budget, kv_budget)
+        else:
+            rows = [_Row([it]) for it in items]
+        return _bucket(rows, self._key_cost, budget, kv_budget)
 
     # ---- forwards --------------------------------------------------------------------------
 
@@ -757,3 +816,21 @@ def _cache(buffer: torch.Tensor | None, filled: int):
 def _attention(backbone: nn.Module) -> str:
     """The backbone's attention implementation ("sdpa", "eager", ...), "" when unknown."""
     return str(getattr(backbone.config, "_attn_implementation", "") or "")
+
+
+def _key_cost(backbone: nn.Module) -> float:
+    """One query-key pair's attention work (scores and the weighted sum of values, all layers)
+    relative to one token's work through the linear layers: 4 x query width x layers / (2 x
+    non-embedding parameters); ~3e-4 for SmolLM2-135M (measured on CPU: 2.6-3.8e-4). 0.0 when
+    the config does not give the shape."""
+    config = backbone.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers = getattr(config, "num_hidden_layers", None)
+    heads = getattr(config, "num_attention_heads", None)
+    hidden = getattr(config, "hidden_size", None)
+    head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    embedding = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, nn.Embedding))
+    linear = sum(p.numel() for p in backbone.parameters()) - embedding
+    if not (layers and heads and head_dim) or linear <= 0:
+        return 0.0
+    return 4 * heads * head_dim * layers / (2 * linear)

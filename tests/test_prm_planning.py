@@ -1,0 +1,110 @@
+"""How the transformers PRM scorer plans its forwards: packing by cached past, then bucketing.
+
+Pure tables over ``tts_eval.prm.hf._pack`` / ``_bucket`` (no model): which items share a row,
+which rows share a forward, under the cost model and the budgets. That packed rows score like
+separate ones is tested on tiny real PRMs in test_prm_models.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tts_eval.prm import hf
+
+BLOCK = 16
+KEY_COST = 3.2e-4  # SmolLM2-135M's (see hf._key_cost)
+
+
+def _item(past: int, new: int, prefix: int = 0) -> hf._Item:
+    """An item with ``past`` cached tokens (ids from ``prefix``) and ``new`` uncached ones."""
+    assert past % BLOCK == 0
+    ids = tuple(range(prefix, prefix + past)) + tuple(range(10**6, 10**6 + new))
+    blocks = [(None, torch.zeros(BLOCK), k) for k in range(past // BLOCK)]
+    return hf._Item(ids, blocks)
+
+
+def _shape(rows: list[hf._Row]) -> list[tuple[int, ...]]:
+    return sorted(tuple(sorted(it.new for it in row.items)) for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("past", "news", "rows"),
+    [
+        # best-of-N samples on a short prompt: packing two nearly doubles their attention (+8%)
+        (96, [280, 280], [(280,), (280,)]),
+        # a tree search's children on a long parent: the past copied once, attention +4%
+        (304, [50, 50, 50, 50], [(50, 50, 50, 50)]),
+        (400, [30] * 8, [(30,) * 8]),
+        # short children ride along a long one (+1%), but two long ones stay apart (+6%)
+        (304, [400, 40, 30, 20], [(20, 30, 40, 400)]),
+        (304, [400, 400, 40], [(40, 400), (400,)]),
+        # nothing cached: nothing to share
+        (0, [50, 50], [(50,), (50,)]),
+    ],
+)
+def test_pack_shares_a_row_when_it_costs_little(past, news, rows):
+    assert _shape(hf._pack([_item(past, n) for n in news], KEY_COST, 8192, 8192)) == rows
+
+
+def test_pack_keeps_different_pasts_and_the_budgets_apart():
+    items = [_item(304, 50, prefix=0), _item(304, 50, prefix=0), _item(304, 50, prefix=7)]
+    packed = hf._pack(items, KEY_COST, 8192, 8192)
+    assert _shape(packed) == [(50,), (50, 50)]  # the third has the same length, another past
+    assert all(len({it.ids[:304] for it in row.items}) == 1 for row in packed)
+    four = [_item(304, 50) for _ in range(4)]
+    assert _shape(hf._pack(four, KEY_COST, 100, 8192)) == [(50, 50), (50, 50)]  # new budget
+    assert _shape(hf._pack(four, KEY_COST, 8192, 404)) == [(50, 50), (50, 50)]  # past + new
+
+
+def test_pack_extra_cost_bound_decides(monkeypatch):
+    items = [_item(96, 280), _item(96, 280)]
+    monkeypatch.setattr(hf, "MAX_PACK_EXTRA_COST", 0.10)  # the +8% of the pair is now allowed
+    assert _shape(hf._pack(items, KEY_COST, 8192, 8192)) == [(280, 280)]
+    monkeypatch.setattr(hf, "MAX_PACK_EXTRA_COST", 0.05)
+    assert _shape(hf._pack(items, 0.0, 8192, 8192)) == [(280, 280)]  # free attention: packed
+
+
+def _rows(*shapes: tuple[int, int]) -> list[hf._Row]:
+    return [hf._Row([_item(past, new, prefix=i * 10**4)]) for i, (past, new) in enumerate(shapes)]
+
+
+def _forwards(plan: list[list[hf._Row]]) -> list[list[tuple[int, int]]]:
+    return sorted(sorted((r.past, r.new) for r in batch) for batch in plan)
+
+
+def test_bucket_joins_similar_rows_and_splits_on_the_padding_bounds():
+    similar = _rows(*[(96, n) for n in (100, 98, 97, 95, 93)])
+    assert len(hf._bucket(similar, KEY_COST, 8192, 8192)) == 1
+    # 300 and 30 new tokens: one rectangle would be 80% padding
+    assert _forwards(hf._bucket(_rows((96, 300), (96, 30)), KEY_COST, 8192, 8192)) == [
+        [(96, 30)],
+        [(96, 300)],
+    ]
+    plan = hf._bucket(similar + _rows((96, 300), (96, 30)), KEY_COST, 8192, 8192)
+    for batch in plan:  # every forward within the bounds
+        new, past = max(r.new for r in batch), max(r.past for r in batch)
+        assert len(batch) * new <= hf.MAX_NEW_PADDING * sum(r.new for r in batch)
+        total = sum(r.new + r.past for r in batch)
+        assert len(batch) * (new + past) <= hf.MAX_TOTAL_PADDING * total
+
+
+def test_bucket_keeps_to_the_token_budgets():
+    rows = _rows(*[(96, 100)] * 10)
+    assert [len(b) for b in hf._bucket(rows, KEY_COST, 450, 8192)] == [4, 4, 2]
+    assert [len(b) for b in hf._bucket(rows, KEY_COST, 8192, 600)] == [3, 3, 3, 1]
+    big = _rows((0, 9000), (0, 10))
+    assert _forwards(hf._bucket(big, KEY_COST, 8192, 8192 * 8)) == [[(0, 10)], [(0, 9000)]]
+
+
+def test_bucket_weighs_a_forward_against_padding(monkeypatch):
+    """Rows within the padding bounds share a forward when the padding costs less than a
+    forward of their own (FORWARD_COST_TOKENS), and not when forwards are free."""
+    rows = _rows((96, 100), (96, 92))  # 8 padded tokens
+    assert len(hf._bucket(rows, KEY_COST, 8192, 8192)) == 1
+    monkeypatch.setattr(hf, "FORWARD_COST_TOKENS", 0)
+    assert len(hf._bucket(rows, KEY_COST, 8192, 8192)) == 2
+    monkeypatch.setattr(hf, "FORWARD_COST_TOKENS", 5)  # 8 padded tokens cost more than 5
+    assert len(hf._bucket(rows, KEY_COST, 8192, 8192)) == 2
+    monkeypatch.setattr(hf, "FORWARD_COST_TOKENS", 10)
+    assert len(hf._bucket(rows, KEY_COST, 8192, 8192)) == 1
