@@ -15,9 +15,10 @@ prints:
 - PRM tokens (real, i.e. processed) and padded tokens of the PRM forwards, their ratio, and the
   padded/real ratio of the cached past attended to;
 - PRM ms per real token: in the search (whole ``score`` calls, and forwards only), and the search's
-  score calls replayed on an empty cache alternating with a plain full-sequence forward of the
-  same final solutions (no cache, length-sorted batches of ``--plain-batch`` rows, right padding,
-  as the reference scripts do), so that both see the same load of this shared machine;
+  score calls replayed on an empty cache alternating, forward by forward, with a plain
+  full-sequence forward of the same final solutions (no cache, length-sorted batches of
+  ``--plain-batch`` rows, right padding, as the reference scripts do), so that both see the same
+  load of this shared machine;
 - engine time vs a plain ``vllm.LLM.generate`` of the same requests (each recorded call replayed as
   one call with the requests' own ``n``, after a prefix-cache reset, as the run had);
 - peak RSS of the process during the strategy (``VmHWM`` after ``/proc/self/clear_refs``), the PRM
@@ -183,23 +184,47 @@ def plain_prm_forward(scorer, rows: list[tuple[int, ...]]) -> tuple[float, int, 
     return seconds, sum(len(s) for s in rows), len(rows) * width, context
 
 
-def interleaved_prm(prm, scored: list[list[PRMRequest]], batches) -> tuple[float, float, list]:
+def interleaved_prm(
+    prm, scored: list[list[PRMRequest]], batches, expected: int
+) -> tuple[float, float, list]:
     """Replay the search's score calls on an empty prefix cache with the plain forwards of
-    ``batches`` spread between them; returns our forward seconds, real tokens and the plain
-    forwards' (seconds, real, padded, context) sums. Alternating the two on this shared machine
-    compares them under the same load; a comparison of two long runs one after the other does not
-    (their speeds here differ by up to 20% from one minute to the next)."""
+    ``batches`` spread between our forwards (in proportion to the ``expected`` real tokens of the
+    replay); returns our forward seconds, real tokens and the plain forwards' (seconds, real,
+    padded, context) sums. Alternating the two forward by forward on this shared machine compares
+    them under the same load; a comparison of two long runs one after the other does not (their
+    speeds here differ by up to 20% from one minute to the next), nor does alternating by call
+    (best_of_n scores everything in one call)."""
     scorer = prm.scorer
     scorer.clear_cache()
     scorer.stats.reset()
     plain = [0.0, 0, 0, 0]
     done = 0
-    for i, requests in enumerate(scored):
-        prm.score(requests)
-        while done < len(batches) * (i + 1) // len(scored):
+
+    def catch_up() -> None:
+        nonlocal plain, done
+        while done < len(batches) and done * expected <= len(batches) * scorer.stats.real_tokens:
             forward = plain_prm_forward(scorer, batches[done])
             plain = [a + b for a, b in zip(plain, forward, strict=True)]
             done += 1
+
+    def after(method):
+        def wrapped(*args, **kwargs):
+            out = method(*args, **kwargs)
+            catch_up()
+            return out
+
+        return wrapped
+
+    scorer._forward_batch = after(scorer._forward_batch)
+    scorer._forward_chunked = after(scorer._forward_chunked)
+    try:
+        for requests in scored:
+            prm.score(requests)
+    finally:
+        del scorer._forward_batch, scorer._forward_chunked
+    for batch in batches[done:]:  # rounding: the last ones, if any
+        forward = plain_prm_forward(scorer, batch)
+        plain = [a + b for a, b in zip(plain, forward, strict=True)]
     return scorer.stats.forward_s, scorer.stats.real_tokens, plain
 
 
@@ -402,10 +427,12 @@ def main() -> None:
         fwd = 1000 * st.forward_s / max(st.real_tokens, 1)
         context = st.context_tokens / max(st.real_tokens, 1)
         batches = plain_batches(prm_inner, finals, args.plain_batch)
-        i_s, i_real, (p_s, p_real, p_pad, p_ctx) = interleaved_prm(prm_inner, prm.scored, batches)
+        i_s, i_real, (p_s, p_real, p_pad, p_ctx) = interleaved_prm(
+            prm_inner, prm.scored, batches, st.real_tokens
+        )
         print(
             f"  PRM ms/real token: in the search {ours:.2f} (forwards only {fwd:.2f}); replayed "
-            f"on an empty cache, alternating with a plain full-sequence forward of the "
+            f"on an empty cache, alternating forward by forward with a plain full-sequence forward of the "
             f"{len(finals)} final solutions ({p_real} real, {p_pad} padded tokens, {p_s:.1f}s): "
             f"tts-eval {1000 * i_s / i_real:.2f} vs plain {1000 * p_s / p_real:.2f} "
             f"({i_s / i_real / (p_s / p_real):.2f}x)"
