@@ -21,6 +21,7 @@ What this module does not do: implement evaluation itself; each subcommand deleg
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -29,6 +30,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 
 from tts_eval.errors import EngineError, OutOfMemoryError
+
+logger = logging.getLogger(__name__)
 
 # Errors that tts-eval raises on purpose with a one-line message naming what to change.
 ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
@@ -128,6 +131,15 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
 }
 
 
+def _after_interrupt(unraisable) -> None:
+    """After an interrupt, an object the signal cut off mid-construction (a progress bar, say)
+    can fail in its ``__del__`` at exit; that is logged at debug level, not printed after the one
+    line that says the run was interrupted."""
+    logger.debug(
+        "after interrupt: %s in %r", unraisable.exc_value, unraisable.object, exc_info=False
+    )
+
+
 def run_command(name: str, argv: Sequence[str]) -> int:
     """Run subcommand ``name``: one line and an exit status for our errors and for signals."""
     try:
@@ -140,6 +152,7 @@ def run_command(name: str, argv: Sequence[str]) -> int:
             + (f"; {after}" if after else ""),
             file=sys.stderr,
         )
+        sys.unraisablehook = _after_interrupt
         return 128 + signum
     except ONE_LINE_ERRORS as exc:
         if os.environ.get(TRACEBACK_ENV):
