@@ -200,9 +200,12 @@ def interleaved_prm(
     plain = [0.0, 0, 0, 0]
     done = 0
 
-    def catch_up() -> None:
+    def catch_up(last: bool = False) -> None:
+        """Run the plain batches due after ``scorer.stats.real_tokens`` of ours (all when last)."""
         nonlocal plain, done
-        while done < len(batches) and done * expected <= len(batches) * scorer.stats.real_tokens:
+        while done < len(batches) and (
+            last or done * expected <= len(batches) * scorer.stats.real_tokens
+        ):
             forward = plain_prm_forward(scorer, batches[done])
             plain = [a + b for a, b in zip(plain, forward, strict=True)]
             done += 1
@@ -222,9 +225,7 @@ def interleaved_prm(
             prm.score(requests)
     finally:
         del scorer._forward_batch, scorer._forward_chunked
-    for batch in batches[done:]:  # rounding: the last ones, if any
-        forward = plain_prm_forward(scorer, batch)
-        plain = [a + b for a, b in zip(plain, forward, strict=True)]
+    catch_up(last=True)  # rounding: the last ones, if any
     return scorer.stats.forward_s, scorer.stats.real_tokens, plain
 
 
@@ -432,8 +433,8 @@ def main() -> None:
         )
         print(
             f"  PRM ms/real token: in the search {ours:.2f} (forwards only {fwd:.2f}); replayed "
-            f"on an empty cache, alternating forward by forward with a plain full-sequence forward of the "
-            f"{len(finals)} final solutions ({p_real} real, {p_pad} padded tokens, {p_s:.1f}s): "
+            f"on an empty cache, alternating forward by forward with a plain full-sequence "
+            f"forward of the {len(finals)} final solutions ({p_real} real, {p_pad} padded tokens, {p_s:.1f}s): "
             f"tts-eval {1000 * i_s / i_real:.2f} vs plain {1000 * p_s / p_real:.2f} "
             f"({i_s / i_real / (p_s / p_real):.2f}x)"
         )

@@ -135,9 +135,7 @@ def _after_interrupt(unraisable) -> None:
     """After an interrupt, an object the signal cut off mid-construction (a progress bar, say)
     can fail in its ``__del__`` at exit; that is logged at debug level, not printed after the one
     line that says the run was interrupted."""
-    logger.debug(
-        "after interrupt: %s in %r", unraisable.exc_value, unraisable.object, exc_info=False
-    )
+    logger.debug("after interrupt: %s in %r", unraisable.exc_value, unraisable.object)
 
 
 def run_command(name: str, argv: Sequence[str]) -> int:

@@ -562,7 +562,7 @@ class HFScorer:
                 self._forward_batch(batch, results)
         return results
 
-    def _budgets(self, items: Sequence[_Item | _Row]) -> tuple[int, int]:
+    def _budgets(self, items: Sequence[_Item]) -> tuple[int, int]:
         """New tokens and (padded) past + new tokens one forward may hold."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
         kv = next((b[0] for it in items for b in it.blocks[:1]), None)
