@@ -47,6 +47,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What to do after an interruption, per command (default: nothing to add).
 AFTER_INTERRUPT = {
     "sweep": "re-run the same command to resume",
+    "label": "re-run the same command to resume",
+    "train-prm": "re-run the same command to resume from the last checkpoint",
     "eval": "re-run the same command to start again",
 }
 
@@ -99,6 +101,15 @@ def _eval(argv: Sequence[str]) -> int:
     return 0
 
 
+def _learn(name: str) -> Callable[[Sequence[str]], int]:
+    def handler(argv: Sequence[str]) -> int:
+        from tts_eval.learn import cli as learn_cli
+
+        return getattr(learn_cli, name)(argv)
+
+    return handler
+
+
 def _workflow(name: str) -> Callable[[Sequence[str]], int]:
     def handler(argv: Sequence[str]) -> int:
         from tts_eval.workflow import cli as workflow_cli
@@ -127,6 +138,18 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "compare": (
         "one leaderboard of sweeps and lm-eval runs at matched compute (FLOPs), with figures",
         _workflow("compare_main"),
+    ),
+    "label": (
+        "label the steps of the policy's own solutions by Monte Carlo rollouts (PRM data)",
+        _learn("label_main"),
+    ),
+    "train-prm": (
+        "fine-tune a causal LM as a token-classification PRM on step labels",
+        _learn("train_main"),
+    ),
+    "prm-eval": (
+        "score a PRM on labelled steps (AUROC, accuracy, ProcessBench F1), no search",
+        _learn("prm_eval_main"),
     ),
 }
 

@@ -8,6 +8,19 @@ order, on every platform (``random.Random`` with an integer seed; ``random``, ``
 ``choice`` are stable across Python versions), so no data file is shipped or downloaded:
 ``load_arith`` generates the 100 problems of the task (a test pins the first ones).
 
+Three tasks share these hooks (their YAML passes ``dataset_kwargs`` to ``load_arith``):
+
+- ``arith``: the first 100 problems of seed 2026;
+- ``arith_500``: the first 500 problems of seed 2026 (``arith`` is its first 100): a test split
+  large enough for paired comparisons;
+- ``arith_train``: 2,000 problems of seed 1, leaving out every question that occurs among the first
+  5,000 problems of seed 2026 (:data:`TEST_RESERVE`), so a PRM trained on it never saw a test
+  question (``tts-eval label --task arith_train``).
+
+``check_step(doc, step)`` is the task's exact step checker (read by ``tts-eval label``): a step
+that states arithmetic (``9 - 2 + 1 = 8``) is right when every such equation holds, wrong when
+one does not, and not checkable (None) when it states none.
+
 The prompt asks for one step per line (search with ``step_delimiter=\n``: SmolLM2 rarely leaves
 blank lines between steps) and a last line ``The answer is N.`` (what
 ``tts_eval.grader.NumberAnswerSpec`` recognises as a final step). ``process_results`` grades
@@ -23,10 +36,14 @@ the standard library at import time.
 from __future__ import annotations
 
 import random
+import re
+from fractions import Fraction
 from typing import Any
 
 COUNT = 100
 SEED = 2026
+# Questions of the first TEST_RESERVE problems of seed SEED never enter a training split.
+TEST_RESERVE = 5000
 INSTRUCTION = (
     "Solve the problem step by step. Write each step on its own line and end with "
     'a last line of the form "The answer is N."'
@@ -116,15 +133,75 @@ def generate_problems(count: int = COUNT, seed: int = SEED) -> list[dict[str, An
     return rows
 
 
+def training_problems(count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` problems of ``seed`` whose questions are none of the first :data:`TEST_RESERVE`
+    problems of :data:`SEED` (drawn on until ``count`` are kept; uids keep the draw index)."""
+    if seed == SEED:
+        raise ValueError(f"a training split needs another seed than the test seed {SEED}")
+    reserved = {row["question"] for row in generate_problems(TEST_RESERVE, SEED)}
+    kept: list[dict[str, Any]] = []
+    drawn = count
+    while len(kept) < count:
+        kept = [row for row in generate_problems(drawn, seed) if row["question"] not in reserved]
+        drawn += count - len(kept)
+    return kept[:count]
+
+
 def doc_to_text(doc: dict) -> str:
     return f"{doc['question']}\n\n{INSTRUCTION}"
 
 
-def load_arith(**kwargs):
-    """A ``DatasetDict`` with the task's ``test`` split (kwargs from lm-eval's metadata are ignored)."""
+def load_arith(count: int = COUNT, seed: int = SEED, split: str = "test", **kwargs):
+    """A ``DatasetDict`` with one ``test`` split: ``count`` problems of ``seed`` (``split="train"``:
+    :func:`training_problems`). Other kwargs (lm-eval's metadata) are ignored."""
     import datasets
 
-    return datasets.DatasetDict({"test": datasets.Dataset.from_list(generate_problems())})
+    if split not in ("test", "train"):
+        raise ValueError(f"arith split={split!r} is invalid; accepted: test, train")
+    rows = training_problems(count, seed) if split == "train" else generate_problems(count, seed)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+_NUMBER = r"\d+(?:\.\d+)?"
+_OPERATOR = r"[-+*/×x÷−]"
+_EQUATION = re.compile(
+    rf"(?<![\w.])({_NUMBER}(?:\s*{_OPERATOR}\s*{_NUMBER})+)\s*=\s*(-?{_NUMBER})(?![\w.]*\d)"
+)
+_TOKEN = re.compile(rf"{_NUMBER}|{_OPERATOR}")
+
+
+def _evaluate(expression: str) -> Fraction | None:
+    """Value of ``a op b op c ...`` with the usual precedence (* and / before + and -)."""
+    tokens = _TOKEN.findall(expression)
+    ops = {"×": "*", "x": "*", "÷": "/", "−": "-"}
+    terms: list[Fraction] = [Fraction(tokens[0])]
+    signs: list[int] = [1]
+    for op, number in zip(tokens[1::2], tokens[2::2], strict=False):
+        op = ops.get(op, op)
+        value = Fraction(number)
+        if op in "+-":
+            terms.append(value)
+            signs.append(1 if op == "+" else -1)
+        elif op == "*":
+            terms[-1] *= value
+        elif value == 0:
+            return None
+        else:
+            terms[-1] /= value
+    return sum((s * t for s, t in zip(signs, terms, strict=True)), Fraction(0))
+
+
+def check_step(doc: dict, step: str) -> bool | None:
+    """Exact check of one step's arithmetic: False if an equation it states is wrong, True if it
+    states at least one and all hold, None if it states none (see the module docstring)."""
+    verdicts = []
+    for lhs, rhs in _EQUATION.findall(step):
+        value = _evaluate(lhs)
+        if value is not None:
+            verdicts.append(value == Fraction(rhs))
+    if not verdicts:
+        return None
+    return all(verdicts)
 
 
 def process_results(doc: dict, results: list) -> dict:

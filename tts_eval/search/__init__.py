@@ -8,9 +8,12 @@ the compute-optimal routing table) live in :mod:`tts_eval.settings`. Nothing in 
 torch, transformers, vllm or lm_eval.
 
 What this package does not do: load models (``tts_eval.engines``, ``tts_eval.prm``) or extract and
-grade answers (``tts_eval.grader``; strategies receive an ``AnswerSpec``).
+grade answers (``tts_eval.grader``; strategies receive an ``AnswerSpec``). The step primitives
+(``Node``, ``extend``, ``step_request``, ``segment_steps``, ``derive_seed``) are exported for code
+that generates solutions the way the searches do (``tts_eval.learn``).
 """
 
+from tts_eval.search._common import Node, derive_seed, extend, segment_steps, step_request
 from tts_eval.search.run import check_problems, run_search
 from tts_eval.search.voting import (
     AnswerGrouper,
@@ -35,6 +38,11 @@ from tts_eval.settings import (  # re-exported: the settings a search takes
 
 __all__ = [
     "AGGREGATIONS",
+    "Node",
+    "derive_seed",
+    "extend",
+    "segment_steps",
+    "step_request",
     "SELECTIONS",
     "STRATEGIES",
     "AnswerGrouper",

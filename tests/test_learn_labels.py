@@ -1,0 +1,127 @@
+"""Monte Carlo step labels on scripted policies: hand-computed labels, sources, costs, batching."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import EOS, FakeAnswerSpec, RandomEngine, ScriptedEngine, encode
+
+from tts_eval.learn.rollouts import (
+    LabelProblem,
+    LabelSettings,
+    StepLabel,
+    combine_labels,
+    label_problems,
+    rollout_answer,
+)
+from tts_eval.types import Completion, FinishReason
+
+# Solution 0: "a" then \boxed{4} (right). Solution 1: "b", "c", \boxed{3} (wrong).
+SCRIPT = {
+    "": ["a\n", "b\n"],
+    "a\n": [f"\\boxed{{4}}{EOS}"],
+    "b\n": ["c\n", f"\\boxed{{5}}{EOS}"],
+    "b\nc\n": [f"\\boxed{{3}}{EOS}", f"\\boxed{{4}}{EOS}", f"\\boxed{{4}}{EOS}"],
+}
+
+
+def _problem(uid: str = "p", gold: str = "4") -> LabelProblem:
+    return LabelProblem(uid, f"problem {uid}", encode("P|"), gold)
+
+
+def _settings(**kw) -> LabelSettings:
+    return LabelSettings(**{"samples": 2, "rollouts": 3, "step_delimiter": "\n", **kw})
+
+
+def test_labels_equal_a_hand_computed_monte_carlo_estimate():
+    engine = ScriptedEngine(SCRIPT)
+    [result] = label_problems([_problem()], engine, FakeAnswerSpec(), _settings())
+    first, second = result.solutions
+    assert first.steps == (
+        StepLabel("a", True, 1.0, "mc"),  # 3 of 3 rollouts from "a" answer 4
+        StepLabel("\\boxed{4}", True, None, "outcome"),
+    )
+    assert (first.correct, first.answer, first.ended) == (True, "4", "eos")
+    # From "b": sample 0 -> c -> 3, sample 1 -> 5, sample 2 -> c -> 4: 1 of 3.
+    # From "b c": 3, 4, 4: 2 of 3. The last step is the solution's own (wrong) answer.
+    assert second.steps == (
+        StepLabel("b", True, pytest.approx(1 / 3), "mc"),
+        StepLabel("c", True, pytest.approx(2 / 3), "mc"),
+        StepLabel("\\boxed{3}", False, None, "outcome"),
+    )
+    assert (second.correct, second.answer) == (False, "3")
+    # Rollouts are one engine call: one request of 3 samples per non-final step.
+    rollout_call = engine.calls[-1]
+    assert [r.params.n for r in rollout_call] == [3, 3, 3]
+    assert [r.params.stop for r in rollout_call] == [(), (), ()]
+    prefixes = [bytes(r.prompt_ids).decode() for r in rollout_call]
+    assert prefixes == ["P|a\n", "P|b\n", "P|b\nc\n"]
+    cost = result.cost
+    assert cost.rollout_tokens == sum(
+        len(c.token_ids) for out in engine.outputs[-1] for c in out.completions
+    )
+    assert cost.rollout_prompt_tokens == sum(len(r.prompt_ids) * 3 for r in rollout_call)
+    assert cost.solution_tokens == first.tokens + second.tokens
+
+
+def test_without_rollouts_every_step_takes_the_outcome():
+    engine = ScriptedEngine(SCRIPT)
+    [result] = label_problems([_problem()], engine, FakeAnswerSpec(), _settings(rollouts=0))
+    assert [s.label for s in result.solutions[0].steps] == [True, True]
+    assert [s.label for s in result.solutions[1].steps] == [False, False, False]
+    assert {s.source for sol in result.solutions for s in sol.steps} == {"outcome"}
+    assert len(engine.calls) == 3  # three rounds of steps, no rollout call
+
+
+def test_the_step_checker_overrides_with_false():
+    engine = ScriptedEngine(SCRIPT)
+    checker = {"p": lambda step: False if step == "c" else None}
+    [result] = label_problems([_problem()], engine, FakeAnswerSpec(), _settings(), checkers=checker)
+    assert result.solutions[1].steps[1] == StepLabel("c", False, pytest.approx(2 / 3), "checker")
+    assert result.solutions[1].steps[0].source == "mc"
+
+
+def test_a_rollout_ends_at_its_first_final_step_and_a_cut_off_one_reaches_nothing():
+    answers = FakeAnswerSpec()
+    done = Completion("\\boxed{4}\nmore \\boxed{5}", (1,), FinishReason.EOS)
+    assert rollout_answer("x\n", done, answers, "\n") == "4"
+    cut = Completion("y\nz", (1,), FinishReason.LENGTH)
+    assert rollout_answer("x\n", cut, answers, "\n") is None
+
+
+def test_combine_labels_table():
+    views = ("s1", "s2", "s3")
+    got = combine_labels(views, outcome=False, mc={0: 0.0, 1: 0.5}, checker=None)
+    assert [(s.label, s.soft, s.source) for s in got] == [
+        (False, 0.0, "mc"),
+        (True, 0.5, "mc"),
+        (False, None, "outcome"),
+    ]
+
+
+def test_a_truncated_solution_ends_false():
+    script = {"": ["a\n"], "a\n": ["b" * 50 + EOS]}
+    engine = ScriptedEngine(script)
+    [result] = label_problems(
+        [_problem()], engine, FakeAnswerSpec(), _settings(samples=1, rollouts=2, max_tokens=10)
+    )
+    [solution] = result.solutions
+    assert solution.ended == "length"
+    assert solution.steps[-1] == StepLabel("b" * 8, False, None, "outcome")
+
+
+def test_labels_do_not_depend_on_the_batch():
+    settings = LabelSettings(samples=3, rollouts=2, step_delimiter="\n\n", max_tokens=200)
+    problems = [_problem(f"u{i}", gold="7") for i in range(3)]
+    together = label_problems(problems, RandomEngine(), FakeAnswerSpec(), settings)
+    apart = [label_problems([p], RandomEngine(), FakeAnswerSpec(), settings)[0] for p in problems]
+    assert together == apart
+    assert any(s.source == "mc" for r in together for sol in r.solutions for s in sol.steps)
+
+
+def test_settings_and_problems_are_checked():
+    with pytest.raises(ValueError, match="samples=0 is invalid"):
+        LabelSettings(samples=0)
+    with pytest.raises(ValueError, match="temperature"):
+        LabelSettings(temperature=-1)
+    with pytest.raises(ValueError, match="gold"):
+        LabelProblem("u", "t", (1,), " ")
