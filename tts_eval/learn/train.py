@@ -212,6 +212,15 @@ def _identity(model: str, data: StepData, settings: TrainSettings) -> dict[str, 
     }
 
 
+def _finished(folder: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The report of a finished training of the same identity in ``folder``, if there is one."""
+    path = folder / META
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return report if report.get("identity") == identity else None
+
+
 def _check_resume(folder: Path, identity: dict[str, Any]) -> None:
     path = folder / CHECKPOINTS / "tts_eval_train.json"
     if path.is_file():
@@ -254,7 +263,12 @@ def train_prm(
             "larger --max-length"
         )
     folder = Path(output_dir)
-    _check_resume(folder, _identity(model, data, settings))
+    identity = _identity(model, data, settings)
+    done = _finished(folder, identity)
+    if done is not None:
+        logger.info("%s: this training is finished (%s); nothing to do", folder, META)
+        return done
+    _check_resume(folder, identity)
 
     import torch
     from transformers import (
@@ -318,6 +332,7 @@ def train_prm(
     report: dict[str, Any] = {
         "prm_type": "token_classification",
         "step_separator": settings.separator,
+        "identity": identity,
         "base": model,
         "data": data.source,
         "settings": dataclasses.asdict(settings),
