@@ -43,7 +43,11 @@ def last_line(text: str) -> str:
             "error: model_args",
         ),
         (OutOfMemoryError("policy out of memory; lower batch_size="), 2, "error: policy out of"),
-        (ImportError("backend=vllm needs vLLM: pip install 'tts-eval[vllm]'\nmore"), 2, "error: b"),
+        (
+            ImportError("backend=vllm needs vLLM: pip install 'tts-scaling-eval[vllm]'\nmore"),
+            2,
+            "error: b",
+        ),
         (cli.Interrupted(signal.SIGTERM), 143, "interrupted (SIGTERM); re-run the same command"),
         (KeyboardInterrupt(), 130, "interrupted (SIGINT); re-run the same command to start"),
     ],

@@ -53,7 +53,7 @@ def tasks_dir() -> Path:
         if (candidate / "math500").is_dir():
             return candidate
     raise FileNotFoundError(
-        f"tts-eval task folder not found next to {here}; reinstall tts-eval (pip install tts-eval)"
+        f"tts-eval task folder not found next to {here}; reinstall tts-scaling-eval"
     )
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-MATPLOTLIB_HINT = "tts-eval plot needs matplotlib: pip install 'tts-eval[plot]'"
+MATPLOTLIB_HINT = "tts-eval plot needs matplotlib: pip install 'tts-scaling-eval[plot]'"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")
 # Horizontal spread between the lines of one figure, in decades (log10) of the x axis.
