@@ -41,6 +41,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
@@ -49,6 +50,7 @@ from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
 from tts_eval.runtime import Searcher
 from tts_eval.settings import (
     LM_EVAL_FLAGS,
+    POLICY_DEVICE_KEY,
     SearchConfig,
     TTSConfig,
     check_int,
@@ -169,6 +171,13 @@ class TTSLM(LM):
         flags = LM_EVAL_FLAGS.get() or {}
         self._flag_gen_kwargs = frozenset(flags.get("gen_kwargs") or ())
         namespace_response_cache()
+        if self.config.trace_path:  # checked before anything loads (written after each batch)
+            from tts_eval.files import check_writable
+
+            check_writable(
+                Path(self.config.trace_path).parent,
+                option="trace_path",
+            )
         # The grader's helper processes warm up in the background while the models load.
         from tts_eval.grader.bounded import prestart
 
@@ -224,6 +233,11 @@ class TTSLM(LM):
         return (
             template if isinstance(template, str) else f"tts-eval:{self.config.engine.pretrained}"
         )
+
+    def get_model_info(self) -> dict[str, Any]:
+        """What lm-eval adds to the results' ``config``: the device the policy ran on
+        (``tts_eval.plugin`` records it as ``device``, in place of lm-eval's flag)."""
+        return {POLICY_DEVICE_KEY: policy_device(self._searcher, self.config)}
 
     @property
     def cache_namespace(self) -> str:
@@ -478,6 +492,15 @@ def _until(gen_kwargs: Mapping[str, Any]) -> list[str]:
     return [until] if isinstance(until, str) else list(until)
 
 
+def policy_device(searcher: Searcher | None, config: TTSConfig) -> str:
+    """Where the policy runs: the searcher's word (``cpu``, ``cuda``, ``cuda:1``), its server
+    with ``backend=openai``, else the ``device`` setting (``auto`` when nothing loaded it)."""
+    if config.engine.backend == "openai":
+        return f"openai server {config.engine.base_url}"
+    device = getattr(searcher, "device", None)
+    return device if isinstance(device, str) and device else config.engine.device
+
+
 def _searcher_tokenizer(searcher: Searcher) -> Any:
     """The policy tokenizer the searcher exposes (``Searcher.tokenizer``), if it renders chats."""
     tokenizer = getattr(searcher, "tokenizer", None)
@@ -527,7 +550,7 @@ def _append_traces(path: str, requests, results: Sequence[SearchResult]) -> None
         result_record(result, task=getattr(req, "task_name", None), doc=getattr(req, "doc", None))
         for req, result in zip(requests, results, strict=True)
     ]
-    append_jsonl(path, records)
+    append_jsonl(path, records, option="trace_path")
     logger.info("wrote %d search traces to %s", len(records), path)
 
 

@@ -28,6 +28,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tts_eval.files import output_error
 from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -106,15 +107,28 @@ def result_from_record(record: Mapping[str, Any]) -> SearchResult:
     )
 
 
-def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append records as JSON lines; each record is one write, then the file is fsynced."""
+def append_jsonl(
+    path: str | os.PathLike, records: Iterable[Mapping[str, Any]], *, option: str = ""
+) -> None:
+    """Append records as JSON lines; each record is one write, then the file is fsynced. A
+    failure (a full disk, a folder that is not writable) is a one-line
+    :class:`~tts_eval.errors.OutputError` naming the file and what to do (free space, or choose
+    another ``option``, the option that chose the file); a torn last line it may
+    leave is skipped by :func:`read_jsonl` (and cut off by a resumed sweep)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise output_error("write", path, exc, option) from exc
     try:
         for record in records:
-            os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            data = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            while data:  # a short write (a disk filling up) is continued, or raises
+                data = data[os.write(fd, data) :]
         os.fsync(fd)
+    except OSError as exc:
+        raise output_error("write", path, exc, option) from exc
     finally:
         os.close(fd)
 

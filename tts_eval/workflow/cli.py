@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tts_eval.errors import EngineError, OutOfMemoryError
+from tts_eval.errors import EngineError, OutOfMemoryError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,14 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body(args)
-    except (ValueError, ImportError, FileNotFoundError, OutOfMemoryError, EngineError) as exc:
+    except (
+        ValueError,
+        ImportError,
+        FileNotFoundError,
+        OutOfMemoryError,
+        EngineError,
+        OutputError,
+    ) as exc:
         text = str(exc).strip()
         print(
             f"tts-eval {prog}: error: {text.splitlines()[0] if text else type(exc).__name__}",
@@ -123,6 +130,7 @@ def report_main(argv: Sequence[str]) -> int:
     _estimate_args(parser)
 
     def body(args: argparse.Namespace) -> int:
+        from tts_eval.files import write_atomic
         from tts_eval.workflow.report import to_markdown
         from tts_eval.workflow.results import write_json_atomic
 
@@ -132,9 +140,9 @@ def report_main(argv: Sequence[str]) -> int:
         md_path = args.markdown or (folder / "report.md" if folder else None)
         text = to_markdown(report)
         if json_path:
-            write_json_atomic(json_path, report)
+            write_json_atomic(json_path, report, option="--json")
         if md_path:
-            Path(md_path).write_text(text + "\n")
+            write_atomic(md_path, text + "\n", option="--markdown")
         print(text)
         return 0
 
@@ -299,6 +307,7 @@ def compare_main(argv: Sequence[str]) -> int:
     _estimate_args(parser, table=False)  # a fitted curve is scored on its own fit: no system
 
     def body(args: argparse.Namespace) -> int:
+        from tts_eval.files import write_atomic
         from tts_eval.workflow.compare import (
             build_leaderboard,
             check_comparable,
@@ -344,9 +353,9 @@ def compare_main(argv: Sequence[str]) -> int:
             raise ValueError(f"--out {out} is a file; give a folder for the leaderboard")
         out.mkdir(parents=True, exist_ok=True)
         text = to_markdown(board)
-        write_json_atomic(out / "leaderboard.json", board)
-        (out / "leaderboard.md").write_text(text + "\n")
-        (out / "leaderboard.html").write_text(to_html(board))
+        write_json_atomic(out / "leaderboard.json", board, option="--out")
+        write_atomic(out / "leaderboard.md", text + "\n", option="--out")
+        write_atomic(out / "leaderboard.html", to_html(board), option="--out")
         print(text)
         if not args.no_figures:
             from tts_eval.workflow.plot import plot_comparison

@@ -41,6 +41,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tts_eval.files import atomic_open
+
 logger = logging.getLogger(__name__)
 
 MATPLOTLIB_HINT = "tts-eval plot needs matplotlib: pip install 'tts-scaling-eval[plot]'"
@@ -395,12 +397,16 @@ def plot_comparison(
 def _save_all(figures: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     plt = _pyplot()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figures.items():
         path = out / name
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            with atomic_open(path, "wb", option="--out") as f:
+                fig.savefig(
+                    f, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"
+                )
+        finally:
+            plt.close(fig)
         logger.info("wrote %s", path)
         paths.append(path)
     return paths
