@@ -6,10 +6,8 @@ zero-shot tasks (ignored with an INFO line). Both are checked before any model l
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
-from lm_eval_cli import run_lm_eval
 from test_lm_eval_errors import last_line, tts_eval
 
 from tts_eval import plugin
@@ -122,15 +120,3 @@ def test_tts_eval_eval_refuses_in_one_line(tiny_llama, tmp_path, extra, message)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert last_line(proc.stderr).startswith(f"tts-eval eval: error: {message}")
     assert "loaded" not in proc.stderr  # nothing was loaded
-
-
-@pytest.mark.slow
-def test_plain_lm_eval_records_where_the_policy_ran(tiny_llama, tmp_path):
-    """No --device: lm-eval would record its default, cuda:0; the tiny policy ran on the CPU."""
-    args = ["--model", "tts", "--model_args", f"pretrained={tiny_llama},backend=hf,max_tokens=8"]
-    args += ["--device", "cpu"] if local.visible_devices("cuda") else []
-    args += ["--tasks", "arith", "--limit", "1", "--output_path", str(tmp_path / "out")]
-    proc = run_lm_eval(args, {}, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (results,) = (tmp_path / "out").rglob("results_*.json")
-    assert json.loads(results.read_text())["config"]["device"] == "cpu"

@@ -167,6 +167,7 @@ class TTSLM(LM):
         self._owns_searcher = searcher is None
         self._tokenizer: Any = None  # loaded on first use, see _chat_tokenizer()
         self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
+        self._params: tuple[float | None, float | None] | None = None  # see _param_counts()
         # --gen_kwargs keys of the lm-eval call creating this model (already in self.config).
         flags = LM_EVAL_FLAGS.get() or {}
         self._flag_gen_kwargs = frozenset(flags.get("gen_kwargs") or ())
@@ -262,6 +263,7 @@ class TTSLM(LM):
                 )
             )
         results = self._search(searcher, requests, problems, configs, progress=not disable_tqdm)
+        results = [with_flops(r, *self._param_counts()) for r in results]
         outputs = [
             TracedText(truncate_at(result.selected_text, _until(kwargs)), result)
             for kwargs, result in zip(gen_kwargs, results, strict=True)
@@ -279,6 +281,31 @@ class TTSLM(LM):
             _OPEN_MODELS.discard(self)
             searcher, self._searcher = self._searcher, None
             searcher.close()
+
+    def _param_counts(self) -> tuple[float | None, float | None]:
+        """Parameters of the policy and of the PRM, from their local files (once; None when
+        unknown: the FLOPs of the traces are then unknown too)."""
+        if self._params is None:
+            from tts_eval.params import parameter_count
+
+            policy = parameter_count(self.config.engine.pretrained)
+            prm = parameter_count(str(self.config.prm.path)) if self.config.prm else None
+            self._params = (policy.params if policy else None, prm.params if prm else None)
+            for role, found in (("policy", policy), ("PRM", prm)):
+                if found is not None:
+                    logger.info(
+                        "tts: FLOPs of the %s: %.4g parameters (%s)",
+                        role,
+                        found.params,
+                        found.method,
+                    )
+            if policy is None or (self.config.prm is not None and prm is None):
+                logger.warning(
+                    "tts: no parameter count for the %s (no local weights or config.json): the "
+                    "traces record no FLOPs (tts-eval compare --params can give them)",
+                    "policy" if policy is None else "PRM",
+                )
+        return self._params
 
     def _get_searcher(self) -> Searcher:
         if self._searcher is None:
@@ -490,6 +517,22 @@ def _gen_kwargs(req) -> Mapping[str, Any]:
 def _until(gen_kwargs: Mapping[str, Any]) -> list[str]:
     until = gen_kwargs.get("until") or []
     return [until] if isinstance(until, str) else list(until)
+
+
+def with_flops(
+    result: SearchResult, policy_params: float | None, prm_params: float | None
+) -> SearchResult:
+    """``result`` with its cost's FLOPs (:func:`tts_eval.params.search_flops`), unless known."""
+    from tts_eval.params import search_flops
+
+    if result.cost.flops is not None:
+        return result
+    flops = search_flops(result.cost, policy_params, prm_params)
+    return (
+        result
+        if flops is None
+        else dataclasses.replace(result, cost=dataclasses.replace(result.cost, flops=flops))
+    )
 
 
 def policy_device(searcher: Searcher | None, config: TTSConfig) -> str:

@@ -5,10 +5,12 @@ its steps, step scores, finish reason, answer; the selection; the cost) plus wha
 problem (task, doc id, gold answer, level, subject). Records round-trip:
 ``result_from_record(result_record(r)) == r``.
 
-Record versions (``version``): 2 adds ``settings["diagnostics"]`` (``steps_without_delimiter``,
+Record versions (``version``): 3 adds ``cost["flops"]`` (FLOPs of the search, null when unknown;
+:class:`~tts_eval.types.Cost`). 2 adds ``settings["diagnostics"]`` (``steps_without_delimiter``,
 ``no_finished_candidate``, ``empty_response``; see :mod:`tts_eval.search.diagnostics`) and, for
 ``compute_optimal``, ``settings["requested_settings"]`` and ``settings["probe_skipped"]``.
-Version 1 records are read as they are (readers recompute the diagnostics from the candidates:
+Older records are read as they are: version 1 and 2 ones have no FLOPs (``flops`` None), version 1
+ones no diagnostics (readers recompute them from the candidates:
 :func:`tts_eval.search.diagnostics.diagnostics_of`); a newer version is refused (one line).
 
 Appends are whole lines written with one ``write`` of an ``O_APPEND`` file followed by ``fsync``, so
@@ -33,8 +35,8 @@ from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
 logger = logging.getLogger(__name__)
 
-RECORD_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+RECORD_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _DOC_FIELDS = ("unique_id", "answer", "level", "subject")
 
 

@@ -308,6 +308,7 @@ def compare_main(argv: Sequence[str]) -> int:
 
     def body(args: argparse.Namespace) -> int:
         from tts_eval.files import write_atomic
+        from tts_eval.params import parse_params
         from tts_eval.workflow.compare import (
             build_leaderboard,
             check_comparable,
@@ -318,7 +319,6 @@ def compare_main(argv: Sequence[str]) -> int:
             unique_labels,
         )
         from tts_eval.workflow.estimate import EstimateSettings
-        from tts_eval.workflow.params import parse_params
         from tts_eval.workflow.results import write_json_atomic
 
         labels = _by_result(_pairs(args.label, "--label", "PATH=NAME"), args.results, "--label")

@@ -79,7 +79,7 @@ def _pyplot():
 
 
 def _title(report: Mapping[str, Any], what: str) -> str:
-    from tts_eval.workflow.params import short_name
+    from tts_eval.params import short_name
 
     task = report.get("task") or "task"
     parts = [f"{task}: {what}"]
