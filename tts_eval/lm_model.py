@@ -283,28 +283,14 @@ class TTSLM(LM):
             searcher.close()
 
     def _param_counts(self) -> tuple[float | None, float | None]:
-        """Parameters of the policy and of the PRM, from their local files (once; None when
-        unknown: the FLOPs of the traces are then unknown too)."""
+        """Parameters of the policy and of the PRM, from their local files (None when unknown:
+        the FLOPs of the traces are then unknown too)."""
         if self._params is None:
-            from tts_eval.params import parameter_count
-
-            policy = parameter_count(self.config.engine.pretrained)
-            prm = parameter_count(str(self.config.prm.path)) if self.config.prm else None
-            self._params = (policy.params if policy else None, prm.params if prm else None)
-            for role, found in (("policy", policy), ("PRM", prm)):
-                if found is not None:
-                    logger.info(
-                        "tts: FLOPs of the %s: %.4g parameters (%s)",
-                        role,
-                        found.params,
-                        found.method,
-                    )
-            if policy is None or (self.config.prm is not None and prm is None):
-                logger.warning(
-                    "tts: no parameter count for the %s (no local weights or config.json): the "
-                    "traces record no FLOPs (tts-eval compare --params can give them)",
-                    "policy" if policy is None else "PRM",
-                )
+            prm = self.config.prm
+            self._params = (
+                model_parameters(self.config.engine.pretrained, "policy"),
+                model_parameters(str(prm.path), "PRM") if prm is not None else None,
+            )
         return self._params
 
     def _get_searcher(self) -> Searcher:
@@ -517,6 +503,25 @@ def _gen_kwargs(req) -> Mapping[str, Any]:
 def _until(gen_kwargs: Mapping[str, Any]) -> list[str]:
     until = gen_kwargs.get("until") or []
     return [until] if isinstance(until, str) else list(until)
+
+
+@functools.cache
+def model_parameters(model: str, role: str) -> float | None:
+    """Parameters of ``model`` from its local files (:func:`tts_eval.params.parameter_count`),
+    looked up and logged once per process."""
+    from tts_eval.params import parameter_count
+
+    found = parameter_count(model)
+    if found is None:
+        logger.warning(
+            "tts: no parameter count for the %s %s (no local weights or config.json): the traces "
+            "record no FLOPs (tts-eval compare --params can give them)",
+            role,
+            model,
+        )
+        return None
+    logger.info("tts: %s %s has %.4g parameters (%s)", role, model, found.params, found.method)
+    return found.params
 
 
 def with_flops(

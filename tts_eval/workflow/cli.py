@@ -94,6 +94,16 @@ def sweep_main(argv: Sequence[str]) -> int:
         help="k=v,... overriding the recipe's model_args",
     )
     parser.add_argument("--output_dir", "--output-dir", help="overrides sweep.output_dir")
+    parser.add_argument(
+        "--strategies", metavar="S1,S2", help="overrides sweep.strategies (e.g. majority,dvts)"
+    )
+    parser.add_argument("--budgets", metavar="N1,N2", help="overrides sweep.budgets (e.g. 4,16)")
+    parser.add_argument(
+        "--limit", metavar="N", help="overrides sweep.limit: the first N documents of the task"
+    )
+    parser.add_argument(
+        "--chunk_size", "--chunk-size", metavar="N", help="overrides sweep.chunk_size"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     def body(args: argparse.Namespace) -> int:
@@ -101,7 +111,9 @@ def sweep_main(argv: Sequence[str]) -> int:
         from tts_eval.workflow.recipe import load_sweep_recipe
         from tts_eval.workflow.sweep import run_sweep
 
-        recipe = load_sweep_recipe(args.config, split_arg_string(args.model_args))
+        recipe = load_sweep_recipe(
+            args.config, split_arg_string(args.model_args), sweep_overrides(args)
+        )
         summary = run_sweep(recipe, output_dir=args.output_dir, progress=not args.no_progress)
         for run in summary.runs:
             print(
@@ -112,6 +124,32 @@ def sweep_main(argv: Sequence[str]) -> int:
         return 0
 
     return _guard("sweep", body, parser, argv)
+
+
+def _integer(option: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"{option} {text} is invalid; accepted: an integer, e.g. {option} 16"
+        ) from None
+
+
+def sweep_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep keys given on the command line (``--strategies a,b``, ``--budgets 4,16``,
+    ``--limit N``, ``--chunk_size N``), typed; their values are checked with the recipe's."""
+    out: dict[str, Any] = {}
+    if args.strategies is not None:
+        out["strategies"] = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if args.budgets is not None:
+        out["budgets"] = [
+            _integer("--budgets", b.strip()) for b in args.budgets.split(",") if b.strip()
+        ]
+    for key in ("limit", "chunk_size"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = _integer(f"--{key}", value)
+    return out
 
 
 def report_main(argv: Sequence[str]) -> int:

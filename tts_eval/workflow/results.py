@@ -10,7 +10,9 @@ The manifest (``format`` ``tts-eval/sweep``, ``version`` 2) names the ``task``, 
 ``prm``, the folder's ``identity`` (everything but search settings that its runs must share:
 policy revision/dtype/chat template, PRM and PRM type, system prompt, answer format,
 ``apply_chat_template``; see :func:`tts_eval.workflow.plan.folder_identity`), the ``model_args``
-of the latest sweep, and the ``runs``: ``key``, ``strategy``, ``n``, ``search`` (the run's search
+of the latest sweep, its sweep settings as run (``sweep``: strategies, budgets, limit, ...) and what
+its command line overrode in the recipe (``overrides``: ``model_args`` and ``sweep`` keys), and
+the ``runs``: ``key``, ``strategy``, ``n``, ``search`` (the run's search
 settings), ``settings_digest`` and the ``model_args`` it was swept with. Version 1 manifests
 (no ``identity``, runs without ``settings_digest``/``model_args``) are read as well; a sweep into
 such a folder upgrades its manifest.

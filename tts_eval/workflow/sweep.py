@@ -321,6 +321,9 @@ def run_sweep(
 
     _add_runs(manifest, folder, recipe, list(zip(runs, keys, configs, strict=True)))
     manifest["limit"] = settings.limit
+    # The latest sweep's settings as run, and what its command line overrode in the recipe.
+    manifest["sweep"] = {**dataclasses.asdict(settings), "output_dir": os.fspath(folder)}
+    manifest["overrides"] = dict(recipe.overrides)
     (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / MANIFEST, manifest, option=OUTPUT_OPTION)
 
