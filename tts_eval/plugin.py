@@ -190,7 +190,7 @@ def zero_shot_tasks() -> frozenset[str]:
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # !function hooks
     names: set[str] = set()
     for path in sorted(tasks_dir().glob("*/*.yaml")):
-        config = yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+        config = yaml.load(path.read_text(), Loader=Loader)
         if isinstance(config, dict) and config.get("num_fewshot") == 0 and "task" in config:
             tags = config.get("tag") or []
             names.update([config["task"], *([tags] if isinstance(tags, str) else tags)])
