@@ -105,11 +105,11 @@ def pytest_collection_modifyitems(config, items) -> None:
     )
     no_ray = pytest.mark.skipif(
         importlib.util.find_spec("ray") is None,
-        reason="ray is not installed: pip install 'tts-eval[ray]' to run the Ray tests",
+        reason="ray is not installed: pip install 'tts-scaling-eval[ray]' to run the Ray tests",
     )
     no_vllm = pytest.mark.skipif(
         importlib.util.find_spec("vllm") is None,
-        reason="vllm is not installed: pip install 'tts-eval[vllm]' (CPU: .ci/install_vllm.sh)",
+        reason="vllm is not installed: pip install 'tts-scaling-eval[vllm]' (CPU: .ci/install_vllm.sh)",
     )
     for item in items:
         fixtures = getattr(item, "fixturenames", ())

@@ -17,6 +17,13 @@ from fakes import FakeAnswerSpec
 from test_workflow import DOC_A, DOC_B, fixture_runs, is_correct, write_results
 
 from tts_eval.cli import main as cli_main
+from tts_eval.params import (
+    ParamCount,
+    count_safetensors,
+    estimate_from_config,
+    parameter_count,
+    parse_params,
+)
 from tts_eval.workflow.compare import (
     build_leaderboard,
     flops_to_match,
@@ -26,13 +33,6 @@ from tts_eval.workflow.compare import (
     to_html,
     to_markdown,
     unique_labels,
-)
-from tts_eval.workflow.params import (
-    ParamCount,
-    count_safetensors,
-    estimate_from_config,
-    parameter_count,
-    parse_params,
 )
 
 SPEC = FakeAnswerSpec()

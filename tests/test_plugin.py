@@ -117,14 +117,19 @@ def test_wheel_ships_hook_and_tasks(tmp_path):
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (wheel,) = tmp_path.glob("tts_eval-*.whl")
+    (wheel,) = tmp_path.glob("tts_scaling_eval-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
+    # The distribution's name is not tts-eval (an unrelated package on PyPI); the import name is.
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "\nName: tts-scaling-eval\n" in zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "tts_eval/cli.py" in names
     assert "tts_eval_lm_eval_hook.pth" in names
     assert "tts_eval/tasks/math500/math500.yaml" in names
     assert "tts_eval/tasks/math500/utils.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[lm_eval.models]" in text and "tts = tts_eval.lm_model:TTSLM" in text
+    assert "tts-eval = tts_eval.cli:main" in text
 
 
 def test_hook_wraps_simple_evaluate_and_the_model_args_parser():

@@ -271,7 +271,7 @@ def test_missing_ray_is_an_install_hint(monkeypatch, tiny_llama):
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     config = parse_model_args(f"pretrained={tiny_llama},data_parallel_size=2")
-    with pytest.raises(ImportError, match=r"pip install 'tts-eval\[ray\]'") as info:
+    with pytest.raises(ImportError, match=r"pip install 'tts-scaling-eval\[ray\]'") as info:
         open_searcher(config)
     assert str(info.value).startswith(RAY_INSTALL_HINT)
 

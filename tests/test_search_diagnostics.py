@@ -166,12 +166,12 @@ def test_compute_optimal_still_probes_when_bins_route_differently(tmp_path):
 def test_trace_records_carry_diagnostics_and_old_versions_still_read():
     (result, _), _ = search("beam_search", n=4, beam_width=2, step_delimiter="###")
     record = json.loads(json.dumps(result_record(result)))
-    assert record["version"] == RECORD_VERSION == 2
+    assert record["version"] == RECORD_VERSION == 3
     assert result_from_record(record) == result
     assert diagnostics_of(result_from_record(record)) == result.settings["diagnostics"]
     old = {**record, "version": 1}
     old["settings"] = {k: v for k, v in record["settings"].items() if k != "diagnostics"}
     assert diagnostics_of(result_from_record(old)) == result.settings["diagnostics"]
     assert diagnose(result_from_record(old)) == result.settings["diagnostics"]
-    with pytest.raises(ValueError, match=r"has version 3; this tts-eval reads versions 1, 2"):
-        result_from_record({**record, "version": 3})
+    with pytest.raises(ValueError, match=r"has version 4; this tts-eval reads versions 1, 2, 3"):
+        result_from_record({**record, "version": 4})

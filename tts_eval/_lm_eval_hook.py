@@ -3,8 +3,8 @@
 The wheel installs ``tts_eval_lm_eval_hook.pth``, whose one line imports this module at interpreter
 start. All it does then is put a tiny finder on ``sys.meta_path`` (microseconds, no other imports).
 Only when a program imports one of the lm_eval modules in ``_WATCHED`` (the model registry, the
-task manager, the evaluator, the CLI's argument helpers) does the finder run the matching
-:mod:`tts_eval.plugin` function right after that module has executed. So ``lm_eval --model tts``,
+task manager, the evaluator, the CLI's argument helpers, the run command's config) does the finder
+run the matching :mod:`tts_eval.plugin` function right after that module has executed. So ``lm_eval --model tts``,
 ``python -m lm_eval`` and ``lm_eval.simple_evaluate`` see the ``tts`` model and the ``math500``
 task with no extra flags, and programs that never import lm_eval pay nothing.
 
@@ -23,6 +23,7 @@ _WATCHED = (
     "lm_eval.tasks.manager",
     "lm_eval.evaluator",
     "lm_eval._cli.utils",
+    "lm_eval.config.evaluate_config",
 )
 
 

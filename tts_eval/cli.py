@@ -8,8 +8,10 @@ Errors and interruptions, for every subcommand:
 
 * tts-eval's own errors (:data:`ONE_LINE_ERRORS`: a bad argument's ``ValueError``, an
   ``ImportError`` with its install hint, a missing file, an unsupported request type,
-  ``tts_eval.errors.*``) print ONE line, ``tts-eval <command>: error: <message>``, and exit 2;
-  ``TTS_EVAL_TRACEBACK=1`` shows the traceback instead.
+  ``tts_eval.errors.*``, among them a result file that cannot be written) and an ``OSError`` of a
+  disk that cannot take a file (full, read-only, over a size limit: :data:`DISK_ERRNOS`) print
+  ONE line, ``tts-eval <command>: error: <message>``, and exit 2; ``TTS_EVAL_TRACEBACK=1`` shows
+  the traceback instead.
 * SIGINT (Ctrl-C) and SIGTERM unwind the command: whatever it opened is closed on the way out (a
   sweep's searcher, the searchers ``tts-eval eval`` models opened; so vLLM's engine-core
   processes stop and memory is freed), one line says it was interrupted, and the exit status is
@@ -21,6 +23,7 @@ What this module does not do: implement evaluation itself; each subcommand deleg
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -29,7 +32,7 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from tts_eval.errors import EngineError, OutOfMemoryError
+from tts_eval.errors import EngineError, OutOfMemoryError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +44,10 @@ ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
     NotImplementedError,
     OutOfMemoryError,
     EngineError,
+    OutputError,
 )
+# OSErrors of a disk that cannot take a file, from any writer (one line, like OutputError).
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 TRACEBACK_ENV = "TTS_EVAL_TRACEBACK"
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What to do after an interruption, per command (default: nothing to add).
@@ -180,6 +186,19 @@ def run_command(name: str, argv: Sequence[str]) -> int:
             raise
         print(f"tts-eval {name}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS or os.environ.get(TRACEBACK_ENV):
+            raise
+        print(f"tts-eval {name}: error: {disk_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def disk_error_line(exc: OSError) -> str:
+    """One line for an OSError of a disk that cannot take a file (:data:`DISK_ERRNOS`)."""
+    from tts_eval.files import os_error_line
+
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot write{where}: {os_error_line(exc)}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,12 @@ class EngineError(RuntimeError):
     """
 
 
+class OutputError(RuntimeError):
+    """A result file could not be written (a full disk, a folder that is not writable): one line
+    naming the file, the system's reason and the option that chooses another place. Nothing
+    truncated is left under the file's name (see :mod:`tts_eval.files`)."""
+
+
 def torch_oom_types() -> tuple[type[BaseException], ...]:
     """The exception types torch raises when an allocation fails (imports torch)."""
     import torch

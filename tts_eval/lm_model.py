@@ -41,6 +41,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lm_eval.api.model import LM
@@ -49,6 +50,7 @@ from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
 from tts_eval.runtime import Searcher
 from tts_eval.settings import (
     LM_EVAL_FLAGS,
+    POLICY_DEVICE_KEY,
     SearchConfig,
     TTSConfig,
     check_int,
@@ -165,10 +167,18 @@ class TTSLM(LM):
         self._owns_searcher = searcher is None
         self._tokenizer: Any = None  # loaded on first use, see _chat_tokenizer()
         self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
+        self._params: tuple[float | None, float | None] | None = None  # see _param_counts()
         # --gen_kwargs keys of the lm-eval call creating this model (already in self.config).
         flags = LM_EVAL_FLAGS.get() or {}
         self._flag_gen_kwargs = frozenset(flags.get("gen_kwargs") or ())
         namespace_response_cache()
+        if self.config.trace_path:  # checked before anything loads (written after each batch)
+            from tts_eval.files import check_writable
+
+            check_writable(
+                Path(self.config.trace_path).parent,
+                option="trace_path",
+            )
         # The grader's helper processes warm up in the background while the models load.
         from tts_eval.grader.bounded import prestart
 
@@ -225,6 +235,11 @@ class TTSLM(LM):
             template if isinstance(template, str) else f"tts-eval:{self.config.engine.pretrained}"
         )
 
+    def get_model_info(self) -> dict[str, Any]:
+        """What lm-eval adds to the results' ``config``: the device the policy ran on
+        (``tts_eval.plugin`` records it as ``device``, in place of lm-eval's flag)."""
+        return {POLICY_DEVICE_KEY: policy_device(self._searcher, self.config)}
+
     @property
     def cache_namespace(self) -> str:
         """Prefix of this model's keys in lm-eval's response cache: a digest of its settings."""
@@ -248,6 +263,7 @@ class TTSLM(LM):
                 )
             )
         results = self._search(searcher, requests, problems, configs, progress=not disable_tqdm)
+        results = [with_flops(r, *self._param_counts()) for r in results]
         outputs = [
             TracedText(truncate_at(result.selected_text, _until(kwargs)), result)
             for kwargs, result in zip(gen_kwargs, results, strict=True)
@@ -265,6 +281,17 @@ class TTSLM(LM):
             _OPEN_MODELS.discard(self)
             searcher, self._searcher = self._searcher, None
             searcher.close()
+
+    def _param_counts(self) -> tuple[float | None, float | None]:
+        """Parameters of the policy and of the PRM, from their local files (None when unknown:
+        the FLOPs of the traces are then unknown too)."""
+        if self._params is None:
+            prm = self.config.prm
+            self._params = (
+                model_parameters(self.config.engine.pretrained, "policy"),
+                model_parameters(str(prm.path), "PRM") if prm is not None else None,
+            )
+        return self._params
 
     def _get_searcher(self) -> Searcher:
         if self._searcher is None:
@@ -478,6 +505,50 @@ def _until(gen_kwargs: Mapping[str, Any]) -> list[str]:
     return [until] if isinstance(until, str) else list(until)
 
 
+@functools.cache
+def model_parameters(model: str, role: str) -> float | None:
+    """Parameters of ``model`` from its local files (:func:`tts_eval.params.parameter_count`),
+    looked up and logged once per process."""
+    from tts_eval.params import parameter_count
+
+    found = parameter_count(model)
+    if found is None:
+        logger.warning(
+            "tts: no parameter count for the %s %s (no local weights or config.json): the traces "
+            "record no FLOPs (tts-eval compare --params can give them)",
+            role,
+            model,
+        )
+        return None
+    logger.info("tts: %s %s has %.4g parameters (%s)", role, model, found.params, found.method)
+    return found.params
+
+
+def with_flops(
+    result: SearchResult, policy_params: float | None, prm_params: float | None
+) -> SearchResult:
+    """``result`` with its cost's FLOPs (:func:`tts_eval.params.search_flops`), unless known."""
+    from tts_eval.params import search_flops
+
+    if result.cost.flops is not None:
+        return result
+    flops = search_flops(result.cost, policy_params, prm_params)
+    return (
+        result
+        if flops is None
+        else dataclasses.replace(result, cost=dataclasses.replace(result.cost, flops=flops))
+    )
+
+
+def policy_device(searcher: Searcher | None, config: TTSConfig) -> str:
+    """Where the policy runs: the searcher's word (``cpu``, ``cuda``, ``cuda:1``), its server
+    with ``backend=openai``, else the ``device`` setting (``auto`` when nothing loaded it)."""
+    if config.engine.backend == "openai":
+        return f"openai server {config.engine.base_url}"
+    device = getattr(searcher, "device", None)
+    return device if isinstance(device, str) and device else config.engine.device
+
+
 def _searcher_tokenizer(searcher: Searcher) -> Any:
     """The policy tokenizer the searcher exposes (``Searcher.tokenizer``), if it renders chats."""
     tokenizer = getattr(searcher, "tokenizer", None)
@@ -527,7 +598,7 @@ def _append_traces(path: str, requests, results: Sequence[SearchResult]) -> None
         result_record(result, task=getattr(req, "task_name", None), doc=getattr(req, "doc", None))
         for req, result in zip(requests, results, strict=True)
     ]
-    append_jsonl(path, records)
+    append_jsonl(path, records, option="trace_path")
     logger.info("wrote %d search traces to %s", len(records), path)
 
 

@@ -15,8 +15,15 @@ Two more small wrappers let ``--model tts`` honour lm-eval's own flags instead o
 (see :data:`tts_eval.settings.LM_EVAL_FLAGS`): ``simple_evaluate`` records, for the duration of
 the call, the flags lm-eval never hands to a model (``--gen_kwargs`` as typed, ``--seed``,
 ``--cache_requests``, ``--apply_chat_template``), and the ``--model_args`` parser notes keys given
-twice (lm-eval's parser keeps the last one with a warning). For every other model they change
-nothing.
+twice (lm-eval's parser keeps the last one with a warning), and the run command's config notes
+whether ``--device`` was given (lm-eval fills in ``cuda:0`` when it was not, so the model cannot
+tell ``--device cuda:0`` from no flag). For every other model they change nothing.
+
+For ``--model tts`` runs, the ``simple_evaluate`` wrapper also, before the model is built,
+refuses ``--num_fewshot`` on our zero-shot tasks (:func:`check_num_fewshot`; lm-eval would only
+log that it ignores it) and checks the output folder and makes the result files atomic
+(:func:`tts_eval.outputs.prepare_tracker`); afterwards it records in the results' ``config``
+the device the policy ran on (``device``; lm-eval records the flag, ``cuda:0`` by default).
 
 What this module does not do: import torch, transformers or the model wrapper itself (the model is
 registered as a lazy ``"module:Class"`` placeholder).
@@ -34,7 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tts_eval.settings import LM_EVAL_FLAGS
+from tts_eval.settings import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +49,12 @@ MODEL_NAME = "tts"
 MODEL_TARGET = "tts_eval.lm_model:TTSLM"
 _PATCHED = "_tts_eval_include_path"
 _FLAGS_PATCHED = "_tts_eval_flags"
+_DEVICE_PATCHED = "_tts_eval_device"
 # Keys given twice in --model_args, noted by the patched parser until simple_evaluate takes them.
 _repeated_model_args: list[str] = []
+# The --device the run command was given (None: not given), noted by the patched EvaluatorConfig
+# until simple_evaluate takes it; empty when simple_evaluate is called from Python.
+_cli_device: list[str | None] = []
 
 
 def tasks_dir() -> Path:
@@ -53,7 +64,7 @@ def tasks_dir() -> Path:
         if (candidate / "math500").is_dir():
             return candidate
     raise FileNotFoundError(
-        f"tts-eval task folder not found next to {here}; reinstall tts-eval (pip install tts-eval)"
+        f"tts-eval task folder not found next to {here}; reinstall tts-scaling-eval"
     )
 
 
@@ -125,12 +136,17 @@ def lm_eval_flags(signature: inspect.Signature, args: tuple, kwargs: dict) -> di
         gen_kwargs = simple_parse_args_string(gen_kwargs)
     repeated = list(_repeated_model_args)
     _repeated_model_args.clear()
+    # The device the user chose: the command line's --device (lm-eval's run command fills in
+    # cuda:0 when it is absent), else simple_evaluate's own argument (None unless given).
+    device = _cli_device.pop() if _cli_device else values.get("device")
+    _cli_device.clear()
     return {
         "gen_kwargs": dict(gen_kwargs) if gen_kwargs else None,
         "seed": values.get("random_seed"),
         "cache_requests": bool(values.get("cache_requests")),
         "apply_chat_template": values.get("apply_chat_template") or False,
         "repeated_model_args": tuple(repeated),
+        "device_flag": device,
     }
 
 
@@ -156,8 +172,56 @@ def check_task_data(tasks: Sequence[str]) -> None:
     module.check_math500_file()
 
 
+def is_tts_model(model: Any) -> bool:
+    """True for ``--model tts`` (the name, or a model object of this package)."""
+    if isinstance(model, str):
+        return model == MODEL_NAME
+    return type(model).__module__.startswith("tts_eval.")
+
+
+@functools.cache
+def zero_shot_tasks() -> frozenset[str]:
+    """Names (and tags) of our tasks whose YAML fixes ``num_fewshot: 0``."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)  # !function hooks
+    names: set[str] = set()
+    for path in sorted(tasks_dir().glob("*/*.yaml")):
+        config = yaml.load(path.read_text(), Loader=Loader)
+        if isinstance(config, dict) and config.get("num_fewshot") == 0 and "task" in config:
+            tags = config.get("tag") or []
+            names.update([config["task"], *([tags] if isinstance(tags, str) else tags)])
+    return frozenset(names)
+
+
+def check_num_fewshot(num_fewshot: Any, tasks: Sequence[str]) -> None:
+    """Refuse ``--num_fewshot N`` (N > 0) for our zero-shot tasks: lm-eval would ignore it with
+    an INFO line, and ``--model tts`` runs them zero-shot."""
+    if num_fewshot in (None, 0):
+        return
+    fixed = [t for t in tasks if t in zero_shot_tasks()]
+    if fixed:
+        raise ValueError(
+            f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks {','.join(fixed)}; "
+            "accepted: 0 or no flag (--model tts runs these tasks zero-shot: the prompt asks "
+            "for steps and a boxed answer, and the search needs no examples)"
+        )
+
+
+def record_device(results: Any) -> None:
+    """Put the device the policy ran on (``TTSLM.get_model_info``) in the results' ``config``
+    as ``device``, where lm-eval records its flag (``cuda:0`` when none was given)."""
+    config = results.get("config") if isinstance(results, dict) else None
+    if isinstance(config, dict) and POLICY_DEVICE_KEY in config:
+        config["device"] = config.pop(POLICY_DEVICE_KEY)
+
+
 def patch_simple_evaluate(evaluator: ModuleType | None = None) -> None:
-    """Make ``simple_evaluate`` publish its flags in :data:`~tts_eval.settings.LM_EVAL_FLAGS`."""
+    """Make ``simple_evaluate`` publish its flags in :data:`~tts_eval.settings.LM_EVAL_FLAGS`,
+    and, for ``--model tts``, check its flags and outputs first (module docstring)."""
     if evaluator is None:
         import lm_eval.evaluator as evaluator
     original = evaluator.simple_evaluate
@@ -167,12 +231,28 @@ def patch_simple_evaluate(evaluator: ModuleType | None = None) -> None:
 
     @functools.wraps(original)
     def simple_evaluate(*args, **kwargs):
-        check_task_data(_task_names(signature, args, kwargs))
+        tasks = _task_names(signature, args, kwargs)
+        check_task_data(tasks)
+        try:
+            values = signature.bind(*args, **kwargs).arguments
+        except TypeError:  # simple_evaluate itself will say what is wrong
+            values = {}
+        tts = is_tts_model(values.get("model"))
+        if tts:
+            check_num_fewshot(values.get("num_fewshot"), tasks)
+            tracker = values.get("evaluation_tracker")
+            if tracker is not None:
+                from tts_eval.outputs import prepare_tracker
+
+                prepare_tracker(tracker, values.get("model_args"))
         token = LM_EVAL_FLAGS.set(lm_eval_flags(signature, args, kwargs))
         try:
-            return original(*args, **kwargs)
+            results = original(*args, **kwargs)
         finally:
             LM_EVAL_FLAGS.reset(token)
+        if tts:
+            record_device(results)
+        return results
 
     setattr(simple_evaluate, _FLAGS_PATCHED, True)
     evaluator.simple_evaluate = simple_evaluate
@@ -219,6 +299,31 @@ def patch_model_args_parser(cli_utils: ModuleType | None = None) -> None:
     action.__call__ = __call__
 
 
+def patch_evaluator_config(config_module: ModuleType | None = None) -> None:
+    """Make the run command's ``EvaluatorConfig.from_cli`` note the ``--device`` it was given
+    (on the command line or in its ``--config`` YAML; None when neither), once."""
+    if config_module is None:
+        import lm_eval.config.evaluate_config as config_module
+    cls = getattr(config_module, "EvaluatorConfig", None)
+    from_cli = getattr(cls, "from_cli", None)
+    if from_cli is None or getattr(from_cli, _DEVICE_PATCHED, False):
+        return
+    original = from_cli.__func__
+
+    @functools.wraps(original)
+    def patched(klass, namespace):
+        instance = original(klass, namespace)
+        device = getattr(namespace, "device", None)
+        yaml_path = getattr(namespace, "config", None)
+        if device is None and yaml_path:
+            device = klass.load_yaml_config(yaml_path).get("device")
+        _cli_device[:] = [device]
+        return instance
+
+    setattr(patched, _DEVICE_PATCHED, True)
+    cls.from_cli = classmethod(patched)
+
+
 def on_lm_eval_module_loaded(name: str, module: ModuleType) -> None:
     """Callback of the post-import hook."""
     if name == "lm_eval.api.registry":
@@ -229,6 +334,8 @@ def on_lm_eval_module_loaded(name: str, module: ModuleType) -> None:
         patch_simple_evaluate(module)
     elif name == "lm_eval._cli.utils":
         patch_model_args_parser(module)
+    elif name == "lm_eval.config.evaluate_config":
+        patch_evaluator_config(module)
 
 
 def register() -> None:
@@ -237,3 +344,4 @@ def register() -> None:
     patch_task_manager()
     patch_simple_evaluate()
     patch_model_args_parser()
+    patch_evaluator_config()

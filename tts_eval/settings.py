@@ -854,11 +854,16 @@ def results_fingerprint(config: TTSConfig) -> str:
 # What lm-eval's command line asked of the ``simple_evaluate`` call in progress, for
 # ``--model tts`` to read when lm-eval creates it (``tts_eval.plugin`` sets it around the call):
 # ``gen_kwargs`` (the --gen_kwargs mapping as given, not merged with any task's), ``seed`` (the
-# first value of --seed), ``cache_requests``, ``apply_chat_template``, and
-# ``repeated_model_args`` (keys given twice in --model_args, which lm-eval's parser merges).
+# first value of --seed), ``cache_requests``, ``apply_chat_template``,
+# ``repeated_model_args`` (keys given twice in --model_args, which lm-eval's parser merges) and
+# ``device_flag`` (the --device the user gave, None when none: lm-eval's own ``device`` is
+# cuda:0 then).
 LM_EVAL_FLAGS: ContextVar[Mapping[str, Any] | None] = ContextVar(
     "tts_eval_lm_eval_flags", default=None
 )
+# Key of ``TTSLM.get_model_info()`` (merged by lm-eval into the results' ``config``) naming the
+# device the policy ran on; ``tts_eval.plugin`` moves it to ``config["device"]``.
+POLICY_DEVICE_KEY = "tts_policy_device"
 # lm-eval --gen_kwargs key -> SearchConfig field
 GEN_KWARGS_FIELDS = {"max_gen_toks": "max_tokens", "temperature": "temperature", "top_p": "top_p"}
 # "until" cuts the returned text (per request); do_sample=false means temperature 0.
@@ -1105,10 +1110,16 @@ def parse_model_args(
     engine_fields = {f.name for f in dataclasses.fields(EngineConfig)}
     search_fields = {f.name for f in dataclasses.fields(SearchConfig)}
     engine_vals = {k: v for k, v in raw.items() if k in engine_fields}
-    # lm-eval's CLI always sends device="cuda:0" (its default), which says nothing: only a device
-    # the user chose with --device reaches the engine; otherwise the engine's "auto" decides.
-    cli_device = flags.get("device")
-    if cli_device not in (None, LM_EVAL_DEFAULT_DEVICE) and "device" not in engine_vals:
+    # Only a device the user chose with --device reaches the engine; otherwise the engine's
+    # "auto" decides. lm-eval's run command sends device="cuda:0" when no --device is given;
+    # "device_flag" (tts_eval.plugin) says what was given. Without it (a model built outside
+    # simple_evaluate), cuda:0 is taken for that default.
+    if "device_flag" in flags:
+        cli_device = flags["device_flag"]
+    else:
+        cli_device = flags.get("device")
+        cli_device = None if cli_device == LM_EVAL_DEFAULT_DEVICE else cli_device
+    if cli_device is not None and "device" not in engine_vals:
         engine_vals["device"] = cli_device
     search_vals = {k: v for k, v in raw.items() if k in search_fields}
     has_prm = raw.get("prm") not in (None, "")

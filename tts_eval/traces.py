@@ -5,10 +5,12 @@ its steps, step scores, finish reason, answer; the selection; the cost) plus wha
 problem (task, doc id, gold answer, level, subject). Records round-trip:
 ``result_from_record(result_record(r)) == r``.
 
-Record versions (``version``): 2 adds ``settings["diagnostics"]`` (``steps_without_delimiter``,
+Record versions (``version``): 3 adds ``cost["flops"]`` (FLOPs of the search, null when unknown;
+:class:`~tts_eval.types.Cost`). 2 adds ``settings["diagnostics"]`` (``steps_without_delimiter``,
 ``no_finished_candidate``, ``empty_response``; see :mod:`tts_eval.search.diagnostics`) and, for
 ``compute_optimal``, ``settings["requested_settings"]`` and ``settings["probe_skipped"]``.
-Version 1 records are read as they are (readers recompute the diagnostics from the candidates:
+Older records are read as they are: version 1 and 2 ones have no FLOPs (``flops`` None), version 1
+ones no diagnostics (readers recompute them from the candidates:
 :func:`tts_eval.search.diagnostics.diagnostics_of`); a newer version is refused (one line).
 
 Appends are whole lines written with one ``write`` of an ``O_APPEND`` file followed by ``fsync``, so
@@ -28,12 +30,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tts_eval.files import output_error
 from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
 logger = logging.getLogger(__name__)
 
-RECORD_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+RECORD_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 _DOC_FIELDS = ("unique_id", "answer", "level", "subject")
 
 
@@ -106,15 +109,28 @@ def result_from_record(record: Mapping[str, Any]) -> SearchResult:
     )
 
 
-def append_jsonl(path: str | os.PathLike, records: Iterable[Mapping[str, Any]]) -> None:
-    """Append records as JSON lines; each record is one write, then the file is fsynced."""
+def append_jsonl(
+    path: str | os.PathLike, records: Iterable[Mapping[str, Any]], *, option: str = ""
+) -> None:
+    """Append records as JSON lines; each record is one write, then the file is fsynced. A
+    failure (a full disk, a folder that is not writable) is a one-line
+    :class:`~tts_eval.errors.OutputError` naming the file and what to do (free space, or choose
+    another ``option``, the option that chose the file); a torn last line it may
+    leave is skipped by :func:`read_jsonl` (and cut off by a resumed sweep)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise output_error("write", path, exc, option) from exc
     try:
         for record in records:
-            os.write(fd, (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            data = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            while data:  # a short write (a disk filling up) is continued, or raises
+                data = data[os.write(fd, data) :]
         os.fsync(fd)
+    except OSError as exc:
+        raise output_error("write", path, exc, option) from exc
     finally:
         os.close(fd)
 

@@ -191,13 +191,16 @@ class Candidate:
 @dataclass(frozen=True)
 class Cost:
     """What one problem's search ran: policy tokens generated, prompt tokens queried (prompt length
-    x n per request) and served from a cache, PRM tokens processed, and its share of wall time."""
+    x n per request) and served from a cache, PRM tokens processed, its share of wall time, and
+    the FLOPs all that took (2 x parameters x tokens processed; None when the searcher did not
+    know the models' sizes: the lm-eval model fills it in, see ``tts_eval.params.search_flops``)."""
 
     policy_tokens: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     prm_tokens: int = 0
     wall_time_s: float = 0.0
+    flops: float | None = None
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(
@@ -206,6 +209,7 @@ class Cost:
             self.cached_prompt_tokens + other.cached_prompt_tokens,
             self.prm_tokens + other.prm_tokens,
             self.wall_time_s + other.wall_time_s,
+            None if self.flops is None or other.flops is None else self.flops + other.flops,
         )
 
     @property

@@ -216,7 +216,7 @@ def process_results(doc: dict, results: list) -> dict:
     }
     trace = getattr(output, "trace", None)
     if trace is not None:
-        metrics.update(trace_metrics(trace, doc["answer"], spec))
+        metrics.update(trace_metrics(trace, doc["answer"], spec, task="arith"))
     return metrics
 
 

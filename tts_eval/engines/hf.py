@@ -64,7 +64,7 @@ from tts_eval.types import (
 
 logger = logging.getLogger(__name__)
 
-_TORCH_HINT = "backend=hf needs torch and transformers: pip install tts-eval"
+_TORCH_HINT = "backend=hf needs torch and transformers: pip install tts-scaling-eval"
 
 
 @dataclass

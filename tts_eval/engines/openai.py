@@ -36,7 +36,7 @@ remaining requests of the call are cancelled. ``tts-eval sweep`` resumes after t
 
 What this module does not do: start or stop servers, balance load over several servers (put a
 router in front: README), stream, or use the chat endpoint. httpx is imported when an engine is
-built (``pip install 'tts-eval[openai]'``).
+built (``pip install 'tts-scaling-eval[openai]'``).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from tts_eval.types import Completion, FinishReason, GenerationOutput, Generatio
 
 logger = logging.getLogger(__name__)
 
-OPENAI_INSTALL_HINT = "backend=openai needs httpx: pip install 'tts-eval[openai]'"
+OPENAI_INSTALL_HINT = "backend=openai needs httpx: pip install 'tts-scaling-eval[openai]'"
 # The server feature the protocol needs, and where it is found.
 TOKEN_IDS_FEATURE = (
     '"return_token_ids": true in /v1/completions (vLLM 0.10.2 or newer; start the server with '

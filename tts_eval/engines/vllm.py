@@ -171,6 +171,7 @@ class VLLMEngine:
             enforce_eager,
         )
         self._vllm = vllm
+        self.device = "cpu" if on_cpu else str(current_platform.device_type)  # where it runs
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
         self.progress: bool | None = None

@@ -201,6 +201,8 @@ class _Pool:
 
     def template(self) -> _Template:
         with self._template_lock:
+            if _exiting:
+                raise GraderTimeout("grader not started: the process is exiting")
             if self._template is None or not self._template.alive():
                 if self._template is not None:
                     self._template.close()
@@ -272,6 +274,7 @@ class _Pool:
 
 _pool: _Pool | None = None
 _pool_lock = threading.Lock()
+_exiting = False  # set at interpreter exit (_at_exit): nothing starts any more
 
 
 def _get_pool() -> _Pool:
@@ -311,7 +314,9 @@ def prestart(timeout: float = STARTUP_TIMEOUT_S) -> bool:
     """Start this process's template and ``PRESTART_HELPERS`` helpers now; False if that fails.
 
     Optional: the grader starts them on first use anyway. ``timeout`` is accepted for
-    compatibility; start-up is bounded by ``STARTUP_TIMEOUT_S`` and ``SPAWN_TIMEOUT_S``.
+    compatibility; start-up is bounded by ``STARTUP_TIMEOUT_S`` and ``SPAWN_TIMEOUT_S``. A
+    start cut short because the process is exiting (a run that stopped on an error while this
+    ran in the background) is logged at debug level only: nothing follows that error's line.
     """
     del timeout
     pool = _get_pool()
@@ -319,8 +324,11 @@ def prestart(timeout: float = STARTUP_TIMEOUT_S) -> bool:
     try:
         for _ in range(min(PRESTART_HELPERS, MAX_HELPERS)):
             helpers.append(pool.acquire(fresh=False))
-    except (GraderTimeout, OSError, RuntimeError):
-        logger.warning("grader helper processes failed to start", exc_info=True)
+    except (GraderTimeout, OSError, RuntimeError) as exc:
+        if _exiting:
+            logger.debug("grader warm-up stopped: the process is exiting (%s)", exc)
+        else:
+            logger.warning("grader helper processes failed to start", exc_info=True)
         return False
     finally:
         for h in helpers:
@@ -336,4 +344,11 @@ def shutdown() -> None:
         pool.close()
 
 
-atexit.register(shutdown)
+def _at_exit() -> None:
+    """At interpreter exit: no new template from now on, then :func:`shutdown`."""
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
+atexit.register(_at_exit)

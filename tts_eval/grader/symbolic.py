@@ -58,7 +58,9 @@ def parse_latex(s: str) -> Any:
     try:
         from latex2sympy2_extended import latex2sympy
     except ImportError as e:  # pragma: no cover
-        raise ImportError("the grader needs latex2sympy2_extended: pip install tts-eval") from e
+        raise ImportError(
+            "the grader needs latex2sympy2_extended: pip install tts-scaling-eval"
+        ) from e
     try:
         expr = latex2sympy(s)
     except Exception:  # noqa: BLE001 - any parser failure means "not parseable"

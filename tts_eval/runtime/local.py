@@ -2,7 +2,7 @@
 
 ``LocalSearcher.from_config(config)`` checks everything that can be checked without weights
 (:func:`preflight`: the policy path (backend=openai: its server), the PRM's path and type, the
-answer setting), then loads the PRM (when one is configured) and the policy engine once. ``search(problems, search_config)`` runs
+answer setting; :func:`check_devices`: the devices asked for are visible here), then loads the PRM (when one is configured) and the policy engine once. ``search(problems, search_config)`` runs
 :func:`tts_eval.search.run_search` over all problems at once with the settings it is given, so
 one loaded searcher serves every run of a sweep. ``close()`` frees the models' device memory.
 
@@ -21,7 +21,7 @@ from tts_eval.grader import answer_spec
 from tts_eval.prm import load_prm_from_config
 from tts_eval.prm.registry import read_model_config, resolve_prm_type
 from tts_eval.search import run_search
-from tts_eval.settings import SearchConfig, TTSConfig, check_model_path
+from tts_eval.settings import SearchConfig, TTSConfig, check_model_path, invalid
 from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,44 @@ def preflight(config: TTSConfig) -> None:
     check_engine(config.engine)
 
 
+def visible_devices(kind: str) -> int:
+    """How many devices of ``kind`` (``cuda``, ``xpu``, ``mps``) torch sees in this process."""
+    import torch
+
+    if kind == "cuda":
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        return xpu.device_count() if xpu is not None and xpu.is_available() else 0
+    if kind == "mps":
+        return int(torch.backends.mps.is_available())
+    raise ValueError(f"unknown device kind {kind!r}; accepted: cuda, xpu, mps")
+
+
+def check_device_visible(key: str, device: str | None) -> None:
+    """One-line error, before anything loads, when ``device`` names an accelerator (or an index
+    of one) that this process does not see; ``auto``, ``cpu`` and None always pass."""
+    if device in (None, "auto", "cpu"):
+        return
+    kind, _, index = device.partition(":")
+    count = visible_devices(kind)
+    if count == 0:
+        raise invalid(key, device, f"cpu or auto (no {kind} device is visible here)")
+    if index and int(index) >= count:
+        raise invalid(
+            key, device, f"{kind}:0 to {kind}:{count - 1}, {kind}, cpu or auto ({count} visible)"
+        )
+
+
+def check_devices(config: TTSConfig) -> None:
+    """The policy's ``device`` (backends hf and vllm; an openai policy runs on its server) and
+    the PRM's ``prm_device`` must be devices this process sees."""
+    if config.engine.backend in ("hf", "vllm"):
+        check_device_visible("device", config.engine.device)
+    if config.prm is not None:
+        check_device_visible("prm_device", config.prm.device)
+
+
 class LocalSearcher:
     """A :class:`tts_eval.runtime.Searcher` over models loaded in this process."""
 
@@ -60,6 +98,7 @@ class LocalSearcher:
         are not kept: each ``search`` call brings its own)."""
         global _loads
         preflight(config)
+        check_devices(config)
         prm = load_prm_from_config(config.prm) if config.prm is not None else None
         try:
             engine = load_engine(config.engine)
@@ -74,6 +113,12 @@ class LocalSearcher:
     def tokenizer(self) -> Any:
         """The policy tokenizer (None for engines without one, e.g. test fakes)."""
         return getattr(self.engine, "tokenizer", None)
+
+    @property
+    def device(self) -> str | None:
+        """Where the policy runs (``cpu``, ``cuda:0``, ...), when the engine says."""
+        device = getattr(self.engine, "device", None)
+        return str(device) if device is not None else None
 
     @property
     def max_model_len(self) -> int | None:

@@ -58,7 +58,7 @@ from tts_eval.types import Problem, SearchResult
 logger = logging.getLogger(__name__)
 
 RAY_INSTALL_HINT = (
-    "data_parallel_size>1 runs on Ray, which is not installed: pip install 'tts-eval[ray]'"
+    "data_parallel_size>1 runs on Ray, which is not installed: pip install 'tts-scaling-eval[ray]'"
 )
 RAY_DATA_MEASUREMENT = (
     "Ray Data map_batches over a K=2 actor pool: 7.4-7.8 s per search (pool start + model loads "

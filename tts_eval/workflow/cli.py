@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tts_eval.errors import EngineError, OutOfMemoryError
+from tts_eval.errors import EngineError, OutOfMemoryError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,14 @@ def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body(args)
-    except (ValueError, ImportError, FileNotFoundError, OutOfMemoryError, EngineError) as exc:
+    except (
+        ValueError,
+        ImportError,
+        FileNotFoundError,
+        OutOfMemoryError,
+        EngineError,
+        OutputError,
+    ) as exc:
         text = str(exc).strip()
         print(
             f"tts-eval {prog}: error: {text.splitlines()[0] if text else type(exc).__name__}",
@@ -87,6 +94,16 @@ def sweep_main(argv: Sequence[str]) -> int:
         help="k=v,... overriding the recipe's model_args",
     )
     parser.add_argument("--output_dir", "--output-dir", help="overrides sweep.output_dir")
+    parser.add_argument(
+        "--strategies", metavar="S1,S2", help="overrides sweep.strategies (e.g. majority,dvts)"
+    )
+    parser.add_argument("--budgets", metavar="N1,N2", help="overrides sweep.budgets (e.g. 4,16)")
+    parser.add_argument(
+        "--limit", metavar="N", help="overrides sweep.limit: the first N documents of the task"
+    )
+    parser.add_argument(
+        "--chunk_size", "--chunk-size", metavar="N", help="overrides sweep.chunk_size"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     def body(args: argparse.Namespace) -> int:
@@ -94,7 +111,9 @@ def sweep_main(argv: Sequence[str]) -> int:
         from tts_eval.workflow.recipe import load_sweep_recipe
         from tts_eval.workflow.sweep import run_sweep
 
-        recipe = load_sweep_recipe(args.config, split_arg_string(args.model_args))
+        recipe = load_sweep_recipe(
+            args.config, split_arg_string(args.model_args), sweep_overrides(args)
+        )
         summary = run_sweep(recipe, output_dir=args.output_dir, progress=not args.no_progress)
         for run in summary.runs:
             print(
@@ -105,6 +124,32 @@ def sweep_main(argv: Sequence[str]) -> int:
         return 0
 
     return _guard("sweep", body, parser, argv)
+
+
+def _integer(option: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"{option} {text} is invalid; accepted: an integer, e.g. {option} 16"
+        ) from None
+
+
+def sweep_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep keys given on the command line (``--strategies a,b``, ``--budgets 4,16``,
+    ``--limit N``, ``--chunk_size N``), typed; their values are checked with the recipe's."""
+    out: dict[str, Any] = {}
+    if args.strategies is not None:
+        out["strategies"] = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    if args.budgets is not None:
+        out["budgets"] = [
+            _integer("--budgets", b.strip()) for b in args.budgets.split(",") if b.strip()
+        ]
+    for key in ("limit", "chunk_size"):
+        value = getattr(args, key)
+        if value is not None:
+            out[key] = _integer(f"--{key}", value)
+    return out
 
 
 def report_main(argv: Sequence[str]) -> int:
@@ -123,6 +168,7 @@ def report_main(argv: Sequence[str]) -> int:
     _estimate_args(parser)
 
     def body(args: argparse.Namespace) -> int:
+        from tts_eval.files import write_atomic
         from tts_eval.workflow.report import to_markdown
         from tts_eval.workflow.results import write_json_atomic
 
@@ -132,9 +178,9 @@ def report_main(argv: Sequence[str]) -> int:
         md_path = args.markdown or (folder / "report.md" if folder else None)
         text = to_markdown(report)
         if json_path:
-            write_json_atomic(json_path, report)
+            write_json_atomic(json_path, report, option="--json")
         if md_path:
-            Path(md_path).write_text(text + "\n")
+            write_atomic(md_path, text + "\n", option="--markdown")
         print(text)
         return 0
 
@@ -299,6 +345,8 @@ def compare_main(argv: Sequence[str]) -> int:
     _estimate_args(parser, table=False)  # a fitted curve is scored on its own fit: no system
 
     def body(args: argparse.Namespace) -> int:
+        from tts_eval.files import write_atomic
+        from tts_eval.params import parse_params
         from tts_eval.workflow.compare import (
             build_leaderboard,
             check_comparable,
@@ -309,7 +357,6 @@ def compare_main(argv: Sequence[str]) -> int:
             unique_labels,
         )
         from tts_eval.workflow.estimate import EstimateSettings
-        from tts_eval.workflow.params import parse_params
         from tts_eval.workflow.results import write_json_atomic
 
         labels = _by_result(_pairs(args.label, "--label", "PATH=NAME"), args.results, "--label")
@@ -344,9 +391,9 @@ def compare_main(argv: Sequence[str]) -> int:
             raise ValueError(f"--out {out} is a file; give a folder for the leaderboard")
         out.mkdir(parents=True, exist_ok=True)
         text = to_markdown(board)
-        write_json_atomic(out / "leaderboard.json", board)
-        (out / "leaderboard.md").write_text(text + "\n")
-        (out / "leaderboard.html").write_text(to_html(board))
+        write_json_atomic(out / "leaderboard.json", board, option="--out")
+        write_atomic(out / "leaderboard.md", text + "\n", option="--out")
+        write_atomic(out / "leaderboard.html", to_html(board), option="--out")
         print(text)
         if not args.no_figures:
             from tts_eval.workflow.plot import plot_comparison

@@ -22,7 +22,7 @@ tokenizer they are unknown, and so is the system's compute.
 
 :func:`build_leaderboard` (pure) adds compute: FLOPs per problem = 2 x parameters x tokens
 processed, for the policy (generated + uncached prompt tokens) and the PRM (the tokens it
-processed), with parameter counts from :mod:`tts_eval.workflow.params`; accuracy with a 95%
+processed), with parameter counts from :mod:`tts_eval.params`; accuracy with a 95%
 percentile-bootstrap interval over problems; and, with a baseline, the matched comparison:
 
 - *within the baseline's compute*: the best accuracy a system reaches at FLOPs per problem <= the
@@ -59,6 +59,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tts_eval.params import ParamCount, parameter_count, short_name
 from tts_eval.settings import STRATEGY_INFO
 from tts_eval.types import AnswerSpec
 from tts_eval.workflow.estimate import (
@@ -68,7 +69,6 @@ from tts_eval.workflow.estimate import (
     accuracy_cell,
     curve_sort_key,
 )
-from tts_eval.workflow.params import ParamCount, parameter_count, short_name
 from tts_eval.workflow.report import pct
 from tts_eval.workflow.results import Results
 
@@ -394,7 +394,7 @@ def _plain_system(
     data: Mapping[str, Any],
     where: Path,
 ) -> System:
-    from tts_eval.workflow.params import load_tokenizer
+    from tts_eval.params import load_tokenizer
 
     tokenizer_name = args.get("tokenizer") or policy
     tokenizer = load_tokenizer(str(tokenizer_name)) if tokenizer_name else None

@@ -41,9 +41,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tts_eval.files import atomic_open
+
 logger = logging.getLogger(__name__)
 
-MATPLOTLIB_HINT = "tts-eval plot needs matplotlib: pip install 'tts-eval[plot]'"
+MATPLOTLIB_HINT = "tts-eval plot needs matplotlib: pip install 'tts-scaling-eval[plot]'"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")
 # Horizontal spread between the lines of one figure, in decades (log10) of the x axis.
@@ -77,7 +79,7 @@ def _pyplot():
 
 
 def _title(report: Mapping[str, Any], what: str) -> str:
-    from tts_eval.workflow.params import short_name
+    from tts_eval.params import short_name
 
     task = report.get("task") or "task"
     parts = [f"{task}: {what}"]
@@ -395,12 +397,16 @@ def plot_comparison(
 def _save_all(figures: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     plt = _pyplot()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, fig in figures.items():
         path = out / name
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            with atomic_open(path, "wb", option="--out") as f:
+                fig.savefig(
+                    f, format=path.suffix.lstrip(".") or "png", dpi=120, bbox_inches="tight"
+                )
+        finally:
+            plt.close(fig)
         logger.info("wrote %s", path)
         paths.append(path)
     return paths

@@ -20,7 +20,11 @@ A recipe looks like::
 
 :func:`load_sweep_recipe` validates everything (unknown keys, types, every run's ``model_args``
 through :func:`tts_eval.settings.parse_model_args`) before anything loads; each error is one line
-naming the file and the key.
+naming the file and the key. The command line can override ``model_args`` keys and the sweep keys
+of :data:`CLI_SWEEP_KEYS` (``tts-eval sweep --limit 20 --budgets 4,16 --strategies best_of_n``);
+the recipe keeps what was overridden (:attr:`SweepRecipe.overrides`, recorded in the results
+folder's manifest). With ``--strategies``, the recipe's settings that only the strategies left out
+read (e.g. ``pf_temperature`` without particle filtering) are dropped, with a log line.
 
 What this module does not do: run anything (``tts_eval.workflow.sweep``).
 """
@@ -28,15 +32,20 @@ What this module does not do: run anything (``tts_eval.workflow.sweep``).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tts_eval.settings import STRATEGIES, STRATEGY_KEYS
 
+logger = logging.getLogger(__name__)
+
 TOP_KEYS = ("description", "model_args", "sweep")
+# Sweep keys the command line may override (tts-eval sweep --limit/--budgets/--strategies/...).
+CLI_SWEEP_KEYS = ("strategies", "budgets", "limit", "chunk_size")
 # model_args keys a sweep manages itself.
 MANAGED_KEYS = ("strategy", "n", "trace_path")
 
@@ -109,6 +118,8 @@ class SweepRecipe:
     sweep: SweepSettings
     source: str = "<dict>"
     description: str = ""
+    # What the command line overrode: {"model_args": {...}, "sweep": {...}} (only keys given).
+    overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def run_model_args(self, strategy: str, n: int) -> dict[str, Any]:
         """The flat ``model_args`` of one run of the sweep.
@@ -138,9 +149,13 @@ def _read_yaml(path: str | os.PathLike) -> Any:
 
 
 def parse_sweep_recipe(
-    data: Any, source: str = "<dict>", overrides: Mapping[str, Any] | None = None
+    data: Any,
+    source: str = "<dict>",
+    overrides: Mapping[str, Any] | None = None,
+    sweep_overrides: Mapping[str, Any] | None = None,
 ) -> SweepRecipe:
-    """Validate decoded recipe data; ``overrides`` replace ``model_args`` keys (as ``config=``)."""
+    """Validate decoded recipe data; ``overrides`` replace ``model_args`` keys (as ``config=``),
+    ``sweep_overrides`` the sweep keys of :data:`CLI_SWEEP_KEYS` (module docstring)."""
     if not isinstance(data, dict):
         raise ValueError(f"recipe {source} must be a mapping with keys {', '.join(TOP_KEYS)}")
     unknown = sorted(set(map(str, data)) - set(TOP_KEYS))
@@ -169,16 +184,27 @@ def parse_sweep_recipe(
             if not isinstance(values[key], list):
                 raise ValueError(f"recipe {source}: sweep.{key} must be a list")
             values[key] = tuple(values[key])
+    cli = dict(sweep_overrides or {})
+    unknown = sorted(set(cli) - set(CLI_SWEEP_KEYS))
+    if unknown:
+        raise ValueError(
+            f"sweep override(s) {', '.join(unknown)} are not accepted; accepted: "
+            f"{', '.join(CLI_SWEEP_KEYS)}"
+        )
+    values.update({k: tuple(v) if isinstance(v, list) else v for k, v in cli.items()})
+    where = f"recipe {source}" + (
+        f" (with --{', --'.join(sorted(cli))} from the command line)" if cli else ""
+    )
     try:
         settings = SweepSettings(**{str(k): v for k, v in values.items()})
     except TypeError:
-        raise ValueError(
-            f"recipe {source}: sweep needs strategies: [...] and budgets: [...]"
-        ) from None
+        raise ValueError(f"{where}: sweep needs strategies: [...] and budgets: [...]") from None
     except ValueError as exc:
-        raise ValueError(f"recipe {source}: {exc}") from None
+        raise ValueError(f"{where}: {exc}") from None
 
     args = {str(k): v for k, v in model_args.items()}
+    if "strategies" in cli:
+        args = _without_keys_of_dropped_strategies(args, settings.strategies, source)
     args.update(overrides or {})
     if "trace_path" in args:
         raise ValueError(
@@ -186,16 +212,45 @@ def parse_sweep_recipe(
             "(records go to sweep.output_dir); remove it"
         )
     shared = {k: v for k, v in args.items() if k not in MANAGED_KEYS}
-    recipe = SweepRecipe(shared, settings, source, str(data.get("description") or ""))
+    given = {"model_args": dict(overrides or {}), "sweep": cli}
+    recipe = SweepRecipe(
+        shared,
+        settings,
+        source,
+        str(data.get("description") or ""),
+        {k: v for k, v in given.items() if v},
+    )
     validate_runs(recipe)
     return recipe
 
 
+def _without_keys_of_dropped_strategies(
+    args: dict[str, Any], strategies: tuple[str, ...], source: str
+) -> dict[str, Any]:
+    """The recipe's ``model_args`` without the settings that only strategies left out by
+    ``--strategies`` read (they would be refused as unused)."""
+    unused = [
+        key
+        for key in args
+        if STRATEGY_KEYS.get(key) and not set(STRATEGY_KEYS[key]) & set(strategies)
+    ]
+    if unused:
+        logger.info(
+            "recipe %s: --strategies %s leaves out every strategy that reads %s; not used",
+            source,
+            ",".join(strategies),
+            ", ".join(unused),
+        )
+    return {k: v for k, v in args.items() if k not in unused}
+
+
 def load_sweep_recipe(
-    path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+    path: str | os.PathLike,
+    overrides: Mapping[str, Any] | None = None,
+    sweep_overrides: Mapping[str, Any] | None = None,
 ) -> SweepRecipe:
     """Read and validate a recipe file (see the module docstring)."""
-    return parse_sweep_recipe(_read_yaml(path), os.fspath(path), overrides)
+    return parse_sweep_recipe(_read_yaml(path), os.fspath(path), overrides, sweep_overrides)
 
 
 def validate_runs(recipe: SweepRecipe) -> None:

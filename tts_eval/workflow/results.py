@@ -10,7 +10,9 @@ The manifest (``format`` ``tts-eval/sweep``, ``version`` 2) names the ``task``, 
 ``prm``, the folder's ``identity`` (everything but search settings that its runs must share:
 policy revision/dtype/chat template, PRM and PRM type, system prompt, answer format,
 ``apply_chat_template``; see :func:`tts_eval.workflow.plan.folder_identity`), the ``model_args``
-of the latest sweep, and the ``runs``: ``key``, ``strategy``, ``n``, ``search`` (the run's search
+of the latest sweep, its sweep settings as run (``sweep``: strategies, budgets, limit, ...) and what
+its command line overrode in the recipe (``overrides``: ``model_args`` and ``sweep`` keys), and
+the ``runs``: ``key``, ``strategy``, ``n``, ``search`` (the run's search
 settings), ``settings_digest`` and the ``model_args`` it was swept with. Version 1 manifests
 (no ``identity``, runs without ``settings_digest``/``model_args``) are read as well; a sweep into
 such a folder upgrades its manifest.
@@ -39,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tts_eval.files import write_atomic
 from tts_eval.settings import STRATEGY_KEYS
 
 logger = logging.getLogger(__name__)
@@ -65,17 +68,11 @@ class Results:
     manifest: Mapping[str, Any] = field(default_factory=dict)
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def write_json_atomic(path: str | os.PathLike, data: Any, *, option: str = "") -> None:
+    """Write JSON to ``path`` through a temporary file and ``os.replace``: never half-written, and
+    no temporary file left behind on failure (:func:`tts_eval.files.write_atomic`; one-line
+    :class:`~tts_eval.errors.OutputError`)."""
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", option=option)
 
 
 def table_notes_path(table: str | os.PathLike) -> Path:

@@ -56,6 +56,9 @@ from tts_eval.workflow.results import (
 
 logger = logging.getLogger(__name__)
 
+# The option that chooses the results folder (named when it cannot be written).
+OUTPUT_OPTION = "--output_dir"
+
 
 @dataclass(frozen=True)
 class RunProgress:
@@ -272,7 +275,7 @@ def _sweep_model(config: Any, searcher: Any, sink: Path, key: str):
             finally:
                 for req, position in zip(requests, positions, strict=True):
                     req.doc_id = position
-            append_jsonl(sink, records)
+            append_jsonl(sink, records, option=OUTPUT_OPTION)
             return outputs
 
     return SweepLM(
@@ -318,8 +321,11 @@ def run_sweep(
 
     _add_runs(manifest, folder, recipe, list(zip(runs, keys, configs, strict=True)))
     manifest["limit"] = settings.limit
+    # The latest sweep's settings as run, and what its command line overrode in the recipe.
+    manifest["sweep"] = {**dataclasses.asdict(settings), "output_dir": os.fspath(folder)}
+    manifest["overrides"] = dict(recipe.overrides)
     (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / MANIFEST, manifest)
+    write_json_atomic(folder / MANIFEST, manifest, option=OUTPUT_OPTION)
 
     todo_by_run = []
     for key in keys:

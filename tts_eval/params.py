@@ -18,7 +18,12 @@ The folder of a hub id is its snapshot in the local Hugging Face cache, when the
 :func:`load_tokenizer` finds a model's tokenizer the same way (local files only), for counting the
 tokens of plain lm-eval runs; ``None`` when there is none.
 
-What this module does not do: load weights, count FLOPs (``tts_eval.workflow.compare``).
+:func:`search_flops` is the FLOPs of one problem's search from its :class:`~tts_eval.types.Cost`
+(2 x parameters x tokens processed, the formula ``tts-eval compare`` uses): what the ``tts`` model
+records per problem beside its token counts.
+
+What this module does not do: load weights, or compare systems at matched compute
+(``tts_eval.workflow.compare``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tts_eval.types import Cost
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +183,16 @@ def parameter_count(
         if count:
             return ParamCount(model, float(count), "estimated from config.json")
     return None
+
+
+def search_flops(cost: Cost, policy_params: float | None, prm_params: float | None) -> float | None:
+    """FLOPs of one problem's search: 2 x policy parameters x (generated tokens + prompt tokens
+    the policy prefilled, i.e. not served from its prefix cache) + 2 x PRM parameters x PRM
+    tokens. None when a count it needs is unknown (the PRM's only matters when it scored)."""
+    if policy_params is None or (cost.prm_tokens and prm_params is None):
+        return None
+    policy = 2.0 * policy_params * (cost.policy_tokens + max(cost.prefilled_prompt_tokens, 0))
+    return policy + (2.0 * prm_params * cost.prm_tokens if cost.prm_tokens else 0.0)
 
 
 def load_tokenizer(model: str) -> Any | None:
