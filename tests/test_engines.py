@@ -364,3 +364,30 @@ def test_generation_progress_counts_requests_tokens_and_rate(capsys):
 def test_platform_options_apply_to_cpu_only():
     assert platform_options(on_cpu=True) == {"enable_chunked_prefill": False, "block_size": 32}
     assert platform_options(on_cpu=False) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# vLLM's dtype on CPU: float32 where bfloat16 would be emulated
+# --------------------------------------------------------------------------------------------
+
+CPUINFO_AVX2 = (
+    "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n"
+)
+CPUINFO_AMX = "processor\t: 0\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+CPUINFO_ARM = "processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "dtype", "expected"),
+    [
+        (CPUINFO_AVX2, "auto", "float32"),
+        (CPUINFO_AVX2, "bfloat16", "bfloat16"),  # an explicit choice is kept
+        (CPUINFO_AMX, "auto", "auto"),
+        (CPUINFO_ARM, "auto", "auto"),
+        ("", "auto", "auto"),  # flags unknown: vLLM decides
+    ],
+)
+def test_vllm_cpu_dtype(cpuinfo, dtype, expected):
+    from tts_eval.engines.vllm import cpu_dtype, cpu_flags
+
+    assert cpu_dtype(dtype, cpu_flags(cpuinfo)) == expected
