@@ -373,7 +373,7 @@ def _with_lora(net: Any, settings: TrainSettings) -> Any:
         from peft import LoraConfig, TaskType, get_peft_model
     except ImportError as err:
         raise ImportError(
-            "--lora needs peft; install it with: pip install 'tts-eval[learn]' (or pip install peft)"
+            "--lora needs peft; install it with: pip install 'tts-scaling-eval[learn]' (or pip install peft)"
         ) from err
     config = LoraConfig(
         task_type=TaskType.TOKEN_CLS,
