@@ -63,13 +63,26 @@ def test_labels_equal_a_hand_computed_monte_carlo_estimate():
     assert cost.solution_tokens == first.tokens + second.tokens
 
 
-def test_without_rollouts_every_step_takes_the_outcome():
+def test_without_rollouts_every_step_takes_the_outcome_of_one_whole_generation():
     engine = ScriptedEngine(SCRIPT)
     [result] = label_problems([_problem()], engine, FakeAnswerSpec(), _settings(rollouts=0))
-    assert [s.label for s in result.solutions[0].steps] == [True, True]
-    assert [s.label for s in result.solutions[1].steps] == [False, False, False]
+    # one request of 2 samples generated to the end (sample 1 takes option 1 at every level)
+    assert len(engine.calls) == 1 and engine.calls[0][0].params.n == 2
+    assert engine.calls[0][0].params.stop == ()
+    first, second = result.solutions
+    assert [(s.text, s.label) for s in first.steps] == [("a", True), ("\\boxed{4}", True)]
+    assert [(s.text, s.label) for s in second.steps] == [("b", False), ("\\boxed{5}", False)]
     assert {s.source for sol in result.solutions for s in sol.steps} == {"outcome"}
-    assert len(engine.calls) == 3  # three rounds of steps, no rollout call
+
+
+def test_a_whole_generation_ends_at_its_first_final_step():
+    script = {"": ["a\n"], "a\n": ["\\boxed{4}\nmore\n\\boxed{5}" + EOS]}
+    [result] = label_problems(
+        [_problem()], ScriptedEngine(script), FakeAnswerSpec(), _settings(samples=1, rollouts=0)
+    )
+    [solution] = result.solutions
+    assert [s.text for s in solution.steps] == ["a", "\\boxed{4}"]
+    assert (solution.answer, solution.correct, solution.ended) == ("4", True, "answer")
 
 
 def test_the_step_checker_overrides_with_false():

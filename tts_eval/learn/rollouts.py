@@ -8,7 +8,9 @@
    ends at EOS, at a step that :meth:`AnswerSpec.is_final_step` accepts, or at ``max_tokens``;
    the last of ``num_iterations`` rounds generates to the end). Steps are the PRM views of
    :func:`tts_eval.search.segment_steps`, so a PRM trained on them sees what a search shows it.
-   Where each step ended in the solution's token ids is recorded as it is generated.
+   Where each step ended in the solution's token ids is recorded as it is generated. With
+   ``rollouts=0`` no boundary is needed: each problem's solutions are one request generated to the
+   end, then ended at their first final-answer step (:func:`cut_at_final_step`).
 2. **Rollouts**: from the token-id prefix that ends each non-final step, ``rollouts`` (m)
    completions to the end, in ONE engine call for the batch (all m rollouts of a prefix are one
    request for m samples; the prefixes of one solution share its tokens, so the engine's prefix
@@ -162,12 +164,9 @@ def rollout_answer(
     """The answer of the solution ``prefix_text + completion.text``, ended as a search ends it:
     at its first final-answer step; None when it was cut off before one."""
     text = prefix_text + completion.text
-    raws, views = segment_steps(text, delimiter)
-    kept = ""
-    for raw, view in zip(raws, views, strict=True):
-        kept += raw
-        if answers.is_final_step(view):
-            return answers.extract(kept)
+    kept = cut_at_final_step(text, answers, delimiter)
+    if kept is not None:
+        return answers.extract(kept)
     if completion.finish_reason is FinishReason.LENGTH:
         return None
     return answers.extract(text) if text.strip() else None
@@ -289,6 +288,73 @@ def _generate_solutions(
     return solutions
 
 
+def cut_at_final_step(text: str, answers: AnswerSpec, delimiter: str) -> str | None:
+    """``text`` up to the end of its first final-answer step (how a tree search ends it), or
+    None when no step is final."""
+    raws, views = segment_steps(text, delimiter)
+    kept = ""
+    for raw, view in zip(raws, views, strict=True):
+        kept += raw
+        if answers.is_final_step(view):
+            return kept
+    return None
+
+
+def _whole_solutions(
+    problems: Sequence[LabelProblem],
+    engine: PolicyEngine,
+    answers: AnswerSpec,
+    settings: LabelSettings,
+) -> list[_Solution]:
+    """Without rollouts no step boundary is needed: each problem's ``samples`` solutions are one
+    request generated to the end (about half the engine work of step-by-step rounds, which
+    re-prefill each prompt's last partial KV block every round), then ended at their first
+    final-answer step as a search ends them (the steps are the same text segments)."""
+    requests = [
+        GenerationRequest(
+            prompt_ids=problem.prompt_ids,
+            params=SamplingParams(
+                n=settings.samples,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                max_tokens=settings.max_tokens,
+                seed=derive_seed(settings.seed, problem.uid, "label-whole"),
+            ),
+        )
+        for problem in problems
+    ]
+    outputs = engine.generate(requests)
+    if len(outputs) != len(requests):
+        raise RuntimeError(f"engine returned {len(outputs)} outputs for {len(requests)}")
+    solutions = []
+    for p, output in enumerate(outputs):
+        for j, completion in enumerate(output.completions):
+            text = completion.text
+            cut = cut_at_final_step(text, answers, settings.step_delimiter)
+            reason = completion.finish_reason
+            node = Node(
+                lineage=(j,),
+                group=j,
+                token_ids=tuple(completion.token_ids),
+                text=text if cut is None else cut,
+                finish_reason=FinishReason.STEP if cut is not None else reason,
+                finished=cut is not None or reason is FinishReason.EOS,
+                truncated=cut is None and reason is FinishReason.LENGTH,
+            )
+            share, rest = divmod(output.prompt_tokens, len(output.completions))
+            cached, cached_rest = divmod(output.cached_prompt_tokens or 0, len(output.completions))
+            solutions.append(
+                _Solution(
+                    p,
+                    j,
+                    node,
+                    prompt_tokens=share + (j < rest),
+                    cached_prompt_tokens=cached + (j < cached_rest),
+                )
+            )
+    return solutions
+
+
 def _ended(s: _Solution) -> str:
     node = s.node
     if node.truncated:
@@ -308,7 +374,10 @@ def label_problems(
     """Sample, roll out and label every problem (see the module docstring); one result each, in
     order. ``checkers`` maps a problem uid to its exact step checker (optional)."""
     delimiter = settings.step_delimiter
-    solutions = _generate_solutions(problems, engine, answers, settings)
+    if settings.rollouts:
+        solutions = _generate_solutions(problems, engine, answers, settings)
+    else:
+        solutions = _whole_solutions(problems, engine, answers, settings)
 
     # Rollouts: one request of m samples per exact step boundary (never the last step).
     rollout_keys: list[tuple[int, int]] = []  # (solution position, step index)
