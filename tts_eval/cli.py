@@ -145,6 +145,10 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
         "one leaderboard of sweeps and lm-eval runs at matched compute (FLOPs), with figures",
         _workflow("compare_main"),
     ),
+    "demo": (
+        "test-time scaling in minutes on this machine (SmolLM2-135M, arith; no hub needed)",
+        _workflow("demo_main"),
+    ),
     "label": (
         "label the steps of the policy's own solutions by Monte Carlo rollouts (PRM data)",
         _learn("label_main"),

@@ -404,3 +404,50 @@ def compare_main(argv: Sequence[str]) -> int:
         return 0
 
     return _guard("compare", body, parser, argv)
+
+
+def demo_main(argv: Sequence[str]) -> int:
+    from tts_eval.workflow.demo import DemoSettings
+
+    defaults = DemoSettings()
+    parser = argparse.ArgumentParser(
+        prog="tts-eval demo",
+        description="Test-time scaling on this machine in minutes: SmolLM2-135M-Instruct (built "
+        "from its PyPI wheel) on arith problems, majority vs PRM-weighted best-of-N, beam search "
+        "and DVTS; prints the table, writes demo.json/.md/.png.",
+    )
+    parser.add_argument("--problems", type=int, default=defaults.problems)
+    parser.add_argument("--n", type=int, default=defaults.n, help="budget")
+    parser.add_argument("--backend", default=defaults.backend, help="auto, vllm or hf")
+    parser.add_argument("--policy", help="policy folder (default: SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--prm", help="PRM folder (default: the learn benchmark's trained PRM, else the policy)"
+    )
+    parser.add_argument("--prm_type", "--prm-type")
+    parser.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+    parser.add_argument("--iterations", type=int, default=defaults.iterations)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--out", default=defaults.out, help="output folder")
+    parser.add_argument("--no-progress", action="store_true")
+
+    def body(args: argparse.Namespace) -> int:
+        from tts_eval.workflow.demo import run_demo, to_markdown
+
+        settings = DemoSettings(
+            problems=args.problems,
+            n=args.n,
+            backend=args.backend,
+            policy=args.policy,
+            prm=args.prm,
+            prm_type=args.prm_type,
+            max_tokens=args.max_tokens,
+            iterations=args.iterations,
+            seed=args.seed,
+            out=args.out,
+        )
+        report = run_demo(settings, progress=not args.no_progress)
+        print(to_markdown(report))
+        print(f"figure: {Path(args.out) / 'demo.png'}")
+        return 0
+
+    return _guard("demo", body, parser, argv)

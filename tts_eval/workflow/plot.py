@@ -394,6 +394,40 @@ def plot_comparison(
     return _save_all(comparison_figures(board, zoom=zoom), out_dir)
 
 
+def budgets_figure(report: Mapping[str, Any]) -> Any:
+    """Accuracy vs budget of ``tts-eval demo``'s rows (method, n, mean, ci), one series per
+    method, on a base-2 log axis with plain tick labels."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    methods: dict[str, list[Mapping[str, Any]]] = {}
+    for row in report["rows"]:
+        methods.setdefault(row["method"], []).append(row)
+    ticks = sorted({int(row["n"]) for row in report["rows"]})
+    for i, (method, rows) in enumerate(methods.items()):
+        style = series_style(i)
+        xs = [r["n"] * _dodge(i, len(methods)) for r in rows]
+        ys = [100 * r["mean"] for r in rows]
+        err = [
+            [y - 100 * r["ci"][0] for y, r in zip(ys, rows, strict=True)],
+            [100 * r["ci"][1] - y for y, r in zip(ys, rows, strict=True)],
+        ]
+        ax.errorbar(xs, ys, yerr=err, capsize=3, label=method, **style)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("budget n")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(
+        f"{Path(str(report['policy'])).name} on arith ({report['problems']} problems), "
+        f"PRM {Path(str(report['prm'])).name}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
 def _save_all(figures: Mapping[str, Any], out_dir: str | os.PathLike) -> list[Path]:
     plt = _pyplot()
     out = Path(out_dir)
