@@ -121,6 +121,14 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
     parser.add_argument("--save-steps", type=int, default=defaults.save_steps)
     parser.add_argument("--dtype", default=defaults.dtype, choices=("float32", "bfloat16"))
+    parser.add_argument(
+        "--layers", type=int, help="keep only the base's first N decoder layers (faster PRM)"
+    )
+    parser.add_argument(
+        "--negatives-per-positive",
+        type=float,
+        help="at most R rows ending wrong per row ending right (training split)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(list(argv))
     _logging()
@@ -141,6 +149,8 @@ def train_main(argv: Sequence[str]) -> int:
         lora_r=args.lora_r,
         save_steps=args.save_steps,
         dtype=args.dtype,
+        layers=args.layers,
+        negatives_per_positive=args.negatives_per_positive,
     )
     report = train_prm(
         args.model, args.data, args.output_dir, settings, progress=not args.no_progress
