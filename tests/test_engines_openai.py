@@ -31,6 +31,7 @@ import pytest
 from vllm_server import free_port
 
 from tts_eval.engines import load_engine
+from tts_eval.engines.chat import render_chat
 from tts_eval.engines.openai import classify_choice
 from tts_eval.errors import EngineError
 from tts_eval.runtime.local import LocalSearcher
@@ -153,6 +154,7 @@ class Proxy:
         self.failures: list[tuple[int, dict[str, str]]] = []
         self.delay = 0.0
         self.strip_token_ids = False
+        self.no_tokenize = False  # answer /tokenize with 404, as servers other than vLLM do
         self.required_key: str | None = None  # answer 401 to requests without this bearer key
         self.keys: list[str | None] = []  # the Authorization header of every request
         self.posts = 0
@@ -175,6 +177,8 @@ class Proxy:
                     return
                 if self.path.endswith("/completions"):
                     proxy._completion(self, body)
+                elif self.path.endswith("/tokenize") and proxy.no_tokenize:
+                    self._send(404, b'{"detail": "Not Found"}')
                 else:
                     self._forward(body)
 
@@ -499,6 +503,39 @@ def test_start_up_errors_are_one_line(vllm_server, scripted_llama, tiny_llama, p
         'backend=openai needs "return_token_ids": true in /v1/completions (vLLM 0.10.2 or newer; '
         "start the server with python -m vllm.entrypoints.openai.api_server)"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_tokenizer_with_another_vocabulary_is_one_line_naming_both(
+    vllm_server, scripted_llama, tmp_path, proxy
+):
+    """``pretrained=`` a tokenizer with a larger vocabulary than the served model's: the start-up
+    check names both, before any of its token ids reaches the server (it answered the probe
+    with "HTTP 400 ... Token id 1234 is out of vocabulary"). A server without ``/tokenize``
+    cannot be asked; its refusal of the probe then asks whether the tokenizer is the model's."""
+    from tiny_models import build_tokenizer
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other-tokenizer"
+    tok = build_tokenizer(other, vocab_size=4096)
+    served = len(AutoTokenizer.from_pretrained(scripted_llama))
+    probe = render_chat(tok, [{"role": "user", "content": "Hi"}])
+    assert max(probe) >= served  # what the probe would send: ids the served model does not have
+    with pytest.raises(ValueError) as info:
+        load_engine("openai", str(other), base_url=vllm_server.base_url)
+    message = str(info.value)
+    assert message.startswith(
+        f"model_args pretrained={other} is invalid; accepted: the tokenizer of the model the "
+        f"server serves ({scripted_llama}); the server tokenises "
+    ), message
+    assert "\n" not in message and "out of vocabulary" not in message
+    proxy.no_tokenize = True
+    with pytest.raises(ValueError) as info:
+        load_engine("openai", str(other), base_url=proxy.base_url)
+    message = str(info.value)
+    assert "\n" not in message and "is out of vocabulary" in message, message
+    assert message.endswith(f"; is pretrained={other} the tokenizer of {scripted_llama}?")
 
 
 # ----------------------------------------------------------------------------------------------

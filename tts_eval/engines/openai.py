@@ -25,8 +25,10 @@ Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` be
 loads, and again when the engine is built) checks, each failure a one-line ``ValueError``: the
 server answers at ``base_url`` (and accepts the API key), ``/v1/models`` lists the model (no
 ``model=``: the server must list exactly one), and a one-token probe returns token ids (vLLM
-0.10.2 or newer with ``return_token_ids``); a vLLM server's ``/tokenize`` must also tokenise like
-the local tokenizer.
+0.10.2 or newer with ``return_token_ids``); before that probe, a vLLM server's ``/tokenize`` must
+tokenise a solution and a chat rendered with the local template like the local tokenizer (a
+tokenizer that is not the served model's is one line naming both, not the server's "Token id ... is
+out of vocabulary" answer to the probe).
 
 Failures while generating: connection errors, HTTP 5xx and 429 are retried ``max_retries`` times
 with exponential backoff (``Retry-After`` honoured); what still fails, a 4xx answer, a timeout
@@ -206,8 +208,8 @@ def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> 
         info = _pick_model(config, models)
         tok = tokenizer if tokenizer is not None else load_tokenizer(config)
         version = _server_version(client, url)
+        _check_tokenizer(client, config, info.model, tok)  # before ids of ours reach the model
         _probe_token_ids(client, config, info.model, tok, version)
-        _check_tokenizer(client, config, info.model, tok)
         return ServerInfo(info.model, info.max_model_len, version)
     finally:
         if own:
@@ -286,7 +288,12 @@ def _probe_token_ids(
         response = client.post("/completions", json=body)
         _check_status(response)
         choices = response.json()["choices"]
-    except (ServerUnavailable, ServerRefused) as exc:
+    except ServerRefused as exc:  # e.g. "Token id 34519 is out of vocabulary"
+        raise ValueError(
+            f"{server} cannot complete a token-id prompt for model {model!r}: {exc}; "
+            f"is pretrained={config.pretrained} the tokenizer of {model}?"
+        ) from None
+    except ServerUnavailable as exc:
         raise ValueError(
             f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
         ) from None
@@ -299,27 +306,44 @@ def _probe_token_ids(
         raise ValueError(f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}")
 
 
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
+    """The first index where ``a`` and ``b`` differ (the shorter length if one is a prefix)."""
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 def _check_tokenizer(client: Any, config: EngineConfig, model: str, tokenizer: Any) -> None:
-    """A vLLM server's ``/tokenize`` must agree with the local tokenizer (others: not checked)."""
-    try:
-        response = client.post(
-            _server_root(config.base_url) + "/tokenize",
-            json={"model": model, "prompt": _PROBE_TEXT, "add_special_tokens": False},
-        )
-        theirs = response.json().get("tokens") if response.status_code == 200 else None
-    except Exception:
-        theirs = None
-    if not isinstance(theirs, list):
-        logger.debug("the server has no /tokenize; tokenizer agreement not checked")
-        return
-    ours = tokenizer.encode(_PROBE_TEXT, add_special_tokens=False)
-    if [int(t) for t in theirs] != list(ours):
-        raise invalid(
-            "pretrained",
-            config.pretrained,
-            f"the tokenizer of the model the server serves ({model}); the server tokenises "
-            f"{_PROBE_TEXT!r} as {theirs[:8]}, this tokenizer as {list(ours)[:8]}",
-        )
+    """A vLLM server's ``/tokenize`` must agree with the local tokenizer (others: not checked).
+
+    Two texts: a short solution, and a chat rendered with the local template (its special
+    tokens), each tokenised on both sides without added special tokens; the first difference is
+    a one-line error naming ``pretrained`` and the served model.
+    """
+    chat = tokenizer.decode(render_chat(tokenizer, [{"role": "user", "content": "Hi"}]))
+    for text in (_PROBE_TEXT, chat):
+        try:
+            response = client.post(
+                _server_root(config.base_url) + "/tokenize",
+                json={"model": model, "prompt": text, "add_special_tokens": False},
+            )
+            theirs = response.json().get("tokens") if response.status_code == 200 else None
+        except Exception:
+            theirs = None
+        if not isinstance(theirs, list):
+            logger.debug("the server has no /tokenize; tokenizer agreement not checked")
+            return
+        ours = list(tokenizer.encode(text, add_special_tokens=False))
+        theirs = [int(t) for t in theirs]
+        if theirs != ours:
+            at = first_difference(theirs, ours)
+            raise invalid(
+                "pretrained",
+                config.pretrained,
+                f"the tokenizer of the model the server serves ({model}); the server tokenises "
+                f"{text!r} as {theirs[at : at + 8]}, this tokenizer as {ours[at : at + 8]} "
+                f"from token {at} on",
+            )
 
 
 def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
