@@ -299,6 +299,40 @@ class EngineConfig:
 
 PRM_TYPE_NAMES = ("rlhflow", "math_shepherd", "qwen_prm", "skywork", "token_classification")
 STEP_SEPARATOR_TYPES = ("skywork", "token_classification")
+# The entry-point group through which installed packages add PRM formats (tts_eval.prm.registry).
+PRM_FORMATS_GROUP = "tts_eval.prm_formats"
+# PRM types registered in this process (tts_eval.prm.register_prm_format): name -> whether it
+# takes prm_step_separator.
+_REGISTERED_PRM_TYPES: dict[str, bool] = {}
+
+
+def installed_prm_formats() -> tuple[str, ...]:
+    """Names of the PRM formats installed packages declare in :data:`PRM_FORMATS_GROUP` (read
+    from package metadata: nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return tuple(ep.name for ep in entry_points(group=PRM_FORMATS_GROUP))
+
+
+def prm_type_names() -> tuple[str, ...]:
+    """Every accepted ``prm_type``: built in, registered in this process, then installed."""
+    names = [*PRM_TYPE_NAMES, *_REGISTERED_PRM_TYPES]
+    return tuple(names + [n for n in installed_prm_formats() if n not in names])
+
+
+def note_prm_type(name: str, *, step_separator: bool) -> None:
+    """Record a PRM type registered in this process (called by ``register_prm_format``)."""
+    _REGISTERED_PRM_TYPES[name] = step_separator
+
+
+def refuses_step_separator(prm_type: str) -> bool:
+    """Whether ``prm_type`` is known not to take ``prm_step_separator`` (an installed format not
+    loaded yet is checked when it loads)."""
+    if prm_type in PRM_TYPE_NAMES:
+        return prm_type not in STEP_SEPARATOR_TYPES
+    return _REGISTERED_PRM_TYPES.get(prm_type) is False
+
+
 # model_args key -> PRMConfig field
 PRM_KEYS = {
     "prm": "path",
@@ -335,8 +369,8 @@ class PRMConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
             raise invalid("prm", self.path, "a PRM model directory or hub id")
-        if self.prm_type is not None:
-            check_choice("prm_type", self.prm_type, PRM_TYPE_NAMES)
+        if self.prm_type is not None and self.prm_type not in PRM_TYPE_NAMES:
+            check_choice("prm_type", self.prm_type, prm_type_names())
         if self.device is not None:
             check_device("prm_device", self.device)
         if self.dtype is not None:
@@ -347,12 +381,12 @@ class PRMConfig:
         if self.step_separator is not None:
             if not isinstance(self.step_separator, str) or not self.step_separator:
                 raise invalid("prm_step_separator", self.step_separator, "a non-empty string")
-            if self.prm_type not in (None, *STEP_SEPARATOR_TYPES):
+            if self.prm_type is not None and refuses_step_separator(self.prm_type):
+                takes = [*STEP_SEPARATOR_TYPES, *(n for n, s in _REGISTERED_PRM_TYPES.items() if s)]
                 raise invalid(
                     "prm_step_separator",
                     self.step_separator,
-                    f"only with prm_type={' or '.join(STEP_SEPARATOR_TYPES)}, "
-                    f"not prm_type={self.prm_type}",
+                    f"only with prm_type={' or '.join(takes)}, not prm_type={self.prm_type}",
                 )
 
     def resolved_device(self, gpu_available: bool) -> str:
