@@ -180,7 +180,15 @@ BACKENDS = ("hf", "vllm", "openai")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 
 # EngineConfig fields that concern backend=openai only (a policy behind an OpenAI-compatible server).
-OPENAI_KEYS = ("base_url", "api_key", "model", "max_concurrency", "timeout_s", "max_retries")
+OPENAI_KEYS = (
+    "base_url",
+    "api_key",
+    "model",
+    "max_concurrency",
+    "timeout_s",
+    "max_retries",
+    "deterministic",
+)
 
 
 @dataclass(frozen=True)
@@ -192,8 +200,10 @@ class EngineConfig:
     False on GPU) and ``block_size`` (tokens per KV-cache block, the granularity of vLLM's prefix
     cache; None: vLLM's platform default, 128 on CPU) concern ``backend=vllm``; :data:`OPENAI_KEYS` concern ``backend=openai`` (the
     server's ``/v1`` URL, its API key (None: ``OPENAI_API_KEY``), the served model name (None: the
-    only one the server lists), parallel requests, seconds per request, retries per request);
-    ``pretrained`` then names the tokenizer that renders prompts. ``seed`` seeds requests that
+    only one the server lists), parallel requests, seconds per request, retries per request, and
+    ``deterministic``: one request at a time in request order, from a prefix cache reset at
+    start-up, so that a re-run against the same server reproduces the run; see
+    ``tts_eval.engines.openai``); ``pretrained`` then names the tokenizer that renders prompts. ``seed`` seeds requests that
     carry no seed of their own (hf) or vLLM's global generator (vllm). ``chat_template`` (a Jinja
     string) replaces the tokenizer's own, for models that ship none.
     """
@@ -218,6 +228,7 @@ class EngineConfig:
     max_concurrency: int = 64
     timeout_s: float = 600.0
     max_retries: int = 4
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
@@ -280,6 +291,8 @@ class EngineConfig:
         check_int("max_concurrency", self.max_concurrency, 1)
         check_float("timeout_s", self.timeout_s, "seconds > 0", lambda v: v > 0)
         check_int("max_retries", self.max_retries, 0)
+        if not isinstance(self.deterministic, bool):
+            raise invalid("deterministic", self.deterministic, "true or false")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
@@ -841,6 +854,13 @@ class TTSConfig:
 
     def __post_init__(self) -> None:
         check_int("data_parallel_size", self.data_parallel_size, 1)
+        if self.engine.deterministic and self.data_parallel_size > 1:
+            raise invalid(
+                "deterministic",
+                "true",
+                "only with data_parallel_size=1 (K workers would interleave their requests on "
+                "the server)",
+            )
         check_answer(self.answer)
         if not isinstance(self.max_tokens_from_task, bool):
             raise invalid("max_tokens_from_task", self.max_tokens_from_task, "true or false")
@@ -874,6 +894,10 @@ def results_fingerprint(config: TTSConfig) -> str:
         data.pop(key, None)
     for key in NON_RESULT_ENGINE_KEYS:
         data["engine"].pop(key, None)
+    if (
+        not config.engine.deterministic
+    ):  # a later key: digests of earlier settings stay as they were
+        data["engine"].pop("deterministic", None)
     table = config.search.compute_optimal_table
     if table is not None and Path(table).is_file():
         data["compute_optimal_table_sha256"] = hashlib.sha256(Path(table).read_bytes()).hexdigest()

