@@ -32,6 +32,12 @@ tokens). Three searches: 22.9 s on Ray Data, 5.6 s here. With real models (an 8B
 minutes) the gap only grows, so the runtime keeps long-lived actors and uses Ray's ActorPool and
 actor fault tolerance for the rest (see ``RAY_DATA_MEASUREMENT``).
 
+Interrupts (``tts-eval``'s SIGINT / SIGTERM handling, ``tts_eval.cli``): ``ray.init`` would take
+over SIGTERM (:func:`keep_signal_handlers` puts the process's handlers back); a search stopped
+half-way cancels its chunks with ``ray.cancel`` and :meth:`RaySearcher.close` then kills the busy
+actors (``ray.kill``) instead of waiting for their chunks, and shuts down the Ray instance it
+started, so no actor or Ray helper process outlives the command.
+
 Fault injection for tests: pass ``worker_cls=`` a subclass of :class:`SearchWorker`.
 
 What this module does not do: search (``tts_eval.search``), load models itself
