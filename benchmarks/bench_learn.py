@@ -47,7 +47,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from real_model import build_smollm2  # noqa: E402
 
 STAGES = ("label", "train", "eval", "report")
-ENV = {"VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}
+ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "4",
+    "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
+}
 
 
 def _run(args: list[str], log: Path) -> float:
