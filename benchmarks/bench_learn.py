@@ -12,7 +12,9 @@ finished.
    ``--label-problems`` problems x ``--samples`` solutions (``--rollouts 0``), and Monte Carlo
    labels (``--rollouts`` completions per step) on ``--mc-problems`` problems with another seed.
 2. ``train``: ``tts-eval train-prm`` from SmolLM2-135M-Instruct on both label sets (full
-   fine-tuning, fp32, epochs chosen so the training tokens fit ``--train-tokens``).
+   fine-tuning of its first ``--layers`` decoder layers, fp32, at most
+   ``--negatives-per-positive`` solutions ending wrong per solution ending right, epochs chosen so
+   the training tokens fit ``--train-tokens``).
 3. ``eval``: two ``tts-eval sweep`` runs on the first ``--test-problems`` problems of
    ``arith_500`` (majority, best_of_n, beam_search, dvts at ``--budgets``; beam width 4), one with
    the trained PRM, one with SmolLM2 itself read as an RLHFlow PRM (untrained).
@@ -101,6 +103,7 @@ def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> 
 def _prm_dir(a: argparse.Namespace, cache: Path) -> Path:
     return cache / (
         f"prm-p{a.label_problems}-{a.mc_problems}-s{a.samples}-m{a.rollouts}-t{a.train_tokens}"
+        f"-l{a.layers}-r{a.negatives_per_positive:g}"
     )
 
 
@@ -108,16 +111,19 @@ def train_stage(a: argparse.Namespace, policy: Path, cache: Path, labels: dict, 
     from datasets import load_from_disk
 
     folders = [labels[k]["folder"] for k in ("outcome", "mc")]
-    # epochs so that the training tokens fit the budget (rows x ~tokens per row)
-    rows = sum(len(load_from_disk(str(Path(f) / "dataset"))) for f in folders)
-    epochs = max(0.25, min(3.0, a.train_tokens / (rows * a.row_tokens)))
+    # epochs so that the training tokens fit the budget (rows kept after balancing x ~tokens each)
+    ends = [row[-1] for f in folders for row in load_from_disk(str(Path(f) / "dataset"))["labels"]]
+    positives = sum(ends)
+    rows = min(len(ends), positives * (1 + a.negatives_per_positive))
+    epochs = max(0.25, min(4.0, a.train_tokens / (rows * a.row_tokens)))
     out = _prm_dir(a, cache)
     _run(
         [
             "train-prm", "--model", str(policy), *sum((["--data", f] for f in folders), []),
             "--output_dir", str(out), "--epochs", f"{epochs:.2f}", "--batch-size", "8",
             "--learning-rate", str(a.learning_rate), "--val-fraction", "0.1",
-            "--save-steps", "100", "--no-progress",
+            "--save-steps", "50", "--layers", str(a.layers),
+            "--negatives-per-positive", str(a.negatives_per_positive), "--no-progress",
         ],
         log,
     )  # fmt: skip
@@ -301,7 +307,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--train-tokens", type=int, default=900_000)
+    parser.add_argument("--train-tokens", type=int, default=260_000)
+    parser.add_argument("--layers", type=int, default=12, help="PRM: the base's first N layers")
+    parser.add_argument("--negatives-per-positive", type=float, default=3.0)
     parser.add_argument("--row-tokens", type=float, default=230.0, help="estimate per row")
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--test-problems", type=int, default=200)
