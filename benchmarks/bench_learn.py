@@ -173,15 +173,37 @@ def _sweeps(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, Path]
     }
 
 
+# (sweep, strategies, budgets) in the order they run: what the goal needs first.
+EVAL_ORDER = (
+    ("trained", "best_of_n", "16"),
+    ("trained", "beam_search,dvts", "16"),
+    ("trained", "beam_search,dvts", "4"),
+    ("untrained", "best_of_n", "16"),
+    ("untrained", "beam_search,dvts", "4"),
+    ("untrained", "beam_search,dvts", "16"),
+)
+
+
 def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, float]:
+    """The sweeps, one (strategies, budget) slice at a time in :data:`EVAL_ORDER` (each resumes
+    what an earlier run of this script recorded; majority comes with best_of_n's run)."""
     seconds = {}
     prms = {
         "trained": (_prm_dir(a, cache), "token_classification"),
         "untrained": (policy, "rlhflow"),
     }
-    for name, out in _sweeps(a, policy, cache).items():
+    sweeps = _sweeps(a, policy, cache)
+    for name, strategies, budget in EVAL_ORDER:
+        if name not in a.eval_prms or int(budget) not in a.budgets:
+            continue
         prm, prm_type = prms[name]
-        seconds[name] = _run(["sweep", str(_recipe(a, policy, prm, prm_type, out))], log)
+        recipe = _recipe(a, policy, prm, prm_type, sweeps[name])
+        key = f"{name} {strategies} n={budget}"
+        seconds[key] = _run(
+            ["sweep", str(recipe), "--strategies", strategies, "--budgets", budget,
+             "--no-progress"],
+            log,
+        )  # fmt: skip
     return seconds
 
 
@@ -315,10 +337,12 @@ def main() -> None:
     parser.add_argument("--test-problems", type=int, default=200)
     parser.add_argument("--budgets", default="4,16")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--eval-prms", default="trained,untrained", help="sweeps to run")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--figure", help="copy compare's accuracy-vs-budget figure here")
     a = parser.parse_args()
     a.budgets = [int(b) for b in a.budgets.split(",")]
+    a.eval_prms = a.eval_prms.split(",")
     stages = a.stages.split(",")
     cache = Path(
         a.cache
