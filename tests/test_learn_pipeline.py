@@ -236,6 +236,27 @@ def test_balancing_and_truncated_layers(labelled, tiny_llama, tmp_path):
     assert report["train_rows"] == len(kept_ends)
 
 
+def test_lora_adapters_are_merged_into_a_plain_prm(labelled, tiny_llama, tmp_path):
+    from tts_eval.prm import load_prm
+    from tts_eval.types import PRMRequest
+
+    out = tmp_path / "lora"
+    result = _cli(
+        "train-prm", "--model", str(tiny_llama), "--data", str(labelled["out"]),
+        "--output_dir", str(out), "--max-steps", "1", "--batch-size", "2", "--val-fraction", "0",
+        "--lora", "--lora-r", "2", "--learning-rate", "1e-3", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(out.glob("adapter_*")), "adapters must be merged, not saved beside"
+    assert json.loads((out / "tts_eval_prm.json").read_text())["settings"]["lora"] is True
+    prm = load_prm(str(out))
+    try:
+        [scored] = prm.score([PRMRequest("What is 1?", ("a step", "\\boxed{1}"))])
+    finally:
+        prm.close()
+    assert len(scored.step_scores) == 2
+
+
 def test_prm_eval_equals_the_scores_it_reads(trained, labelled):
     from tts_eval.learn.data import load_steps
     from tts_eval.learn.evaluate import metrics_of, requests_of

@@ -418,12 +418,25 @@ def _with_lora(net: Any, settings: TrainSettings) -> Any:
         raise ImportError(
             "--lora needs peft; install it with: pip install 'tts-scaling-eval[learn]' (or pip install peft)"
         ) from err
+    import torch
+
+    # every linear layer of the backbone; the classification head is trained whole instead
+    heads = {"score", "classifier"}
+    targets = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in net.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+        - heads
+    )
     config = LoraConfig(
         task_type=TaskType.TOKEN_CLS,
         r=settings.lora_r,
         lora_alpha=2 * settings.lora_r,
         lora_dropout=0.05,
-        target_modules="all-linear",
+        target_modules=targets,
+        modules_to_save=sorted(heads & {n.rsplit(".", 1)[-1] for n, _ in net.named_modules()}),
     )
     return get_peft_model(net, config)
 
