@@ -22,6 +22,17 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r`` and ``\\\\`` as typed on a command line, the rest as is (non-ASCII
+    separators such as " ки" survive, which a ``unicode_escape`` round trip would garble)."""
+    import re
+
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -144,7 +155,7 @@ def train_main(argv: Sequence[str]) -> int:
         max_length=args.max_length,
         val_fraction=args.val_fraction,
         seed=args.seed,
-        separator=args.separator.encode().decode("unicode_escape"),
+        separator=unescape(args.separator),
         lora=args.lora,
         lora_r=args.lora_r,
         save_steps=args.save_steps,
@@ -189,7 +200,7 @@ def prm_eval_main(argv: Sequence[str]) -> int:
 
     separator = args.prm_step_separator
     if separator is not None:
-        separator = separator.encode().decode("unicode_escape")
+        separator = unescape(separator)
     config = PRMConfig(
         args.prm,
         args.prm_type,
