@@ -156,7 +156,8 @@ def _recipe(a: argparse.Namespace, policy: Path, prm: Path, prm_type: str, out: 
             "budgets": a.budgets,
             "limit": a.test_problems,
             "output_dir": str(out),
-            "chunk_size": min(100, a.test_problems),
+            # records land per chunk: a run stopped mid-sweep loses at most 20 problems' work
+            "chunk_size": min(20, a.test_problems),
             "apply_chat_template": True,
         },
     }
