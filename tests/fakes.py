@@ -15,6 +15,11 @@ end-of-sequence token, so a candidate's token-id prefix and its text are interch
   prefix missing from the script raises ``KeyError``.
 - :class:`RandomEngine`: pseudo-random steps that depend only on (seed, prompt ids, sample index);
   it refuses requests without a seed. For determinism and batch-independence tests.
+- Log-probabilities: both engines take ``logprobs=``, a :data:`LogprobScript` called for every
+  generated token of a request that asks (``SamplingParams.logprobs = k``) with the text before the
+  token (decoded prompt + completion so far), the token id and ``k``; without one such a request is
+  a one-line ``ValueError``. :class:`TaggedLogprobs` is a ready script: a token's confidence is the
+  number in the last ``(c=X)`` tag before it.
 - :class:`FakePRM`: the score of a step is the number in its last ``[0.x]`` tag (``default`` if
   none); ``tokens_processed`` is the character count of problem + steps.
 - :class:`FakeAnswerSpec`: final step = contains ``\\boxed{``; answer = last boxed content;
@@ -29,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 
 from tts_eval.types import (
@@ -40,6 +45,8 @@ from tts_eval.types import (
     PRMOutput,
     PRMRequest,
     Problem,
+    SamplingParams,
+    TokenLogprobs,
 )
 
 EOS_ID = 0
@@ -66,18 +73,55 @@ def _tokens(piece: str) -> list[int]:
     return list(encode(piece))
 
 
-def _cut(stream, params, on_missing) -> Completion:  # stream yields token ids lazily
+# (text before the token: decoded prompt + completion so far, token id, k) -> its log-probabilities
+LogprobScript = Callable[[str, int, int], TokenLogprobs]
+_TAG = re.compile(r"\(c=(\d+(?:\.\d+)?)\)")
+
+
+class TaggedLogprobs:
+    """A :data:`LogprobScript`: a token's confidence ``X`` is the number of the last ``(c=X)`` tag
+    in the text before it (``default`` before any tag). The generated token and each of the top
+    ``k`` get log-probability ``-X`` (top ids ``1..k``), so DeepConf's token confidence of every
+    token is exactly ``X``."""
+
+    def __init__(self, default: float = 1.0) -> None:
+        self.default = default
+
+    def __call__(self, before: str, token: int, k: int) -> TokenLogprobs:
+        found = _TAG.findall(before)
+        level = float(found[-1]) if found else self.default
+        return TokenLogprobs(-level, tuple(range(1, k + 1)), (-level,) * k)
+
+
+def check_logprobs(params: SamplingParams, script: LogprobScript | None) -> None:
+    if params.logprobs is not None and script is None:
+        raise ValueError(
+            f"logprobs={params.logprobs} asked of a fake engine without a logprobs script; "
+            "accepted: logprobs=None"
+        )
+
+
+def _cut(  # stream yields token ids lazily
+    stream, params, on_missing, before: str = "", script: LogprobScript | None = None
+) -> Completion:
     text = ""
     ids: list[int] = []
+    lps: list[TokenLogprobs] | None = None if params.logprobs is None else []
+
+    def done(reason: FinishReason) -> Completion:
+        return Completion(text, tuple(ids), reason, None if lps is None else tuple(lps))
+
     for token in stream:
         if len(ids) >= params.max_tokens:
-            return Completion(text, tuple(ids), FinishReason.LENGTH)
+            return done(FinishReason.LENGTH)
+        if lps is not None:
+            lps.append(script(before + text, token, params.logprobs))  # type: ignore[misc]
         ids.append(token)
         if token == EOS_ID:
-            return Completion(text, tuple(ids), FinishReason.EOS)
+            return done(FinishReason.EOS)
         text += chr(token)
         if any(text.endswith(stop) for stop in params.stop):
-            return Completion(text, tuple(ids), FinishReason.STEP)
+            return done(FinishReason.STEP)
     return on_missing(text, ids)
 
 
@@ -89,10 +133,12 @@ class ScriptedEngine:
         script: Mapping[str, Sequence[str]],
         sep: str = "|",
         report_cache: bool = False,
+        logprobs: LogprobScript | None = None,
     ) -> None:
         self.script = {key: list(options) for key, options in script.items()}
         self.sep = sep
         self.report_cache = report_cache
+        self.logprobs = logprobs
         self.calls: list[list[GenerationRequest]] = []
         self.outputs: list[list[GenerationOutput]] = []
 
@@ -124,6 +170,7 @@ class ScriptedEngine:
         for request in requests:
             prompt = decode(request.prompt_ids)
             params = request.params
+            check_logprobs(params, self.logprobs)
             offset = offsets.get(request.prompt_ids, 0)
             offsets[request.prompt_ids] = offset + params.n
             completions = tuple(
@@ -131,6 +178,8 @@ class ScriptedEngine:
                     self._stream(prompt, offset + i, params.temperature == 0),
                     params,
                     self._ran_out,
+                    prompt,
+                    self.logprobs,
                 )
                 for i in range(params.n)
             )
@@ -158,7 +207,9 @@ class RandomEngine:
         p_final: float = 0.3,
         min_steps: int = 1,
         max_steps: int = 12,
+        logprobs: LogprobScript | None = None,
     ) -> None:
+        self.logprobs = logprobs
         self.answers = list(answers)
         self.p_final = p_final
         self.min_steps = min_steps
@@ -187,11 +238,14 @@ class RandomEngine:
             params = request.params
             if params.seed is None:
                 raise ValueError("RandomEngine needs a seed on every request")
+            check_logprobs(params, self.logprobs)
             completions = tuple(
                 _cut(
                     self._stream(request.prompt_ids, params.seed, i, params.temperature == 0),
                     params,
                     lambda text, ids: Completion(text, tuple(ids), FinishReason.EOS),
+                    decode(request.prompt_ids),
+                    self.logprobs,
                 )
                 for i in range(params.n)
             )

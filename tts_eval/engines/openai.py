@@ -21,6 +21,16 @@ the other engines. Each sample of a request goes out as its own HTTP request (``
 the server reports it (vLLM: ``--enable-prompt-tokens-details``), else None. ``max_tokens`` is
 cut to the room left under the server's ``max_model_len``, where the in-process engines stop.
 
+Log-probabilities (``SamplingParams.logprobs = k``): the body adds ``"logprobs": k`` and
+``"return_tokens_as_token_ids": true``, and :func:`choice_logprobs` reads each choice's
+``logprobs``: ``token_logprobs`` (the generated tokens') and ``top_logprobs`` (per position a map
+``"token_id:<id>" -> log-probability`` of the top ``k`` and, when it is not among them, the
+generated token, which is then dropped). A vLLM server returns its engine's numbers (the raw
+log-softmax at temperature 1 with the server's default ``--logprobs-mode raw_logprobs``; see
+:mod:`tts_eval.engines.vllm`), JSON floats that read back exactly; a server that answers without
+them or with token strings instead of ids, or refuses ``k`` (vLLM: more than its
+``--max-logprobs``, 20 by default), is a one-line :class:`~tts_eval.errors.EngineError`.
+
 Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` before the PRM
 loads, and again when the engine is built) checks, each failure a one-line ``ValueError``: the
 server answers at ``base_url`` (and accepts the API key), ``/v1/models`` lists the model (no
@@ -70,12 +80,18 @@ from typing import Any
 
 from tts_eval.engines.chat import load_tokenizer, render_chat
 from tts_eval.engines.failures import engine_error, first_line
-from tts_eval.engines.hf import validate_stops
+from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.progress import GenerationProgress
 from tts_eval.engines.vllm import classify_finish
 from tts_eval.errors import EngineError
 from tts_eval.settings import EngineConfig, check_model_path, invalid
-from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
+from tts_eval.types import (
+    Completion,
+    FinishReason,
+    GenerationOutput,
+    GenerationRequest,
+    TokenLogprobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -394,6 +410,46 @@ def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
     return classify_finish(choice.get("finish_reason"), stop_reason)
 
 
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's token strings with "return_tokens_as_token_ids": true
+
+
+def _token_id(token: object) -> int:
+    if not isinstance(token, str) or not token.startswith(TOKEN_ID_PREFIX):
+        raise ValueError(
+            f"a log-probability keyed by {token!r}, not by 'token_id:<id>'; log-probabilities "
+            'need a vLLM server (it honours "return_tokens_as_token_ids")'
+        )
+    return int(token[len(TOKEN_ID_PREFIX) :])
+
+
+def choice_logprobs(
+    logprobs: object, token_ids: tuple[int, ...], k: int
+) -> tuple[TokenLogprobs, ...]:
+    """The :class:`TokenLogprobs` of one choice's ``logprobs`` object (see the module docstring);
+    ``ValueError`` when the server left them out or sent something else."""
+    if not isinstance(logprobs, dict):
+        raise ValueError(
+            f"the server returned no log-probabilities for logprobs={k} (got {logprobs!r:.60})"
+        )
+    sampled = logprobs.get("token_logprobs")
+    tops = logprobs.get("top_logprobs")
+    if not isinstance(sampled, list) or not isinstance(tops, list):
+        raise ValueError("the server's logprobs lack token_logprobs or top_logprobs")
+    if not len(sampled) == len(tops) == len(token_ids):
+        raise ValueError(
+            f"the server returned {len(sampled)} log-probabilities for {len(token_ids)} tokens"
+        )
+    out = []
+    for token, value, top in zip(token_ids, sampled, tops, strict=True):
+        if not isinstance(value, int | float) or not isinstance(top, dict):
+            raise ValueError(f"the server returned no log-probability for token {token}")
+        pairs = {_token_id(t): float(v) for t, v in top.items()}
+        if len(pairs) > k:  # the generated token, outside the top k
+            pairs.pop(token, None)
+        out.append(TokenLogprobs(float(value), *top_logprobs(list(pairs), list(pairs.values()), k)))
+    return tuple(out)
+
+
 def one_sample(req: GenerationRequest, j: int) -> GenerationRequest:
     """Sample ``j`` of ``req`` as a request of its own (``n=1``, seed ``seed + j``)."""
     p = req.params
@@ -537,6 +593,9 @@ class OpenAIEngine:
         }
         if p.seed is not None:
             body["seed"] = p.seed
+        if p.logprobs is not None:
+            body["logprobs"] = p.logprobs
+            body["return_tokens_as_token_ids"] = True
         return body
 
     def _post(self, body: Mapping[str, Any], cancel: threading.Event) -> Mapping[str, Any]:
@@ -588,11 +647,15 @@ class OpenAIEngine:
                     f"a choice without token ids; backend=openai needs {TOKEN_IDS_FEATURE}"
                 )
             token_ids = tuple(int(t) for t in ids)
+            k = req.params.logprobs
             completions.append(
                 Completion(
                     text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
                     token_ids=token_ids,
                     finish_reason=classify_choice(choice),
+                    logprobs=None
+                    if k is None
+                    else choice_logprobs(choice.get("logprobs"), token_ids, k),
                 )
             )
         usage = data.get("usage") or {}
