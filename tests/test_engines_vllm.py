@@ -159,6 +159,28 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(engines):
     assert other.completions != alone.completions
 
 
+def test_greedy_logprobs_match_hf_on_random_weights(engines):
+    """The same greedy tokens from both engines, and their log-probabilities (the model's raw
+    distribution) within ``VLLM_TOL`` of each other; the top ids agree wherever the values
+    separate them (``test_engines_logprobs.deviation``)."""
+    from test_engines_logprobs import VLLM_TOL, deviation
+
+    vl, hf, prompts, _ = engines
+    requests = [
+        GenerationRequest(p, SamplingParams(temperature=0, max_tokens=24, logprobs=8))
+        for p in prompts[:3]
+    ]
+    worst = 0.0
+    for v, h in zip(vl.generate(requests), hf.generate(requests), strict=True):
+        (vc,), (hc,) = v.completions, h.completions
+        assert vc.token_ids == hc.token_ids
+        for a, b in zip(vc.logprobs, hc.logprobs, strict=True):
+            worst = max(worst, deviation(a, b, VLLM_TOL))
+            assert a.top_ids[0] == b.top_ids[0]
+    assert worst <= VLLM_TOL
+    print(f"vllm vs hf, greedy on random weights: max |difference| {worst:.2e}")
+
+
 def test_render_prompt_matches_hf(engines):
     vl, hf, _, _ = engines
     messages = [{"role": "user", "content": "1+1?"}]
