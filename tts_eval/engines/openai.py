@@ -27,7 +27,8 @@ Log-probabilities (``SamplingParams.logprobs = k``): the body adds ``"logprobs":
 ``"token_id:<id>" -> log-probability`` of the top ``k`` and, when it is not among them, the
 generated token, which is then dropped). A vLLM server returns its engine's numbers (the raw
 log-softmax at temperature 1 with the server's default ``--logprobs-mode raw_logprobs``; see
-:mod:`tts_eval.engines.vllm`), JSON floats that read back exactly; a server that answers without
+:mod:`tts_eval.engines.vllm`), JSON floats that read back exactly (but ``-inf``, which vLLM's
+server writes as -9999.0); a server that answers without
 them or with token strings instead of ids, or refuses ``k`` (vLLM: more than its
 ``--max-logprobs``, 20 by default), is a one-line :class:`~tts_eval.errors.EngineError`.
 
