@@ -46,17 +46,12 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
+from tts_eval.config import TTSConfig, results_fingerprint
+from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY, parse_model_args
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
 from tts_eval.runtime import Searcher
-from tts_eval.settings import (
-    LM_EVAL_FLAGS,
-    POLICY_DEVICE_KEY,
-    SearchConfig,
-    TTSConfig,
-    check_int,
-    parse_model_args,
-    results_fingerprint,
-)
+from tts_eval.search import SearchConfig
+from tts_eval.settings import check_int
 from tts_eval.types import Cost, Problem, SearchResult, TracedText
 
 logger = logging.getLogger(__name__)

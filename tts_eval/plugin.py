@@ -41,7 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tts_eval.settings import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
+from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
 
 logger = logging.getLogger(__name__)
 

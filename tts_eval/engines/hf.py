@@ -52,7 +52,8 @@ from tts_eval.engines.chat import (
 from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.progress import GenerationProgress
-from tts_eval.errors import OutOfMemoryError, free_device_memory, torch_oom_types
+from tts_eval.errors import OutOfMemoryError
+from tts_eval.memory import free_device_memory, torch_oom_types
 from tts_eval.settings import EngineConfig, check_model_path
 from tts_eval.types import (
     Completion,

@@ -73,7 +73,8 @@ from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.hf import validate_stops
 from tts_eval.engines.progress import tqdm_factory
-from tts_eval.errors import EngineError, free_device_memory
+from tts_eval.errors import EngineError
+from tts_eval.memory import free_device_memory
 from tts_eval.settings import EngineConfig, check_model_path, invalid
 from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.config import TTSConfig
 from tts_eval.learn.data import DATASET_DIR, MANIFEST, save_dataset
 from tts_eval.learn.rollouts import (
     LabelProblem,
@@ -49,7 +50,7 @@ from tts_eval.learn.rollouts import (
     StepChecker,
     label_problems,
 )
-from tts_eval.settings import TTSConfig, parse_model_args
+from tts_eval.model_args import parse_model_args
 from tts_eval.workflow.results import repair_tail, write_json_atomic
 
 logger = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from tts_eval.settings import SearchConfig, TTSConfig
+from tts_eval.config import TTSConfig
+from tts_eval.search import SearchConfig
 from tts_eval.types import Problem, SearchResult
 
 

@@ -16,12 +16,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tts_eval.config import TTSConfig
 from tts_eval.engines import check_engine, load_engine
 from tts_eval.grader import answer_spec
 from tts_eval.prm import load_prm_from_config
 from tts_eval.prm.registry import read_model_config, resolve_prm_type
-from tts_eval.search import run_search
-from tts_eval.settings import SearchConfig, TTSConfig, check_model_path, invalid
+from tts_eval.search import SearchConfig, run_search
+from tts_eval.settings import check_model_path, invalid
 from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
 
 logger = logging.getLogger(__name__)

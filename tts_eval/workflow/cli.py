@@ -107,7 +107,7 @@ def sweep_main(argv: Sequence[str]) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     def body(args: argparse.Namespace) -> int:
-        from tts_eval.settings import split_arg_string
+        from tts_eval.model_args import split_arg_string
         from tts_eval.workflow.recipe import load_sweep_recipe
         from tts_eval.workflow.sweep import run_sweep
 
