@@ -7,17 +7,15 @@ import json
 
 import pytest
 
-from tts_eval.settings import (
-    EngineConfig,
-    SearchConfig,
-    TTSConfig,
+from tts_eval.config import TTSConfig, results_fingerprint
+from tts_eval.model_args import (
     accepted_keys,
     batch_size_of_flag,
-    default_table,
     parse_model_args,
-    results_fingerprint,
     split_arg_string,
 )
+from tts_eval.search import SearchConfig, default_table
+from tts_eval.settings import EngineConfig
 
 
 def test_full_arg_string_maps_onto_sub_configs():
@@ -32,7 +30,7 @@ def test_full_arg_string_maps_onto_sub_configs():
     assert cfg.engine.backend == "vllm" and cfg.engine.gpu_memory_utilization == 0.5
     assert cfg.engine.seed == 3 and cfg.search.seed == 3
     s = cfg.search
-    assert (s.strategy, s.n, s.beam_width, s.agg) == ("dvts", 64, 4, "min")
+    assert (s.strategy, s.n, s.options.beam_width, s.agg) == ("dvts", 64, 4, "min")
     assert (s.temperature, s.top_p, s.max_tokens) == (0.7, 0.95, 1024)
     assert s.step_delimiter == "\n\n"
     assert cfg.prm.path == "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data"
@@ -157,7 +155,7 @@ def test_lm_eval_flags_fill_what_model_args_leave_unset():
 
 
 def test_model_args_win_over_lm_eval_flags(caplog):
-    caplog.set_level("INFO", logger="tts_eval.settings")
+    caplog.set_level("INFO", logger="tts_eval.model_args")
     extra = {"seed": 2, "gen_kwargs": {"max_gen_toks": 16, "temperature": 0}, "batch_size": 4}
     cfg = parse_model_args("pretrained=m,seed=5,max_tokens=7,temperature=0.5,batch_size=2", extra)
     s = cfg.search
@@ -167,7 +165,7 @@ def test_model_args_win_over_lm_eval_flags(caplog):
 
 
 def test_lm_eval_flags_applied_are_logged(caplog):
-    caplog.set_level("INFO", logger="tts_eval.settings")
+    caplog.set_level("INFO", logger="tts_eval.model_args")
     parse_model_args("pretrained=m", {"seed": 1, "gen_kwargs": {"max_gen_toks": 16}})
     assert (
         "lm-eval flags applied to --model tts: --seed 1 -> seed=1; "

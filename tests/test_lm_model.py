@@ -18,7 +18,8 @@ from tts_eval.lm_model import (
     truncate_at,
 )
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
-from tts_eval.settings import LM_EVAL_FLAGS, SearchConfig, parse_model_args
+from tts_eval.model_args import LM_EVAL_FLAGS, parse_model_args
+from tts_eval.search import SearchConfig
 from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
 PROBLEM = "What is $1+1$?"

@@ -8,7 +8,7 @@ import pytest
 from fakes import FakeAnswerSpec, FakePRM, ScriptedEngine, decode, problem
 
 from tts_eval.search import SearchConfig, default_table, load_table, run_search
-from tts_eval.settings import parse_table
+from tts_eval.search import parse_table
 
 
 def table(**overrides):

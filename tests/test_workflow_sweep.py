@@ -56,6 +56,9 @@ def fake_searcher_factory(engine):
     return factory
 
 
+TREES = {"beam_search", "dvts", "compute_optimal"}
+
+
 def write_inputs(
     folder: Path,
     out: Path,
@@ -89,7 +92,8 @@ def write_inputs(
                 "model_args": {
                     "pretrained": "fake/policy",
                     "prm": "fake/prm",
-                    "beam_width": 2,
+                    # the tree strategies' option: a recipe may set it only when one is swept
+                    **({"beam_width": 2} if set(strategies) & TREES else {}),
                     "max_tokens": 200,
                 },
                 "sweep": {

@@ -15,7 +15,8 @@ go. Everything else derives from it:
 - :func:`results_fingerprint` (the key of lm-eval's response cache for ``--model tts``);
 - the sweep's resume key and its results folder's identity (``tts_eval.workflow.plan``);
 - the report's settings groups (:func:`shared_search_settings`: the identity's search settings
-  without what names a run: strategy, budget and the strategy's own options).
+  without what names a run: strategy, budget and the strategy's own options, but for the options
+  that are settings of a whole sweep, such as ``beam_width``).
 
 Models are known by path or hub id and revision, not by their weights.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 from tts_eval.search import SearchConfig, shared_keys
 from tts_eval.search.config import shared_defaults
+from tts_eval.search.spec import group_option_keys
 from tts_eval.settings import EngineConfig, PRMConfig, check_answer, check_int, invalid
 
 
@@ -134,7 +136,16 @@ RUN_NAMING_KEYS = ("strategy", "n")
 
 def shared_search_settings(search: Mapping[str, Any]) -> dict[str, Any]:
     """The part of an identity's search settings that a settings group shares: the shared search
-    settings but strategy and budget (missing ones at their defaults); the strategy's own options
-    name its curves instead."""
+    settings but strategy and budget (missing ones at their defaults), and the group options
+    (:data:`tts_eval.search.spec.GROUP_OPTION`, e.g. ``beam_width``) the run has; its other own
+    options name its curves instead. A run without a group option (majority has no beam width)
+    belongs to every group it agrees with on the rest (:func:`compatible`)."""
     defaults = shared_defaults()
-    return {k: search.get(k, defaults[k]) for k in shared_keys() if k not in RUN_NAMING_KEYS}
+    out = {k: search.get(k, defaults[k]) for k in shared_keys() if k not in RUN_NAMING_KEYS}
+    out.update({k: search[k] for k in group_option_keys() if k in search})
+    return out
+
+
+def compatible(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two :func:`shared_search_settings` agree on every key both have."""
+    return all(a[k] == b[k] for k in a.keys() & b.keys())

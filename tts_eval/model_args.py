@@ -199,6 +199,8 @@ def _apply_lm_eval_flags(
         applied.append(f"--batch_size {flag} -> {what}")
     if applied:
         logger.info("lm-eval flags applied to --model tts: %s", "; ".join(applied))
+    if overridden:
+        logger.info("lm-eval flags overridden by model_args: %s", "; ".join(overridden))
 
 
 def accepted_keys() -> list[str]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tts_eval.errors import SettingError
@@ -39,7 +39,7 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.search.spec import StrategyOptions
+from tts_eval.search.spec import GROUP_OPTION, StrategyOptions
 from tts_eval.settings import check_int, invalid
 from tts_eval.types import (
     AnswerSpec,
@@ -62,10 +62,13 @@ Key = tuple[int, int]  # (family index, child index)
 @dataclass(frozen=True)
 class TreeOptions(StrategyOptions):
     """The options of the tree strategies: ``beam_width`` M (``n // M`` beams or subtrees, so
-    ``n`` must be a multiple of M) and ``lookahead`` (greedy rollout steps before scoring)."""
+    ``n`` must be a multiple of M) and ``lookahead`` (greedy rollout steps before scoring).
 
-    beam_width: int = 4
-    lookahead: int = 0
+    Both are settings of a whole sweep rather than names of a run's curve (metadata ``group``):
+    a report keeps runs at another beam width or lookahead in another settings group."""
+
+    beam_width: int = field(default=4, metadata=GROUP_OPTION)
+    lookahead: int = field(default=0, metadata=GROUP_OPTION)
 
     def __post_init__(self) -> None:
         check_int("beam_width", self.beam_width, 1)

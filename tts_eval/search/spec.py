@@ -51,14 +51,21 @@ WorkFactory = Callable[..., Any]
 Chooser = Callable[[Sequence[Candidate], Any, Mapping[str, Any]], "int | None"]
 
 
+# Field metadata of an option that is a setting of the whole sweep (a report's settings group)
+# rather than part of a run's curve name: ``beam_width`` of the tree strategies, say.
+GROUP_OPTION = {"curve": False, "group": True}
+
+
 @dataclass(frozen=True)
 class StrategyOptions:
     """Base of a strategy's own settings: a frozen dataclass whose fields are ``model_args`` keys.
 
     Subclasses check their values in ``__post_init__`` (one-line
     :class:`~tts_eval.errors.SettingError` each) and what needs the whole search configuration
-    (the budget ``n``, say) in :meth:`check`. A field whose metadata has ``"curve": False`` is not
-    shown in curve names (a file path, say).
+    (the budget ``n``, say) in :meth:`check`. By default an option at another value than its
+    default names the run's curve (``particle_gibbs (pg_iterations=4)``). Field metadata changes
+    that: ``"curve": False`` keeps it out of curve names (a file path, say), and
+    :data:`GROUP_OPTION` makes it a setting of the report's settings group instead.
     """
 
     def check(self, config: Any) -> None:
@@ -219,6 +226,16 @@ def routable_names() -> tuple[str, ...]:
 def option_owners(key: str) -> tuple[str, ...]:
     """The strategies whose own options include ``key`` (registration order)."""
     return tuple(s.name for s in _REGISTRY.values() if key in s.option_names)
+
+
+def group_option_keys() -> tuple[str, ...]:
+    """The registered options that are settings of a settings group (:data:`GROUP_OPTION`)."""
+    keys: dict[str, None] = {}
+    for spec in _REGISTRY.values():
+        for f in dataclasses.fields(spec.options):
+            if f.metadata.get("group"):
+                keys[f.name] = None
+    return tuple(keys)
 
 
 def option_defaults() -> dict[str, Any]:

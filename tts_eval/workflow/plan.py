@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tts_eval.config import TABLE_DIGEST_KEY, TTSConfig, identity_digest, result_identity
+from tts_eval.errors import in_context
 from tts_eval.search import StrategyOptions, StrategySpec, get_spec, strategy_names
 from tts_eval.settings import coerce
 
@@ -68,7 +69,10 @@ def plan_runs(recipe: Any) -> list[RunSpec]:
     planned: list[tuple[RunSpec, frozenset[tuple[str, int]]]] = []
     for name in sorted(recipe.sweep.strategies, key=order.index):
         spec = get_spec(name)
-        options = options_of(spec, recipe.model_args)
+        try:
+            options = options_of(spec, recipe.model_args)
+        except ValueError as exc:
+            raise in_context(exc, f"strategy={name}") from None
         for n in spec.plan(budgets, options):
             planned.append((RunSpec(name, n), _points(spec, n, options)))
     kept = []

@@ -24,7 +24,8 @@ when those settings match; version 1 runs (no ``model_args``) are reported, neve
 
 Settings groups: runs whose shared search settings agree (the part of their result identity
 that :func:`tts_eval.config.shared_search_settings` keeps: everything but ``strategy``, ``n`` and
-the strategy's own options, which name the run's curve instead) form one group
+the strategy's own options, which name the run's curve instead, except group options such as
+``beam_width``; a run without one joins every group it agrees with otherwise) form one group
 (:func:`settings_groups`), identified by :func:`settings_digest` and labelled with the settings
 that differ between the groups of the results (e.g. ``temperature=0.5``); curves are estimated and
 reported per group, so runs of other settings swept into the same folder are never mixed up with
@@ -45,10 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tts_eval.config import identity_digest, shared_search_settings
+from tts_eval.config import compatible, identity_digest, shared_search_settings
 from tts_eval.errors import DataError
 from tts_eval.files import write_atomic
 from tts_eval.search import search_defaults
+from tts_eval.search.config import shared_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +171,13 @@ def _requested(settings: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def search_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's full search settings from a result's (or manifest entry's) settings: only search
-    keys, missing ones at their defaults."""
+    """A run's search settings from a result's (or manifest entry's) settings: only search keys;
+    missing shared ones at their defaults, a strategy's options only where recorded."""
     given = _requested(settings)
-    return {name: given.get(name, default) for name, default in search_defaults().items()}
+    shared = shared_defaults()
+    out = {name: given.get(name, default) for name, default in shared.items()}
+    out.update({k: v for k, v in given.items() if k in search_defaults() and k not in shared})
+    return out
 
 
 def settings_digest(settings: Mapping[str, Any]) -> str:
@@ -187,7 +192,7 @@ def _shown(value: Any) -> str:
 
 def differing_settings(groups: Sequence[Mapping[str, Any]]) -> list[str]:
     """The setting names whose values differ between the given search settings."""
-    names = list(shared_search_settings({}))
+    names = list(dict.fromkeys(k for g in groups for k in g))
     return [
         k
         for k in names
@@ -220,20 +225,34 @@ def run_settings(results: Results, key: str) -> dict[str, Any]:
 
 
 def settings_groups(results: Results) -> list[SettingsGroup]:
-    """The settings groups of the runs that hold records, in order of first appearance."""
-    order: dict[str, dict[str, Any]] = {}
+    """The settings groups of the runs that hold records (see the module docstring).
+
+    A run whose shared settings lack a group option (a majority run has no beam width) joins
+    every group it agrees with on the rest (:func:`tts_eval.config.compatible`), so one majority
+    run serves sweeps at several beam widths; groups are founded by the runs with the most group
+    options first, and listed in order of their founders' first appearance.
+    """
+    keys = [key for key, records in results.runs.items() if records]
+    shared = {key: shared_search_settings(run_settings(results, key)) for key in keys}
+    founders: list[str] = []
     members: dict[str, list[str]] = {}
-    for key, records in results.runs.items():
-        if not records:
-            continue
-        settings = run_settings(results, key)
-        digest = settings_digest(settings)
-        order.setdefault(digest, shared_search_settings(settings))
-        members.setdefault(digest, []).append(key)
-    names = differing_settings(list(order.values())) if len(order) > 1 else []
+    for key in sorted(keys, key=lambda k: -len(shared[k])):  # stable: appearance within a size
+        joined = [f for f in founders if compatible(shared[f], shared[key])]
+        for founder in joined:
+            members[founder].append(key)
+        if not joined:
+            founders.append(key)
+            members[key] = [key]
+    founders.sort(key=keys.index)
+    names = differing_settings([shared[f] for f in founders]) if len(founders) > 1 else []
     return [
-        SettingsGroup(digest, settings, tuple(members[digest]), settings_label(settings, names))
-        for digest, settings in order.items()
+        SettingsGroup(
+            settings_digest(shared[f]),
+            shared[f],
+            tuple(sorted(members[f], key=keys.index)),
+            settings_label(shared[f], names),
+        )
+        for f in founders
     ]
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.config import compatible, shared_search_settings
 from tts_eval.errors import DataError
 from tts_eval.workflow.plan import (
     RunSpec,
@@ -248,7 +249,7 @@ def _add_runs(
     entries = manifest["runs"]
     known = {entry["key"] for entry in entries}
     before = {
-        settings_digest(entry["search"]): search_settings(entry["search"])
+        settings_digest(entry["search"]): shared_search_settings(search_settings(entry["search"]))
         for entry in entries
         if isinstance(entry.get("search"), dict)
     }
@@ -272,8 +273,11 @@ def _add_runs(
         known.add(key)
     if not planned or not before:
         return
-    mine = search_settings(planned[0][2].search.settings())
-    if settings_digest(mine) not in before:
+    # The sweep's settings: those of its run with the most group options (a tree run's).
+    mine = max(
+        (shared_search_settings(config.search.settings()) for _, _, config in planned), key=len
+    )
+    if not any(compatible(mine, other) for other in before.values()):
         names = differing_settings([mine, *before.values()])
         logger.warning(
             "results folder %s already holds runs of other search settings (%s); the runs of "
