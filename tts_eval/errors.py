@@ -9,7 +9,9 @@ the built-in exception callers would catch for it, so ``except ValueError`` keep
   ``accepted`` (vLLM's ``VLLMValidationError`` is the model); its message is
   ``<scope> KEY=VALUE is invalid; accepted: ...`` unless a whole message is given;
 - :class:`DataError` (``ValueError``): a file or record we read is not what it must be (a results
-  folder, a trace record, a recipe, a data set);
+  folder, a trace record, a recipe, a data set), or a command's argument that is not a
+  ``model_args`` setting is refused; :class:`MissingFileError` (``FileNotFoundError``): a file
+  we were pointed at does not exist;
 - :class:`MissingDependencyError` (``ImportError``): an optional dependency is missing; the message
   says what to install;
 - :class:`UnsupportedError` (``NotImplementedError``): a request --model tts cannot serve;
@@ -74,6 +76,11 @@ def _setting_error(key: str, value: Any, accepted: str, scope: str, message: str
 class DataError(TTSEvalError, ValueError):
     """A file or record tts-eval reads is not what it must be; the message names it and what is
     wrong (results folders, trace records, recipes, routing tables, data sets)."""
+
+
+class MissingFileError(TTSEvalError, FileNotFoundError):
+    """A file or folder tts-eval was pointed at does not exist; the message names it and the
+    option or setting that chose it."""
 
 
 class MissingDependencyError(TTSEvalError, ImportError):

@@ -47,6 +47,7 @@ from typing import Any
 from lm_eval.api.model import LM
 
 from tts_eval.config import TTSConfig, results_fingerprint
+from tts_eval.errors import DataError, UnsupportedError
 from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY, parse_model_args
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
 from tts_eval.runtime import Searcher
@@ -111,7 +112,7 @@ def problem_text(messages: Sequence[Mapping[str, str]]) -> str:
     """The problem as the PRM sees it: the last user turn."""
     users = [m["content"] for m in messages if m["role"] == "user"]
     if not users:
-        raise ValueError("a request has no user message to take the problem from")
+        raise DataError("a request has no user message to take the problem from")
     return users[-1]
 
 
@@ -196,13 +197,13 @@ class TTSLM(LM):
 
     # ------------------------------------------------------------------ lm-eval API
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(
+        raise UnsupportedError(
             "--model tts only supports generation tasks (output_type: generate_until); "
             "loglikelihood is not supported: use --model hf or --model vllm for this task"
         )
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(
+        raise UnsupportedError(
             "--model tts only supports generation tasks (output_type: generate_until); "
             "loglikelihood_rolling is not supported: use --model hf or --model vllm for this task"
         )
@@ -398,12 +399,12 @@ def lm_eval_extra(additional_config: Mapping[str, Any] | None) -> dict[str, Any]
     flags = dict(LM_EVAL_FLAGS.get() or {})
     template = flags.get("apply_chat_template")
     if isinstance(template, str) and template.strip().lower() not in ("", "true"):
-        raise ValueError(
+        raise DataError(
             f"lm_eval --apply_chat_template={template} is invalid; accepted: the flag alone "
             "(--model tts renders with the policy's chat template, or model_args chat_template=)"
         )
     if flags.get("cache_requests") and template:
-        raise ValueError(
+        raise DataError(
             "lm_eval --cache_requests with --apply_chat_template is not supported by --model tts "
             "(replayed chat prompts cannot be mapped back to their messages); drop one of them"
         )

@@ -73,7 +73,7 @@ from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.hf import validate_stops
 from tts_eval.engines.progress import tqdm_factory
-from tts_eval.errors import EngineError
+from tts_eval.errors import EngineError, MissingDependencyError
 from tts_eval.memory import free_device_memory
 from tts_eval.settings import EngineConfig, check_model_path, invalid
 from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
@@ -86,7 +86,7 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise ImportError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
     return vllm
 
 

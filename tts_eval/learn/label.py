@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from tts_eval.config import TTSConfig
+from tts_eval.errors import DataError
 from tts_eval.learn.data import DATASET_DIR, MANIFEST, save_dataset
 from tts_eval.learn.rollouts import (
     LabelProblem,
@@ -89,14 +90,14 @@ class LabelJob:
 
     def __post_init__(self) -> None:
         if self.config.prm is not None:
-            raise ValueError(
+            raise DataError(
                 "model_args prm is not used by tts-eval label; accepted: the policy's keys "
                 "(pretrained, backend, sampling, max_tokens, step_delimiter, answer, ...)"
             )
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
-            raise ValueError(f"--limit {self.limit} is invalid; accepted: an integer >= 1")
+            raise DataError(f"--limit {self.limit} is invalid; accepted: an integer >= 1")
         if self.chunk_size < 1:
-            raise ValueError(f"--chunk {self.chunk_size} is invalid; accepted: an integer >= 1")
+            raise DataError(f"--chunk {self.chunk_size} is invalid; accepted: an integer >= 1")
 
     def identity(self) -> dict[str, Any]:
         """Everything that decides what the records hold (not ``limit``, not placement)."""
@@ -178,16 +179,16 @@ def load_task(task_name: str, include_path: str | None = None) -> Any:
     if task_name not in manager.all_tasks:
         manager = TaskManager(include_path=include)
     if task_name not in manager.all_tasks:
-        raise ValueError(
+        raise DataError(
             f"--task {task_name!r} is not a known lm-eval task; accepted: a task name "
             "(--include_path for a task folder of your own)"
         )
     tasks = manager.load([task_name])["tasks"]
     if list(tasks) != [task_name]:
-        raise ValueError(f"--task {task_name!r} is a group of {len(tasks)} tasks; name one task")
+        raise DataError(f"--task {task_name!r} is a group of {len(tasks)} tasks; name one task")
     task = tasks[task_name]
     if task.get_config("output_type") != "generate_until":
-        raise ValueError(
+        raise DataError(
             f"--task {task_name!r} is a {task.get_config('output_type')} task; accepted: a "
             "generate_until task with gold answers"
         )
@@ -206,7 +207,7 @@ def task_docs(task: Any, task_name: str, limit: int | None) -> list[TaskDoc]:
         if isinstance(gold, list):
             gold = gold[0] if gold else None
         if gold is None or not str(gold).strip():
-            raise ValueError(
+            raise DataError(
                 f"--task {task_name!r} has no gold answer for doc {doc_id} (doc_to_target gave "
                 f"{gold!r}); accepted: a task whose documents have gold answers"
             )
@@ -243,14 +244,14 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         if (folder / RECORDS).exists():
-            raise ValueError(f"--output_dir {folder} has {RECORDS} but no {MANIFEST}")
+            raise DataError(f"--output_dir {folder} has {RECORDS} but no {MANIFEST}")
         return {"format": FORMAT, "version": VERSION, "identity": dict(identity), "stats": {}}
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise ValueError(f"--output_dir {folder}: {MANIFEST} is not valid JSON") from None
+        raise DataError(f"--output_dir {folder}: {MANIFEST} is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(
+        raise DataError(
             f"--output_dir {folder} holds something else than tts-eval labels; accepted: a new "
             "folder or one written by tts-eval label"
         )
@@ -259,7 +260,7 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
     for name in sorted(set(theirs) | set(mine)):
         if theirs.get(name) != mine.get(name):
             detail = _first_difference(theirs.get(name), mine.get(name), name)
-            raise ValueError(
+            raise DataError(
                 f"--output_dir {folder} was labelled with other settings ({detail}); accepted: "
                 "the same settings to resume, or another --output_dir"
             )

@@ -64,6 +64,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import DataError, MissingFileError
 from .cache import PrefixCache
 
 logger = logging.getLogger(__name__)
@@ -178,13 +179,13 @@ def read_named_tensors(path: str, names: Sequence[str]) -> dict[str, torch.Tenso
                 state = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
                 found.update({n: state[n] for n in wanted if n in state})
         return found
-    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin checkpoint under {path}")
+    raise MissingFileError(f"no model.safetensors or pytorch_model.bin checkpoint under {path}")
 
 
 def _require(found: dict[str, torch.Tensor], names: Sequence[str], path: str, what: str) -> None:
     missing = [n for n in names if n not in found]
     if missing:
-        raise ValueError(f"{what} weights {missing} not found in the checkpoint {path}")
+        raise DataError(f"{what} weights {missing} not found in the checkpoint {path}")
 
 
 def build_head(
@@ -198,7 +199,7 @@ def build_head(
         elif getattr(backbone.config, "tie_word_embeddings", False):
             weight = backbone.get_input_embeddings().weight.detach().cpu()
         else:
-            raise ValueError(f"LM head weight 'lm_head.weight' not found in the checkpoint {path}")
+            raise DataError(f"LM head weight 'lm_head.weight' not found in the checkpoint {path}")
         return LabelSoftmaxHead(weight[list(label_ids)])
     if kind == "qwen_reward":
         names = ["score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"]
@@ -221,16 +222,16 @@ def build_head(
             if f"{prefix}.weight" in found:
                 head = _linear(found[f"{prefix}.weight"], found.get(f"{prefix}.bias"))
                 if head.out_features not in (1, 2):
-                    raise ValueError(
+                    raise DataError(
                         f"token-classification PRM head has {head.out_features} labels; "
                         "expected 2 (P(class 1) is the score) or 1 (sigmoid)"
                     )
                 return ClassProbHead(head)
-        raise ValueError(
+        raise DataError(
             f"token-classification head weights ('score.weight' or 'classifier.weight') not found "
             f"in the checkpoint {path}"
         )
-    raise ValueError(f"unknown head kind {kind!r}")
+    raise DataError(f"unknown head kind {kind!r}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tts_eval.errors import EngineError, OutOfMemoryError, OutputError
+from tts_eval.errors import DataError, EngineError, OutOfMemoryError, OutputError
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def _integer(option: str, text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(
+        raise DataError(
             f"{option} {text} is invalid; accepted: an integer, e.g. {option} 16"
         ) from None
 
@@ -212,9 +212,9 @@ def plot_main(argv: Sequence[str]) -> int:
         if source.is_file() and source.suffix == ".json":
             report = json.loads(source.read_text())
             if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
-                raise ValueError(f"{source} is not a tts-eval report (tts-eval report --json)")
+                raise DataError(f"{source} is not a tts-eval report (tts-eval report --json)")
             if args.task and report.get("task") != args.task:
-                raise ValueError(
+                raise DataError(
                     f"report {source} is for task {report.get('task')!r}, not {args.task!r}"
                 )
         else:
@@ -280,7 +280,7 @@ def _pairs(values: Sequence[str], option: str, accepted: str) -> dict[str, str]:
     for text in values:
         key, sep, value = text.rpartition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"{option} {text!r} is invalid; accepted: {accepted}")
+            raise DataError(f"{option} {text!r} is invalid; accepted: {accepted}")
         out[key.strip()] = value.strip()
     return out
 
@@ -292,7 +292,7 @@ def _by_result(mapping: dict[str, str], results: Sequence[str], option: str) -> 
     for key, value in mapping.items():
         result = key if key in results else resolved.get(str(Path(key).resolve()))
         if result is None:
-            raise ValueError(
+            raise DataError(
                 f"{option} {key}={value}: {key} is none of the RESULTs; accepted: "
                 + ", ".join(results)
             )
@@ -378,7 +378,7 @@ def compare_main(argv: Sequence[str]) -> int:
         systems = unique_labels(systems)
         task = check_comparable(systems)
         if args.task and task is not None and task != args.task:
-            raise ValueError(f"the results are for task {task!r}, not {args.task!r}")
+            raise DataError(f"the results are for task {task!r}, not {args.task!r}")
         board = build_leaderboard(
             systems,
             resolve_params(systems, given),
@@ -388,7 +388,7 @@ def compare_main(argv: Sequence[str]) -> int:
         )
         out = Path(args.out)
         if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file; give a folder for the leaderboard")
+            raise DataError(f"--out {out} is a file; give a folder for the leaderboard")
         out.mkdir(parents=True, exist_ok=True)
         text = to_markdown(board)
         write_json_atomic(out / "leaderboard.json", board, option="--out")

@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.search import Curve, get_spec, strategy_names
 from tts_eval.search.majority import COVERAGE
 from tts_eval.types import AnswerSpec, Candidate, SearchResult
@@ -104,7 +105,7 @@ class ProblemInfo:
 def problem_info(record: Mapping[str, Any]) -> ProblemInfo:
     doc = record.get("doc") or {}
     if "answer" not in doc:
-        raise ValueError(
+        raise DataError(
             f"trace record {record.get('uid')} has no gold answer (doc.answer); "
             "records must be written with the task's document (result_record(..., doc=doc))"
         )

@@ -40,6 +40,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.search import get_spec, routable_names
 from tts_eval.search.routing import override_keys
 from tts_eval.workflow.estimate import CurvePoint
@@ -51,9 +52,9 @@ logger = logging.getLogger(__name__)
 def quantile_edges(scores: list[float], num_bins: int) -> list[float]:
     """Strictly increasing edges in [0, 1] at the (k/num_bins) quantiles of ``scores``."""
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
+        raise DataError(f"num_bins must be an integer >= 1, got {num_bins!r}")
     if not scores:
-        raise ValueError("no problem has a difficulty score to bin")
+        raise DataError("no problem has a difficulty score to bin")
     data = sorted(scores)
     edges: list[float] = []
     for k in range(1, num_bins):
@@ -141,9 +142,9 @@ def fit_table(
     )
 
     if isinstance(probe_n, bool) or not isinstance(probe_n, int) or probe_n < 1:
-        raise ValueError(f"probe_n must be an integer >= 1, got {probe_n!r}")
+        raise DataError(f"probe_n must be an integer >= 1, got {probe_n!r}")
     if not estimates.difficulty:
-        raise ValueError(
+        raise DataError(
             "fit-compute-optimal needs a best_of_n run in the sweep (its PRM-scored samples give "
             "each problem's difficulty); add best_of_n to sweep.strategies"
         )
@@ -176,7 +177,7 @@ def fit_table(
                 uids = everyone
             usable = [(c, p) for c, p in options if all(u in p.accuracy for u in uids)]
             if not usable:
-                raise ValueError(
+                raise DataError(
                     f"no strategy has an estimate for every problem of bin {bin_} at n={n}; "
                     "finish the sweep (tts-eval sweep <recipe> resumes it) before fitting"
                 )

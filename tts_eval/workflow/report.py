@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.search import get_spec, strategy_names
 from tts_eval.search.spec import curve_name
 from tts_eval.types import AnswerSpec
@@ -128,7 +129,7 @@ def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
     groups = settings_groups(results)
     if group is None:
         if len(groups) > 1:
-            raise ValueError(
+            raise DataError(
                 f"results {results.source} hold runs of {len(groups)} search settings "
                 f"({describe_groups(groups)}); estimate one at a time: pick one with "
                 "--settings DIGEST (group=DIGEST)"
@@ -136,7 +137,7 @@ def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
         return groups[0] if groups else None
     found = [g for g in groups if g.digest.startswith(group)]
     if len(found) != 1:
-        raise ValueError(
+        raise DataError(
             f"results {results.source}: settings {group!r} "
             f"{'matches no' if not found else 'matches more than one'} settings group; "
             f"accepted: {describe_groups(groups) or 'none (no records yet)'}"
@@ -159,7 +160,7 @@ def estimate_results(
         results, chosen.runs if chosen else (), Grader(spec, is_correct), settings
     )
     if not estimates.points:
-        raise ValueError(f"results {results.source} hold no trace records yet")
+        raise DataError(f"results {results.source} hold no trace records yet")
     return estimates
 
 
@@ -245,7 +246,7 @@ def build_report(
         or not isinstance(bootstrap_iters, int)
         or (bootstrap_iters < 0)
     ):
-        raise ValueError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
+        raise DataError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
     settings = settings or EstimateSettings()
     spec, is_correct = _default_grading(spec, is_correct)
     grader = Grader(spec, is_correct)
@@ -267,7 +268,7 @@ def build_report(
         fitted = fitted_points(estimates, loaded_table) if loaded_table is not None else []
         rows += _rows(estimates, group, fitted, bootstrap_iters, settings.seed)
     if not rows:
-        raise ValueError(f"results {results.source} hold no trace records yet")
+        raise DataError(f"results {results.source} hold no trace records yet")
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
