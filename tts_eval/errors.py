@@ -24,7 +24,11 @@ errors into these at the edge, with one line that names the argument to change.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Set (to anything) to see the traceback of every error of a tts-eval command, ours included.
+TRACEBACK_ENV = "TTS_EVAL_TRACEBACK"
 
 
 class TTSEvalError(Exception):
@@ -117,3 +121,15 @@ def in_context(exc: ValueError, prefix: str) -> TTSEvalError:
     if isinstance(exc, SettingError):
         return SettingError(exc.key, exc.value, exc.accepted, scope=exc.scope, message=text)
     return DataError(text)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def reported_in_one_line(exc: BaseException) -> bool:
+    """Whether a ``tts-eval`` command reports ``exc`` as one line (no traceback): one of our
+    errors (:class:`TTSEvalError`), unless :data:`TRACEBACK_ENV` asks for tracebacks."""
+    return isinstance(exc, TTSEvalError) and not os.environ.get(TRACEBACK_ENV)

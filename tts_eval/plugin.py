@@ -41,7 +41,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tts_eval.errors import DataError, MissingFileError
+from tts_eval.errors import MissingFileError, SettingError
 from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
 
 logger = logging.getLogger(__name__)
@@ -205,10 +205,17 @@ def check_num_fewshot(num_fewshot: Any, tasks: Sequence[str]) -> None:
         return
     fixed = [t for t in tasks if t in zero_shot_tasks()]
     if fixed:
-        raise DataError(
-            f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks {','.join(fixed)}; "
-            "accepted: 0 or no flag (--model tts runs these tasks zero-shot: the prompt asks "
-            "for steps and a boxed answer, and the search needs no examples)"
+        accepted = (
+            "0 or no flag (--model tts runs these tasks zero-shot: the prompt asks for steps and "
+            "a boxed answer, and the search needs no examples)"
+        )
+        raise SettingError(
+            "--num_fewshot",
+            num_fewshot,
+            accepted,
+            scope="lm_eval",
+            message=f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks "
+            f"{','.join(fixed)}; accepted: {accepted}",
         )
 
 

@@ -180,9 +180,12 @@ class EngineConfig:
                     raise invalid(f.name, shown, "only with backend=openai")
             return
         if self.base_url in (None, ""):
-            raise ValueError(
-                "model_args base_url is required with backend=openai; accepted: the server's "
-                "/v1 URL, e.g. http://localhost:8000/v1"
+            raise SettingError(
+                "base_url",
+                self.base_url,
+                "the server's /v1 URL, e.g. http://localhost:8000/v1",
+                message="model_args base_url is required with backend=openai; accepted: the "
+                "server's /v1 URL, e.g. http://localhost:8000/v1",
             )
         if not isinstance(self.base_url, str) or not re.fullmatch(
             r"https?://[^\s/]+(/\S*)?", self.base_url
@@ -206,8 +209,12 @@ class EngineConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(kwargs) - set(names))
         if unknown:
-            raise ValueError(
-                f"unknown engine option(s) {', '.join(unknown)}; accepted: {', '.join(names)}"
+            raise SettingError(
+                unknown[0],
+                kwargs[unknown[0]],
+                ", ".join(names),
+                message=f"unknown engine option(s) {', '.join(unknown)}; accepted: "
+                + ", ".join(names),
             )
         return cls(**kwargs)
 

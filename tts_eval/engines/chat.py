@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from tts_eval.errors import DataError
+from tts_eval.errors import SettingError
 from tts_eval.settings import EngineConfig
 
 DEFAULT_HF_BATCH_SIZE = 16
@@ -36,15 +36,21 @@ def load_tokenizer(config: EngineConfig) -> Any:
         )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(
-            f"pretrained={config.pretrained!r}: cannot load its tokenizer ({first})"
+        raise SettingError(
+            "pretrained",
+            config.pretrained,
+            "a model with a tokenizer transformers can load",
+            message=f"pretrained={config.pretrained!r}: cannot load its tokenizer ({first})",
         ) from exc
     if config.chat_template is not None:
         tok.chat_template = config.chat_template
     if not getattr(tok, "chat_template", None):
-        raise DataError(
-            f"pretrained={config.pretrained!r} has no chat template: use an instruct/chat model, "
-            "or pass chat_template=<jinja string> (or add one to its tokenizer_config.json)"
+        raise SettingError(
+            "pretrained",
+            config.pretrained,
+            "an instruct/chat model, or chat_template=<jinja string>",
+            message=f"pretrained={config.pretrained!r} has no chat template: use an instruct/chat "
+            "model, or pass chat_template=<jinja string> (or add one to its tokenizer_config.json)",
         )
     return tok
 

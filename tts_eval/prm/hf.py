@@ -33,20 +33,13 @@ scorer holds besides its weights. Callers get plain Python floats and ints (no t
 call outside the cache). Backbones that return no KV cache (bidirectional encoders) run every
 sequence in full.
 
-Planning: a batched forward is a rectangle (rows x the longest new part, after the longest cached
-past), and every padded position costs as much as a real one. The planner (``_pack``, then
-``_bucket``) weighs that with a cost model in tokens of work through the weights (``_row_cost``:
-linear layers, attention from the backbone's shape, the past's copy; ``FORWARD_COST_TOKENS`` per
-forward): children are packed into a row only while the row costs at most
-``MAX_PACK_EXTRA_COST`` more than they would as rows of their own (so a tree search's short
-children on a long parent share a row, best-of-N's long samples on a short prompt do not), and
-rows go, by decreasing length, into the planned forward they add the least cost to, or into one
-of their own. Whatever the costs say, in every forward the padded new tokens are at most
-``MAX_NEW_PADDING`` times the real ones and the padded past + new at most ``MAX_TOTAL_PADDING``
-times the real past + new. ``HFScorer.stats`` (:class:`ScorerStats`) counts forwards, real and
-padded tokens and forward time, so the waste is measurable.
+Planning: which sequences share a row and which rows share a forward is decided by the pure
+planner of :mod:`tts_eval.prm.planning` (a cost model in tokens of work through the weights, with
+the backbone's attention cost from :func:`key_cost`). ``HFScorer.stats`` (:class:`ScorerStats`)
+counts forwards, real and padded tokens and forward time, so the waste is measurable.
 
-What this module does not do: format requests (``formats``), pick the PRM type (``registry``).
+What this module does not do: format requests (``formats``), pick the PRM type (``registry``),
+or plan forwards (``planning``).
 """
 
 from __future__ import annotations
@@ -66,6 +59,7 @@ from torch import nn
 
 from ..errors import DataError, MissingFileError
 from .cache import PrefixCache
+from .planning import Item, Row, bucket, key_cost_of_shape, pack
 
 logger = logging.getLogger(__name__)
 
@@ -75,24 +69,6 @@ KV_TOKENS_PER_BATCH_TOKEN = 8
 MAX_FORWARD_KV_BYTES = 256 << 20
 # Cached key/value blocks are carved from slabs of at least this many bytes (see _BlockPool).
 SLAB_BYTES = 64 << 20
-# Bucketing bounds of one forward: padded new tokens / real new tokens, and padded (past + new) /
-# real (past + new).
-MAX_NEW_PADDING = 1.10
-MAX_TOTAL_PADDING = 1.25
-# The planner's cost of one forward, in units of one token's work through the weights (the linear
-# layers): FORWARD_COST_TOKENS + rows x new x (1 + key_cost x (past + new)) + PAST_COPY_COST x rows x
-# past, with ``new`` and ``past`` the forward's longest new part and cached past, and ``key_cost``
-# one query-key pair's attention work relative to a token's linear work, from the backbone's shape
-# (_key_cost). Measured on a 2-core CPU with SmolLM2-135M: a forward's fixed cost (every weight
-# streamed once) 16-32 tokens; copying a row's cached past into the forward's buffer ~0.01-0.05
-# tokens per past token.
-FORWARD_COST_TOKENS = 32
-PAST_COPY_COST = 0.02
-# Items sharing a cached past are packed into one row while the row costs at most
-# 1 + MAX_PACK_EXTRA_COST times what they cost as rows of their own (see _pack).
-MAX_PACK_EXTRA_COST = 0.05
-
-
 # --------------------------------------------------------------------------------------------
 # Heads
 # --------------------------------------------------------------------------------------------
@@ -279,130 +255,6 @@ class ScorerStats:
         self.forward_s = 0.0
 
 
-@dataclass
-class _Item:
-    ids: tuple[int, ...]
-    blocks: list  # cached payloads: (kv [layers, 2, heads, block, dim], scores [block], slot)
-
-    @property
-    def past(self) -> int:
-        return len(self.blocks) * (self.blocks[0][1].shape[0] if self.blocks else 0)
-
-    @property
-    def new(self) -> int:
-        return len(self.ids) - self.past
-
-
-@dataclass
-class _Row:
-    """Items sharing one cached past, run as one row: ``[past | item 1 new | item 2 new | ...]``;
-    each item attends to the past and to its own new tokens only."""
-
-    items: list[_Item]
-
-    @property
-    def blocks(self) -> list:
-        return self.items[0].blocks
-
-    @property
-    def past(self) -> int:
-        return self.items[0].past
-
-    @property
-    def new(self) -> int:
-        return sum(it.new for it in self.items)
-
-
-def _row_cost(past: int, new: int, key_cost: float) -> float:
-    """Planned work of one row (see FORWARD_COST_TOKENS), in tokens through the linear layers:
-    every position runs them and attends to ``past + new`` keys (masked ones are computed too),
-    and the row's past is copied into the forward's buffer."""
-    return new * (1 + key_cost * (past + new)) + PAST_COPY_COST * past
-
-
-def _pack(items: list[_Item], key_cost: float, max_new: int, max_total: int) -> list[_Row]:
-    """Rows of items, those sharing their cached past (same ids up to it) packed together:
-    first-fit by decreasing new length into the first row of their past that then costs at most
-    ``1 + MAX_PACK_EXTRA_COST`` times its items as rows of their own (``_row_cost``: packing
-    saves the past's copies and makes rows of even lengths, at the price of attention computed
-    and masked away) and keeps its new tokens within ``max_new``, its past + new within
-    ``max_total``."""
-    rows: list[_Row] = []
-    groups: dict[tuple[int, ...], list[_Row]] = {}
-    for it in sorted(items, key=lambda it: it.new, reverse=True):
-        group = groups.setdefault(it.ids[: it.past], []) if it.past else []
-        for row in group:
-            new = row.new + it.new
-            alone = sum(_row_cost(i.past, i.new, key_cost) for i in (*row.items, it))
-            if (
-                new <= max_new
-                and row.past + new <= max_total
-                and _row_cost(row.past, new, key_cost) <= (1 + MAX_PACK_EXTRA_COST) * alone
-            ):
-                row.items.append(it)
-                break
-        else:
-            rows.append(_Row([it]))
-            group.append(rows[-1])
-    return rows
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """A planned forward: ``rows`` x (``past`` + ``new``) padded tokens, ``new_sum`` and
-    ``past_sum`` real ones (a packed row's past counted once)."""
-
-    rows: int = 0
-    new: int = 0
-    past: int = 0
-    new_sum: int = 0
-    past_sum: int = 0
-
-    def cost(self, key_cost: float) -> float:
-        return self.rows * _row_cost(self.past, self.new, key_cost)
-
-    def grown(self, row: _Row) -> _Shape:
-        return _Shape(
-            self.rows + 1,
-            max(self.new, row.new),
-            max(self.past, row.past),
-            self.new_sum + row.new,
-            self.past_sum + row.past,
-        )
-
-    def fits(self, budget: int, kv_budget: int) -> bool:
-        padded, padded_total = self.rows * self.new, self.rows * (self.past + self.new)
-        return (
-            padded <= budget
-            and padded_total <= kv_budget
-            and padded <= MAX_NEW_PADDING * self.new_sum
-            and padded_total <= MAX_TOTAL_PADDING * (self.past_sum + self.new_sum)
-        )
-
-
-def _bucket(rows: list[_Row], key_cost: float, budget: int, kv_budget: int) -> list[list[_Row]]:
-    """Forwards of ``rows``: by decreasing new length, each row goes where it adds the least
-    planned cost (``FORWARD_COST_TOKENS``, ``_row_cost``): into a forward already planned (padded
-    to its longest row and past) or into one of its own. A forward keeps to the token budgets
-    (``budget`` new, ``kv_budget`` padded past + new tokens) and to the padding bounds
-    (``MAX_NEW_PADDING``, ``MAX_TOTAL_PADDING``), however cheap it would be."""
-    forwards: list[tuple[_Shape, list[_Row]]] = []
-    for row in sorted(rows, key=lambda r: (r.new, r.past), reverse=True):
-        best, best_cost = None, FORWARD_COST_TOKENS + _row_cost(row.past, row.new, key_cost)
-        for i, (shape, _) in enumerate(forwards):
-            grown = shape.grown(row)
-            extra = grown.cost(key_cost) - shape.cost(key_cost)
-            if extra < best_cost and grown.fits(budget, kv_budget):
-                best, best_cost = i, extra
-        if best is None:
-            forwards.append((_Shape().grown(row), [row]))
-        else:
-            shape, planned = forwards[best]
-            planned.append(row)
-            forwards[best] = (shape.grown(row), planned)
-    return [planned for _, planned in forwards]
-
-
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -472,7 +324,7 @@ class HFScorer:
         self._kv_layout: tuple[int, int, int, torch.dtype] | None = None  # layers, heads, dim
         # packed rows need a 4D boolean mask, which only SDPA attention reads as such
         self._packable = _attention(backbone) == "sdpa"
-        self._key_cost = _key_cost(backbone)  # planning: attention work per query-key pair
+        self._key_cost = key_cost(backbone)  # planning: attention work per query-key pair
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -547,10 +399,10 @@ class HFScorer:
     def _process(self, seqs: list[tuple[int, ...]]) -> dict[tuple[int, ...], tuple]:
         """Per-token scores (CPU float tensor over the whole sequence) and tokens run, per seq."""
         results: dict[tuple[int, ...], tuple] = {}
-        todo: list[_Item] = []
+        todo: list[Item] = []
         for seq in seqs:
             blocks = self.cache.match(seq) if self.reuse else []
-            item = _Item(seq, blocks)
+            item = Item(seq, blocks, self.cache.block_size)
             if item.new == 0:
                 results[seq] = (torch.cat([b[1] for b in blocks]), 0)
             else:
@@ -563,7 +415,7 @@ class HFScorer:
                 self._forward_batch(batch, results)
         return results
 
-    def _budgets(self, items: Sequence[_Item]) -> tuple[int, int]:
+    def _budgets(self, items: Sequence[Item]) -> tuple[int, int]:
         """New tokens and (padded) past + new tokens one forward may hold."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
         kv = next((b[0] for it in items for b in it.blocks[:1]), None)
@@ -572,19 +424,19 @@ class HFScorer:
             kv_budget = max(1, min(kv_budget, MAX_FORWARD_KV_BYTES // per_token))
         return budget, kv_budget
 
-    def _plan(self, items: list[_Item]) -> list[list[_Row]]:
+    def _plan(self, items: list[Item]) -> list[list[Row]]:
         """The forwards that run ``items``: rows packed by cached past (SDPA backbones only,
-        ``_pack``), then bucketed into forwards (``_bucket``)."""
+        ``planning.pack``), then bucketed into forwards (``planning.bucket``)."""
         budget, kv_budget = self._budgets(items)
         if self.reuse and self._packable:
-            rows = _pack(items, self._key_cost, budget, kv_budget)
+            rows = pack(items, self._key_cost, budget, kv_budget)
         else:
-            rows = [_Row([it]) for it in items]
-        return _bucket(rows, self._key_cost, budget, kv_budget)
+            rows = [Row([it]) for it in items]
+        return bucket(rows, self._key_cost, budget, kv_budget)
 
     # ---- forwards --------------------------------------------------------------------------
 
-    def _kv_buffer(self, items: list[_Row], past_max: int, length: int) -> torch.Tensor | None:
+    def _kv_buffer(self, items: list[Row], past_max: int, length: int) -> torch.Tensor | None:
         """One buffer for the forward's keys and values, the rows' cached blocks copied in.
 
         ``[layers, 2, rows, kv_heads, length, head_dim]``: row ``i``'s past is left-padded to end
@@ -621,7 +473,7 @@ class HFScorer:
             scratch = self._scratch = torch.empty(numel, dtype=dtype, device=self.device)
         return scratch[:numel].view(shape)
 
-    def _forward_batch(self, batch: list[_Row], results: dict) -> None:
+    def _forward_batch(self, batch: list[Row], results: dict) -> None:
         past_max = max(row.past for row in batch)
         new_max = max(row.new for row in batch)
         n = len(batch)
@@ -707,7 +559,7 @@ class HFScorer:
             p * new + new * (new + 1) // 2 for p, news in rows for new in news
         )
 
-    def _forward_chunked(self, item: _Item, results: dict) -> None:
+    def _forward_chunked(self, item: Item, results: dict) -> None:
         buffer = self._kv_buffer([item], item.past, len(item.ids))
         cache = _cache(buffer, item.past)
         chunks = []
@@ -744,7 +596,7 @@ class HFScorer:
         return buffer
 
     def _store(
-        self, item: _Item, kv: torch.Tensor, row: int, past_max: int, new_scores: torch.Tensor
+        self, item: Item, kv: torch.Tensor, row: int, past_max: int, new_scores: torch.Tensor
     ) -> None:
         """Insert the full blocks of ``item`` (the cached ones and the newly computed ones);
         ``kv`` is the forward's ``[layers, 2, rows, heads, length, dim]`` keys and values."""
@@ -819,11 +671,10 @@ def _attention(backbone: nn.Module) -> str:
     return str(getattr(backbone.config, "_attn_implementation", "") or "")
 
 
-def _key_cost(backbone: nn.Module) -> float:
-    """One query-key pair's attention work (scores and the weighted sum of values, all layers)
-    relative to one token's work through the linear layers: 4 x query width x layers / (2 x
-    non-embedding parameters); ~3e-4 for SmolLM2-135M (measured on CPU: 2.6-3.8e-4). 0.0 when
-    the config does not give the shape."""
+def key_cost(backbone: nn.Module) -> float:
+    """One query-key pair's attention work relative to one token's linear work for this backbone
+    (:func:`tts_eval.prm.planning.key_cost_of_shape` of its config and parameter counts); 0.0
+    when the config does not give the shape."""
     config = backbone.config
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     layers = getattr(config, "num_hidden_layers", None)
@@ -832,6 +683,4 @@ def _key_cost(backbone: nn.Module) -> float:
     head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
     embedding = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, nn.Embedding))
     linear = sum(p.numel() for p in backbone.parameters()) - embedding
-    if not (layers and heads and head_dim) or linear <= 0:
-        return 0.0
-    return 4 * heads * head_dim * layers / (2 * linear)
+    return key_cost_of_shape(layers, heads, head_dim, linear)

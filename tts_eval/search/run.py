@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from tts_eval.errors import SettingError
 from tts_eval.search import diagnostics
 from tts_eval.search._driver import Work, drive
 from tts_eval.search.config import SearchConfig
@@ -53,9 +54,12 @@ def _check_arguments(
             f"got {type(engine).__name__}"
         )
     if prm is None and config.spec.needs_prm:
-        raise ValueError(
-            f"strategy={config.strategy} needs a process reward model (prm=...); "
-            "only strategy=majority runs without one"
+        raise SettingError(
+            "strategy",
+            config.strategy,
+            "a strategy that needs no PRM",
+            message=f"strategy={config.strategy} needs a process reward model (prm=...); "
+            "only strategies that need none (majority) run without one",
         )
     if prm is not None and not isinstance(prm, ProcessRewardModel):
         raise TypeError(

@@ -1,9 +1,10 @@
 """Workflow subcommands of ``tts-eval``: ``sweep``, ``report``, ``plot``, ``fit-compute-optimal``,
 ``compare``.
 
-Each handler takes the remaining argv and returns an exit status; a bad argument, a missing or
-malformed recipe, results of the wrong task, or an out-of-memory batch is reported as ONE line on
-stderr (exit 2), never a traceback. Signals are handled by ``tts_eval.cli`` (a sweep closes its
+Each handler takes the remaining argv and returns an exit status; our errors (a bad argument, a
+missing or malformed recipe, results of the wrong task, an out-of-memory batch: every
+:class:`~tts_eval.errors.TTSEvalError`) are reported as ONE line on stderr (exit 2), anything else
+(a bug) with its traceback; ``TTS_EVAL_TRACEBACK=1`` shows the traceback of our errors too. Signals are handled by ``tts_eval.cli`` (a sweep closes its
 searcher on the way out, so an interrupted sweep leaves no model processes behind).
 
 What this module does not do: the work itself (``sweep``, ``report``, ``plot``, ``fit``).
@@ -19,29 +20,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tts_eval.errors import DataError, EngineError, OutOfMemoryError, OutputError
+from tts_eval.errors import DataError, SettingError, TTSEvalError, one_line, reported_in_one_line
 
 logger = logging.getLogger(__name__)
 
 
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -> int:
+    """Run ``body``: our errors (:class:`~tts_eval.errors.TTSEvalError`) print one line and exit 2
+    (a traceback with ``TTS_EVAL_TRACEBACK=1``); anything else is a bug and propagates with its
+    traceback (``tts_eval.cli`` prints it)."""
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body(args)
-    except (
-        ValueError,
-        ImportError,
-        FileNotFoundError,
-        OutOfMemoryError,
-        EngineError,
-        OutputError,
-    ) as exc:
-        text = str(exc).strip()
-        print(
-            f"tts-eval {prog}: error: {text.splitlines()[0] if text else type(exc).__name__}",
-            file=sys.stderr,
-        )
+    except TTSEvalError as exc:
+        if not reported_in_one_line(exc):
+            raise
+        print(f"tts-eval {prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 
@@ -130,8 +125,9 @@ def _integer(option: str, text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise DataError(
-            f"{option} {text} is invalid; accepted: an integer, e.g. {option} 16"
+        accepted = f"an integer, e.g. {option} 16"
+        raise SettingError(
+            option, text, accepted, message=f"{option} {text} is invalid; accepted: {accepted}"
         ) from None
 
 
