@@ -27,10 +27,10 @@ from fakes import FakeAnswerSpec, FakePRM, RandomEngine
 from lm_eval_cli import run_lm_eval
 from tiny_models import SAMPLE_PROBLEMS
 
+from tts_eval.model_args import parse_model_args
 from tts_eval.runtime import Searcher, open_searcher
 from tts_eval.runtime.local import LocalSearcher, models_loaded
 from tts_eval.runtime.throughput import WORKER_KEY, worker_throughput
-from tts_eval.model_args import parse_model_args
 from tts_eval.search import SearchConfig
 from tts_eval.settings import RayOptions
 from tts_eval.types import Cost, Problem, SearchResult

@@ -74,6 +74,26 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[i
     return [int(t) for t in out]
 
 
+def render_chat_text(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]]
+) -> tuple[str, list[int]]:
+    """``messages`` rendered once with the chat template (generation prompt included): the text,
+    and its token ids: the text encoded without special tokens, which is what
+    ``apply_chat_template(tokenize=True)`` (:func:`render_chat`) does, so both give the same ids
+    (for ``TTSLM.apply_chat_template``, which needs the text too)."""
+    text = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+    )
+    if not isinstance(text, str):
+        if isinstance(text, list) and len(text) != 1:
+            raise ValueError(f"render_prompt expected one conversation, got {len(text)}")
+        text = text[0] if isinstance(text, list) else str(text)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if ids and isinstance(ids[0], list):  # a batch of one
+        ids = ids[0]
+    return text, [int(t) for t in ids]
+
+
 def eos_token_ids(tokenizer: Any, generation_config: Any | None) -> frozenset[int]:
     """The ids that end a completion: the tokenizer's EOS plus the generation config's."""
     ids: set[int] = set()

@@ -54,7 +54,7 @@ from tts_eval.engines.failures import engine_error
 from tts_eval.engines.progress import GenerationProgress
 from tts_eval.errors import MissingDependencyError, OutOfMemoryError, SettingError
 from tts_eval.memory import free_device_memory, torch_oom_types
-from tts_eval.settings import EngineConfig, check_model_path
+from tts_eval.settings import EngineConfig
 from tts_eval.types import (
     Completion,
     FinishReason,
@@ -140,7 +140,6 @@ class HFEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "hf":
             raise ValueError(f"HFEngine needs backend=hf, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
         self.config = config
         self.tokenizer = load_tokenizer(config)
         try:

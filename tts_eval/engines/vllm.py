@@ -75,7 +75,7 @@ from tts_eval.engines.hf import validate_stops
 from tts_eval.engines.progress import tqdm_factory
 from tts_eval.errors import EngineError, MissingDependencyError
 from tts_eval.memory import free_device_memory
-from tts_eval.settings import EngineConfig, check_model_path, invalid
+from tts_eval.settings import EngineConfig, invalid
 from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,6 @@ class VLLMEngine:
         line every ``VLLM_LOG_STATS_INTERVAL`` seconds while generating); for checks only."""
         if config.backend != "vllm":
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
         self.config = config
         vllm = import_vllm()
         from vllm.platforms import current_platform

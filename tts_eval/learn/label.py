@@ -376,10 +376,10 @@ def label_stats(records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 def _problems(
     docs: Sequence[TaskDoc], engine: Any, config: TTSConfig
 ) -> tuple[list[LabelProblem], list[TaskDoc]]:
-    from tts_eval.lm_model import context_to_messages, problem_text
+    from tts_eval.chats import context_to_messages, problem_text
 
     problems, kept = [], []
-    limit = getattr(engine, "max_model_len", None)
+    limit = engine.max_model_len
     for doc in docs:
         messages = context_to_messages(doc.context, config.system_prompt)
         prompt = tuple(engine.render_prompt(messages))
@@ -439,7 +439,7 @@ def run_labelling(
                 engine = load_engine(job.config.engine)
             _label_chunks(job, todo, engine, answers, checker, records, records_path, progress)
     finally:
-        if own_engine and engine is not None and hasattr(engine, "close"):
+        if own_engine and engine is not None:
             engine.close()
         elapsed = time.monotonic() - started
         manifest["wall_time_s"] = manifest.get("wall_time_s", 0.0) + elapsed
