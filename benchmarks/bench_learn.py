@@ -12,7 +12,9 @@ finished.
    ``--label-problems`` problems x ``--samples`` solutions (``--rollouts 0``), and Monte Carlo
    labels (``--rollouts`` completions per step) on ``--mc-problems`` problems with another seed.
 2. ``train``: ``tts-eval train-prm`` from SmolLM2-135M-Instruct on both label sets (full
-   fine-tuning, fp32, epochs chosen so the training tokens fit ``--train-tokens``).
+   fine-tuning of its first ``--layers`` decoder layers, fp32, at most
+   ``--negatives-per-positive`` solutions ending wrong per solution ending right, epochs chosen so
+   the training tokens fit ``--train-tokens``).
 3. ``eval``: two ``tts-eval sweep`` runs on the first ``--test-problems`` problems of
    ``arith_500`` (majority, best_of_n, beam_search, dvts at ``--budgets``; beam width 4), one with
    the trained PRM, one with SmolLM2 itself read as an RLHFlow PRM (untrained).
@@ -32,6 +34,7 @@ tiny models. On this 2-core CPU the whole run takes hours (each stage's time is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -47,7 +50,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from real_model import build_smollm2  # noqa: E402
 
 STAGES = ("label", "train", "eval", "report")
-ENV = {"VLLM_CPU_KVCACHE_SPACE": "4"}
+ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "4",
+    "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
+}
 
 
 def _run(args: list[str], log: Path) -> float:
@@ -98,6 +104,7 @@ def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> 
 def _prm_dir(a: argparse.Namespace, cache: Path) -> Path:
     return cache / (
         f"prm-p{a.label_problems}-{a.mc_problems}-s{a.samples}-m{a.rollouts}-t{a.train_tokens}"
+        f"-l{a.layers}-r{a.negatives_per_positive:g}"
     )
 
 
@@ -105,16 +112,19 @@ def train_stage(a: argparse.Namespace, policy: Path, cache: Path, labels: dict, 
     from datasets import load_from_disk
 
     folders = [labels[k]["folder"] for k in ("outcome", "mc")]
-    # epochs so that the training tokens fit the budget (rows x ~tokens per row)
-    rows = sum(len(load_from_disk(str(Path(f) / "dataset"))) for f in folders)
-    epochs = max(0.25, min(3.0, a.train_tokens / (rows * a.row_tokens)))
+    # epochs so that the training tokens fit the budget (rows kept after balancing x ~tokens each)
+    ends = [row[-1] for f in folders for row in load_from_disk(str(Path(f) / "dataset"))["labels"]]
+    positives = sum(ends)
+    rows = min(len(ends), positives * (1 + a.negatives_per_positive))
+    epochs = max(0.25, min(4.0, a.train_tokens / (rows * a.row_tokens)))
     out = _prm_dir(a, cache)
     _run(
         [
             "train-prm", "--model", str(policy), *sum((["--data", f] for f in folders), []),
             "--output_dir", str(out), "--epochs", f"{epochs:.2f}", "--batch-size", "8",
             "--learning-rate", str(a.learning_rate), "--val-fraction", "0.1",
-            "--save-steps", "100", "--no-progress",
+            "--save-steps", "50", "--layers", str(a.layers),
+            "--negatives-per-positive", str(a.negatives_per_positive), "--no-progress",
         ],
         log,
     )  # fmt: skip
@@ -164,16 +174,96 @@ def _sweeps(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, Path]
     }
 
 
+# (sweep, strategies, budgets) in the order they run: what the goal needs first.
+EVAL_ORDER = (
+    ("trained", "best_of_n", "16"),
+    ("trained", "beam_search,dvts", "16"),
+    ("trained", "beam_search,dvts", "4"),
+    ("untrained", "beam_search,dvts", "4"),
+    ("untrained", "beam_search,dvts", "16"),
+)
+
+
 def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, float]:
+    """The sweeps, one (strategies, budget) slice at a time in :data:`EVAL_ORDER` (each resumes
+    what an earlier run of this script recorded; majority comes with best_of_n's run)."""
     seconds = {}
     prms = {
         "trained": (_prm_dir(a, cache), "token_classification"),
         "untrained": (policy, "rlhflow"),
     }
-    for name, out in _sweeps(a, policy, cache).items():
+    sweeps = _sweeps(a, policy, cache)
+    for name, strategies, budget in EVAL_ORDER:
+        if name not in a.eval_prms or int(budget) not in a.budgets:
+            continue
+        if name == "untrained" and "rescore" not in seconds:
+            seconds["rescore"] = rescore_stage(a, policy, cache)
         prm, prm_type = prms[name]
-        seconds[name] = _run(["sweep", str(_recipe(a, policy, prm, prm_type, out))], log)
+        recipe = _recipe(a, policy, prm, prm_type, sweeps[name])
+        key = f"{name} {strategies} n={budget}"
+        seconds[key] = _run(
+            ["sweep", str(recipe), "--strategies", strategies, "--budgets", budget,
+             "--no-progress"],
+            log,
+        )  # fmt: skip
     return seconds
+
+
+def _rescored(a: argparse.Namespace, policy: Path, cache: Path) -> Path:
+    return cache / f"rescored-untrained-{_sweeps(a, policy, cache)['trained'].name}.jsonl"
+
+
+def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
+    """Weighted best-of-N with the untrained PRM on the very samples of the trained sweep's
+    best_of_n run (the same seeds would draw them again): every candidate's steps scored by
+    SmolLM2 read as an RLHFlow PRM, written as a trace file for ``tts-eval compare``."""
+    from tts_eval.grader import NumberAnswerSpec
+    from tts_eval.learn.label import load_task, task_docs
+    from tts_eval.lm_model import context_to_messages, problem_text
+    from tts_eval.prm import load_prm
+    from tts_eval.search import AnswerGrouper, segment_steps, weighted_vote
+    from tts_eval.traces import read_jsonl, result_from_record, result_record
+    from tts_eval.types import PRMRequest
+
+    out = _rescored(a, policy, cache)
+    runs = sorted((_sweeps(a, policy, cache)["trained"] / "runs").glob("best_of_n*.jsonl"))
+    if out.is_file() or not runs:
+        return 0.0
+    started = time.monotonic()
+    records = list(read_jsonl(runs[-1]))
+    docs = {d.doc_id: d for d in task_docs(load_task("arith_500"), "arith_500", a.test_problems)}
+    texts = {i: problem_text(context_to_messages(d.context)) for i, d in docs.items()}
+    prm = load_prm(str(policy), "rlhflow")
+    grouper = AnswerGrouper(NumberAnswerSpec())
+    rescored = []
+    try:
+        for record in records:
+            result = result_from_record(record)
+            views = [segment_steps(c.text, "\n")[1] for c in result.candidates]
+            outputs = prm.score([PRMRequest(texts[record["doc_id"]], tuple(v)) for v in views])
+            candidates = tuple(
+                dataclasses.replace(c, step_scores=tuple(o.step_scores))
+                for c, o in zip(result.candidates, outputs, strict=True)
+            )
+            cost = dataclasses.replace(
+                result.cost, prm_tokens=sum(o.tokens_processed for o in outputs), flops=None
+            )
+            new = dataclasses.replace(
+                result,
+                candidates=candidates,
+                cost=cost,
+                selected=weighted_vote(
+                    candidates, grouper, str(result.settings.get("agg", "last"))
+                ),
+            )
+            extra = {k: record[k] for k in ("doc_id", "run_key", "doc") if k in record}
+            rescored.append(result_record(new, task=record.get("task"), **extra))
+    finally:
+        prm.close()
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rescored))
+    tmp.rename(out)
+    return time.monotonic() - started
 
 
 def _stat(values: list[float]) -> tuple[float, float, float]:
@@ -190,18 +280,24 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
 
     sweeps = _sweeps(a, policy, cache)
     out_dir = cache / f"compare-{sweeps['trained'].name}"
-    _run(
-        [
-            "compare", str(sweeps["trained"]), str(sweeps["untrained"]),
-            "--label", f"{sweeps['trained']}=trained PRM",
-            "--label", f"{sweeps['untrained']}=untrained PRM", "--out", str(out_dir),
-        ],
-        log,
-    )  # fmt: skip
+    rescored = _rescored(a, policy, cache)
+    results = {"trained": sweeps["trained"], "untrained": sweeps["untrained"], "rescored": rescored}
+    present = {k: v for k, v in results.items() if v.exists()}
+    args = ["compare", *map(str, present.values()), "--out", str(out_dir)]
+    labels = {"trained": "trained PRM", "untrained": "untrained PRM", "rescored": "untrained PRM"}
+    for name, path in present.items():
+        args += ["--label", f"{path}={labels[name]}"]
+    if "rescored" in present:
+        args += ["--policy", f"{rescored}={policy}", "--prm", f"{rescored}={policy}"]
+    _run(args, log)
     systems = {}
-    for name, folder in sweeps.items():
-        for system in load_systems(folder):
-            systems[(name, system.strategy, system.selection)] = system
+    for name, path in present.items():
+        named = {"policy": str(policy), "prm": str(policy)} if name == "rescored" else {}
+        for system in load_systems(path, **named):
+            if name == "rescored" and system.strategy == "majority":
+                continue  # the trained sweep's majority: the same samples
+            prm_name = "untrained" if name == "rescored" else name
+            systems[(prm_name, system.strategy, system.selection)] = system
     majority = {
         p.n: p.accuracy for key, s in systems.items() if key[1] == "majority" for p in s.points
     }
@@ -298,16 +394,20 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--train-tokens", type=int, default=900_000)
+    parser.add_argument("--train-tokens", type=int, default=260_000)
+    parser.add_argument("--layers", type=int, default=12, help="PRM: the base's first N layers")
+    parser.add_argument("--negatives-per-positive", type=float, default=3.0)
     parser.add_argument("--row-tokens", type=float, default=230.0, help="estimate per row")
     parser.add_argument("--learning-rate", type=float, default=2e-5)
     parser.add_argument("--test-problems", type=int, default=200)
     parser.add_argument("--budgets", default="4,16")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--eval-prms", default="trained,untrained", help="sweeps to run")
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--figure", help="copy compare's accuracy-vs-budget figure here")
     a = parser.parse_args()
     a.budgets = [int(b) for b in a.budgets.split(",")]
+    a.eval_prms = a.eval_prms.split(",")
     stages = a.stages.split(",")
     cache = Path(
         a.cache

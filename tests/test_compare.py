@@ -9,6 +9,7 @@ end run on tiny models: a two-strategy sweep and a ``--model hf`` CoT run in one
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -692,9 +693,11 @@ def test_comparison_figures(tmp_path, tiny_llama):
     ]
     (ax,) = figures["compare_accuracy_vs_flops.png"].axes
     assert ax.get_xscale() == "log" and ax.get_ylim() == (0, 100)
-    assert ax.get_title().startswith("math500 (3 problems): ") and "FLOPs" in ax.get_xlabel()
+    # 3 problems in all, each system on 2 of them (the sweep A and B, the CoT run A and C)
+    title = ax.get_title()
+    assert title.startswith("math500 (3 problems, 2 per system): ") and "FLOPs" in ax.get_xlabel()
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [
-        *(s.label for s in systems),
+        *(f"{s.label} (2 of 3 problems)" for s in systems),
         "compute of the baseline, big CoT (n=1)",  # the dotted vertical line
     ]
     series = _series(ax)
@@ -724,6 +727,100 @@ def test_comparison_figures(tmp_path, tiny_llama):
     assert all(
         p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000 for p in paths
     )
+
+
+def test_each_system_says_how_many_problems_it_covers(tmp_path, tiny_llama):
+    """Issue 23: a figure titled "arith (12 problems)" while some systems covered only 4. The
+    sweep covers both problems, the CoT run one: the title gives the range per system, the CoT
+    run's legend entries and its leaderboard note say 1 of 2, the sweep's say nothing more."""
+    from tts_eval.workflow.plot import comparison_figures
+
+    cot = lm_eval_folder(
+        tmp_path / "cot",
+        str(tiny_llama),
+        docs=(DOC_A,),
+        correct=(1.0,),
+        responses=("So \\boxed{3}.",),
+        prompts=("What is 1+2?",),
+    )
+    systems = unique_labels(
+        load_systems(sweep_folder(tmp_path / "sweep"), **GRADING) + load_systems(cot, label="CoT")
+    )
+    params = resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM, str(tiny_llama): 1e12})
+    board = build_leaderboard(systems, params, bootstrap_iters=20)
+    covers = {s["label"]: s["problems"] for s in board["systems"]}
+    assert board["problems"] == 2 and covers.pop("CoT") == 1 and set(covers.values()) == {2}
+    (cot_entry,) = [s for s in board["systems"] if s["label"] == "CoT"]
+    assert cot_entry["notes"][0].startswith("covers 1 of the 2 problems")
+    assert all(not n.startswith("covers") for s in board["systems"][:-1] for n in s["notes"])
+    text = to_markdown(board)
+    assert "- CoT: covers 1 of the 2 problems: its accuracy is over those" in text
+    assert "2 problems in all; systems cover 1-2 of them" in text
+    figures = comparison_figures(board)
+    for name, fig in figures.items():
+        (ax,) = fig.axes
+        assert ax.get_title().startswith("math500 (2 problems, 1-2 per system): "), name
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert [t for t in legend if "problems" in t] == [
+            "CoT (1 of 2 problems)" if name.endswith("flops.png") else "CoT (n=1, 1 of 2 problems)"
+        ], (name, legend)
+    same = build_leaderboard(
+        load_systems(sweep_folder(tmp_path / "again"), **GRADING), params, bootstrap_iters=20
+    )
+    assert (
+        "per system"
+        not in comparison_figures(same)["compare_accuracy_vs_budget.png"].axes[0].get_title()
+    )
+    assert "in all" not in to_markdown(same)
+
+
+@pytest.mark.parametrize(
+    ("x", "text"),
+    [
+        (20, "20"),
+        (300, "300"),
+        (1500, "1,500"),
+        (99_000, "99,000"),
+        (200_000, "200k"),
+        (1.5e6, "1.5M"),
+        (3e12, "3T"),
+        (0.5, "0.5"),
+        (2.5, "2.5"),
+    ],
+)
+def test_plain_numbers_for_log_axes(x, text):
+    from tts_eval.workflow.plot import plain_number
+
+    assert plain_number(x) == text
+
+
+def test_log_axes_read_plain_numbers(tmp_path):
+    """Issue 23: the tokens axis of accuracy_vs_tokens.png read "2x10^1, 3x10^1" (matplotlib's
+    labels of minor ticks on a range shorter than a decade); now plain numbers, on the report's
+    tokens axis and the comparison's FLOPs axis."""
+    from tts_eval.workflow.plot import comparison_figures, report_figures
+    from tts_eval.workflow.report import build_report
+    from tts_eval.workflow.results import load_results
+
+    report = build_report(
+        load_results(sweep_folder(tmp_path / "r")), SPEC, is_correct, bootstrap_iters=20
+    )
+    for row in report["rows"]:  # 18-45 tokens per problem: minor ticks get labels
+        row["policy_tokens"] = 18 + 3 * row["n"]
+    fig = report_figures(report)["accuracy_vs_tokens.png"]
+    systems = load_systems(sweep_folder(tmp_path / "s"), **GRADING)
+    board = build_leaderboard(
+        systems, resolve_params(systems, {"policy": P_POLICY, "prm": P_PRM}), bootstrap_iters=20
+    )
+    flops = comparison_figures(board)["compare_accuracy_vs_flops.png"]
+    for figure in (fig, flops):
+        figure.canvas.draw()
+        (ax,) = figure.axes
+        labels = [t.get_text() for t in ax.xaxis.get_ticklabels(which="both") if t.get_text()]
+        assert len(labels) >= 2, labels
+        assert all(re.fullmatch(r"[0-9][0-9,.]*[kMGTP]?", t) for t in labels), labels
+    labels = [t.get_text() for t in fig.axes[0].xaxis.get_ticklabels(which="both")]
+    assert {"20", "30", "40"} <= set(labels), labels
 
 
 def test_flops_figure_names_systems_of_unknown_compute(tmp_path):

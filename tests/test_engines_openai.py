@@ -32,6 +32,7 @@ from vllm_server import free_port
 
 from tts_eval.config import results_fingerprint
 from tts_eval.engines import load_engine
+from tts_eval.engines.chat import render_chat
 from tts_eval.engines.openai import classify_choice
 from tts_eval.errors import EngineError
 from tts_eval.model_args import parse_model_args
@@ -95,6 +96,77 @@ def test_model_args_build_an_openai_engine_config():
     assert "sk-secret" not in repr(config)
 
 
+def test_deterministic_is_a_setting_of_one_client():
+    args = "pretrained=org/tok,backend=openai,base_url=http://h/v1"
+    assert parse_model_args(f"{args},deterministic=true").engine.deterministic is True
+    assert parse_model_args(args).engine.deterministic is False
+    for bad, message in [
+        (
+            {"backend": "vllm", "deterministic": True},
+            "model_args deterministic=True is invalid; accepted: only with backend=openai",
+        ),
+        (
+            {"deterministic": True, "data_parallel_size": 2},
+            "model_args deterministic=true is invalid; accepted: only with data_parallel_size=1 "
+            "(K workers would interleave their requests on the server)",
+        ),
+    ]:
+        config = {"pretrained": "org/tok", "backend": "openai", "base_url": "http://h/v1", **bad}
+        if config["backend"] == "vllm":
+            del config["base_url"]
+        with pytest.raises(ValueError) as info:
+            parse_model_args(config)
+        assert str(info.value) == message
+    base = parse_model_args(args)
+    det = dataclasses.replace(base, engine=dataclasses.replace(base.engine, deterministic=True))
+    assert results_fingerprint(det) != results_fingerprint(base)
+
+
+class _Answer:
+    def __init__(self, status: int, body: object) -> None:
+        self.status_code, self._body = status, body
+
+    def json(self):
+        return self._body
+
+
+class _Server:
+    """Answers POST /reset_prefix_cache as a vLLM server would (or one without dev mode)."""
+
+    def __init__(self, answer: _Answer) -> None:
+        self.answer, self.urls = answer, []
+
+    def post(self, url):
+        self.urls.append(url)
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "reset", "warning"),
+    [
+        (_Answer(200, {"success": True}), True, None),
+        (_Answer(404, {"detail": "Not Found"}), False, "HTTP 404; start vLLM with VLLM_SERVER"),
+        (_Answer(200, {"success": False}), False, "it holds blocks of requests in flight"),
+    ],
+)
+def test_deterministic_start_resets_the_servers_prefix_cache(answer, reset, warning, caplog):
+    from tts_eval.engines.openai import reset_prefix_cache
+
+    config = EngineConfig("org/tok", "openai", base_url="http://h:8000/v1", deterministic=True)
+    server = _Server(answer)
+    with caplog.at_level("WARNING", logger="tts_eval.engines.openai"):
+        assert reset_prefix_cache(server, config) is reset
+    assert server.urls == ["http://h:8000/reset_prefix_cache"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if warning is None:
+        assert warnings == []
+    else:
+        (line,) = warnings
+        assert warning in line and line.endswith(
+            "a re-run reproduces this run only against a server started afresh for each run"
+        )
+
+
 def test_fingerprint_ignores_where_the_server_is_but_not_the_model():
     base = parse_model_args("pretrained=org/tok,backend=openai,base_url=http://a:1/v1,model=m")
     moved = dataclasses.replace(
@@ -155,6 +227,11 @@ class Proxy:
         self.failures: list[tuple[int, dict[str, str]]] = []
         self.delay = 0.0
         self.strip_token_ids = False
+        self.no_tokenize = False  # answer /tokenize with 404, as servers other than vLLM do
+        self.inject: dict = {}  # merged into every /completions body on its way to the server
+        self.arrivals: list[dict] = []  # /completions bodies as they arrived (with inject)
+        self.answers: list[tuple[dict, dict]] = []  # (body, answer) of successful completions
+        self.paths: list[str] = []  # paths of the other POSTs, in order
         self.required_key: str | None = None  # answer 401 to requests without this bearer key
         self.keys: list[str | None] = []  # the Authorization header of every request
         self.posts = 0
@@ -177,7 +254,10 @@ class Proxy:
                     return
                 if self.path.endswith("/completions"):
                     proxy._completion(self, body)
+                elif self.path.endswith("/tokenize") and proxy.no_tokenize:
+                    self._send(404, b'{"detail": "Not Found"}')
                 else:
+                    proxy.paths.append(self.path)
                     self._forward(body)
 
             def _authorized(self) -> bool:
@@ -225,7 +305,10 @@ class Proxy:
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def _completion(self, handler, body: bytes) -> None:
+        if self.inject:
+            body = json.dumps({**json.loads(body), **self.inject}).encode()
         with self.lock:
+            self.arrivals.append(json.loads(body))
             self.posts += 1
             failure = self.failures.pop(0) if self.failures else None
             self.inflight += 1
@@ -241,6 +324,9 @@ class Proxy:
                     *handler._fetch(body, self._strip if self.strip_token_ids else None),
                     None,
                 )
+                if answer[0] == 200:
+                    with self.lock:
+                        self.answers.append((json.loads(body), json.loads(answer[1])))
         finally:
             with self.lock:  # before answering: the client may send its next request at once
                 self.inflight -= 1
@@ -503,6 +589,39 @@ def test_start_up_errors_are_one_line(vllm_server, scripted_llama, tiny_llama, p
     )
 
 
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_a_tokenizer_with_another_vocabulary_is_one_line_naming_both(
+    vllm_server, scripted_llama, tmp_path, proxy
+):
+    """``pretrained=`` a tokenizer with a larger vocabulary than the served model's: the start-up
+    check names both, before any of its token ids reaches the server (it answered the probe
+    with "HTTP 400 ... Token id 1234 is out of vocabulary"). A server without ``/tokenize``
+    cannot be asked; its refusal of the probe then asks whether the tokenizer is the model's."""
+    from tiny_models import build_tokenizer
+    from transformers import AutoTokenizer
+
+    other = tmp_path / "other-tokenizer"
+    tok = build_tokenizer(other, vocab_size=4096)
+    served = len(AutoTokenizer.from_pretrained(scripted_llama))
+    probe = render_chat(tok, [{"role": "user", "content": "Hi"}])
+    assert max(probe) >= served  # what the probe would send: ids the served model does not have
+    with pytest.raises(ValueError) as info:
+        load_engine("openai", str(other), base_url=vllm_server.base_url)
+    message = str(info.value)
+    assert message.startswith(
+        f"model_args pretrained={other} is invalid; accepted: the tokenizer of the model the "
+        f"server serves ({scripted_llama}); the server tokenises "
+    ), message
+    assert "\n" not in message and "out of vocabulary" not in message
+    proxy.no_tokenize = True
+    with pytest.raises(ValueError) as info:
+        load_engine("openai", str(other), base_url=proxy.base_url)
+    message = str(info.value)
+    assert "\n" not in message and "is out of vocabulary" in message, message
+    assert message.endswith(f"; is pretrained={other} the tokenizer of {scripted_llama}?")
+
+
 # ----------------------------------------------------------------------------------------------
 # A server killed during a sweep, then restarted (last: it restarts the shared server)
 # ----------------------------------------------------------------------------------------------
@@ -731,3 +850,71 @@ def test_real_model_greedy_steps_equal_in_process_vllm(
     reasons = {g.completions[0].finish_reason for g in got}
     assert reasons == {FinishReason.STEP, FinishReason.EOS, FinishReason.LENGTH}
     assert continued, "some first steps should have ended at the delimiter"
+
+
+# ----------------------------------------------------------------------------------------------
+# Reproducibility through a server (issue 23 item 17; last: it swaps the server's model)
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_deterministic_requests_reproduce_a_run_bit_for_bit(vllm_servers, tiny_llama):
+    """A vLLM server's numbers depend on the batch a request lands in and on the prefix-cache
+    hits left by what ran before (run twice against one server, particle filtering counted 164
+    vs 229 requests). With ``deterministic=true`` the requests go out one at a time in request
+    order after a reset of the server's prefix cache: two runs against the same warm server get
+    the same token ids AND log-probabilities, bit for bit, while a third, concurrent run on the
+    cache the others left computes other log-probabilities (the cause)."""
+    from tiny_models import SAMPLE_PROBLEMS
+
+    server = vllm_servers.serve(tiny_llama)
+    proxy = Proxy(server.base_url)
+    proxy.inject = {"logprobs": 1}  # the server's numbers, not only its sampled tokens
+    engine = load_engine("openai", str(tiny_llama), base_url=server.base_url)
+    # long prompts (~600 tokens): the server's matrix products then round differently when a
+    # prompt is computed whole (cold cache) or only its tail (warm cache), or in a larger batch
+    steps = " ".join(["We add the numbers, then we check the sum once more."] * 40)
+    prompts = [
+        tuple(engine.render_prompt([{"role": "user", "content": f"{q} {steps}"}]))
+        for q in SAMPLE_PROBLEMS
+    ]
+    engine.close()
+    requests = [
+        GenerationRequest(p, SamplingParams(n=2, temperature=0.8, max_tokens=32, seed=100 + i))
+        for i, p in enumerate(prompts)
+    ]
+    sent = [(list(r.prompt_ids), r.params.seed + j) for r in requests for j in range(2)]
+
+    def run(deterministic: bool):
+        proxy.arrivals, proxy.answers, proxy.max_inflight = [], [], 0
+        engine = load_engine(
+            "openai", str(tiny_llama), base_url=proxy.base_url, deterministic=deterministic
+        )
+        try:
+            outputs = engine.generate(requests)
+        finally:
+            engine.close()
+        numbers = {
+            (tuple(body["prompt"]), body["seed"]): (
+                answer["choices"][0]["token_ids"],
+                answer["choices"][0]["logprobs"]["token_logprobs"],
+            )
+            for body, answer in proxy.answers
+            if "seed" in body  # not the start-up probe
+        }
+        order = [(body["prompt"], body["seed"]) for body in proxy.arrivals if "seed" in body]
+        return [o.completions for o in outputs], numbers, order, proxy.max_inflight
+
+    try:
+        first = run(True)
+        second = run(True)  # the server's cache is warm now; the reset empties it again
+        assert proxy.paths.count("/reset_prefix_cache") == 2
+        assert first[2] == second[2] == sent and first[3] == second[3] == 1
+        assert len(first[1]) == len(sent) and second[1] == first[1]
+        assert second[0] == first[0]
+        concurrent = run(False)
+        assert concurrent[3] > 1 and len(concurrent[1]) == len(sent)
+        assert concurrent[1] != first[1]  # same requests, other numbers: why runs differed
+    finally:
+        proxy.close()

@@ -138,3 +138,28 @@ def test_settings_and_problems_are_checked():
         LabelSettings(temperature=-1)
     with pytest.raises(ValueError, match="gold"):
         LabelProblem("u", "t", (1,), " ")
+
+
+def test_a_labels_folder_from_before_a_new_engine_setting_still_resumes(tmp_path):
+    import json
+
+    from tts_eval.learn.label import _check_folder, job_from_args
+
+    job = job_from_args(
+        "arith_train", "pretrained=/m,backend=hf,answer=number", str(tmp_path),
+        samples=2, rollouts=0,
+    )  # fmt: skip
+    identity = job.identity()
+    older = json.loads(json.dumps(identity))
+    del older["policy"]["chat_template"]  # a setting the older folder did not know (its default)
+    older["policy"]["max_concurrency"] = 7  # a placement key: never part of the identity
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "tts-eval/step-labels", "version": 1, "identity": older})
+    )
+    assert _check_folder(tmp_path, identity)["identity"] == older
+    older["policy"]["dtype"] = "float16"  # a setting that changes samples: refused
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "tts-eval/step-labels", "version": 1, "identity": older})
+    )
+    with pytest.raises(ValueError, match="policy.dtype: 'float16' there, 'auto' now"):
+        _check_folder(tmp_path, identity)

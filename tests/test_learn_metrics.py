@@ -170,3 +170,20 @@ def test_arith_training_split_is_disjoint_from_the_test_questions():
     assert arith.generate_problems(500)[:100] == arith.generate_problems(100)
     with pytest.raises(ValueError, match="another seed"):
         arith.training_problems(10, arith.SEED)
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("\\n", "\n"),
+        ("\\n\\n", "\n\n"),
+        (" ки", " ки"),
+        ("\\t", "\t"),
+        ("a\\\\b", "a\\b"),
+        ("<extra_0>", "<extra_0>"),
+    ],
+)
+def test_separators_typed_on_the_command_line(typed, meant):
+    from tts_eval.learn.cli import unescape
+
+    assert unescape(typed) == meant

@@ -187,20 +187,20 @@ def test_the_trained_folder_loads_as_a_prm_and_scores(trained, labelled):
     assert (out / "checkpoints").is_dir()
 
 
-def test_training_resumes_from_its_last_checkpoint(labelled, tiny_llama, tmp_path):
+def test_training_resumes_from_its_last_checkpoint(trained, labelled, tiny_llama, tmp_path):
     import shutil
 
-    args = [
-        "train-prm", "--model", str(tiny_llama), "--data", str(labelled["out"]),
-        "--output_dir", str(tmp_path / "prm"), "--max-steps", "2", "--batch-size", "2",
-        "--val-fraction", "0.4", "--save-steps", "1", "--no-progress",
-    ]  # fmt: skip
-    assert _cli(*args).returncode == 0
     out = tmp_path / "prm"
+    shutil.copytree(trained["out"], out)
     finished = json.loads((out / "tts_eval_prm.json").read_text())
     # as a kill after step 1 leaves it: checkpoint-1 only, no final report
     shutil.rmtree(out / "checkpoints" / "checkpoint-2")
     (out / "tts_eval_prm.json").unlink()
+    args = [
+        "train-prm", "--model", str(tiny_llama), "--data", str(labelled["out"]),
+        "--output_dir", str(out), "--max-steps", "2", "--batch-size", "2",
+        "--val-fraction", "0.4", "--save-steps", "1", "--no-progress",
+    ]  # fmt: skip
     result = _cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "tts_eval_prm.json").read_text())
@@ -209,6 +209,52 @@ def test_training_resumes_from_its_last_checkpoint(labelled, tiny_llama, tmp_pat
     again = _cli(*args)  # finished: a re-run does nothing
     assert again.returncode == 0 and "nothing to do" in again.stderr
     assert json.loads((out / "tts_eval_prm.json").read_text()) == report
+
+
+def test_balancing_and_truncated_layers(labelled, tiny_llama, tmp_path):
+    from datasets import load_from_disk
+
+    from tts_eval.learn.train import balance_rows
+
+    rows = load_from_disk(str(labelled["out"] / "dataset"))
+    ends = [r[-1] for r in rows["labels"]]
+    assert 0 < sum(ends) < len(ends)
+    kept = balance_rows(rows, 1.0, seed=0)
+    kept_ends = [r[-1] for r in kept["labels"]]
+    assert sum(kept_ends) == sum(ends)  # every row ending right is kept
+    assert len(kept_ends) - sum(kept_ends) == min(sum(ends), len(ends) - sum(ends))
+    assert balance_rows(rows, None, seed=0) is rows
+    result = _cli(
+        "train-prm", "--model", str(tiny_llama), "--data", str(labelled["out"]),
+        "--output_dir", str(tmp_path / "small"), "--max-steps", "1", "--batch-size", "2",
+        "--val-fraction", "0", "--layers", "1", "--negatives-per-positive", "1", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "small" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1
+    report = json.loads((tmp_path / "small" / "tts_eval_prm.json").read_text())
+    assert report["train_rows"] == len(kept_ends)
+
+
+def test_lora_adapters_are_merged_into_a_plain_prm(labelled, tiny_llama, tmp_path):
+    from tts_eval.prm import load_prm
+    from tts_eval.types import PRMRequest
+
+    out = tmp_path / "lora"
+    result = _cli(
+        "train-prm", "--model", str(tiny_llama), "--data", str(labelled["out"]),
+        "--output_dir", str(out), "--max-steps", "1", "--batch-size", "2", "--val-fraction", "0",
+        "--lora", "--lora-r", "2", "--learning-rate", "1e-3", "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(out.glob("adapter_*")), "adapters must be merged, not saved beside"
+    assert json.loads((out / "tts_eval_prm.json").read_text())["settings"]["lora"] is True
+    prm = load_prm(str(out))
+    try:
+        [scored] = prm.score([PRMRequest("What is 1?", ("a step", "\\boxed{1}"))])
+    finally:
+        prm.close()
+    assert len(scored.step_scores) == 2
 
 
 def test_prm_eval_equals_the_scores_it_reads(trained, labelled):

@@ -13,7 +13,8 @@ serving another model stops the current one first.
 
 The server runs with the engine settings of the in-process ``backend=vllm`` on CPU (float32,
 eager, no chunked prefill, prefix caching on, 32-token KV blocks) and reports cached prompt tokens
-(``--enable-prompt-tokens-details``); ``VLLM_CPU_KVCACHE_SPACE`` is 1 GiB.
+(``--enable-prompt-tokens-details``); ``VLLM_CPU_KVCACHE_SPACE`` is 1 GiB; ``VLLM_SERVER_DEV_MODE=1``
+offers ``POST /reset_prefix_cache`` (what ``deterministic=true`` calls at start-up).
 
 What this module does not do: pick models (fixtures do) or talk the completions protocol.
 """
@@ -87,7 +88,12 @@ class VLLMServer:
         """Start (or restart, same port) and wait until ``/health`` answers 200."""
         if self.running():
             return self
-        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+        env = {
+            **os.environ,
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_SERVER_DEV_MODE": "1",  # POST /reset_prefix_cache for deterministic=true
+        }
         env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

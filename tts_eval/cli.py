@@ -16,6 +16,10 @@ Errors and interruptions, for every subcommand:
   sweep's searcher, the searchers ``tts-eval eval`` models opened; so vLLM's engine-core
   processes stop and memory is freed), one line says it was interrupted, and the exit status is
   130 (SIGINT) or 143 (SIGTERM). A second signal while that runs exits at once.
+  :class:`Interrupted` is a ``KeyboardInterrupt``: libraries that stop a blocking call on Ctrl-C
+  (Ray's ``ray.get`` / ``ray.wait`` check for exactly that type and raise a fresh
+  ``KeyboardInterrupt``) stop it on SIGTERM too; the signal's number is remembered here, so either
+  exception gives the right line and exit status.
 
 What this module does not do: implement evaluation itself; each subcommand delegates.
 """
@@ -59,16 +63,24 @@ AFTER_INTERRUPT = {
 }
 
 
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived. A ``BaseException``, so ``except Exception`` blocks on the way
-    out let it pass while ``finally`` blocks (closing searchers) run."""
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived. Not an ``Exception``, so ``except Exception`` blocks on the way
+    out let it pass while ``finally`` blocks (closing searchers) run; a ``KeyboardInterrupt``, so
+    C extensions that turn Ctrl-C into a clean exit from a blocking wait (Ray's) do so for SIGTERM
+    as well (a plain ``SystemError`` otherwise)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
 
+# The signal :func:`_raise_interrupted` last turned into an exception (a library may re-raise it as
+# a plain KeyboardInterrupt, which alone would read as SIGINT).
+_received: list[int] = []
+
+
 def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    _received.append(signum)
     for sig in SIGNALS:  # a second signal during the clean-up ends the process at once
         signal.signal(sig, _exit_now)
     raise Interrupted(signum)
@@ -83,6 +95,12 @@ def install_signal_handlers() -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in SIGNALS:
             signal.signal(sig, _raise_interrupted)
+
+
+def interrupting_signal() -> int:
+    """The signal behind a ``KeyboardInterrupt``: the last one this module's handler received,
+    else SIGINT (Python's own Ctrl-C handler)."""
+    return _received[-1] if _received else int(signal.SIGINT)
 
 
 def one_line(exc: BaseException) -> str:
@@ -176,7 +194,7 @@ def run_command(name: str, argv: Sequence[str]) -> int:
     try:
         return COMMANDS[name][1](argv)
     except (Interrupted, KeyboardInterrupt) as exc:
-        signum = exc.signum if isinstance(exc, Interrupted) else int(signal.SIGINT)
+        signum = exc.signum if isinstance(exc, Interrupted) else interrupting_signal()
         after = AFTER_INTERRUPT.get(name)
         print(
             f"tts-eval {name}: interrupted ({signal.Signals(signum).name})"

@@ -59,6 +59,13 @@ class TTSConfig:
 
     def __post_init__(self) -> None:
         check_int("data_parallel_size", self.data_parallel_size, 1)
+        if self.engine.deterministic and self.data_parallel_size > 1:
+            raise invalid(
+                "deterministic",
+                "true",
+                "only with data_parallel_size=1 (K workers would interleave their requests on "
+                "the server)",
+            )
         check_answer(self.answer)
         if not isinstance(self.max_tokens_from_task, bool):
             raise invalid("max_tokens_from_task", self.max_tokens_from_task, "true or false")
@@ -88,6 +95,9 @@ PLACEMENT_ENGINE_KEYS = (
     "max_retries",
 )
 PLACEMENT_PRM_KEYS = ("device", "batch_tokens", "cache_bytes", "block_size")
+# Engine settings added after the first identities: part of an identity only when not at their
+# default (a re-run against the same server reproduces the run with deterministic=true).
+LATER_ENGINE_KEYS = ("deterministic",)
 # Identity keys of the policy and the PRM (engine / PRM field -> identity key). The names of the
 # first results-folder manifests (pretrained, revision, dtype, chat_template, prm, prm_type) are
 # kept, so their folders are still compared key by key.
@@ -104,8 +114,11 @@ def result_identity(config: TTSConfig, task: str | None = None) -> dict[str, Any
     if table is not None and Path(str(table)).is_file():
         identity[TABLE_DIGEST_KEY] = hashlib.sha256(Path(str(table)).read_bytes()).hexdigest()
     for f in dataclasses.fields(config.engine):
+        value = getattr(config.engine, f.name)
+        if f.name in LATER_ENGINE_KEYS and value == f.default:
+            continue  # identities of settings made before the key existed stay as they were
         if f.name not in PLACEMENT_ENGINE_KEYS:
-            identity[_ENGINE_NAMES.get(f.name, f.name)] = getattr(config.engine, f.name)
+            identity[_ENGINE_NAMES.get(f.name, f.name)] = value
     for f in dataclasses.fields(PRMConfig):
         if f.name not in PLACEMENT_PRM_KEYS:
             value = None if config.prm is None else getattr(config.prm, f.name)

@@ -99,7 +99,15 @@ BACKENDS = ("hf", "vllm", "openai")
 BLOCK_SIZES = (16, 32, 64, 128, 256)
 
 # EngineConfig fields that concern backend=openai only (a policy behind an OpenAI-compatible server).
-OPENAI_KEYS = ("base_url", "api_key", "model", "max_concurrency", "timeout_s", "max_retries")
+OPENAI_KEYS = (
+    "base_url",
+    "api_key",
+    "model",
+    "max_concurrency",
+    "timeout_s",
+    "max_retries",
+    "deterministic",
+)
 
 
 @dataclass(frozen=True)
@@ -111,8 +119,10 @@ class EngineConfig:
     False on GPU) and ``block_size`` (tokens per KV-cache block, the granularity of vLLM's prefix
     cache; None: vLLM's platform default, 128 on CPU) concern ``backend=vllm``; :data:`OPENAI_KEYS` concern ``backend=openai`` (the
     server's ``/v1`` URL, its API key (None: ``OPENAI_API_KEY``), the served model name (None: the
-    only one the server lists), parallel requests, seconds per request, retries per request);
-    ``pretrained`` then names the tokenizer that renders prompts. ``seed`` seeds requests that
+    only one the server lists), parallel requests, seconds per request, retries per request, and
+    ``deterministic``: one request at a time in request order, from a prefix cache reset at
+    start-up, so that a re-run against the same server reproduces the run; see
+    ``tts_eval.engines.openai``); ``pretrained`` then names the tokenizer that renders prompts. ``seed`` seeds requests that
     carry no seed of their own (hf) or vLLM's global generator (vllm). ``chat_template`` (a Jinja
     string) replaces the tokenizer's own, for models that ship none.
     """
@@ -137,6 +147,7 @@ class EngineConfig:
     max_concurrency: int = 64
     timeout_s: float = 600.0
     max_retries: int = 4
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
@@ -202,6 +213,8 @@ class EngineConfig:
         check_int("max_concurrency", self.max_concurrency, 1)
         check_float("timeout_s", self.timeout_s, "seconds > 0", lambda v: v > 0)
         check_int("max_retries", self.max_retries, 0)
+        if not isinstance(self.deterministic, bool):
+            raise invalid("deterministic", self.deterministic, "true or false")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> EngineConfig:
@@ -225,6 +238,40 @@ class EngineConfig:
 
 PRM_TYPE_NAMES = ("rlhflow", "math_shepherd", "qwen_prm", "skywork", "token_classification")
 STEP_SEPARATOR_TYPES = ("skywork", "token_classification")
+# The entry-point group through which installed packages add PRM formats (tts_eval.prm.registry).
+PRM_FORMATS_GROUP = "tts_eval.prm_formats"
+# PRM types registered in this process (tts_eval.prm.register_prm_format): name -> whether it
+# takes prm_step_separator.
+_REGISTERED_PRM_TYPES: dict[str, bool] = {}
+
+
+def installed_prm_formats() -> tuple[str, ...]:
+    """Names of the PRM formats installed packages declare in :data:`PRM_FORMATS_GROUP` (read
+    from package metadata: nothing is imported)."""
+    from importlib.metadata import entry_points
+
+    return tuple(ep.name for ep in entry_points(group=PRM_FORMATS_GROUP))
+
+
+def prm_type_names() -> tuple[str, ...]:
+    """Every accepted ``prm_type``: built in, registered in this process, then installed."""
+    names = [*PRM_TYPE_NAMES, *_REGISTERED_PRM_TYPES]
+    return tuple(names + [n for n in installed_prm_formats() if n not in names])
+
+
+def note_prm_type(name: str, *, step_separator: bool) -> None:
+    """Record a PRM type registered in this process (called by ``register_prm_format``)."""
+    _REGISTERED_PRM_TYPES[name] = step_separator
+
+
+def refuses_step_separator(prm_type: str) -> bool:
+    """Whether ``prm_type`` is known not to take ``prm_step_separator`` (an installed format not
+    loaded yet is checked when it loads)."""
+    if prm_type in PRM_TYPE_NAMES:
+        return prm_type not in STEP_SEPARATOR_TYPES
+    return _REGISTERED_PRM_TYPES.get(prm_type) is False
+
+
 # model_args key -> PRMConfig field
 PRM_KEYS = {
     "prm": "path",
@@ -261,8 +308,8 @@ class PRMConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
             raise invalid("prm", self.path, "a PRM model directory or hub id")
-        if self.prm_type is not None:
-            check_choice("prm_type", self.prm_type, PRM_TYPE_NAMES)
+        if self.prm_type is not None and self.prm_type not in PRM_TYPE_NAMES:
+            check_choice("prm_type", self.prm_type, prm_type_names())
         if self.device is not None:
             check_device("prm_device", self.device)
         if self.dtype is not None:
@@ -273,12 +320,12 @@ class PRMConfig:
         if self.step_separator is not None:
             if not isinstance(self.step_separator, str) or not self.step_separator:
                 raise invalid("prm_step_separator", self.step_separator, "a non-empty string")
-            if self.prm_type not in (None, *STEP_SEPARATOR_TYPES):
+            if self.prm_type is not None and refuses_step_separator(self.prm_type):
+                takes = [*STEP_SEPARATOR_TYPES, *(n for n, s in _REGISTERED_PRM_TYPES.items() if s)]
                 raise invalid(
                     "prm_step_separator",
                     self.step_separator,
-                    f"only with prm_type={' or '.join(STEP_SEPARATOR_TYPES)}, "
-                    f"not prm_type={self.prm_type}",
+                    f"only with prm_type={' or '.join(takes)}, not prm_type={self.prm_type}",
                 )
 
     def resolved_device(self, gpu_available: bool) -> str:

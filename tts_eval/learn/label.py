@@ -72,6 +72,7 @@ _PLACEMENT_KEYS = (
     "max_concurrency",
     "timeout_s",
     "max_retries",
+    "deterministic",
 )
 
 
@@ -255,8 +256,8 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
             f"--output_dir {folder} holds something else than tts-eval labels; accepted: a new "
             "folder or one written by tts-eval label"
         )
-    theirs = json.loads(json.dumps(manifest.get("identity", {}), default=str))
-    mine = json.loads(json.dumps(identity, default=str))
+    theirs = _with_defaults(json.loads(json.dumps(manifest.get("identity", {}), default=str)))
+    mine = _with_defaults(json.loads(json.dumps(identity, default=str)))
     for name in sorted(set(theirs) | set(mine)):
         if theirs.get(name) != mine.get(name):
             detail = _first_difference(theirs.get(name), mine.get(name), name)
@@ -265,6 +266,20 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
                 "the same settings to resume, or another --output_dir"
             )
     return manifest
+
+
+def _with_defaults(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` with the policy's engine settings it lacks at their defaults, and placement
+    keys dropped: a folder labelled before a setting existed (or was placement) still resumes."""
+    from tts_eval.settings import EngineConfig
+
+    policy = dict(identity.get("policy") or {})
+    for f in dataclasses.fields(EngineConfig):
+        if f.name in _PLACEMENT_KEYS:
+            policy.pop(f.name, None)
+        elif f.name not in policy and f.default is not dataclasses.MISSING:
+            policy[f.name] = f.default
+    return {**identity, "policy": policy}
 
 
 def _first_difference(theirs: Any, mine: Any, name: str) -> str:

@@ -210,7 +210,6 @@ class _Solution:
     node: Node
     # step index -> (number of the solution's token ids that end it, the text they decode to)
     boundaries: dict[int, tuple[int, str]] = field(default_factory=dict)
-    capped: bool = False
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
 
@@ -282,9 +281,6 @@ def _generate_solutions(
                 s.cached_prompt_tokens += cached + (
                     k < (output.cached_prompt_tokens or 0) % len(group)
                 )
-        if final:
-            for s in solutions:
-                s.capped = s.capped or s.node.active
     return solutions
 
 

@@ -12,6 +12,11 @@ with the format that scores them at search time makes the two agree by construct
 - Data: one or more step data sets in TRL's stepwise format (``tts-eval label`` folders or files,
   :func:`tts_eval.learn.data.load_steps`), concatenated and split by problem (validation share
   ``val_fraction``, by a stable hash of the problem; the validation problems are recorded).
+- Smaller and faster (``layers=K``): only the base's first K decoder layers are kept (the
+  config's ``num_hidden_layers``; the later layers' weights are not loaded), so training and every
+  later PRM forward cost about K/L of the full model's; ``negatives_per_positive=R`` keeps at most
+  R training rows whose solution ends wrong per row that ends right (a weak policy's solutions are
+  mostly wrong), drawn at random.
 - LoRA (``lora=True``, peft): adapters on every linear layer, the classification head trained
   whole; merged into the weights before saving, so the result loads like a full fine-tune.
 - Resumable: checkpoints every ``save_steps`` under ``<output_dir>/checkpoints``; re-run with the
@@ -70,6 +75,8 @@ class TrainSettings:
     save_steps: int = 200
     warmup_ratio: float = 0.05
     dtype: str = "float32"
+    layers: int | None = None
+    negatives_per_positive: float | None = None
 
     def __post_init__(self) -> None:
         check_float("epochs", self.epochs, "a number > 0", lambda v: v > 0, scope=SCOPE)
@@ -101,6 +108,16 @@ class TrainSettings:
             raise invalid("separator", self.separator, "a non-empty string", scope=SCOPE)
         if self.dtype not in ("float32", "bfloat16"):
             raise invalid("dtype", self.dtype, "float32, bfloat16", scope=SCOPE)
+        if self.layers is not None:
+            check_int("layers", self.layers, 1, scope=SCOPE)
+        if self.negatives_per_positive is not None:
+            check_float(
+                "negatives_per_positive",
+                self.negatives_per_positive,
+                "a number > 0",
+                lambda v: v > 0,
+                scope=SCOPE,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,6 +168,29 @@ def check_splits(train: Any, validation: Any, val_fraction: float) -> None:
             f"the training labels are all {only} ({sum(len(r) for r in train['labels'])} steps); "
             "accepted: data with both good and bad steps (label more problems, or with rollouts)"
         )
+
+
+def balance_rows(rows: Any, ratio: float | None, seed: int) -> Any:
+    """At most ``ratio`` rows whose solution ends wrong (last label False) per row that ends
+    right, drawn at random (seeded); all rows when ``ratio`` is None or negatives are fewer."""
+    if ratio is None:
+        return rows
+    import random
+
+    last = [bool(labels[-1]) for labels in rows["labels"]]
+    positives = [i for i, y in enumerate(last) if y]
+    negatives = [i for i, y in enumerate(last) if not y]
+    keep = int(ratio * len(positives))
+    if keep >= len(negatives):
+        return rows
+    chosen = sorted(random.Random(seed).sample(negatives, keep))
+    logger.info(
+        "balanced: %d rows ending right, %d of %d ending wrong",
+        len(positives),
+        keep,
+        len(negatives),
+    )
+    return rows.select(sorted(positives + chosen))
 
 
 def encode_row(
@@ -251,6 +291,7 @@ def train_prm(
     data = load_training_data(list(data_paths))
     train_rows, val_rows = split_by_problem(data, settings.val_fraction, settings.seed)
     check_splits(train_rows, val_rows, settings.val_fraction)
+    train_rows = balance_rows(train_rows, settings.negatives_per_positive, settings.seed)
     tokenizer = _load_tokenizer(model)
     from tts_eval.prm.formats import TokenClassificationFormat
 
@@ -280,8 +321,10 @@ def train_prm(
     )
     from transformers.trainer_utils import get_last_checkpoint
 
+    overrides = {} if settings.layers is None else {"num_hidden_layers": settings.layers}
     net = AutoModelForTokenClassification.from_pretrained(
         model,
+        **overrides,
         num_labels=2,
         id2label=LABEL_NAMES,
         label2id={v: k for k, v in LABEL_NAMES.items()},
@@ -376,12 +419,25 @@ def _with_lora(net: Any, settings: TrainSettings) -> Any:
         raise MissingDependencyError(
             "--lora needs peft; install it with: pip install 'tts-scaling-eval[learn]' (or pip install peft)"
         ) from err
+    import torch
+
+    # every linear layer of the backbone; the classification head is trained whole instead
+    heads = {"score", "classifier"}
+    targets = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in net.named_modules()
+            if isinstance(module, torch.nn.Linear)
+        }
+        - heads
+    )
     config = LoraConfig(
         task_type=TaskType.TOKEN_CLS,
         r=settings.lora_r,
         lora_alpha=2 * settings.lora_r,
         lora_dropout=0.05,
-        target_modules="all-linear",
+        target_modules=targets,
+        modules_to_save=sorted(heads & {n.rsplit(".", 1)[-1] for n, _ in net.named_modules()}),
     )
     return get_peft_model(net, config)
 

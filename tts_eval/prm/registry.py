@@ -7,6 +7,14 @@ loads the tokenizer and builds the format (which checks the step/label tokens), 
 the weights through ``tts_eval.prm.hf``. Every bad input is a one-line ``ValueError`` naming the
 argument and what is accepted, raised before any large model loads.
 
+Adding a PRM format without editing this file: build a :class:`PRMTypeSpec` (its name, a format
+class like those of ``formats``, the score head: one of :data:`HEAD_KINDS` or a function that
+builds one, and optionally what auto-detects it) and either call :func:`register_prm_format` (this
+process only) or expose the spec in an installed package's ``tts_eval.prm_formats`` entry-point
+group under its name (every process: lm-eval's CLI, ``tts-eval``, Ray workers). Installed formats
+are listed from package metadata (``prm_type=`` is checked against them before anything loads) and
+imported when first used; built-in detection rules win over those of added formats.
+
 What this module does not do: format requests (``formats``) or run models (``hf``).
 """
 
@@ -16,31 +24,90 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..settings import (
+    PRM_FORMATS_GROUP,
     PRM_TYPE_NAMES,
     STEP_SEPARATOR_TYPES,
     PRMConfig,
     invalid,
     looks_like_hub_id,
+    note_prm_type,
+    prm_type_names,
 )
 from .adapter import PRMAdapter
 from .formats import FORMATS
 
 logger = logging.getLogger(__name__)
 
+# Score heads tts_eval.prm.hf.build_head reads from a checkpoint: P("+") of the label logits
+# (the format has good_id, bad_id), Qwen's reward MLP, Skywork's value head, a token classifier.
+HEAD_KINDS = ("label_softmax", "qwen_reward", "value_sigmoid", "token_class")
+_NAME_RE = re.compile(r"[a-z][a-z0-9_]*")
+
 
 @dataclass(frozen=True)
 class PRMTypeSpec:
-    """One supported PRM format: its name, the head it reads, and the models it covers."""
+    """One PRM format: its name, the head it reads, the models it covers, and how it is built.
+
+    ``format``: a class with ``from_tokenizer(tokenizer)`` (``from_tokenizer(tokenizer,
+    step_separator)`` when ``step_separator`` is True) returning an object whose
+    ``format(problem, steps)`` gives a :class:`~tts_eval.prm.formats.FormattedInput`, and a
+    ``prm_type`` attribute equal to the name (the formats of ``tts_eval.prm.formats`` are the
+    examples). ``head``: one of :data:`HEAD_KINDS` (``label_softmax`` needs the format object's
+    ``good_id`` and ``bad_id``), or ``head(path, backbone, fmt)`` returning a torch module that maps
+    the backbone's last hidden states (..., hidden) to one score in [0, 1] per position.
+    ``architectures`` (exact ``config.json`` entries) and ``name_pattern`` (a regex searched in the
+    lowercased path and ``_name_or_path``) let ``prm_type`` be left out for added formats.
+    """
 
     prm_type: str
-    head: str  # head kind in tts_eval.prm.hf.build_head
+    head: str | Callable[..., Any]
     models: str
+    format: Any = None
+    step_separator: bool = False
+    architectures: tuple[str, ...] = ()
+    name_pattern: str | None = None
+
+    def __post_init__(self) -> None:
+        where = f"PRMTypeSpec {self.prm_type!r}"
+        if not isinstance(self.prm_type, str) or not _NAME_RE.fullmatch(self.prm_type):
+            raise ValueError(
+                f"{where}: prm_type must be a lowercase name ([a-z][a-z0-9_]*), "
+                f"got {self.prm_type!r}"
+            )
+        if not (self.head in HEAD_KINDS or callable(self.head)):
+            raise ValueError(
+                f"{where}: head={self.head!r} is invalid; accepted: {', '.join(HEAD_KINDS)}, "
+                "or a function (path, backbone, fmt) -> torch module"
+            )
+        if not callable(getattr(self.format, "from_tokenizer", None)):
+            raise ValueError(
+                f"{where}: format={self.format!r} has no from_tokenizer(tokenizer); accepted: a "
+                "format class like those of tts_eval.prm.formats"
+            )
+        if getattr(self.format, "prm_type", self.prm_type) != self.prm_type:
+            raise ValueError(
+                f"{where}: its format's prm_type is {self.format.prm_type!r}; they must agree"
+            )
+        if isinstance(self.architectures, str):
+            raise ValueError(f"{where}: architectures must be a tuple of names, not a string")
+        if self.name_pattern is not None:
+            try:
+                re.compile(self.name_pattern)
+            except re.error as exc:
+                raise ValueError(f"{where}: name_pattern {self.name_pattern!r}: {exc}") from None
+
+    def detection_rules(self) -> tuple[DetectionRule, ...]:
+        """The rows this spec adds to auto-detection (after the built-in ones)."""
+        rules = [DetectionRule(self.prm_type, architecture=a) for a in self.architectures]
+        if self.name_pattern is not None:
+            rules.append(DetectionRule(self.prm_type, name_pattern=self.name_pattern))
+        return tuple(rules)
 
 
 PRM_TYPES: Mapping[str, PRMTypeSpec] = {
@@ -50,22 +117,44 @@ PRM_TYPES: Mapping[str, PRMTypeSpec] = {
             "rlhflow",
             "label_softmax",
             "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data, RLHFlow/Llama3.1-8B-PRM-Mistral-Data",
+            FORMATS["rlhflow"],
         ),
-        PRMTypeSpec("math_shepherd", "label_softmax", "peiyi9979/math-shepherd-mistral-7b-prm"),
         PRMTypeSpec(
-            "qwen_prm", "qwen_reward", "Qwen/Qwen2.5-Math-PRM-7B, Qwen/Qwen2.5-Math-PRM-72B"
+            "math_shepherd",
+            "label_softmax",
+            "peiyi9979/math-shepherd-mistral-7b-prm",
+            FORMATS["math_shepherd"],
+        ),
+        PRMTypeSpec(
+            "qwen_prm",
+            "qwen_reward",
+            "Qwen/Qwen2.5-Math-PRM-7B, Qwen/Qwen2.5-Math-PRM-72B",
+            FORMATS["qwen_prm"],
         ),
         PRMTypeSpec(
             "skywork",
             "value_sigmoid",
             "Skywork/Skywork-o1-Open-PRM-Qwen-2.5-1.5B, Skywork/Skywork-o1-Open-PRM-Qwen-2.5-7B",
+            FORMATS["skywork"],
+            step_separator=True,
         ),
-        PRMTypeSpec("token_classification", "token_class", "PRMs trained with TRL's PRMTrainer"),
+        PRMTypeSpec(
+            "token_classification",
+            "token_class",
+            "PRMs trained with TRL's PRMTrainer",
+            FORMATS["token_classification"],
+            step_separator=True,
+        ),
     )
 }
+# Formats added in this process (register_prm_format), including installed ones once loaded.
+_ADDED: dict[str, PRMTypeSpec] = {}
 SUPPORTED = tuple(PRM_TYPES)
 if SUPPORTED != PRM_TYPE_NAMES:  # the settings list the same PRM types, in the same order
     raise ImportError(f"prm.registry types {SUPPORTED} != settings.PRM_TYPE_NAMES {PRM_TYPE_NAMES}")
+_STEP_SEPARATORS = tuple(name for name, spec in PRM_TYPES.items() if spec.step_separator)
+if _STEP_SEPARATORS != STEP_SEPARATOR_TYPES:
+    raise ImportError(f"prm.registry {_STEP_SEPARATORS} != settings {STEP_SEPARATOR_TYPES}")
 
 
 @dataclass(frozen=True)
@@ -103,7 +192,73 @@ class PRMPathError(ValueError):
 
 
 def _supported() -> str:
-    return ", ".join(SUPPORTED)
+    return ", ".join(prm_type_names())
+
+
+def register_prm_format(spec: PRMTypeSpec) -> PRMTypeSpec:
+    """Make ``spec.prm_type`` a ``prm_type`` of this process (``load_prm``, ``--model_args
+    prm_type=``), detected by its ``architectures`` / ``name_pattern`` where no built-in rule
+    matches. Registering an equal spec again is a no-op; a built-in name or another spec under a
+    taken name is a one-line ``ValueError``. For other processes (lm-eval's CLI, Ray workers),
+    declare the spec in the ``tts_eval.prm_formats`` entry-point group of an installed package."""
+    if not isinstance(spec, PRMTypeSpec):
+        raise TypeError(f"register_prm_format takes a PRMTypeSpec, got {type(spec).__name__}")
+    name = spec.prm_type
+    if name in PRM_TYPES:
+        raise ValueError(f"prm_type {name!r} is built in; register the format under another name")
+    if _ADDED.get(name, spec) != spec:
+        raise ValueError(f"prm_type {name!r} is already registered ({_ADDED[name].format!r})")
+    _ADDED[name] = spec
+    note_prm_type(name, step_separator=spec.step_separator)
+    return spec
+
+
+def _installed() -> dict[str, Any]:
+    """The entry points of :data:`PRM_FORMATS_GROUP` by name (nothing imported)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=PRM_FORMATS_GROUP)}
+
+
+def _load_installed(entry_point: Any) -> PRMTypeSpec:
+    """Import an installed format's spec and register it; one line for anything wrong with it."""
+    where = f"prm_type={entry_point.name}: entry point {entry_point.value!r} of {PRM_FORMATS_GROUP}"
+    try:
+        spec = entry_point.load()
+    except Exception as exc:  # noqa: BLE001 - a plugin's import error, re-raised as one line
+        text = str(exc).strip().splitlines()
+        raise ValueError(
+            f"{where} does not load: {type(exc).__name__}: {text[0] if text else ''}"
+        ) from exc
+    if not isinstance(spec, PRMTypeSpec):
+        raise ValueError(f"{where} is a {type(spec).__name__}, not a tts_eval.prm.PRMTypeSpec")
+    if spec.prm_type != entry_point.name:
+        raise ValueError(f"{where} holds prm_type={spec.prm_type!r}; the names must agree")
+    return register_prm_format(spec)
+
+
+def prm_type_spec(prm_type: str) -> PRMTypeSpec:
+    """The spec of a built-in, registered or installed PRM type (an installed one is imported
+    and registered on first use); a one-line error for any other name."""
+    spec = PRM_TYPES.get(prm_type) or _ADDED.get(prm_type)
+    if spec is not None:
+        return spec
+    entry_point = _installed().get(prm_type)
+    if entry_point is None:
+        raise invalid("prm_type", prm_type, _supported())
+    return _load_installed(entry_point)
+
+
+def _added_rules() -> list[DetectionRule]:
+    """Detection rows of the added formats: registered ones, then every installed one (a format
+    that does not load is skipped with a warning: detection did not ask for it by name)."""
+    for name, entry_point in _installed().items():
+        if name not in _ADDED and name not in PRM_TYPES:
+            try:
+                _load_installed(entry_point)
+            except ValueError as exc:
+                logger.warning("PRM format detection skips %s", exc)
+    return [rule for spec in _ADDED.values() for rule in spec.detection_rules()]
 
 
 def _path_message(path: str, why: str) -> str:
@@ -111,10 +266,14 @@ def _path_message(path: str, why: str) -> str:
 
 
 def detect_prm_type(path: str, model_config: Mapping[str, Any]) -> str | None:
-    """The PRM type of the first matching ``DETECTION_RULES`` row, or None."""
+    """The PRM type of the first matching ``DETECTION_RULES`` row, then of the added formats'
+    rows (registered, installed), or None."""
     names = [str(path).lower(), str(model_config.get("_name_or_path", "")).lower()]
     architectures = list(model_config.get("architectures") or [])
     for rule in DETECTION_RULES:
+        if rule.matches(names, architectures):
+            return rule.prm_type
+    for rule in _added_rules():
         if rule.matches(names, architectures):
             return rule.prm_type
     return None
@@ -144,18 +303,31 @@ def read_model_config(path: str) -> dict[str, Any]:
 
 def build_format(prm_type: str, tokenizer: Any, step_separator: str | None = None):
     """The format object of ``prm_type`` for ``tokenizer`` (checks its step/label tokens)."""
-    if prm_type not in FORMATS:
-        raise invalid("prm_type", prm_type, _supported())
-    cls = FORMATS[prm_type]
-    if step_separator is not None and prm_type in STEP_SEPARATOR_TYPES:
-        return cls.from_tokenizer(tokenizer, step_separator)
-    if step_separator is not None:
-        raise invalid("prm_step_separator", step_separator, f"only with {STEP_SEPARATOR_TYPES}")
-    return cls.from_tokenizer(tokenizer)
+    spec = prm_type_spec(prm_type)
+    if step_separator is not None and spec.step_separator:
+        fmt = spec.format.from_tokenizer(tokenizer, step_separator)
+    elif step_separator is not None:
+        takes = [*STEP_SEPARATOR_TYPES, *(n for n, added in _ADDED.items() if added.step_separator)]
+        raise invalid(
+            "prm_step_separator",
+            step_separator,
+            f"only with prm_type={' or '.join(takes)}, not prm_type={prm_type}",
+        )
+    else:
+        fmt = spec.format.from_tokenizer(tokenizer)
+    if spec.head == "label_softmax" and not all(hasattr(fmt, a) for a in ("good_id", "bad_id")):
+        raise ValueError(
+            f"prm_type={prm_type}: head=label_softmax reads the logits of the format's good_id "
+            f"and bad_id tokens, which {type(fmt).__name__} does not have"
+        )
+    return fmt
 
 
 def resolve_prm_type(config: PRMConfig, model_config: Mapping[str, Any]) -> str:
+    """``prm_type`` as given (its format imported, so an installed one that does not load fails
+    here, before any model) or detected."""
     if config.prm_type is not None:
+        prm_type_spec(config.prm_type)
         return config.prm_type
     detected = detect_prm_type(str(config.path), model_config)
     if detected is None:
@@ -203,8 +375,12 @@ def load_prm_from_config(config: PRMConfig) -> PRMAdapter:
     dtype = config.resolved_dtype(device)
     logger.info("loading PRM %s as prm_type=%s on %s (%s)", path, prm_type, device, dtype)
     backbone = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
-    label_ids = (fmt.good_id, fmt.bad_id) if PRM_TYPES[prm_type].head == "label_softmax" else ()
-    head = build_head(PRM_TYPES[prm_type].head, path, backbone, label_ids)
+    spec = prm_type_spec(prm_type)
+    if callable(spec.head):
+        head = spec.head(path, backbone, fmt)
+    else:
+        label_ids = (fmt.good_id, fmt.bad_id) if spec.head == "label_softmax" else ()
+        head = build_head(spec.head, path, backbone, label_ids)
     scorer = HFScorer(
         backbone,
         head,

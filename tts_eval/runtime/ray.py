@@ -32,6 +32,12 @@ tokens). Three searches: 22.9 s on Ray Data, 5.6 s here. With real models (an 8B
 minutes) the gap only grows, so the runtime keeps long-lived actors and uses Ray's ActorPool and
 actor fault tolerance for the rest (see ``RAY_DATA_MEASUREMENT``).
 
+Interrupts (``tts-eval``'s SIGINT / SIGTERM handling, ``tts_eval.cli``): ``ray.init`` would take
+over SIGTERM (:func:`keep_signal_handlers` puts the process's handlers back); a search stopped
+half-way cancels its chunks with ``ray.cancel`` and :meth:`RaySearcher.close` then kills the busy
+actors (``ray.kill``) instead of waiting for their chunks, and shuts down the Ray instance it
+started, so no actor or Ray helper process outlives the command.
+
 Fault injection for tests: pass ``worker_cls=`` a subclass of :class:`SearchWorker`.
 
 What this module does not do: search (``tts_eval.search``), load models itself
@@ -41,11 +47,14 @@ with ``ray start``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from tts_eval.config import TTSConfig
@@ -275,6 +284,7 @@ class RaySearcher:
         self._actors = actors
         self._started_ray = started_ray
         self._chunk_ids = 0
+        self._busy = False  # a search stopped half-way may have left chunks running
 
     @property
     def workers(self) -> int:
@@ -351,11 +361,18 @@ class RaySearcher:
         position = {p.uid: i for i, p in enumerate(problems)}
         results: list[SearchResult | None] = [None] * len(problems)
         pool = ActorPool(self._actors)
+        submitted: list[Any] = []  # refs of the chunks handed to actors so far
+
+        def _sent(ref: Any) -> Any:
+            submitted.append(ref)
+            return ref
+
         for chunk in chunk_plan(len(problems), self.workers, self.options):
             self._chunk_ids += 1
             batch = (self._chunk_ids, [problems[i] for i in chunk])
-            pool.submit(lambda actor, b: actor.search.remote(b[0], b[1], config), batch)
+            pool.submit(lambda actor, b: _sent(actor.search.remote(b[0], b[1], config)), batch)
         bar = _progress(progress, len(problems), f"search[{config.strategy}] x{self.workers}")
+        finished = False
         try:
             while pool.has_next():
                 try:
@@ -369,9 +386,12 @@ class RaySearcher:
                     results[position[result.uid]] = result
                 if bar is not None:
                     bar.update(len(out))
+            finished = True
         finally:
             if bar is not None:
                 bar.close()
+            if not finished:  # interrupted or failed: no more chunks; actors may still be busy
+                self._abandon(submitted)
         missing = [p.uid for p, r in zip(problems, results, strict=True) if r is None]
         if missing:
             raise RuntimeError(f"the Ray workers returned no result for problems {missing}")
@@ -384,17 +404,38 @@ class RaySearcher:
         log_summary(self.last_run)
         return done
 
+    def _abandon(self, submitted: Sequence[Any]) -> None:
+        """A search that stops half-way (an interrupt, a worker's error) submits nothing more
+        and cancels the chunks it handed out (``ray.cancel``: one still queued on its actor never
+        runs; one running goes on, as Ray cannot stop a running task of a plain actor), and
+        remembers that actors may be busy, so :meth:`close` kills them at once rather than
+        queueing a ``close`` call behind their chunks."""
+        import ray
+
+        for ref in submitted:
+            try:
+                ray.cancel(ref)
+            except Exception as exc:  # noqa: BLE001 - finished, or its actor is gone
+                logger.debug("ray.cancel: %s", exc)
+        self._busy = self._busy or bool(submitted)
+
     def close(self) -> None:
-        """Free the actors' models, kill them; shut Ray down only if this searcher started it."""
+        """Free the actors' models, kill them; shut Ray down only if this searcher started it.
+
+        Idle actors close their searchers first (vLLM's engine processes stop in order); actors
+        a stopped search left busy are killed straight away (``ray.kill``: Ray ends the worker's
+        process group, the engine's processes included).
+        """
         try:
             import ray
         except ImportError:  # pragma: no cover - we could not have started anything
             return
         if ray.is_initialized() and self._actors:
-            try:
-                ray.get([actor.close.remote() for actor in self._actors], timeout=60)
-            except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to free
-                logger.debug("ray worker close: %s", exc)
+            if not self._busy:
+                try:
+                    ray.get([actor.close.remote() for actor in self._actors], timeout=60)
+                except Exception as exc:  # noqa: BLE001 - a dead actor has nothing left to free
+                    logger.debug("ray worker close: %s", exc)
             _kill(ray, self._actors)
         self._actors = []
         if self._started_ray and ray.is_initialized():
@@ -413,13 +454,39 @@ def _connect(ray: Any, address: str | None, num_cpus: float) -> bool:
     if ray.is_initialized():
         logger.info("ray: using the Ray session already open in this process")
         return False
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        logger.info("ray: joined the cluster at %s", address)
-        return True
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    with keep_signal_handlers():
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+            logger.info("ray: joined the cluster at %s", address)
+            return True
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     logger.info("ray: started a local cluster (%g CPUs)", num_cpus)
     return True
+
+
+@contextlib.contextmanager
+def keep_signal_handlers() -> Iterator[None]:
+    """Keep the process's SIGINT / SIGTERM handling across ``ray.init``.
+
+    ``ray.init`` replaces the driver's SIGTERM handler (with ``sys.exit``, then, when it starts a
+    node, one that kills the node's processes and exits 1), and its core worker installs a crash
+    handler on SIGTERM at the C level that prints a stack dump and chains on (a ``kill -TERM``
+    ended the run with "Aborted", exit 134). Afterwards the Python-level handler that was there
+    before is installed again, or, where there was none, the one Ray set (re-installing it at the
+    Python level removes the C-level dump). Outside the main thread nothing can be changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            if not callable(handler):
+                handler = signal.getsignal(sig)
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 def _wait_ready(

@@ -37,8 +37,9 @@ percentile-bootstrap interval over problems; and, with a baseline, the matched c
 
 Results of different tasks, two systems with no problem in common, or a problem with different
 gold answers in two systems are refused with one line. Systems on overlapping problem sets (e.g. one
-run with ``--limit``) are compared: each row says on how many problems it stands, and paired
-differences use the shared problems only.
+run with ``--limit``) are compared: each row says on how many problems it stands, each system how
+many it covers (``problems``; a note, and the figures' legends, when fewer than the leaderboard
+holds), and paired differences use the shared problems only.
 
 :func:`to_markdown` / :func:`to_html` render the leaderboard; figures are drawn by
 :func:`tts_eval.workflow.plot.plot_comparison`.
@@ -75,7 +76,8 @@ from tts_eval.workflow.results import Results
 logger = logging.getLogger(__name__)
 
 LEADERBOARD_FORMAT = "tts-eval/leaderboard"
-LEADERBOARD_VERSION = 1
+# 2: each system records the problems it covers ("problems"), with a note when not all of them.
+LEADERBOARD_VERSION = 2
 # Curves left out of comparisons: coverage is an oracle, not a system.
 ORACLE_CURVES = ("pass@n",)
 FLOPS_METHOD = (
@@ -856,6 +858,7 @@ def build_leaderboard(
     if not systems:
         raise ValueError("no systems to compare")
     task = check_comparable(systems)
+    total = len({k for s in systems for k in s.problems})
     rows = [
         _point_row(s, p, params, bootstrap_iters, seed)
         for s in systems
@@ -865,7 +868,7 @@ def build_leaderboard(
         "format": LEADERBOARD_FORMAT,
         "version": LEADERBOARD_VERSION,
         "task": task,
-        "problems": len({k for s in systems for k in s.problems}),
+        "problems": total,
         "confidence": 0.95,
         "bootstrap_iters": bootstrap_iters,
         "seed": seed,
@@ -874,7 +877,7 @@ def build_leaderboard(
             {"model": c.model, "short": short_name(c.model), "params": c.params, "method": c.method}
             for c in params.values()
         ],
-        "systems": [_system_entry(s, rows) for s in systems],
+        "systems": [_system_entry(s, rows, total) for s in systems],
         "rows": rows,
         "baseline": None,
         "matched": [],
@@ -891,9 +894,20 @@ def build_leaderboard(
     return board
 
 
-def _system_entry(system: System, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def coverage_note(covered: int, total: int) -> str | None:
+    """The note of a system that stands on fewer problems than the leaderboard holds."""
+    if covered >= total:
+        return None
+    return (
+        f"covers {covered} of the {total} problems: its accuracy is over those, and paired "
+        "differences use the problems both systems answered"
+    )
+
+
+def _system_entry(system: System, rows: Sequence[Mapping[str, Any]], total: int) -> dict[str, Any]:
     own = [r for r in rows if r["system"] == system.label]
     best = max(own, key=lambda r: (r["accuracy"], -r["n"]))
+    note = coverage_note(len(system.problems), total)
     return {
         "label": system.label,
         "source": system.source,
@@ -905,7 +919,8 @@ def _system_entry(system: System, rows: Sequence[Mapping[str, Any]]) -> dict[str
         "settings": system.settings,
         "budgets": [r["n"] for r in own],
         "best_n": best["n"],
-        "notes": list(system.notes),
+        "problems": len(system.problems),
+        "notes": [note, *system.notes] if note else list(system.notes),
     }
 
 
@@ -924,13 +939,26 @@ def _p(p: float | None) -> str:
     return "n/a" if p is None else f"{p:.3g}"
 
 
+def _problems_intro(board: Mapping[str, Any]) -> str:
+    """``12 problems``, or ``12 problems in all; systems cover 4-12 (problems column, notes)``."""
+    counts = {s["problems"] for s in board["systems"] if s.get("problems") is not None}
+    if not counts or counts == {board["problems"]}:
+        return f"{board['problems']} problems"
+    low, high = min(counts), max(counts)
+    each = f"{low}" if low == high else f"{low}-{high}"
+    return (
+        f"{board['problems']} problems in all; systems cover {each} of them (the problems "
+        "column gives each row's, the notes each system's)"
+    )
+
+
 def _tables(board: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, intro, header, rows) of every table, shared by markdown and HTML."""
     tables = []
     tables.append(
         (
             "Leaderboard",
-            f"{board['problems']} problems; accuracy in %, "
+            f"{_problems_intro(board)}; accuracy in %, "
             f"{int(board['confidence'] * 100)}% percentile-bootstrap interval over problems "
             f"({board['bootstrap_iters']} resamples); tokens and FLOPs are means per problem.",
             [

@@ -26,6 +26,10 @@ comparison legends sit under the axes (long system labels never cover the data);
 100% are drawn whole;
 accuracy axes are fixed at 0-100% unless ``zoom=True`` (``--zoom``) fits them to the data; titles
 name the task and the short names of the policy and PRM; legends name the curves or systems.
+Comparison titles give the number of problems in all and, where systems cover different numbers,
+their range per system (``arith (12 problems, 4-12 per system)``); a system that does not cover
+every problem says how many it does in its legend entry (``4 of 12 problems``). Log axes of tokens
+and FLOPs are labelled with plain numbers (``20``, ``1,500``, ``200k``, ``3T``), never ``2x10^1``.
 ``pass@n`` (coverage) is left out of report figures unless ``oracle=True``. matplotlib is
 imported lazily with the Agg backend (no display needed). :func:`report_figures` and
 :func:`comparison_figures` return the open figures (for inspection) without writing them.
@@ -66,6 +70,48 @@ def parse_ref(text: str) -> tuple[str, float]:
             '(e.g. "Llama-3.1-8B CoT=49.8")'
         )
     return label.strip(), number
+
+
+# Above this, tick labels of a log axis shorten with an SI suffix (k, M, G, T, P).
+PLAIN_UP_TO = 100_000
+SI_SUFFIXES = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def plain_number(x: float) -> str:
+    """A log-axis tick label without exponents: ``20``, ``1,500``, ``0.5``, and above
+    :data:`PLAIN_UP_TO` a suffix: ``200k``, ``1.5M``, ``3T`` (FLOPs)."""
+    if x >= PLAIN_UP_TO:
+        for scale, suffix in SI_SUFFIXES:
+            if x >= scale:
+                return f"{x / scale:.3g}{suffix}"
+    if x >= 1:
+        return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.3g}"
+    return f"{x:.3g}"
+
+
+def plain_log_ticks(axis: Any) -> None:
+    """Label a log ``axis`` (``ax.xaxis``) with :func:`plain_number` where matplotlib would write
+    ``2x10^1``; which ticks get a label is still matplotlib's choice (its log formatters decide,
+    e.g. minor ticks only on short ranges). Call after ``set_xscale("log")``."""
+    from matplotlib import ticker
+
+    class Plain(ticker.Formatter):
+        def __init__(self, chooser: Any) -> None:
+            self.chooser = chooser
+
+        def set_axis(self, axis: Any) -> None:
+            super().set_axis(axis)
+            self.chooser.set_axis(axis)
+
+        def set_locs(self, locs: Any) -> None:
+            super().set_locs(locs)
+            self.chooser.set_locs(locs)
+
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return plain_number(x) if x > 0 and self.chooser(x, pos) else ""
+
+    axis.set_major_formatter(Plain(axis.get_major_formatter()))
+    axis.set_minor_formatter(Plain(axis.get_minor_formatter()))
 
 
 def _pyplot():
@@ -176,6 +222,7 @@ def report_figures(
     for i, (label, value) in enumerate(refs):
         ax.axhline(value, linestyle=":", linewidth=1.5, color=f"C{(count + i) % 10}", label=label)
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     _style(ax, "generated policy tokens per problem (log)", zoom)
     ax.set_title(_title(report, "accuracy vs tokens spent"))
     _legend(ax, count + len(refs))
@@ -246,8 +293,31 @@ def _legend_below(ax, count: int, last: str | None = None) -> None:
     )
 
 
+def _coverage(board: Mapping[str, Any]) -> dict[str, int]:
+    """Problems each system stands on (leaderboards of before version 2 did not record them)."""
+    return {s["label"]: s["problems"] for s in board["systems"] if s.get("problems") is not None}
+
+
 def _board_title(board: Mapping[str, Any], what: str) -> str:
-    return f"{board.get('task') or 'task'} ({board['problems']} problems): {what}"
+    """``task (N problems): what``; when systems cover different numbers of problems,
+    ``task (N problems, 4-12 per system): what`` (each legend entry then says its own)."""
+    total = board["problems"]
+    counts = set(_coverage(board).values())
+    if counts and counts != {total}:
+        low, high = min(counts), max(counts)
+        each = f"{low}" if low == high else f"{low}-{high}"
+        return f"{board.get('task') or 'task'} ({total} problems, {each} per system): {what}"
+    return f"{board.get('task') or 'task'} ({total} problems): {what}"
+
+
+def system_legend(board: Mapping[str, Any], label: str, *extra: str) -> str:
+    """A system's legend entry: its label, then ``extra`` and, when it does not cover every
+    problem of the board, how many it covers: ``CoT (n=1, 4 of 12 problems)``."""
+    count = _coverage(board).get(label)
+    parts = list(extra)
+    if count is not None and count != board["problems"]:
+        parts.append(f"{count} of {board['problems']} problems")
+    return f"{label} ({', '.join(parts)})" if parts else label
 
 
 def _system_rows(board: Mapping[str, Any]) -> dict[str, list[Mapping[str, Any]]]:
@@ -276,7 +346,7 @@ def _flops_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
         style = dict(styles[label])
         if len(known) == 1:
             style.update(linestyle="none", markersize=9)
-        _errorbars(ax, [r["flops"] for r in known], known, label, style)
+        _errorbars(ax, [r["flops"] for r in known], known, system_legend(board, label), style)
         drawn += 1
     base = board.get("baseline")
     line = None
@@ -284,8 +354,10 @@ def _flops_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
         line = f"compute of the baseline, {base['system']} (n={base['n']})"
         ax.axvline(base["flops"], color="grey", linestyle=":", linewidth=1, label=line)
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     _style(ax, "compute per problem (FLOPs, policy + PRM, log)", zoom)
     ax.set_title(_board_title(board, "accuracy vs compute per problem"))
+    unknown = [system_legend(board, label) for label in unknown]
     if unknown:
         logger.warning("compute unknown, left out of the FLOPs figure: %s", "; ".join(unknown))
         ax.text(
@@ -310,7 +382,7 @@ def _budget_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
     for i, label in enumerate(curves):
         rows = by_system[label]
         xs = [r["n"] * _dodge(i, len(curves)) for r in rows]
-        _errorbars(ax, xs, rows, label, styles[label])
+        _errorbars(ax, xs, rows, system_legend(board, label), styles[label])
     for label, rows in by_system.items():
         if len(rows) == 1:
             (row,) = rows
@@ -321,7 +393,7 @@ def _budget_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
                 linestyle=":",
                 linewidth=1.5,
                 clip_on=False,
-                label=f"{label} (n={row['n']})",
+                label=system_legend(board, label, f"n={row['n']}"),
             )
             ax.axhspan(100 * row["ci_low"], 100 * row["ci_high"], color=color, alpha=0.1, lw=0)
     budgets = sorted({r["n"] for label in curves for r in by_system[label]}) or [1]
@@ -363,7 +435,7 @@ def _level_figure(plt, board: Mapping[str, Any], styles, zoom: bool):
             capsize=2,
             color=styles[label]["color"],
             hatch=("", "//", "..", "xx")[i // 10 % 4],
-            label=f"{label} (n={row['n']})",
+            label=system_legend(board, label, f"n={row['n']}"),
         )
         ax.bar_label(bars, fmt="%.0f", fontsize="x-small", padding=2)
     ax.set_xticks(range(len(levels)), [f"level {lv}" for lv in levels])
