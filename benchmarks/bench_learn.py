@@ -34,6 +34,7 @@ tiny models. On this 2-core CPU the whole run takes hours (each stage's time is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -178,7 +179,6 @@ EVAL_ORDER = (
     ("trained", "best_of_n", "16"),
     ("trained", "beam_search,dvts", "16"),
     ("trained", "beam_search,dvts", "4"),
-    ("untrained", "best_of_n", "16"),
     ("untrained", "beam_search,dvts", "4"),
     ("untrained", "beam_search,dvts", "16"),
 )
@@ -196,6 +196,8 @@ def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> d
     for name, strategies, budget in EVAL_ORDER:
         if name not in a.eval_prms or int(budget) not in a.budgets:
             continue
+        if name == "untrained" and "rescore" not in seconds:
+            seconds["rescore"] = rescore_stage(a, policy, cache)
         prm, prm_type = prms[name]
         recipe = _recipe(a, policy, prm, prm_type, sweeps[name])
         key = f"{name} {strategies} n={budget}"
@@ -205,6 +207,63 @@ def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> d
             log,
         )  # fmt: skip
     return seconds
+
+
+def _rescored(a: argparse.Namespace, policy: Path, cache: Path) -> Path:
+    return cache / f"rescored-untrained-{_sweeps(a, policy, cache)['trained'].name}.jsonl"
+
+
+def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
+    """Weighted best-of-N with the untrained PRM on the very samples of the trained sweep's
+    best_of_n run (the same seeds would draw them again): every candidate's steps scored by
+    SmolLM2 read as an RLHFlow PRM, written as a trace file for ``tts-eval compare``."""
+    from tts_eval.grader import NumberAnswerSpec
+    from tts_eval.learn.label import load_task, task_docs
+    from tts_eval.lm_model import context_to_messages, problem_text
+    from tts_eval.prm import load_prm
+    from tts_eval.search import AnswerGrouper, segment_steps, weighted_vote
+    from tts_eval.traces import read_jsonl, result_from_record, result_record
+    from tts_eval.types import PRMRequest
+
+    out = _rescored(a, policy, cache)
+    runs = sorted((_sweeps(a, policy, cache)["trained"] / "runs").glob("best_of_n*.jsonl"))
+    if out.is_file() or not runs:
+        return 0.0
+    started = time.monotonic()
+    records = list(read_jsonl(runs[-1]))
+    docs = {d.doc_id: d for d in task_docs(load_task("arith_500"), "arith_500", a.test_problems)}
+    texts = {i: problem_text(context_to_messages(d.context)) for i, d in docs.items()}
+    prm = load_prm(str(policy), "rlhflow")
+    grouper = AnswerGrouper(NumberAnswerSpec())
+    rescored = []
+    try:
+        for record in records:
+            result = result_from_record(record)
+            views = [segment_steps(c.text, "\n")[1] for c in result.candidates]
+            outputs = prm.score([PRMRequest(texts[record["doc_id"]], tuple(v)) for v in views])
+            candidates = tuple(
+                dataclasses.replace(c, step_scores=tuple(o.step_scores))
+                for c, o in zip(result.candidates, outputs, strict=True)
+            )
+            cost = dataclasses.replace(
+                result.cost, prm_tokens=sum(o.tokens_processed for o in outputs), flops=None
+            )
+            new = dataclasses.replace(
+                result,
+                candidates=candidates,
+                cost=cost,
+                selected=weighted_vote(
+                    candidates, grouper, str(result.settings.get("agg", "last"))
+                ),
+            )
+            extra = {k: record[k] for k in ("doc_id", "run_key", "doc") if k in record}
+            rescored.append(result_record(new, task=record.get("task"), **extra))
+    finally:
+        prm.close()
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rescored))
+    tmp.rename(out)
+    return time.monotonic() - started
 
 
 def _stat(values: list[float]) -> tuple[float, float, float]:
@@ -221,18 +280,24 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
 
     sweeps = _sweeps(a, policy, cache)
     out_dir = cache / f"compare-{sweeps['trained'].name}"
-    _run(
-        [
-            "compare", str(sweeps["trained"]), str(sweeps["untrained"]),
-            "--label", f"{sweeps['trained']}=trained PRM",
-            "--label", f"{sweeps['untrained']}=untrained PRM", "--out", str(out_dir),
-        ],
-        log,
-    )  # fmt: skip
+    rescored = _rescored(a, policy, cache)
+    results = {"trained": sweeps["trained"], "untrained": sweeps["untrained"], "rescored": rescored}
+    present = {k: v for k, v in results.items() if v.exists()}
+    args = ["compare", *map(str, present.values()), "--out", str(out_dir)]
+    labels = {"trained": "trained PRM", "untrained": "untrained PRM", "rescored": "untrained PRM"}
+    for name, path in present.items():
+        args += ["--label", f"{path}={labels[name]}"]
+    if "rescored" in present:
+        args += ["--policy", f"{rescored}={policy}", "--prm", f"{rescored}={policy}"]
+    _run(args, log)
     systems = {}
-    for name, folder in sweeps.items():
-        for system in load_systems(folder):
-            systems[(name, system.strategy, system.selection)] = system
+    for name, path in present.items():
+        named = {"policy": str(policy), "prm": str(policy)} if name == "rescored" else {}
+        for system in load_systems(path, **named):
+            if name == "rescored" and system.strategy == "majority":
+                continue  # the trained sweep's majority: the same samples
+            prm_name = "untrained" if name == "rescored" else name
+            systems[(prm_name, system.strategy, system.selection)] = system
     majority = {
         p.n: p.accuracy for key, s in systems.items() if key[1] == "majority" for p in s.points
     }

@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from prm_models import build_rlhflow  # noqa: E402
 from tiny_models import MATH500, SAMPLE_PROBLEMS, build_llama  # noqa: E402
 
+from tts_eval.model_args import parse_model_args  # noqa: E402
 from tts_eval.runtime import open_searcher  # noqa: E402
 from tts_eval.runtime.throughput import worker_throughput  # noqa: E402
-from tts_eval.settings import parse_model_args  # noqa: E402
 from tts_eval.types import Problem  # noqa: E402
 
 FALLBACK = SAMPLE_PROBLEMS

@@ -125,7 +125,20 @@ def _cut(  # stream yields token ids lazily
     return on_missing(text, ids)
 
 
-class ScriptedEngine:
+class _NoModel:
+    """What a fake engine has of the PolicyEngine protocol besides generating: no tokenizer, no
+    length limit, no device; ``close`` counts its calls."""
+
+    tokenizer = None
+    max_model_len: int | None = None
+    device = None
+    closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+class ScriptedEngine(_NoModel):
     """See the module docstring."""
 
     def __init__(
@@ -194,7 +207,7 @@ class ScriptedEngine:
         raise AssertionError("scripted stream ended without EOS")
 
 
-class RandomEngine:
+class RandomEngine(_NoModel):
     """Seeded pseudo-random solutions: ``steps`` of ``"s<k> [0.xx]"`` then ``\\boxed{a} [0.xx]``.
 
     Each step ends the solution with probability ``p_final`` (after ``min_steps``); answers are
@@ -258,7 +271,7 @@ class RandomEngine:
 _SCORE = re.compile(r"\[([01](?:\.\d+)?)\]")
 
 
-class FakePRM:
+class FakePRM(_NoModel):
     """Step score = the number in the step's last ``[0.x]`` tag, else ``default``."""
 
     def __init__(self, default: float = 0.5) -> None:

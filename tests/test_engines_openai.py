@@ -30,12 +30,14 @@ from pathlib import Path
 import pytest
 from vllm_server import free_port
 
+from tts_eval.config import results_fingerprint
 from tts_eval.engines import load_engine
 from tts_eval.engines.chat import render_chat
 from tts_eval.engines.openai import classify_choice
 from tts_eval.errors import EngineError
+from tts_eval.model_args import parse_model_args
 from tts_eval.runtime.local import LocalSearcher
-from tts_eval.settings import EngineConfig, parse_model_args, results_fingerprint
+from tts_eval.settings import EngineConfig
 from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,8 +22,7 @@ from test_engines import first_stop_index, with_extra_eos
 from tts_eval.engines import EngineConfig, load_engine
 from tts_eval.engines.vllm import VLLMEngine
 from tts_eval.errors import EngineError
-from tts_eval.search import run_search
-from tts_eval.settings import SearchConfig
+from tts_eval.search import SearchConfig, run_search
 from tts_eval.types import FinishReason, GenerationRequest, Problem, SamplingParams
 
 pytestmark = [

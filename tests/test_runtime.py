@@ -27,10 +27,12 @@ from fakes import FakeAnswerSpec, FakePRM, RandomEngine
 from lm_eval_cli import run_lm_eval
 from tiny_models import SAMPLE_PROBLEMS
 
+from tts_eval.model_args import parse_model_args
 from tts_eval.runtime import Searcher, open_searcher
 from tts_eval.runtime.local import LocalSearcher, models_loaded
 from tts_eval.runtime.throughput import WORKER_KEY, worker_throughput
-from tts_eval.settings import RayOptions, SearchConfig, parse_model_args
+from tts_eval.search import SearchConfig
+from tts_eval.settings import RayOptions
 from tts_eval.types import Cost, Problem, SearchResult
 
 PROBLEMS = SAMPLE_PROBLEMS
@@ -259,7 +261,7 @@ def test_worker_throughput_counts_chunks_once_and_reads_trace_records():
 def test_one_worker_imports_no_ray():
     code = (
         "import sys, tts_eval.runtime, tts_eval.runtime.local, tts_eval.lm_model, "
-        "tts_eval.settings, tts_eval.workflow.sweep;"
+        "tts_eval.settings, tts_eval.model_args, tts_eval.workflow.sweep;"
         "print('ray' in sys.modules, 'tts_eval.runtime.ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

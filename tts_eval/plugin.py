@@ -41,7 +41,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tts_eval.settings import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
+from tts_eval.errors import MissingFileError, SettingError
+from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def tasks_dir() -> Path:
     for candidate in (here / "tasks", here.parent / "tasks"):
         if (candidate / "math500").is_dir():
             return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"tts-eval task folder not found next to {here}; reinstall tts-scaling-eval"
     )
 
@@ -204,10 +205,17 @@ def check_num_fewshot(num_fewshot: Any, tasks: Sequence[str]) -> None:
         return
     fixed = [t for t in tasks if t in zero_shot_tasks()]
     if fixed:
-        raise ValueError(
-            f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks {','.join(fixed)}; "
-            "accepted: 0 or no flag (--model tts runs these tasks zero-shot: the prompt asks "
-            "for steps and a boxed answer, and the search needs no examples)"
+        accepted = (
+            "0 or no flag (--model tts runs these tasks zero-shot: the prompt asks for steps and "
+            "a boxed answer, and the search needs no examples)"
+        )
+        raise SettingError(
+            "--num_fewshot",
+            num_fewshot,
+            accepted,
+            scope="lm_eval",
+            message=f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks "
+            f"{','.join(fixed)}; accepted: {accepted}",
         )
 
 

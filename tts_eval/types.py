@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------------------------
 # Policy engine
@@ -147,7 +147,18 @@ class GenerationOutput:
 
 @runtime_checkable
 class PolicyEngine(Protocol):
-    """Batched step generation. Implementations: ``engines.hf``, ``engines.vllm``, test fakes."""
+    """Batched step generation. Implementations: ``engines.hf``, ``engines.vllm``,
+    ``engines.openai``, test fakes.
+
+    ``tokenizer``: the policy's tokenizer (renders chat text; None for an engine without one, a
+    test fake). ``max_model_len``: the policy's context length, prompt + completion (None:
+    unknown). ``device``: where the policy runs (``cpu``, ``cuda:0``, ...; None: not in this
+    process). ``close()`` frees what the engine holds (idempotent).
+    """
+
+    tokenizer: Any
+    max_model_len: int | None
+    device: str | None
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Chat-template ``messages`` (with the generation prompt) into token ids."""
@@ -155,6 +166,10 @@ class PolicyEngine(Protocol):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """One output per request, in order."""
+        ...
+
+    def close(self) -> None:
+        """Free the engine's models and memory; it cannot generate afterwards."""
         ...
 
 
@@ -185,6 +200,10 @@ class ProcessRewardModel(Protocol):
 
     def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
         """One output per request, in order; ``len(out.step_scores) == len(req.steps)``."""
+        ...
+
+    def close(self) -> None:
+        """Free the PRM's model and caches; it cannot score afterwards."""
         ...
 
 

@@ -57,8 +57,9 @@ from tts_eval.engines.chat import (
 from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.progress import GenerationProgress
-from tts_eval.errors import OutOfMemoryError, free_device_memory, torch_oom_types
-from tts_eval.settings import EngineConfig, check_model_path
+from tts_eval.errors import MissingDependencyError, OutOfMemoryError, SettingError
+from tts_eval.memory import free_device_memory, torch_oom_types
+from tts_eval.settings import EngineConfig
 from tts_eval.types import (
     Completion,
     FinishReason,
@@ -165,7 +166,7 @@ def _resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA device is visible; accepted here: cpu")
+        raise SettingError("device", device, "cpu (no CUDA device is visible here)")
     return device
 
 
@@ -175,14 +176,13 @@ class HFEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "hf":
             raise ValueError(f"HFEngine needs backend=hf, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
         self.config = config
         self.tokenizer = load_tokenizer(config)
         try:
             import torch
             from transformers import AutoModelForCausalLM
         except ImportError as exc:  # pragma: no cover - torch is a hard dependency
-            raise ImportError(f"{_TORCH_HINT} ({exc})") from exc
+            raise MissingDependencyError(f"{_TORCH_HINT} ({exc})") from exc
 
         self.device = _resolve_device(config.device)
         dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)

@@ -83,8 +83,9 @@ from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.progress import tqdm_factory
-from tts_eval.errors import EngineError, free_device_memory
-from tts_eval.settings import EngineConfig, check_model_path, invalid
+from tts_eval.errors import EngineError, MissingDependencyError
+from tts_eval.memory import free_device_memory
+from tts_eval.settings import EngineConfig, invalid
 from tts_eval.types import (
     Completion,
     FinishReason,
@@ -101,7 +102,7 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise ImportError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
     return vllm
 
 
@@ -213,7 +214,6 @@ class VLLMEngine:
         line every ``VLLM_LOG_STATS_INTERVAL`` seconds while generating); for checks only."""
         if config.backend != "vllm":
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
         self.config = config
         vllm = import_vllm()
         from vllm.platforms import current_platform

@@ -40,8 +40,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tts_eval.search import Node, derive_seed, extend, segment_steps, step_request
-from tts_eval.settings import SearchConfig, check_int, invalid
+from tts_eval.search import Node, SearchConfig, derive_seed, extend, segment_steps, step_request
+from tts_eval.settings import check_int, invalid
 from tts_eval.types import (
     AnswerSpec,
     Completion,
@@ -210,7 +210,6 @@ class _Solution:
     node: Node
     # step index -> (number of the solution's token ids that end it, the text they decode to)
     boundaries: dict[int, tuple[int, str]] = field(default_factory=dict)
-    capped: bool = False
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
 
@@ -282,9 +281,6 @@ def _generate_solutions(
                 s.cached_prompt_tokens += cached + (
                     k < (output.cached_prompt_tokens or 0) % len(group)
                 )
-        if final:
-            for s in solutions:
-                s.capped = s.capped or s.node.active
     return solutions
 
 

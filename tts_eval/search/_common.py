@@ -20,7 +20,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 
-from tts_eval.settings import SearchConfig
+from tts_eval.search.config import SearchConfig
 from tts_eval.types import (
     AnswerSpec,
     Candidate,

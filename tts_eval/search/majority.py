@@ -9,10 +9,17 @@ can never be selected), so truncated candidates carry no step scores.
 
 Answers are grouped by equivalence (``voting.AnswerGrouper``); ties: see ``voting``.
 
+Curves (:func:`sampling_curves`): a run of ``n`` samples yields majority voting (and, scored,
+best-of-N) at every power of two up to ``n``, read off random subsets of its samples, and
+``pass@n`` (coverage); a sweep runs it once, at its largest budget.
+
 What this module does not do: tree search (``beam_search``, ``dvts``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tts_eval.search import voting
 from tts_eval.search._common import (
@@ -25,7 +32,13 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.settings import SearchConfig
+from tts_eval.search.spec import (
+    Curve,
+    StrategyOptions,
+    StrategySpec,
+    powers_of_two,
+    register_strategy,
+)
 from tts_eval.types import (
     AnswerSpec,
     Cost,
@@ -36,6 +49,11 @@ from tts_eval.types import (
     Problem,
     SearchResult,
 )
+
+if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
+
+COVERAGE = "pass@n"  # the coverage curve: whether any of n samples is correct (an oracle)
 
 
 class SamplingWork(Work):
@@ -116,3 +134,47 @@ def make_work(
     return SamplingWork(
         problem, config, answers, grouper, strategy="majority", use_prm=False, selection="majority"
     )
+
+
+def largest_budget(budgets: Sequence[int], options: StrategyOptions) -> list[int]:
+    """One run at the largest budget: smaller budgets are read off subsets of its samples."""
+    return [max(budgets)]
+
+
+def sampling_curves(n: int, scored: str | None) -> list[Curve]:
+    """The curves of a run of ``n`` samples: majority voting, the PRM-scored selection of
+    strategy ``scored`` (None: unscored samples) and coverage, at every power of two <= n."""
+    budgets = tuple(powers_of_two(1, n))
+    curves = [
+        Curve(
+            "majority",
+            budgets,
+            own=scored is None,
+            choose=voting.choose_majority,
+            prm=False,
+            route="majority",
+        )
+    ]
+    if scored is not None:
+        curves.append(Curve(scored, budgets, choose=voting.choose_selected, route=scored))
+    curves.append(Curve(COVERAGE, budgets, own=False, prm=False, coverage=True))
+    return curves
+
+
+def curves(n: int, settings: Mapping[str, Any]) -> list[Curve]:
+    return sampling_curves(n, None)
+
+
+SPEC = register_strategy(
+    StrategySpec(
+        name="majority",
+        summary="n samples, majority vote over answers",
+        make_work=make_work,
+        needs_prm=False,
+        reads=(),
+        plan=largest_budget,
+        curves=curves,
+        undelimited_effect=None,
+        one_request=True,
+    )
+)

@@ -56,7 +56,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tts_eval.search import voting
 from tts_eval.search._common import (
@@ -69,7 +69,8 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.settings import RESAMPLINGS, SearchConfig
+from tts_eval.search.spec import StrategyOptions, StrategySpec, register_strategy
+from tts_eval.settings import check_choice, check_float
 from tts_eval.types import (
     AnswerSpec,
     Candidate,
@@ -82,7 +83,35 @@ from tts_eval.types import (
     SearchResult,
 )
 
+if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
+
 SCORE_CLIP = 1e-7
+RESAMPLINGS = ("multinomial", "systematic")
+
+
+@dataclass(frozen=True)
+class ParticleOptions(StrategyOptions):
+    """The options of particle filtering: the resampling scheme and the softmax temperature of
+    the log-weights (> 0). One sweep, no reference particles (:meth:`sweeps`, :meth:`references`
+    are what particle Gibbs changes)."""
+
+    resampling: str = "multinomial"
+    pf_temperature: float = 1.0
+    # Particle Gibbs (reference particles carried between sweeps; recorded in the trace).
+    gibbs: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_choice("resampling", self.resampling, RESAMPLINGS)
+        check_float("pf_temperature", self.pf_temperature, "a number > 0", lambda v: v > 0)
+
+    @property
+    def sweeps(self) -> int:
+        return 1
+
+    @property
+    def references(self) -> int:
+        return 0
 
 
 def log_weight(score: float) -> float:
@@ -160,10 +189,11 @@ class ParticleWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
+        assert isinstance(config.options, ParticleOptions)
+        self.options: ParticleOptions = config.options
         self.strategy = config.strategy
-        gibbs = config.strategy == "particle_gibbs"
-        self.sweeps = config.pg_iterations if gibbs else 1
-        self.refs_per_sweep = config.pg_reference_particles if gibbs else 0
+        self.sweeps = self.options.sweeps
+        self.refs_per_sweep = self.options.references
         self.size = config.n // self.sweeps
         self.sweep = 0
         self.iteration = 0
@@ -226,9 +256,9 @@ class ParticleWork(Work):
                 self._end_sweep(population)
                 return
             rng = random.Random(self._seed("resample", self.iteration))
-            probs = probabilities(weights, self.config.pf_temperature)
+            probs = probabilities(weights, self.options.pf_temperature)
             free = self.size - len(self.references)
-            ancestors = resample(probs, free, self.config.resampling, rng)
+            ancestors = resample(probs, free, self.options.resampling, rng)
             counts = [0] * len(population)
             for a in ancestors:
                 counts[a] += 1
@@ -251,8 +281,8 @@ class ParticleWork(Work):
         picks: list[int] = []
         if self.refs_per_sweep and any(w is not None for w in weights):
             rng = random.Random(self._seed("reference"))
-            probs = probabilities(weights, self.config.pf_temperature)
-            picks = resample(probs, self.refs_per_sweep, self.config.resampling, rng)
+            probs = probabilities(weights, self.options.pf_temperature)
+            picks = resample(probs, self.refs_per_sweep, self.options.resampling, rng)
         self.reference_indices.append(picks)
         self.references = [population[i] for i in picks]
         self.sweep += 1
@@ -337,7 +367,7 @@ class ParticleWork(Work):
                 candidates[offset:end],
                 [p.log_weight for p in population],
                 self.config.selection,
-                self.config.pf_temperature,
+                self.options.pf_temperature,
                 self.grouper,
             )
             if pick is not None:
@@ -348,7 +378,7 @@ class ParticleWork(Work):
             "iterations_run": sum(len(entries) for entries in self.genealogy),
             "genealogy": self.genealogy,
         }
-        if self.strategy == "particle_gibbs":
+        if self.options.gibbs:
             extra["references"] = self.reference_indices
         return SearchResult(
             uid=self.problem.uid,
@@ -381,3 +411,15 @@ def make_work(
     problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
 ) -> Work:
     return ParticleWork(problem, config, answers, grouper)
+
+
+SPEC = register_strategy(
+    StrategySpec(
+        name="particle_filtering",
+        summary="n particles resampled by PRM weight each step (Puri et al. 2025)",
+        make_work=make_work,
+        needs_prm=True,
+        routable=False,
+        options=ParticleOptions,
+    )
+)

@@ -61,14 +61,14 @@ from pathlib import Path
 from typing import Any
 
 from tts_eval.params import ParamCount, parameter_count, short_name
-from tts_eval.settings import STRATEGY_INFO
+from tts_eval.search import get_spec, strategy_names
 from tts_eval.types import AnswerSpec
 from tts_eval.workflow.estimate import (
-    PRM_FREE_CURVES,
     EstimateSettings,
     accuracy_by,
     accuracy_cell,
     curve_sort_key,
+    prm_free_curves,
 )
 from tts_eval.workflow.report import pct
 from tts_eval.workflow.results import Results
@@ -80,8 +80,6 @@ LEADERBOARD_FORMAT = "tts-eval/leaderboard"
 LEADERBOARD_VERSION = 2
 # Curves left out of comparisons: coverage is an oracle, not a system.
 ORACLE_CURVES = ("pass@n",)
-# Runs that sample every candidate from one request per problem: its prompt is processed once.
-ONE_REQUEST_STRATEGIES = ("best_of_n", "majority")
 FLOPS_METHOD = (
     "FLOPs per problem = 2 x parameters x tokens processed: policy (generated tokens + prompt "
     "tokens not served from the prefix cache) + PRM (tokens it processed)"
@@ -158,10 +156,16 @@ def _problem(doc: Mapping[str, Any], where: str) -> Problem:
 def uses_prm(curve: str) -> bool:
     """Whether a curve selects with the PRM (unknown strategies are assumed to); a curve named
     with its strategy's own settings (``particle_gibbs (pg_iterations=4)``) is its strategy's."""
-    if curve in PRM_FREE_CURVES:
+    if curve in prm_free_curves():
         return False
-    info = STRATEGY_INFO.get(curve.split(" (", 1)[0])
-    return True if info is None else info.needs_prm
+    name = curve.split(" (", 1)[0]
+    return True if name not in strategy_names() else get_spec(name).needs_prm
+
+
+def _one_request(strategy: str) -> bool:
+    """Whether a run samples every candidate from one request per problem (its prompt is
+    processed once; the strategy's spec says)."""
+    return strategy in strategy_names() and get_spec(strategy).one_request
 
 
 def _uncached(cost: Any) -> float:
@@ -238,7 +242,7 @@ def _system_point(
 ) -> SystemPoint:
     """A curve point of ``tts_eval.workflow.estimate`` keyed by problem, with the uncached prompt
     tokens of its run: whole for one-request sampling runs, else scaled by n/N like the rest."""
-    scale = 1.0 if point.run_strategy in ONE_REQUEST_STRATEGIES else point.n / point.run_n
+    scale = 1.0 if _one_request(point.run_strategy) else point.n / point.run_n
     uids = list(point.accuracy)
     return SystemPoint(
         n=point.n,
@@ -268,7 +272,7 @@ def _label(
 def _model_args(config: Mapping[str, Any]) -> dict[str, Any]:
     args = config.get("model_args") or {}
     if isinstance(args, str):
-        from tts_eval.settings import split_arg_string
+        from tts_eval.model_args import split_arg_string
 
         try:
             return dict(split_arg_string(args))

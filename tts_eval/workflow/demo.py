@@ -144,8 +144,8 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
     """Load, search, score (see the module docstring); the report also written to ``out``."""
     from tts_eval.files import check_writable
     from tts_eval.grader import NumberAnswerSpec
+    from tts_eval.model_args import parse_model_args
     from tts_eval.runtime import open_searcher
-    from tts_eval.settings import parse_model_args
     from tts_eval.task_metrics import trace_metrics
     from tts_eval.types import Problem
 
