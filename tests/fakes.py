@@ -13,8 +13,13 @@ end-of-sequence token, so a candidate's token-id prefix and its text are interch
   cut exactly like a real engine: at the first stop string (STEP, the stop string kept in the
   text), at EOS (EOS id in ``token_ids``, not in ``text``), or at ``max_tokens`` (LENGTH). A
   prefix missing from the script raises ``KeyError``.
+  ``seeded=True`` numbers samples as real engines seed them (sample ``i`` of a request with seed
+  ``s`` is seeded ``s + i``): sample ``i`` takes option ``s + i - s0``, ``s0`` being the seed of
+  the first request at that prompt, so later waves of a problem continue its first wave's samples.
 - :class:`RandomEngine`: pseudo-random steps that depend only on (seed, prompt ids, sample index);
   it refuses requests without a seed. For determinism and batch-independence tests.
+  ``seeded=True``: on (``seed + sample index``, prompt ids) instead, as real engines seed sample
+  ``j`` of a request with ``seed + j`` (so ``n`` samples drawn in waves are those of one request).
 - Log-probabilities: both engines take ``logprobs=``, a :data:`LogprobScript` called for every
   generated token of a request that asks (``SamplingParams.logprobs = k``) with the text before the
   token (decoded prompt + completion so far), the token id and ``k``; without one such a request is
@@ -147,9 +152,12 @@ class ScriptedEngine(_NoModel):
         sep: str = "|",
         report_cache: bool = False,
         logprobs: LogprobScript | None = None,
+        seeded: bool = False,
     ) -> None:
         self.script = {key: list(options) for key, options in script.items()}
         self.sep = sep
+        self.seeded = seeded
+        self._first_seed: dict[tuple[int, ...], int] = {}
         self.report_cache = report_cache
         self.logprobs = logprobs
         self.calls: list[list[GenerationRequest]] = []
@@ -184,8 +192,14 @@ class ScriptedEngine(_NoModel):
             prompt = decode(request.prompt_ids)
             params = request.params
             check_logprobs(params, self.logprobs)
-            offset = offsets.get(request.prompt_ids, 0)
-            offsets[request.prompt_ids] = offset + params.n
+            if self.seeded:
+                if params.seed is None:
+                    raise ValueError("a seeded ScriptedEngine needs a seed on every request")
+                first = self._first_seed.setdefault(request.prompt_ids, params.seed)
+                offset = params.seed - first
+            else:
+                offset = offsets.get(request.prompt_ids, 0)
+                offsets[request.prompt_ids] = offset + params.n
             completions = tuple(
                 _cut(
                     self._stream(prompt, offset + i, params.temperature == 0),
@@ -211,7 +225,8 @@ class RandomEngine(_NoModel):
     """Seeded pseudo-random solutions: ``steps`` of ``"s<k> [0.xx]"`` then ``\\boxed{a} [0.xx]``.
 
     Each step ends the solution with probability ``p_final`` (after ``min_steps``); answers are
-    drawn from ``answers``. Everything depends only on (seed, prompt ids, sample index).
+    drawn from ``answers``. Everything depends only on (seed, prompt ids, sample index), or with
+    ``seeded=True`` on (seed + sample index, prompt ids).
     """
 
     def __init__(
@@ -221,8 +236,10 @@ class RandomEngine(_NoModel):
         min_steps: int = 1,
         max_steps: int = 12,
         logprobs: LogprobScript | None = None,
+        seeded: bool = False,
     ) -> None:
         self.logprobs = logprobs
+        self.seeded = seeded
         self.answers = list(answers)
         self.p_final = p_final
         self.min_steps = min_steps
@@ -234,7 +251,9 @@ class RandomEngine(_NoModel):
         return list(encode("".join(m["content"] for m in messages) + "|"))
 
     def _stream(self, prompt_ids: tuple[int, ...], seed: int, sample: int, greedy: bool):
-        digest = hashlib.sha256(repr((seed, prompt_ids, 0 if greedy else sample)).encode())
+        sample = 0 if greedy else sample
+        key = (seed + sample, prompt_ids) if self.seeded else (seed, prompt_ids, sample)
+        digest = hashlib.sha256(repr(key).encode())
         rng = random.Random(digest.hexdigest())
         for step in range(self.max_steps):
             score = f"[{rng.randint(1, 99) / 100:.2f}]"

@@ -10,7 +10,9 @@ length, chat template, KV-cache block, served model name), the PRM (path, type, 
 separator), the answer format, the system prompt and whether the task's ``max_gen_toks`` sets
 ``max_tokens``. It leaves out placement and transport (:data:`PLACEMENT_KEYS`): devices, batch
 sizes, memory shares, a policy server's address and request settings, Ray workers, where traces
-go. Everything else derives from it:
+go. Strategy options added later (:data:`tts_eval.search.spec.LATER_OPTION`, such as the sampling
+strategies' early-stopping options) are part of it only when not at their default. Everything
+else derives from it:
 
 - :func:`results_fingerprint` (the key of lm-eval's response cache for ``--model tts``);
 - the sweep's resume key and its results folder's identity (``tts_eval.workflow.plan``);
@@ -36,7 +38,7 @@ from typing import Any
 
 from tts_eval.search import SearchConfig, shared_keys
 from tts_eval.search.config import shared_defaults
-from tts_eval.search.spec import group_option_keys
+from tts_eval.search.spec import group_option_keys, later_option_defaults
 from tts_eval.settings import EngineConfig, PRMConfig, check_answer, check_int, invalid
 
 
@@ -109,7 +111,11 @@ TABLE_DIGEST_KEY = "compute_optimal_table_sha256"
 def result_identity(config: TTSConfig, task: str | None = None) -> dict[str, Any]:
     """What identifies the results of ``config`` on ``task`` (see the module docstring); JSON-ready
     and flat but for ``search`` (the search settings, as recorded in every result)."""
-    identity: dict[str, Any] = {"task": task, "search": config.search.settings()}
+    search = config.search.settings()
+    for key, default in later_option_defaults().items():
+        if key in search and search[key] == default:
+            del search[key]  # identities of runs made before the option existed stay as they were
+    identity: dict[str, Any] = {"task": task, "search": search}
     table = identity["search"].get("compute_optimal_table")
     if table is not None and Path(str(table)).is_file():
         identity[TABLE_DIGEST_KEY] = hashlib.sha256(Path(str(table)).read_bytes()).hexdigest()

@@ -54,6 +54,10 @@ Chooser = Callable[[Sequence[Candidate], Any, Mapping[str, Any]], "int | None"]
 # Field metadata of an option that is a setting of the whole sweep (a report's settings group)
 # rather than part of a run's curve name: ``beam_width`` of the tree strategies, say.
 GROUP_OPTION = {"curve": False, "group": True}
+# Field metadata of an option added to a strategy after its results were first recorded: at its
+# default it is left out of a result's identity (``tts_eval.config.result_identity``), so the runs
+# recorded before it existed keep their keys (a sweep resumes them).
+LATER_OPTION = {"later": True}
 
 
 @dataclass(frozen=True)
@@ -236,6 +240,16 @@ def group_option_keys() -> tuple[str, ...]:
             if f.metadata.get("group"):
                 keys[f.name] = None
     return tuple(keys)
+
+
+def later_option_defaults() -> dict[str, Any]:
+    """The registered options marked :data:`LATER_OPTION`, with their defaults."""
+    out: dict[str, Any] = {}
+    for spec in _REGISTRY.values():
+        for f in dataclasses.fields(spec.options):
+            if f.metadata.get("later"):
+                out.setdefault(f.name, f.default)
+    return out
 
 
 def option_defaults() -> dict[str, Any]:

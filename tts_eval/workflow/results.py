@@ -51,6 +51,7 @@ from tts_eval.errors import DataError
 from tts_eval.files import write_atomic
 from tts_eval.search import search_defaults
 from tts_eval.search.config import shared_defaults
+from tts_eval.search.spec import later_option_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,11 @@ def settings_key(record: Mapping[str, Any]) -> str:
     Only search settings count (:func:`tts_eval.search.search_keys`): per-problem entries of a
     result's settings (beam counts, routing, the worker that ran it, ...) never split a run.
     """
+    later = later_option_defaults()
     settings = {
-        k: v for k, v in _requested(record.get("settings") or {}).items() if k in search_defaults()
+        k: v
+        for k, v in _requested(record.get("settings") or {}).items()
+        if k in search_defaults() and not (k in later and v == later[k])
     }
     payload = json.dumps([record.get("task"), settings], sort_keys=True, default=str)
     digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
