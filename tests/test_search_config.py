@@ -65,6 +65,7 @@ def test_search_keys_are_the_model_args_keys():
         "esc_window",
         "beam_width",
         "lookahead",
+        "max_step_tokens",
         "compute_optimal_table",
         "resampling",
         "pf_temperature",

@@ -161,7 +161,14 @@ def shared_search_settings(search: Mapping[str, Any]) -> dict[str, Any]:
     belongs to every group it agrees with on the rest (:func:`compatible`)."""
     defaults = shared_defaults()
     out = {k: search.get(k, defaults[k]) for k in shared_keys() if k not in RUN_NAMING_KEYS}
-    out.update({k: search[k] for k in group_option_keys() if k in search})
+    later = later_option_defaults()
+    out.update(
+        {
+            k: search[k]
+            for k in group_option_keys()
+            if k in search and not (k in later and search[k] == later[k])
+        }
+    )
     return out
 
 

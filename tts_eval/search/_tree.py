@@ -15,7 +15,10 @@ One iteration of a :class:`TreeWork`:
 4. *select*: the subclass decides what continues (:meth:`TreeWork.select`).
 
 Also the options every tree strategy reads (:class:`TreeOptions`: ``beam_width`` M, default 4,
-and ``lookahead``) and how a sweep plans tree runs (:func:`tree_budgets`).
+``lookahead`` and ``max_step_tokens``, the per-step token cap of every request above, the last
+iteration's included; a step that hits it ends as a step, and the result's
+``settings["capped_steps"]`` lists, per candidate, the steps that did) and how a sweep plans tree
+runs (:func:`tree_budgets`).
 
 What this module does not do: decide which children survive (``beam_search``, ``dvts``).
 """
@@ -31,6 +34,7 @@ from tts_eval.errors import SettingError
 from tts_eval.search import voting
 from tts_eval.search._common import (
     Node,
+    capped_record,
     derive_seed,
     extend,
     prm_request,
@@ -39,7 +43,7 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.search.spec import GROUP_OPTION, StrategyOptions
+from tts_eval.search.spec import GROUP_OPTION, LATER_OPTION, StrategyOptions
 from tts_eval.settings import check_int, invalid
 from tts_eval.types import (
     AnswerSpec,
@@ -62,17 +66,21 @@ Key = tuple[int, int]  # (family index, child index)
 @dataclass(frozen=True)
 class TreeOptions(StrategyOptions):
     """The options of the tree strategies: ``beam_width`` M (``n // M`` beams or subtrees, so
-    ``n`` must be a multiple of M) and ``lookahead`` (greedy rollout steps before scoring).
+    ``n`` must be a multiple of M), ``lookahead`` (greedy rollout steps before scoring) and
+    ``max_step_tokens`` (the per-step token cap; None: a step may use what is left of
+    ``max_tokens``; see ``_common``).
 
-    Both are settings of a whole sweep rather than names of a run's curve (metadata ``group``):
-    a report keeps runs at another beam width or lookahead in another settings group."""
+    All are settings of a whole sweep rather than names of a run's curve (metadata ``group``):
+    a report keeps runs at another beam width, lookahead or step cap in another settings group."""
 
     beam_width: int = field(default=4, metadata=GROUP_OPTION)
     lookahead: int = field(default=0, metadata=GROUP_OPTION)
+    max_step_tokens: int | None = field(default=None, metadata={**GROUP_OPTION, **LATER_OPTION})
 
     def __post_init__(self) -> None:
         check_int("beam_width", self.beam_width, 1)
         check_int("lookahead", self.lookahead, 0)
+        check_step_cap(self.max_step_tokens)
 
     def check(self, config: SearchConfig) -> None:
         n, width = config.n, self.beam_width
@@ -85,6 +93,12 @@ class TreeOptions(StrategyOptions):
                 f"a multiple of beam_width={width} for strategy={config.strategy} "
                 f"(e.g. n={lower}" + (f" or n={upper})" if upper != lower else ")"),
             )
+
+
+def check_step_cap(value: object) -> None:
+    """``max_step_tokens``: None (no cap) or an integer >= 1."""
+    if value is not None:
+        check_int("max_step_tokens", value, 1)
 
 
 def tree_budgets(budgets: Sequence[int], beam_width: int) -> list[int]:
@@ -279,7 +293,12 @@ class TreeWork(Work):
             to_candidate(node, self.config, self.answers) for node in nodes
         )
         selected = voting.select(candidates, self.config.selection, self.grouper, self.config.agg)
-        settings = {**self.config.settings(), "iterations_run": self.iteration, **extra}
+        settings = {
+            **self.config.settings(),
+            "iterations_run": self.iteration,
+            **extra,
+            **capped_record(nodes, self.config),
+        }
         return SearchResult(
             uid=self.problem.uid,
             strategy=self.strategy,

@@ -55,12 +55,13 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tts_eval.search import voting
 from tts_eval.search._common import (
     Node,
+    capped_record,
     derive_seed,
     extend,
     prm_request,
@@ -69,7 +70,14 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.search.spec import StrategyOptions, StrategySpec, register_strategy
+from tts_eval.search._tree import check_step_cap
+from tts_eval.search.spec import (
+    GROUP_OPTION,
+    LATER_OPTION,
+    StrategyOptions,
+    StrategySpec,
+    register_strategy,
+)
 from tts_eval.settings import check_choice, check_float
 from tts_eval.types import (
     AnswerSpec,
@@ -93,17 +101,20 @@ RESAMPLINGS = ("multinomial", "systematic")
 @dataclass(frozen=True)
 class ParticleOptions(StrategyOptions):
     """The options of particle filtering: the resampling scheme and the softmax temperature of
-    the log-weights (> 0). One sweep, no reference particles (:meth:`sweeps`, :meth:`references`
-    are what particle Gibbs changes)."""
+    the log-weights (> 0), and the per-step token cap ``max_step_tokens`` (as the tree
+    strategies'). One sweep, no reference particles (:meth:`sweeps`, :meth:`references` are what
+    particle Gibbs changes)."""
 
     resampling: str = "multinomial"
     pf_temperature: float = 1.0
+    max_step_tokens: int | None = field(default=None, metadata={**GROUP_OPTION, **LATER_OPTION})
     # Particle Gibbs (reference particles carried between sweeps; recorded in the trace).
     gibbs: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_choice("resampling", self.resampling, RESAMPLINGS)
         check_float("pf_temperature", self.pf_temperature, "a number > 0", lambda v: v > 0)
+        check_step_cap(self.max_step_tokens)
 
     @property
     def sweeps(self) -> int:
@@ -236,6 +247,7 @@ class ParticleWork(Work):
             text=node.text[: mark.chars],
             step_scores=mark.step_scores,
             rank_score=mark.rank_score,
+            cuts=tuple(c for c in node.cuts if c <= mark.chars),
         )
         return Particle(prefix, particle.marks[: t + 1])
 
@@ -356,6 +368,7 @@ class ParticleWork(Work):
 
     def result(self, cost: Cost) -> SearchResult:
         candidates: list[Candidate] = []
+        nodes = [particle.node for population in self.finals for particle in population]
         for sweep, population in enumerate(self.finals):
             for particle in population:
                 candidate = to_candidate(particle.node, self.config, self.answers)
@@ -380,6 +393,7 @@ class ParticleWork(Work):
         }
         if self.options.gibbs:
             extra["references"] = self.reference_indices
+        extra.update(capped_record(nodes, self.config))
         return SearchResult(
             uid=self.problem.uid,
             strategy=self.strategy,

@@ -43,6 +43,7 @@ from typing import Any
 from tts_eval.errors import DataError
 from tts_eval.search import get_spec, routable_names
 from tts_eval.search.routing import override_keys
+from tts_eval.search.spec import later_option_defaults
 from tts_eval.workflow.estimate import CurvePoint
 from tts_eval.workflow.report import Estimates
 
@@ -111,13 +112,18 @@ def _mean(point: CurvePoint, uids: list[str], field: str) -> float:
 def _entry(strategy: str, run_settings: Mapping[str, Any]) -> dict[str, Any]:
     """The table entry routing to ``strategy`` as the run measured it: the overrides
     (:func:`tts_eval.search.routing.override_keys`) the strategy reads, from the run's settings
-    (its own options at their defaults when the run did not record them)."""
+    (its own options at their defaults when the run did not record them; options added later
+    (:data:`tts_eval.search.spec.LATER_OPTION`) only when not at their default)."""
     spec = get_spec(strategy)
     defaults = spec.default_options()
+    later = later_option_defaults()
     extra: dict[str, Any] = {}
     for key in override_keys():
         if key in spec.option_names:
-            extra[key] = run_settings.get(key, getattr(defaults, key))
+            value = run_settings.get(key, getattr(defaults, key))
+            if key in later and value == later[key]:
+                continue  # an option added later, at its default: entries stay as they were
+            extra[key] = value
         elif key in spec.reads and key in run_settings:
             extra[key] = run_settings[key]
     return {"strategy": strategy, **extra}
