@@ -672,9 +672,9 @@ def records(out: Path) -> dict[str, list[str]]:
 def comparable(line: str) -> dict:
     """A trace record without what depends on timing or on cache states: the server's cached
     prompt tokens, and the PRM tokens actually run (the PRM's prefix cache starts empty in every
-    process, so a resumed sweep runs more of them)."""
+    process, so a resumed sweep runs more of them), with the FLOPs that count them."""
     record = json.loads(line)
-    volatile = ("wall_time_s", "cached_prompt_tokens", "prm_tokens")
+    volatile = ("wall_time_s", "cached_prompt_tokens", "prm_tokens", "flops")
     cost = {k: v for k, v in record["cost"].items() if k not in volatile}
     return {**record, "cost": cost}
 

@@ -72,6 +72,20 @@ def test_lm_eval_loads_the_task_with_its_prompt_and_target():
     assert task.doc_to_target(docs[0]) == "11"
 
 
+@pytest.mark.parametrize("task_name, count", [("arith", 100), ("arith_500", 500)])
+def test_the_model_args_seed_does_not_reach_the_generator(task_name, count):
+    """lm-eval hands its metadata (the run's model_args) to ``custom_dataset`` beside the task's
+    dataset_kwargs: a run's ``seed=1`` must neither change the test problems nor collide."""
+    from tts_eval import plugin
+
+    plugin.register()
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_defaults=False, metadata={"seed": 1, "count": 3, "split": "x"})
+    docs = list(manager.load([task_name])["tasks"][task_name].test_docs())
+    assert len(docs) == count and docs[0]["uid"] == "arith/2026/0"
+
+
 def _candidate(text: str, answer: str | None, score: float) -> Candidate:
     return Candidate(
         steps=(text,), step_scores=(score,), finish_reason=FinishReason.EOS, finished=True,

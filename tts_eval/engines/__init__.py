@@ -39,7 +39,7 @@ __all__ = ["BACKENDS", "EngineConfig", "check_engine", "load_engine"]
 def check_engine(config: EngineConfig, *, path_checked: bool = False) -> None:
     """The checks of ``config`` that need no weights: the model path (unless ``path_checked``),
     and for backend=openai the server (reachable, serving the model, returning token ids);
-    one-line ``ValueError`` each."""
+    one-line ``SettingError`` each."""
     if not path_checked:
         check_model_path("pretrained", config.pretrained)
     if config.backend == "openai":

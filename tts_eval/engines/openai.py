@@ -33,7 +33,7 @@ them or with token strings instead of ids, or refuses ``k`` (vLLM: more than its
 ``--max-logprobs``, 20 by default), is a one-line :class:`~tts_eval.errors.EngineError`.
 
 Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` before the PRM
-loads, and again when the engine is built) checks, each failure a one-line ``ValueError``: the
+loads, and again when the engine is built) checks, each failure a one-line ``SettingError``: the
 server answers at ``base_url`` (and accepts the API key), ``/v1/models`` lists the model (no
 ``model=``: the server must list exactly one), and a one-token probe returns token ids (vLLM
 0.10.2 or newer with ``return_token_ids``); before that probe, a vLLM server's ``/tokenize`` must
@@ -84,7 +84,7 @@ from tts_eval.engines.failures import engine_error, first_line
 from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.progress import GenerationProgress
 from tts_eval.engines.vllm import classify_finish
-from tts_eval.errors import EngineError
+from tts_eval.errors import EngineError, MissingDependencyError, SettingError
 from tts_eval.settings import EngineConfig, check_model_path, invalid
 from tts_eval.types import (
     Completion,
@@ -121,7 +121,7 @@ def import_httpx() -> Any:
     try:
         import httpx
     except ImportError as exc:
-        raise ImportError(f"{OPENAI_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{OPENAI_INSTALL_HINT} ({exc})") from exc
     return httpx
 
 
@@ -211,7 +211,7 @@ def _check_status(response: Any) -> None:
 
 
 def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> ServerInfo:
-    """The start-up checks of the module docstring; one-line ``ValueError`` for each failure.
+    """The start-up checks of the module docstring; one-line ``SettingError`` for each failure.
 
     Without ``tokenizer``, the probe prompt is the policy tokenizer's rendering of a short chat
     (the tokenizer is loaded here: cheap, no weights).
@@ -231,9 +231,12 @@ def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> 
                 f"({first_line(exc)})",
             ) from None
         if response.status_code in (401, 403):
-            raise ValueError(
-                f"the server at base_url={url} refused the API key (HTTP {response.status_code}: "
-                f"{_detail(response)}); set api_key= or OPENAI_API_KEY"
+            raise SettingError(
+                "api_key",
+                "(hidden)",
+                "a key the server accepts",
+                message=f"the server at base_url={url} refused the API key (HTTP "
+                f"{response.status_code}: {_detail(response)}); set api_key= or OPENAI_API_KEY",
             )
         models = _listed_models(url, response)
         info = _pick_model(config, models)
@@ -271,9 +274,12 @@ def _pick_model(config: EngineConfig, models: list[Mapping[str, Any]]) -> Server
     names = [str(m.get("id")) for m in models]
     if config.model is None:
         if len(names) != 1:
-            raise ValueError(
-                f"model_args model is required: the server at base_url={config.base_url} serves "
-                f"{len(names)} models; accepted: {', '.join(names) or 'none listed'}"
+            raise SettingError(
+                "model",
+                None,
+                ", ".join(names) or "none listed",
+                message=f"model_args model is required: the server at base_url={config.base_url} "
+                f"serves {len(names)} models; accepted: {', '.join(names) or 'none listed'}",
             )
         chosen = models[0]
     else:
@@ -320,21 +326,35 @@ def _probe_token_ids(
         _check_status(response)
         choices = response.json()["choices"]
     except ServerRefused as exc:  # e.g. "Token id 34519 is out of vocabulary"
-        raise ValueError(
+        raise _unusable(
+            config,
             f"{server} cannot complete a token-id prompt for model {model!r}: {exc}; "
-            f"is pretrained={config.pretrained} the tokenizer of {model}?"
+            f"is pretrained={config.pretrained} the tokenizer of {model}?",
         ) from None
     except ServerUnavailable as exc:
-        raise ValueError(
-            f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
+        raise _unusable(
+            config, f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
         ) from None
     except Exception as exc:
-        raise ValueError(
-            f"{server} answered a one-token /completions probe unexpectedly: {first_line(exc)}"
+        raise _unusable(
+            config,
+            f"{server} answered a one-token /completions probe unexpectedly: {first_line(exc)}",
         ) from None
     ids = choices[0].get("token_ids") if choices and isinstance(choices[0], dict) else None
     if not isinstance(ids, list):
-        raise ValueError(f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}")
+        raise _unusable(
+            config, f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}"
+        )
+
+
+def _unusable(config: EngineConfig, message: str) -> SettingError:
+    """A server at ``base_url`` that answers but cannot serve token-id prompts (one line)."""
+    return SettingError(
+        "base_url",
+        config.base_url,
+        f"an OpenAI-compatible server with {TOKEN_IDS_FEATURE}",
+        message=message,
+    )
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int:

@@ -43,7 +43,7 @@ MANIFEST = "manifest.json"
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 
 
-class DataFormatError(ValueError):
+class DataFormatError(DataError):
     """A data set is not in a format the command reads."""
 
 

@@ -206,7 +206,10 @@ def plot_main(argv: Sequence[str]) -> int:
         refs = [parse_ref(r) for r in args.ref]
         source = Path(args.results)
         if source.is_file() and source.suffix == ".json":
-            report = json.loads(source.read_text())
+            try:
+                report = json.loads(source.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise DataError(f"{source} is not a tts-eval report (not JSON)") from None
             if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
                 raise DataError(f"{source} is not a tts-eval report (tts-eval report --json)")
             if args.task and report.get("task") != args.task:

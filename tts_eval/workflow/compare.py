@@ -60,6 +60,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.params import ParamCount, parameter_count, short_name
 from tts_eval.search import get_spec, strategy_names
 from tts_eval.types import AnswerSpec
@@ -144,7 +145,7 @@ def _problem_key(record: Mapping[str, Any], fallback: str) -> str:
 
 def _problem(doc: Mapping[str, Any], where: str) -> Problem:
     if "answer" not in doc:
-        raise ValueError(f"{where}: a logged document has no gold answer (doc.answer)")
+        raise DataError(f"{where}: a logged document has no gold answer (doc.answer)")
     level, subject = doc.get("level"), doc.get("subject")
     return Problem(
         str(doc["answer"]),
@@ -287,10 +288,10 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
     rows = list(read_jsonl(path))
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("doc"), dict) or "doc_id" not in row:
-            raise ValueError(f"{path}: line {i + 1} is not an lm-eval logged sample")
+            raise DataError(f"{path}: line {i + 1} is not an lm-eval logged sample")
         score = row.get("exact_match", 0.0)
         if isinstance(score, bool) or not isinstance(score, (int, float)):
-            raise ValueError(f"{path}: line {i + 1} has exact_match {score!r}, not a number")
+            raise DataError(f"{path}: line {i + 1} has exact_match {score!r}, not a number")
     return rows
 
 
@@ -327,7 +328,7 @@ def _lm_eval_tts_system(
     for sample in samples:
         trace = sample.get("tts_trace")
         if not isinstance(trace, Mapping):
-            raise ValueError(f"{where}: a sample of this --model tts run has no tts_trace")
+            raise DataError(f"{where}: a sample of this --model tts run has no tts_trace")
         record = {**trace, "task": task, "doc": sample["doc"]}
         runs.setdefault(settings_key(record), []).append(record)
     results = Results(task, runs, models[0], models[1], where)
@@ -338,7 +339,7 @@ def _check_sample_count(data: Mapping[str, Any], task: str, count: int, where: P
     """One-line error when the samples file holds fewer or more problems than lm-eval scored."""
     expected = ((data.get("n-samples") or {}).get(task) or {}).get("effective")
     if isinstance(expected, int) and expected != count:
-        raise ValueError(
+        raise DataError(
             f"{where} logs {count} problems but lm-eval scored {expected} (n-samples of its "
             "results file): the samples are incomplete; re-run lm-eval with --log_samples"
         )
@@ -356,16 +357,16 @@ def lm_eval_systems(
     folder = Path(folder)
     found = sorted(folder.rglob("results_*.json"))
     if not found:
-        raise ValueError(f"{folder} holds no lm-eval results_*.json")
+        raise DataError(f"{folder} holds no lm-eval results_*.json")
     systems = []
     for path in found:
         match = _RESULTS_RE.match(path.name)
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise ValueError(f"{path} is not valid JSON") from None
+            raise DataError(f"{path} is not valid JSON") from None
         if not match or not isinstance(data, dict) or not isinstance(data.get("results"), dict):
-            raise ValueError(f"{path} is not an lm-eval results file (no 'results' table)")
+            raise DataError(f"{path} is not an lm-eval results file (no 'results' table)")
         config = data.get("config") or {}
         args = _model_args(config)
         model_type = str(config.get("model") or "lm-eval")
@@ -373,7 +374,7 @@ def lm_eval_systems(
         for task in sorted(data["results"]):
             samples_path = path.parent / f"samples_{task}_{match['stamp']}.jsonl"
             if not samples_path.is_file():
-                raise ValueError(
+                raise DataError(
                     f"{path} has no logged samples for task {task} ({samples_path.name}); "
                     "re-run lm-eval with --log_samples"
                 )
@@ -424,7 +425,7 @@ def _plain_system(
             logger.warning("%s: problem %s is logged twice; keeping the first", where, key)
             continue
         if "exact_match" not in sample:
-            raise ValueError(f"{where}: samples have no exact_match metric; is this {task}?")
+            raise DataError(f"{where}: samples have no exact_match metric; is this {task}?")
         problems[key] = _problem(sample["doc"], os.fspath(where))
         accuracy[key] = float(sample["exact_match"])
         if tokenizer is not None:
@@ -475,24 +476,24 @@ def load_systems(
     elif p.is_dir() and any(p.rglob("results_*.json")):
         systems = lm_eval_systems(p, policy=policy, prm=prm, **estimate)
     elif p.is_dir():
-        raise ValueError(
+        raise DataError(
             f"{path}: unknown folder layout; expected a sweep folder ({MANIFEST}), or an "
             "lm-eval output folder (results_*.json with samples_*.jsonl from --log_samples)"
         )
     elif p.is_file() and p.name.startswith("samples_"):
-        raise ValueError(
+        raise DataError(
             f"{path} is an lm-eval samples file; give its folder (with the results_*.json)"
         )
     elif p.is_file():
         try:
             results = load_results(p)
         except UnicodeDecodeError:
-            raise ValueError(f"{path} is not a JSONL trace file (not text)") from None
+            raise DataError(f"{path} is not a JSONL trace file (not text)") from None
         systems = trace_systems(_named(results, policy, prm), kind="trace file", **estimate)
     else:
-        raise ValueError(f"results {path}: no such folder or file")
+        raise DataError(f"results {path}: no such folder or file")
     if not systems:
-        raise ValueError(f"results {path} hold no systems to compare (no records yet)")
+        raise DataError(f"results {path} hold no systems to compare (no records yet)")
     systems = [replace(s, result=os.fspath(path)) for s in systems]
     if label:
         if len(systems) == 1:
@@ -528,7 +529,7 @@ def unique_labels(systems: Sequence[System]) -> list[System]:
     seen: set[str] = set()
     for s in out:
         if s.label in seen:
-            raise ValueError(
+            raise DataError(
                 f"two systems are labelled {s.label!r}; name them with --label PATH=NAME"
             )
         seen.add(s.label)
@@ -557,20 +558,20 @@ def check_comparable(systems: Sequence[System]) -> str | None:
     tasks = {s.task for s in systems if s.task is not None}
     if len(tasks) > 1:
         shown = ", ".join(f"{s.label} ({s.task})" for s in systems)
-        raise ValueError(f"cannot compare results of different tasks: {shown}")
+        raise DataError(f"cannot compare results of different tasks: {shown}")
     golds: dict[str, tuple[str, str]] = {}
     for system in systems:
         for key, problem in system.problems.items():
             seen = golds.setdefault(key, (problem.gold, system.label))
             if seen[0] != problem.gold:
-                raise ValueError(
+                raise DataError(
                     f"{seen[1]} and {system.label} are on different problem sets: problem {key} "
                     f"has gold answer {seen[0]!r} in one and {problem.gold!r} in the other"
                 )
     for i, first in enumerate(systems):
         for second in systems[i + 1 :]:
             if not set(first.problems) & set(second.problems):
-                raise ValueError(
+                raise DataError(
                     f"{first.label} and {second.label} share no problem: results on different "
                     "problem sets cannot be compared"
                 )
@@ -599,12 +600,12 @@ def resolve_params(
     for system in systems:
         result = system.result or system.source
         if system.policy is None:
-            raise ValueError(
+            raise DataError(
                 f"{result} does not name its policy model; give --policy "
                 f"{result}=MODEL (and --prm {result}=MODEL if it used one)"
             )
         if system.prm is None and any(v for p in system.points for v in p.prm_tokens.values()):
-            raise ValueError(
+            raise DataError(
                 f"{system.label} scored with a PRM but {result} does not name it; give --prm "
                 f"{result}=MODEL"
             )
@@ -612,14 +613,14 @@ def resolve_params(
     names = {name for model in models for name in (model, short_name(model))}
     for name in given or {}:
         if name not in names:
-            raise ValueError(
+            raise DataError(
                 f"--params {name}=... names no model of these results; accepted: "
                 + ", ".join(short_name(m) for m in models)
             )
     for model in models:
         count = parameter_count(model, given, recorded.get(model))
         if count is None:
-            raise ValueError(
+            raise DataError(
                 f"no parameter count for model {model}: it is not on disk (no safetensors or "
                 f"config.json); give it with --params {short_name(model)}=COUNT"
             )
@@ -725,7 +726,7 @@ def _params_of(model: str | None, system: System, params: Mapping[str, ParamCoun
     """The parameter count of one of ``system``'s models; one-line error when there is none
     (never a silent 0: :func:`resolve_params` finds them)."""
     if model is None or model not in params:
-        raise ValueError(
+        raise DataError(
             f"no parameter count for {'the policy' if model is None else 'model ' + model} of "
             f"{system.label}; give it with --params {short_name(model) or 'MODEL'}=COUNT"
         )
@@ -774,15 +775,15 @@ def _pick_baseline(
         label, n_text = name, ""
     labels = [s.label for s in systems]
     if label not in labels:
-        raise ValueError(f"--baseline {name!r} names no system; accepted: {'; '.join(labels)}")
+        raise DataError(f"--baseline {name!r} names no system; accepted: {'; '.join(labels)}")
     own = [r for r in rows if r["system"] == label]
     if n_text:
         own = [r for r in own if r["n"] == int(n_text)]
         if not own:
-            raise ValueError(f"--baseline {name!r}: system {label!r} has no budget n={n_text}")
+            raise DataError(f"--baseline {name!r}: system {label!r} has no budget n={n_text}")
     row = max(own, key=lambda r: r["n"])
     if row["flops"] is None:
-        raise ValueError(
+        raise DataError(
             f"--baseline {name!r} has unknown compute (its tokens could not be counted: no local "
             "tokenizer); pick a baseline whose tokens are known"
         )
@@ -852,11 +853,11 @@ def build_leaderboard(
 ) -> dict[str, Any]:
     """The JSON-ready leaderboard of ``systems`` (see the module docstring)."""
     if isinstance(bootstrap_iters, bool) or not isinstance(bootstrap_iters, int):
-        raise ValueError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
+        raise DataError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
     if bootstrap_iters < 0:
-        raise ValueError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
+        raise DataError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
     if not systems:
-        raise ValueError("no systems to compare")
+        raise DataError("no systems to compare")
     task = check_comparable(systems)
     total = len({k for s in systems for k in s.problems})
     rows = [

@@ -75,7 +75,7 @@ class EstimateSettings:
         for name in ("max_exact", "draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise DataError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass
