@@ -17,7 +17,7 @@ from fakes import FakeAnswerSpec, FakePRM, RandomEngine, ScriptedEngine, problem
 
 from tts_eval.config import TTSConfig, result_identity
 from tts_eval.errors import SettingError
-from tts_eval.search import SearchConfig, get_spec, run_search
+from tts_eval.search import SearchConfig, derive_seed, get_spec, run_search
 from tts_eval.settings import EngineConfig
 from tts_eval.traces import result_record
 from tts_eval.workflow.estimate import EstimateSettings, Grader, estimate_run
@@ -170,16 +170,24 @@ def test_a_rule_that_never_fires_is_the_fixed_budget_run(strategy):
     assert len({c.answer for r in fixed for c in r.candidates}) > 1  # not a trivial batch
 
 
-def test_results_do_not_depend_on_the_batch():
+@pytest.mark.parametrize(
+    "kwargs, varies",
+    [
+        (dict(strategy="majority", stop="adaptive", wave=2), "samples_drawn"),
+        (dict(strategy="best_of_n", prune_steps=2, prune_fraction=0.4), "pruned_tokens"),
+    ],
+)
+def test_results_do_not_depend_on_the_batch(kwargs, varies):
     problems = [problem(uid) for uid in ("A", "B", "C", "D", "E")]
 
     def search(batch):
         engine = RandomEngine(seeded=True, answers=("1", "2", "3"), p_final=0.5)
-        config = SearchConfig(strategy="majority", n=12, max_tokens=120, stop="adaptive", wave=2)
-        return [comparable(r) for r in run_search(config, batch, engine, None, FakeAnswerSpec())]
+        config = SearchConfig(n=12, max_tokens=120, **kwargs)
+        results = run_search(config, batch, engine, FakePRM(), FakeAnswerSpec())
+        return [comparable(r) for r in results]
 
     together = search(problems)
-    assert len({r.settings["samples_drawn"] for r in together}) > 1  # they stop at different waves
+    assert len({r.settings[varies] for r in together}) > 1  # the problems differ
     assert search(problems[::-1])[::-1] == together
     assert [search([p])[0] for p in problems] == together
 
@@ -246,3 +254,104 @@ def test_early_stopping_settings_are_checked(kwargs, message):
 def test_stopping_options_belong_to_the_sampling_strategies():
     with pytest.raises(SettingError, match="only with strategy=majority or best_of_n"):
         SearchConfig(strategy="beam_search", n=8, stop="adaptive")
+
+
+# --------------------------------------------------------------------------------------------
+# early pruning of best-of-N (Speculative Rejection at step boundaries)
+# --------------------------------------------------------------------------------------------
+
+PRUNE_SCRIPT = {
+    # sample i takes option i: four first steps scored 0.9, 0.2, 0.6 and 0.1
+    "": ["a [0.9]\n\n", "b [0.2]\n\n", "c [0.6]\n\n", "d [0.1]\n\n"],
+    "a [0.9]\n\n": ["\\boxed{1} [0.7]<eos>"],
+    "c [0.6]\n\n": ["\\boxed{2} [0.8]<eos>"],
+    "b [0.2]\n\n": ["\\boxed{3} [0.1]<eos>"],
+}
+
+
+def prune_run(script, **kwargs):
+    engine, prm = ScriptedEngine(script), FakePRM()
+    config = SearchConfig(strategy="best_of_n", **{"n": 4, "max_tokens": 100, **kwargs})
+    (result,) = run_search(config, [problem("P")], engine, prm, FakeAnswerSpec())
+    return result, engine, prm
+
+
+def test_pruning_after_the_first_step():
+    result, engine, prm = prune_run(PRUNE_SCRIPT, prune_steps=1)
+    # the first steps of all four in one request, seeded as the fixed-budget samples
+    (first,) = engine.calls[0]
+    assert (first.params.n, first.params.stop) == (4, ("\n\n",))
+    assert first.params.seed == derive_seed(0, "P", "sample")
+    # scored after step 1: the lower half (0.1 and 0.2) stops; a and c run to the end
+    assert [r.steps for r in prm.calls[0]] == [
+        ("a [0.9]",),
+        ("b [0.2]",),
+        ("c [0.6]",),
+        ("d [0.1]",),
+    ]
+    assert result.settings["pruned_at"] == [None, 1, None, 1]
+    assert [[(r.params.n, r.params.stop) for r in call] for call in engine.calls[1:]] == [
+        [(1, ()), (1, ())]
+    ]
+    assert [len(call) for call in prm.calls] == [4, 2]  # then only the finished ones
+    # the trace keeps the pruned samples' partial solutions and their scores then
+    pruned = result.candidates[1]
+    assert (pruned.steps, pruned.step_scores, pruned.finished) == (("b [0.2]\n\n",), (0.2,), False)
+    assert [c.step_scores for c in result.candidates[::2]] == [(0.9, 0.7), (0.6, 0.8)]
+    assert result.candidates[result.selected].answer == "2"  # 0.8 > 0.7 (agg=last)
+    # tokens: 9 per first step, 16 per answer step (EOS included); the pruned two had 9 each
+    assert result.cost.policy_tokens == 4 * 9 + 2 * 16
+    assert (result.settings["pruned"], result.settings["pruned_tokens"]) == (2, 18)
+    assert result.settings["tokens_saved_estimate"] == 2 * (25 - 9)
+
+
+def test_pruning_schedule_of_two_steps_never_prunes_a_finished_sample():
+    script = {
+        "": ["a [0.9]\n\n", "b [0.2]\n\n", "c [0.6]\n\n", "\\boxed{5} [0.05]<eos>"],
+        "a [0.9]\n\n": ["e [0.3]\n\n"],
+        "c [0.6]\n\n": ["f [0.5]\n\n"],
+        "c [0.6]\n\nf [0.5]\n\n": ["\\boxed{2} [0.8]<eos>"],
+    }
+    result, engine, prm = prune_run(script, prune_steps=2)
+    # step 1: of the three still generating (d finished) floor(1.5) = 1 stops: b; step 2: of a
+    # (0.3) and c (0.5), a stops; c alone runs to the end
+    assert result.settings["pruned_at"] == [2, 1, None, None]
+    assert [len(call) for call in prm.calls] == [3, 2, 2]
+    assert {r.steps[-1] for r in prm.calls[2]} == {"\\boxed{2} [0.8]", "\\boxed{5} [0.05]"}
+    assert [[r.params.stop for r in call] for call in engine.calls] == [
+        [("\n\n",)],
+        [("\n\n",), ("\n\n",)],
+        [()],
+    ]
+    assert result.candidates[0].steps == ("a [0.9]\n\n", "e [0.3]\n\n")
+    assert result.candidates[result.selected].answer == "2"
+
+
+def test_a_pruned_run_is_one_curve_and_is_not_a_probe():
+    result, _, _ = prune_run(PRUNE_SCRIPT, prune_steps=1, prune_fraction=0.25)
+    assert result.settings["pruned_at"] == [None, None, None, 1]  # floor(0.25 x 4) = 1
+    spec = get_spec("best_of_n")
+    assert [c.name for c in spec.curves_of(4, result.settings)] == [
+        "best_of_n (prune_fraction=0.25, prune_steps=1)"
+    ]
+    assert not spec.scores_samples_of(result.settings)
+    assert spec.scores_samples_of(SearchConfig(strategy="best_of_n").settings())
+    options = SearchConfig(strategy="best_of_n", n=4, prune_steps=1).options
+    assert spec.plan([2, 4], options) == [2, 4]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(prune_steps=-1), "prune_steps=-1 is invalid; accepted: an integer >= 0"),
+        (dict(prune_steps=1, prune_fraction=1), "prune_fraction=1 is invalid; accepted: a number"),
+        (dict(prune_fraction=0.3), "accepted: only with prune_steps >= 1"),
+        (dict(prune_steps=1, stop="esc", esc_window=2), "accepted: 0 with stop=esc"),
+    ],
+)
+def test_pruning_settings_are_checked(kwargs, message):
+    with pytest.raises(SettingError) as info:
+        SearchConfig(strategy="best_of_n", n=4, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(SettingError, match="prune_steps=1 is invalid; accepted: only with str"):
+        SearchConfig(strategy="majority", n=4, prune_steps=1)

@@ -63,6 +63,8 @@ def test_search_keys_are_the_model_args_keys():
         "stop_threshold",
         "stop_prior",
         "esc_window",
+        "prune_steps",
+        "prune_fraction",
         "beam_width",
         "lookahead",
         "max_step_tokens",

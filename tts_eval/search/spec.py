@@ -22,7 +22,9 @@ A spec says:
 - ``curves``: the accuracy curves one run at budget ``n`` yields (:class:`Curve`);
 - ``undelimited_effect``: what a step delimiter that never occurs does to it (None: it never splits
   steps, nothing to warn about); ``scores_samples``: its candidates are independent whole samples
-  whose finished ones the PRM scored (a compute-optimal probe's expectation can be read off it);
+  whose finished ones the PRM scored (a compute-optimal probe's expectation can be read off it;
+  a callable of a run's recorded settings where that depends on them: not for a run that stopped
+  or pruned early);
   ``one_request``: it samples every candidate of a problem in one request (the prompt is processed
   once).
 
@@ -125,7 +127,7 @@ class StrategySpec:
     plan: Callable[[Sequence[int], Any], list[int]] = each_budget
     curves: Callable[[int, Mapping[str, Any]], list[Curve]] | None = None
     undelimited_effect: str | None = "the PRM scored each solution as a single step"
-    scores_samples: bool = False
+    scores_samples: bool | Callable[[Mapping[str, Any]], bool] = False
     one_request: bool = False
 
     def __post_init__(self) -> None:
@@ -148,6 +150,12 @@ class StrategySpec:
 
     def default_options(self) -> StrategyOptions:
         return self.options()
+
+    def scores_samples_of(self, settings: Mapping[str, Any]) -> bool:
+        """Whether a run with these (recorded) settings scores independent whole samples."""
+        if callable(self.scores_samples):
+            return bool(self.scores_samples(settings))
+        return bool(self.scores_samples)
 
     def curves_of(self, n: int, settings: Mapping[str, Any]) -> list[Curve]:
         """The curves one run at budget ``n`` with these (recorded) settings yields."""

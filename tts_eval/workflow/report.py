@@ -113,15 +113,17 @@ def _estimate_runs(
             info = problem_info(record)
             problems.setdefault(info.uid, info)
         points.extend(estimate_run(records, key, grader.spec, grader, settings))
-        if records and _scores_samples(str(records[0].get("strategy"))):
+        if records and _scores_samples(records[0]):
             difficulty = {**difficulty_scores(records), **difficulty}
     return Estimates(collect_points(points), problems, difficulty)
 
 
-def _scores_samples(strategy: str) -> bool:
+def _scores_samples(record: Mapping[str, Any]) -> bool:
     """Whether a run's candidates are independent PRM-scored samples (a compute-optimal probe's
-    difficulty can be read off them; the strategy's spec says)."""
-    return strategy in strategy_names() and get_spec(strategy).scores_samples
+    difficulty can be read off them; the strategy's spec says, given the run's settings)."""
+    strategy = str(record.get("strategy"))
+    settings = record.get("settings") or {}
+    return strategy in strategy_names() and get_spec(strategy).scores_samples_of(settings)
 
 
 def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
