@@ -45,6 +45,9 @@ def test_search_keys_are_the_model_args_keys():
         "max_tokens",
         "seed",
         "step_delimiter",
+        "self_score",
+        "confidence_window",
+        "confidence_topk",
         "options",
     ]
     assert search_keys() == (
@@ -58,6 +61,9 @@ def test_search_keys_are_the_model_args_keys():
         "max_tokens",
         "seed",
         "step_delimiter",
+        "self_score",
+        "confidence_window",
+        "confidence_topk",
         "stop",
         "wave",
         "stop_threshold",

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from tts_eval.search import SearchConfig, shared_keys
-from tts_eval.search.config import shared_defaults
-from tts_eval.search.spec import group_option_keys, later_option_defaults
+from tts_eval.search.config import VLLM_MAX_LOGPROBS, later_defaults, shared_defaults
+from tts_eval.search.spec import group_option_keys
 from tts_eval.settings import EngineConfig, PRMConfig, check_answer, check_int, invalid
 
 
@@ -71,15 +71,34 @@ class TTSConfig:
         check_answer(self.answer)
         if not isinstance(self.max_tokens_from_task, bool):
             raise invalid("max_tokens_from_task", self.max_tokens_from_task, "true or false")
-        if self.prm is None and self.search.spec.needs_prm:
+        search = self.search
+        if self.prm is None and search.spec.needs_prm and search.self_score is None:
             raise invalid(
                 "strategy",
-                self.search.strategy,
+                search.strategy,
                 "majority without a PRM; strategy="
-                f"{self.search.strategy} needs a PRM: add prm=<path or hub id>",
+                f"{search.strategy} needs a PRM: add prm=<path or hub id> (or prm=self)",
+            )
+        if self.prm is not None and search.self_score is not None and search.spec.needs_prm:
+            raise invalid(
+                "self_score",
+                search.self_score,
+                f"only with prm=self (the policy's confidence in place of a PRM), not "
+                f"prm={self.prm.path}",
+            )
+        k = search.logprobs_k
+        if k is not None and self.engine.backend in LIMITED_LOGPROBS and k > VLLM_MAX_LOGPROBS:
+            raise invalid(
+                "confidence_topk",
+                search.confidence_topk,
+                f"an integer in 1..{VLLM_MAX_LOGPROBS} with backend={self.engine.backend} "
+                "(vLLM returns at most max_logprobs=20 log-probabilities per token)",
             )
 
 
+# Backends that return at most VLLM_MAX_LOGPROBS log-probabilities per token (vLLM's engine and
+# server defaults); backend=hf returns any number.
+LIMITED_LOGPROBS = ("vllm", "openai")
 # Where and how the work runs, never what it returns: left out of the identity. Run level, then
 # the policy engine's fields, then the PRM's.
 PLACEMENT_KEYS = ("trace_path", "eager_load", "data_parallel_size", "ray_address")
@@ -112,7 +131,7 @@ def result_identity(config: TTSConfig, task: str | None = None) -> dict[str, Any
     """What identifies the results of ``config`` on ``task`` (see the module docstring); JSON-ready
     and flat but for ``search`` (the search settings, as recorded in every result)."""
     search = config.search.settings()
-    for key, default in later_option_defaults().items():
+    for key, default in later_defaults().items():
         if key in search and search[key] == default:
             del search[key]  # identities of runs made before the option existed stay as they were
     identity: dict[str, Any] = {"task": task, "search": search}
@@ -161,7 +180,7 @@ def shared_search_settings(search: Mapping[str, Any]) -> dict[str, Any]:
     belongs to every group it agrees with on the rest (:func:`compatible`)."""
     defaults = shared_defaults()
     out = {k: search.get(k, defaults[k]) for k in shared_keys() if k not in RUN_NAMING_KEYS}
-    later = later_option_defaults()
+    later = later_defaults()
     out.update(
         {
             k: search[k]

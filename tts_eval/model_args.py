@@ -33,6 +33,7 @@ from typing import Any
 from tts_eval.config import TTSConfig
 from tts_eval.errors import DataError, SettingError
 from tts_eval.search import SearchConfig, get_spec, search_keys, shared_keys, strategy_names
+from tts_eval.search.confidence import DEFAULT_SELF_SCORE
 from tts_eval.search.spec import SHARED_READS, not_read, option_owners
 from tts_eval.settings import (
     PRM_KEYS,
@@ -56,6 +57,8 @@ TOP_KEYS = (
     "ray_address",
     "answer",
 )
+# prm=self: no PRM model; the policy's own confidence scores the steps (``self_score``).
+SELF_PRM = "self"
 LM_EVAL_DEFAULT_DEVICE = "cuda:0"  # what lm-eval's CLI sends when --device is not given
 # vLLM's share of GPU memory when a PRM runs beside it on the same GPU (otherwise the engine default).
 PRM_SHARED_GPU_MEMORY_UTILIZATION = 0.5
@@ -201,6 +204,38 @@ def _apply_lm_eval_flags(
         logger.info("lm-eval flags applied to --model tts: %s", "; ".join(applied))
     if overridden:
         logger.info("lm-eval flags overridden by model_args: %s", "; ".join(overridden))
+
+
+def _check_self_prm(raw: Mapping[str, Any], strategy: str) -> None:
+    """``prm=self`` loads no PRM: PRM settings given with it are refused, and so is a strategy
+    that cannot score with the policy's confidence (one line each)."""
+    if strategy in strategy_names() and not get_spec(strategy).self_scored:
+        raise invalid(
+            "prm",
+            SELF_PRM,
+            f"a PRM path or hub id with strategy={strategy} (it reads PRM scores as "
+            "probabilities, as particle weights or difficulty bins; the policy's confidence "
+            "is not one)",
+        )
+    for key in raw:
+        if key in PRM_KEYS and key != "prm":
+            raise SettingError(
+                key,
+                raw[key],
+                "no PRM setting with prm=self",
+                message=f"model_args {key}={raw[key]} is invalid with prm=self (no PRM model is "
+                "loaded: the policy's own confidence scores the steps; see self_score)",
+            )
+
+
+def _pruning_without_prm(value: Any) -> SettingError:
+    return SettingError(
+        "prune_steps",
+        value,
+        "0 without a PRM",
+        message=f"model_args prune_steps={value} is invalid without a PRM; accepted: 0 (pruning "
+        "scores partial samples: add prm=<path or hub id> or prm=self, with strategy=best_of_n)",
+    )
 
 
 def accepted_keys() -> list[str]:
@@ -358,11 +393,27 @@ def parse_model_args(
     if cli_device is not None and "device" not in engine_vals:
         engine_vals["device"] = cli_device
     search_vals = {k: v for k, v in raw.items() if k in search_keys()}
-    has_prm = raw.get("prm") not in (None, "")
-    if "strategy" not in search_vals and not has_prm:
+    self_prm = str(raw.get("prm", "")).strip() == SELF_PRM
+    has_prm = raw.get("prm") not in (None, "") and not self_prm
+    if self_prm:
+        _check_self_prm(raw, str(search_vals.get("strategy", SearchConfig.strategy)))
+        search_vals.setdefault("self_score", DEFAULT_SELF_SCORE)
+    elif "self_score" in explicit:
+        strategy = str(search_vals.get("strategy", SearchConfig.strategy))
+        if strategy in strategy_names() and get_spec(strategy).needs_prm:
+            raise invalid(
+                "self_score",
+                raw["self_score"],
+                "only with prm=self (the policy's confidence in place of a PRM)",
+            )
+    if "strategy" not in search_vals and not has_prm and not self_prm:
+        if "prune_steps" in raw:
+            raise _pruning_without_prm(raw["prune_steps"])
         # No PRM and no strategy: plain sampling, i.e. majority over n samples (n=1 by default).
         search_vals["strategy"] = "majority"
         search_vals.setdefault("n", 1)
+    elif not has_prm and not self_prm and "prune_steps" in raw:
+        raise _pruning_without_prm(raw["prune_steps"])
     _apply_lm_eval_flags(raw, engine_vals, search_vals, flags)
     prm_vals = {PRM_KEYS[k]: v for k, v in raw.items() if k in PRM_KEYS}
     if has_prm and "gpu_memory_utilization" not in engine_vals:

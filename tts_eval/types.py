@@ -180,10 +180,19 @@ class PolicyEngine(Protocol):
 
 @dataclass(frozen=True)
 class PRMRequest:
-    """Score every step of one (partial) solution to ``problem``."""
+    """Score every step of one (partial) solution to ``problem``.
+
+    ``token_values`` / ``step_token_ends``: what a scorer that reads the policy's own confidence
+    needs (``tts_eval.search.confidence.SelfScorer``; a PRM model ignores them): per generated
+    token of the solution its confidence value, and per step how many of those tokens its prefix
+    spans. None unless the search scores with the policy's confidence (``self_score``). They take
+    no part in comparisons or hashing (a request is its problem and steps).
+    """
 
     problem: str
     steps: tuple[str, ...]
+    token_values: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
+    step_token_ends: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import itertools
 import json
 from dataclasses import dataclass, field, replace
 
+from tts_eval.search.confidence import DEFAULT_SELF_SCORE, token_value
 from tts_eval.search.config import SearchConfig
 from tts_eval.types import (
     AnswerSpec,
@@ -120,6 +121,10 @@ class Node:
     derived from it. ``rank_score`` is what the strategy ranks by: the aggregated step scores, or
     with lookahead the aggregated scores of the rolled-out prefix. ``cuts``: character offsets
     in ``text`` where a step ended at the per-step token cap (module docstring).
+    ``token_values``: per generated token, the policy's confidence value that ``self_score``
+    reads (:func:`tts_eval.search.confidence.token_value`; empty when the run reads none);
+    ``pieces``: ``(tokens, characters)`` of the solution at the end of each appended completion
+    (where a self-scored step's prefix ends).
     """
 
     lineage: tuple[int, ...]
@@ -132,6 +137,8 @@ class Node:
     step_scores: tuple[float, ...] = ()
     rank_score: float = 0.0
     cuts: tuple[int, ...] = ()
+    token_values: tuple[float, ...] = field(default=(), repr=False)
+    pieces: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     _views: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -182,6 +189,10 @@ def extend(
     ):
         # the step hit the per-step cap with solution budget left: it ends as a step
         reason, cuts = FinishReason.STEP, (*cuts, len(text))
+    values = node.token_values
+    if config.logprobs_k is not None and completion.logprobs is not None:
+        kind = config.self_score or DEFAULT_SELF_SCORE
+        values = values + tuple(token_value(entry, kind) for entry in completion.logprobs)
     finished = reason is FinishReason.EOS
     truncated = reason is FinishReason.LENGTH
     views = None
@@ -204,6 +215,8 @@ def extend(
         step_scores=node.step_scores,
         rank_score=node.rank_score,
         cuts=cuts,
+        token_values=values,
+        pieces=(*node.pieces, (len(token_ids), len(text))),
         _views=views,
     )
 
@@ -251,14 +264,32 @@ def step_request(
         temperature=config.temperature if temperature is None else temperature,
         top_p=config.top_p,
         max_tokens=remaining if cap is None else min(remaining, cap),
+        logprobs=config.logprobs_k,
         stop=() if final else (config.step_delimiter,),
         seed=seed,
     )
     return GenerationRequest(prompt_ids=tuple(problem.prompt_ids) + tuple(token_ids), params=params)
 
 
-def prm_request(problem: Problem, views: tuple[str, ...]) -> PRMRequest:
-    return PRMRequest(problem=problem.text, steps=views)
+def prm_request(problem: Problem, node: Node, config: SearchConfig) -> PRMRequest:
+    """The PRM request of a node's steps; with ``self_score`` it carries the node's token values
+    and where each step's prefix ends in tokens (the end of the completion that closed it)."""
+    delimiter = config.step_delimiter
+    views = node.views(delimiter)
+    if config.self_score is None:
+        return PRMRequest(problem=problem.text, steps=views)
+    raws, _ = segment_steps(node.text, delimiter, node.open_tail, node.cuts)
+    char_ends = [piece[1] for piece in node.pieces]
+    ends = []
+    for end in itertools.accumulate(len(raw) for raw in raws):
+        at = min(bisect.bisect_left(char_ends, end), len(node.pieces) - 1)
+        ends.append(node.pieces[at][0] if node.pieces else 0)
+    return PRMRequest(
+        problem=problem.text,
+        steps=views,
+        token_values=node.token_values,
+        step_token_ends=tuple(ends),
+    )
 
 
 def scored(node: Node, scores: tuple[float, ...], agg_scores: float) -> Node:

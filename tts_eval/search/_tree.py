@@ -261,7 +261,7 @@ class TreeWork(Work):
             self._after_scoring()
             return []
         return [
-            prm_request(self.problem, self._rollouts.get(key, self._child(key)).views(delimiter))
+            prm_request(self.problem, self._rollouts.get(key, self._child(key)), self.config)
             for key in self._scoring
         ]
 

@@ -186,7 +186,7 @@ class PruningWork(Work):
                 return []
             if self._scoring:
                 return [
-                    prm_request(self.problem, self.nodes[i].views(delimiter)) for i in self._scoring
+                    prm_request(self.problem, self.nodes[i], self.config) for i in self._scoring
                 ]
             self._advance()
 

@@ -198,6 +198,7 @@ SPEC = register_strategy(
         needs_prm=True,
         routable=False,
         options=ComputeOptimalOptions,
+        self_scored=False,
         undelimited_effect="the routed searches could not branch and the PRM scored each "
         "solution as a single step",
     )

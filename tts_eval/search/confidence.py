@@ -32,6 +32,16 @@ renormalised, ``KL(U_k || P_i restricted to the top k)``: exact when ``k`` is th
 vocabulary, otherwise the same divergence over the ``k`` tokens that carry most of the mass
 (the tail's individual probabilities are unknown from top-``k`` output).
 
+In place of a PRM (``self_score=KIND``, ``prm=self``; :class:`SelfScorer`): searches keep, per
+generated token, the value the kind reads (:func:`token_value`: DeepConf's token confidence, or
+the token's self-certainty) and a step's score is the kind's score (:func:`score_values`) of the
+solution's tokens up to the end of the generation request that closed the step: its prefix in the
+step-level searches (one request per step), the whole solution for every step of a sample drawn
+in one request (best-of-N). The kinds: ``lowest_group_confidence``, ``bottom_group_confidence``
+(lowest 10% of groups), ``tail_confidence`` (both over ``confidence_window`` tokens),
+``mean_confidence`` and ``self_certainty``. They are >= 0 and not probabilities (higher: more
+confident); no PRM tokens are counted.
+
 Conventions: an empty trace scores 0.0 (no confidence; all these scores are >= 0). Only eligible
 candidates (:func:`~tts_eval.search.voting.is_eligible`) vote; answers are grouped by an
 :class:`~tts_eval.search.voting.AnswerGrouper`, with the weighted vote's tie rules.
@@ -47,10 +57,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tts_eval.search.config import SELF_SCORES
 from tts_eval.search.voting import AnswerGrouper, is_eligible, weighted_vote_by
-from tts_eval.types import Candidate, TokenLogprobs
+from tts_eval.types import Candidate, PRMOutput, PRMRequest, TokenLogprobs
 
 SCORE_KINDS = ("lowest_group", "bottom_group", "tail", "mean", "self_certainty")
+# ``self_score`` setting -> TraceScore kind
+SELF_SCORE_KINDS = dict(zip(SELF_SCORES, SCORE_KINDS, strict=True))
+DEFAULT_SELF_SCORE = "lowest_group_confidence"  # DeepConf's trace score
+BOTTOM_SHARE = 0.1  # DeepConf's "bottom 10%" groups
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -247,3 +262,60 @@ def first_low_confidence(confidences: Sequence[float], window: int, threshold: f
         if mean < threshold:
             return end
     return None
+
+
+def token_value(entry: TokenLogprobs, self_score: str) -> float:
+    """The per-token value a ``self_score`` kind reads: the token's self-certainty for
+    ``self_certainty``, its DeepConf token confidence for the others."""
+    if self_score == "self_certainty":
+        return token_self_certainty(entry)
+    return token_confidence(entry)
+
+
+def score_values(values: Sequence[float], self_score: str, window: int) -> float:
+    """A trace's ``self_score`` from its per-token values (:func:`token_value`); ``window`` is the
+    group window and the tail length."""
+    kind = SELF_SCORE_KINDS.get(self_score)
+    if kind is None:
+        raise ValueError(f"self_score must be one of {', '.join(SELF_SCORES)}; got {self_score!r}")
+    if kind == "lowest_group":
+        return lowest_group_confidence(values, window)
+    if kind == "bottom_group":
+        return bottom_group_confidence(values, window, BOTTOM_SHARE)
+    if kind == "tail":
+        return tail_confidence(values, window)
+    return _mean(values)  # mean confidence, or self-certainty (the mean of its token values)
+
+
+class SelfScorer:
+    """A :class:`~tts_eval.types.ProcessRewardModel` that scores steps with the policy's own
+    confidence (module docstring): step ``i`` scores :func:`score_values` of the request's
+    ``token_values[:step_token_ends[i]]``; no PRM tokens are processed."""
+
+    tokenizer = None
+    device = None
+
+    def __init__(self, self_score: str, window: int) -> None:
+        if self_score not in SELF_SCORES:
+            raise ValueError(
+                f"self_score must be one of {', '.join(SELF_SCORES)}; got {self_score!r}"
+            )
+        _positive_int("window", window)
+        self.self_score = self_score
+        self.window = window
+
+    def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
+        out = []
+        for request in requests:
+            values, ends = request.token_values, request.step_token_ends
+            if values is None or ends is None or len(ends) != len(request.steps):
+                raise ValueError(
+                    "self-scoring needs each request's token values and step ends (a search run "
+                    "with self_score set and log-probabilities from the engine)"
+                )
+            scores = tuple(score_values(values[:end], self.self_score, self.window) for end in ends)
+            out.append(PRMOutput(scores, 0))
+        return out
+
+    def close(self) -> None:
+        """Nothing to free."""

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tts_eval.search.spec import (
+    LATER_OPTION,
     StrategyOptions,
     StrategySpec,
     get_spec,
+    later_option_defaults,
     not_read,
     option_defaults,
     option_owners,
@@ -38,6 +40,16 @@ from tts_eval.settings import check_choice, check_float, check_int, invalid
 
 AGGREGATIONS = ("last", "min", "prod", "mean")
 SELECTIONS = ("naive", "weighted")
+# The policy's own confidence scores (``self_score``; ``tts_eval.search.confidence``).
+SELF_SCORES = (
+    "lowest_group_confidence",
+    "bottom_group_confidence",
+    "tail_confidence",
+    "mean_confidence",
+    "self_certainty",
+)
+# vLLM's default max_logprobs, what its engine and server return at most per token.
+VLLM_MAX_LOGPROBS = 20
 
 
 @dataclass(frozen=True, init=False)
@@ -48,6 +60,14 @@ class SearchConfig:
     each strategy). ``max_tokens`` is a per-solution budget over all of its steps. ``options`` are
     the strategy's own settings (see the module docstring); keywords naming them are accepted
     here as well.
+
+    ``self_score``: None (a PRM scores steps) or one of :data:`SELF_SCORES`: the policy's own
+    token confidence scores the steps in place of a PRM (``prm=self``; no PRM FLOPs; see
+    :class:`tts_eval.search.confidence.SelfScorer`), and for ``strategy=deepconf`` the trace score
+    it votes with. ``confidence_window``: DeepConf's group window and tail, in tokens.
+    ``confidence_topk``: the top-k log-probabilities asked per generated token (>= 2 for
+    ``self_certainty``). The two are refused at another value than their default unless the run
+    reads the policy's confidence.
     """
 
     strategy: str = "best_of_n"
@@ -60,6 +80,9 @@ class SearchConfig:
     max_tokens: int = 2048
     seed: int = 0
     step_delimiter: str = "\n\n"
+    self_score: str | None = dataclasses.field(default=None, metadata=LATER_OPTION)
+    confidence_window: int = dataclasses.field(default=2048, metadata=LATER_OPTION)
+    confidence_topk: int = dataclasses.field(default=20, metadata=LATER_OPTION)
     options: StrategyOptions = dataclasses.field(default=None)  # type: ignore[assignment]
 
     def __init__(self, **values: Any) -> None:
@@ -85,10 +108,57 @@ class SearchConfig:
             raise invalid("seed", self.seed, "an integer")
         if not isinstance(self.step_delimiter, str) or not self.step_delimiter:
             raise invalid("step_delimiter", self.step_delimiter, "a non-empty string (\\n\\n)")
+        self._check_confidence()
+
+    def _check_confidence(self) -> None:
+        spec = get_spec(self.strategy)
+        if self.self_score is not None:
+            check_choice("self_score", self.self_score, SELF_SCORES)
+            if spec.needs_prm and not spec.self_scored:
+                raise invalid(
+                    "self_score",
+                    self.self_score,
+                    f"none with strategy={self.strategy} (it reads PRM scores as probabilities, "
+                    "as particle weights or difficulty bins; the policy's confidence is not one)",
+                )
+            if self.agg == "prod":
+                raise invalid(
+                    "agg",
+                    self.agg,
+                    "last, min or mean with self_score (confidence scores are not probabilities)",
+                )
+        check_int("confidence_window", self.confidence_window, 1)
+        check_int("confidence_topk", self.confidence_topk, 1)
+        if self.self_score == "self_certainty" and self.confidence_topk < 2:
+            raise invalid(
+                "confidence_topk", self.confidence_topk, "an integer >= 2 for self_certainty"
+            )
+        if self.logprobs_k is None:
+            fields = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+            for key in ("confidence_window", "confidence_topk"):
+                if getattr(self, key) != fields[key]:
+                    raise invalid(
+                        key,
+                        getattr(self, key),
+                        "only with self_score=... (prm=self) or a strategy that votes by "
+                        "confidence (deepconf)",
+                    )
 
     @property
     def spec(self) -> StrategySpec:
         return get_spec(self.strategy)
+
+    @property
+    def logprobs_k(self) -> int | None:
+        """The top-k log-probabilities every generation request asks for: ``confidence_topk``
+        when the run reads the policy's confidence (``self_score`` in place of a PRM the strategy
+        needs, or a strategy that votes by it), else None (none asked, none computed; a strategy
+        without a PRM ignores ``self_score``, so a sweep's shared ``prm=self`` leaves its majority
+        runs as they are)."""
+        spec = get_spec(self.strategy)
+        if (self.self_score is not None and spec.needs_prm) or spec.needs_logprobs:
+            return self.confidence_topk
+        return None
 
     def settings(self) -> dict[str, object]:
         """The settings as a JSON-ready dict (recorded in every ``SearchResult``): the shared
@@ -119,6 +189,16 @@ def shared_keys() -> tuple[str, ...]:
 
 def shared_defaults() -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(SearchConfig) if f.name != "options"}
+
+
+def later_defaults() -> dict[str, Any]:
+    """The settings added after results were first recorded (shared ones and strategies'
+    options marked :data:`~tts_eval.search.spec.LATER_OPTION`) with their defaults: left out of a
+    result's identity at their default."""
+    shared = {
+        f.name: f.default for f in dataclasses.fields(SearchConfig) if f.metadata.get("later")
+    }
+    return {**shared, **later_option_defaults()}
 
 
 def search_keys() -> tuple[str, ...]:

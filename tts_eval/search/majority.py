@@ -215,8 +215,7 @@ class SamplingWork(Work):
     def prm_requests(self) -> list[PRMRequest]:
         if self._stage != "score":
             return []
-        delimiter = self.config.step_delimiter
-        return [prm_request(self.problem, self.nodes[i].views(delimiter)) for i in self._scoring]
+        return [prm_request(self.problem, self.nodes[i], self.config) for i in self._scoring]
 
     def on_scored(self, outputs: list[PRMOutput]) -> None:
         for i, out in zip(self._scoring, outputs, strict=True):

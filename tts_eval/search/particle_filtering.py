@@ -248,6 +248,8 @@ class ParticleWork(Work):
             step_scores=mark.step_scores,
             rank_score=mark.rank_score,
             cuts=tuple(c for c in node.cuts if c <= mark.chars),
+            token_values=node.token_values[: mark.tokens],
+            pieces=tuple(p for p in node.pieces if p[0] <= mark.tokens),
         )
         return Particle(prefix, particle.marks[: t + 1])
 
@@ -352,10 +354,8 @@ class ParticleWork(Work):
         if not self._scoring:
             self._after_iteration()
             return []
-        delimiter = self.config.step_delimiter
         return [
-            prm_request(self.problem, self._population[i].node.views(delimiter))
-            for i in self._scoring
+            prm_request(self.problem, self._population[i].node, self.config) for i in self._scoring
         ]
 
     def on_scored(self, outputs: list[PRMOutput]) -> None:
@@ -435,5 +435,6 @@ SPEC = register_strategy(
         needs_prm=True,
         routable=False,
         options=ParticleOptions,
+        self_scored=False,
     )
 )

@@ -104,6 +104,7 @@ SPEC = register_strategy(
         needs_prm=True,
         routable=False,
         options=GibbsOptions,
+        self_scored=False,
         plan=plan,
     )
 )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from tts_eval.errors import SettingError
 from tts_eval.search import diagnostics
 from tts_eval.search._driver import Work, drive
+from tts_eval.search.confidence import SelfScorer
 from tts_eval.search.config import SearchConfig
 from tts_eval.search.voting import AnswerGrouper
 from tts_eval.types import (
@@ -53,13 +54,21 @@ def _check_arguments(
             "engine must implement tts_eval.types.PolicyEngine (render_prompt, generate), "
             f"got {type(engine).__name__}"
         )
-    if prm is None and config.spec.needs_prm:
+    if config.self_score is not None and config.spec.needs_prm and prm is not None:
+        raise SettingError(
+            "self_score",
+            config.self_score,
+            "none when a PRM is given",
+            message=f"self_score={config.self_score} scores with the policy's confidence in place "
+            "of a PRM, but a PRM was given too; pass prm=None (prm=self) or leave self_score unset",
+        )
+    if prm is None and config.spec.needs_prm and config.self_score is None:
         raise SettingError(
             "strategy",
             config.strategy,
             "a strategy that needs no PRM",
-            message=f"strategy={config.strategy} needs a process reward model (prm=...); "
-            "only strategies that need none (majority) run without one",
+            message=f"strategy={config.strategy} needs a process reward model (prm=...) or "
+            "self_score=... (prm=self); only strategies that need none (majority) run without one",
         )
     if prm is not None and not isinstance(prm, ProcessRewardModel):
         raise TypeError(
@@ -104,12 +113,15 @@ def run_search(
 ) -> list[SearchResult]:
     """Run ``config.strategy`` on every problem, batched; one :class:`SearchResult` each, in order.
 
-    ``prm`` may be ``None`` only for ``strategy=majority``. Results are identical for the same
+    ``prm`` may be ``None`` only for a strategy that needs none (``majority``) or with
+    ``self_score`` set (the policy's confidence scores the steps: :class:`SelfScorer`). Results are identical for the same
     config, problems and (deterministic, seed-honouring) engine/PRM, whatever else is in the batch.
     """
     _check_arguments(config, problems, engine, prm, answers)
     if not problems:
         return []
+    if config.self_score is not None and config.spec.needs_prm:
+        prm = SelfScorer(config.self_score, config.confidence_window)
     grouper = AnswerGrouper(answers)
     works = [make_work(problem, config, answers, grouper) for problem in problems]
     logger.info("search: strategy=%s n=%d on %d problems", config.strategy, config.n, len(problems))

@@ -26,7 +26,9 @@ A spec says:
   a callable of a run's recorded settings where that depends on them: not for a run that stopped
   or pruned early);
   ``one_request``: it samples every candidate of a problem in one request (the prompt is processed
-  once).
+  once); ``self_scored``: a strategy that needs a PRM may score with the policy's own confidence
+  instead (``self_score``; not one that reads PRM scores as probabilities, as particle weights
+  do); ``needs_logprobs``: it reads the policy's token log-probabilities itself (DeepConf's vote).
 
 What this module does not do: validate a whole search configuration (``config``) or run anything.
 """
@@ -129,6 +131,8 @@ class StrategySpec:
     undelimited_effect: str | None = "the PRM scored each solution as a single step"
     scores_samples: bool | Callable[[Mapping[str, Any]], bool] = False
     one_request: bool = False
+    self_scored: bool = True
+    needs_logprobs: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():

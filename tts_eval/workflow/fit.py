@@ -42,8 +42,8 @@ from typing import Any
 
 from tts_eval.errors import DataError
 from tts_eval.search import get_spec, routable_names
+from tts_eval.search.config import later_defaults
 from tts_eval.search.routing import override_keys
-from tts_eval.search.spec import later_option_defaults
 from tts_eval.workflow.estimate import CurvePoint
 from tts_eval.workflow.report import Estimates
 
@@ -116,7 +116,7 @@ def _entry(strategy: str, run_settings: Mapping[str, Any]) -> dict[str, Any]:
     (:data:`tts_eval.search.spec.LATER_OPTION`) only when not at their default)."""
     spec = get_spec(strategy)
     defaults = spec.default_options()
-    later = later_option_defaults()
+    later = later_defaults()
     extra: dict[str, Any] = {}
     for key in override_keys():
         if key in spec.option_names:

@@ -50,8 +50,7 @@ from tts_eval.config import compatible, identity_digest, shared_search_settings
 from tts_eval.errors import DataError
 from tts_eval.files import write_atomic
 from tts_eval.search import search_defaults
-from tts_eval.search.config import shared_defaults
-from tts_eval.search.spec import later_option_defaults
+from tts_eval.search.config import later_defaults, shared_defaults
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ def settings_key(record: Mapping[str, Any]) -> str:
     Only search settings count (:func:`tts_eval.search.search_keys`): per-problem entries of a
     result's settings (beam counts, routing, the worker that ran it, ...) never split a run.
     """
-    later = later_option_defaults()
+    later = later_defaults()
     settings = {
         k: v
         for k, v in _requested(record.get("settings") or {}).items()
