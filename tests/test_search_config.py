@@ -79,6 +79,9 @@ def test_search_keys_are_the_model_args_keys():
         "pf_temperature",
         "pg_iterations",
         "pg_reference_particles",
+        "keep_percent",
+        "deepconf_online",
+        "online_chunk",
     )
 
 

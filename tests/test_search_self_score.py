@@ -14,7 +14,7 @@ from fakes import FakeAnswerSpec, FakePRM, ScriptedEngine, TaggedLogprobs, probl
 
 from tts_eval.errors import SettingError
 from tts_eval.model_args import parse_model_args
-from tts_eval.search import SearchConfig, run_search
+from tts_eval.search import SearchConfig, derive_seed, get_spec, run_search
 from tts_eval.search._common import Node, extend, prm_request
 from tts_eval.search.confidence import SelfScorer
 from tts_eval.types import Completion, FinishReason, PRMRequest, TokenLogprobs
@@ -148,3 +148,121 @@ def test_prm_self_loads_no_prm():
     assert config.engine.gpu_memory_utilization == 0.9  # no PRM shares the GPU
     tail = parse_model_args("pretrained=org/policy,prm=self,self_score=tail_confidence,n=4")
     assert (tail.search.strategy, tail.search.self_score) == ("best_of_n", "tail_confidence")
+
+
+# --------------------------------------------------------------------------------------------
+# DeepConf: confidence-filtered voting, and its online variant
+# --------------------------------------------------------------------------------------------
+
+DEEPCONF_SCRIPT = {
+    # mean confidences: (5 x 1.0 + 10 x 9) / 15, (5 + 20) / 15 twice, (5 + 10) / 15
+    "": [
+        "(c=9)\\boxed{1}<eos>",
+        "(c=2)\\boxed{2}<eos>",
+        "(c=2)\\boxed{2}<eos>",
+        "(c=1)\\boxed{3}<eos>",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    "keep, kept, answer",
+    [
+        # the 50th percentile of (1.0, 5/3, 5/3, 19/3) is 5/3: three vote, 19/3 > 2 x 5/3
+        (50, [0, 1, 2], "1"),
+        # the 90th: 5/3 + 0.7 x (19/3 - 5/3) = 4.93: only the most confident votes
+        (10, [0], "1"),
+    ],
+)
+def test_deepconf_filtered_vote(keep, kept, answer):
+    engine = ScriptedEngine(DEEPCONF_SCRIPT, logprobs=TaggedLogprobs())
+    config = SearchConfig(
+        strategy="deepconf", n=4, max_tokens=60, keep_percent=keep, self_score="mean_confidence"
+    )
+    (result,) = run_search(config, [problem("P")], engine, None, FakeAnswerSpec())
+    (request,) = engine.calls[0]  # majority's one request, with log-probabilities
+    assert (request.params.n, request.params.logprobs) == (4, 20)
+    assert request.params.seed == derive_seed(0, "P", "sample")
+    assert result.settings["confidence"] == pytest.approx([19 / 3, 5 / 3, 5 / 3, 1.0])
+    assert result.settings["kept"] == kept
+    assert result.candidates[result.selected].answer == answer
+    # majority voting over the same samples picks the twice-given answer
+    majority = SearchConfig(strategy="majority", n=4, max_tokens=60)
+    (plain,) = run_search(majority, [problem("P")], ScriptedEngine(DEEPCONF_SCRIPT), None,
+                          FakeAnswerSpec())  # fmt: skip
+    assert plain.candidates == result.candidates
+    assert plain.candidates[plain.selected].answer == "2"
+    (curve,) = get_spec("deepconf").curves_of(4, result.settings)
+    name = "deepconf" if keep == 10 else f"deepconf (keep_percent={keep})"  # 10: the default
+    assert curve.name == name and not curve.prm
+
+
+ONLINE_SCRIPT = {
+    # warm-up: lowest group confidences (window 4) 5.0 and 4.5 (the EOS after "(c=3)"): the
+    # threshold is their 50th percentile, 4.75
+    "": [
+        "\\boxed{1}<eos>",
+        "\\boxed{2}(c=3)<eos>",
+        "\\boxed{1}<eos>",  # chunks "\box", "ed{1", "}" + EOS: always 5.0
+        "(c=1)zzz\\boxed{2}<eos>",  # ")" at 5.0, then 1.0: the window ending at token 6 is 4.0
+    ],
+    "\\box": ["ed{1}<eos>"],
+    "\\boxed{1": ["}<eos>"],
+    "(c=1": [")zzz\\boxed{2}<eos>"],
+}
+
+
+def test_deepconf_online_stops_low_confidence_samples_at_their_chunk():
+    engine = ScriptedEngine(ONLINE_SCRIPT, logprobs=TaggedLogprobs(default=5.0), seeded=True)
+    config = SearchConfig(
+        strategy="deepconf",
+        n=4,
+        max_tokens=60,
+        keep_percent=50,
+        deepconf_online=True,
+        wave=2,
+        online_chunk=4,
+        confidence_window=4,
+    )
+    (result,) = run_search(config, [problem("P")], engine, None, FakeAnswerSpec())
+    assert result.settings["threshold"] == pytest.approx(4.75)
+    assert result.settings["warmup"] == 2
+    assert result.settings["stopped_at"] == [None, None, None, 6]
+    # the warm-up drawn whole, then chunks of 4: both samples, then each alone, then sample 2
+    assert [[(r.params.n, r.params.max_tokens) for r in call] for call in engine.calls] == [
+        [(2, 60)],
+        [(2, 4)],
+        [(1, 4), (1, 4)],
+        [(1, 4)],
+    ]
+    assert engine.calls[1][0].params.seed == derive_seed(0, "P", "sample") + 2
+    stopped = result.candidates[3]
+    assert (stopped.text, stopped.finished, stopped.finish_reason) == (
+        "(c=1)zzz",
+        False,
+        FinishReason.LENGTH,
+    )
+    assert result.candidates[2].text == "\\boxed{1}" and result.candidates[2].finished
+    assert result.cost.policy_tokens == 10 + 15 + 10 + 8
+    # the samples that were not stopped vote, weighted by their lowest group confidence
+    assert result.settings["confidence"] == pytest.approx([5.0, 4.5, 5.0, 2.0])
+    assert result.candidates[result.selected].answer == "1"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(keep_percent=0), "keep_percent=0 is invalid; accepted: a number in (0, 100]"),
+        (dict(wave=2), "wave=2 is invalid; accepted: only with deepconf_online=true"),
+        (dict(deepconf_online=True, wave=5), "wave=5 is invalid; accepted: an integer in 1..n=4"),
+        (
+            dict(deepconf_online=True, self_score="tail_confidence"),
+            "self_score=tail_confidence is invalid; accepted: lowest_group_confidence with",
+        ),
+        (dict(online_chunk=8), "online_chunk=8 is invalid; accepted: only with deepconf_online"),
+    ],
+)
+def test_deepconf_settings_are_checked(kwargs, message):
+    with pytest.raises(SettingError) as info:
+        SearchConfig(strategy="deepconf", n=4, **kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)

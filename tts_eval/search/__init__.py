@@ -3,7 +3,8 @@
 One strategy per module, each declaring its :class:`~tts_eval.search.spec.StrategySpec` (what it
 needs, its own options, how a sweep plans it, which curves a run yields) and registering it:
 ``majority``, ``best_of_n``, ``beam_search``, ``dvts``, ``compute_optimal``,
-``particle_filtering``, ``particle_gibbs`` (importing this package registers them, in that order).
+``particle_filtering``, ``particle_gibbs``, ``deepconf`` (importing this package registers them, in
+that order).
 The registry (``spec``) is the only list of strategies; a strategy defined elsewhere registers
 with :func:`register_strategy` and is accepted everywhere. ``config`` holds
 :class:`SearchConfig` (the shared settings and the strategy's options), ``routing`` the
@@ -27,6 +28,7 @@ from tts_eval.search import dvts  # noqa: F401
 from tts_eval.search import compute_optimal  # noqa: F401
 from tts_eval.search import particle_filtering  # noqa: F401
 from tts_eval.search import particle_gibbs  # noqa: F401
+from tts_eval.search import deepconf  # noqa: F401
 
 # isort: on
 from tts_eval.search._common import Node, derive_seed, extend, segment_steps, step_request
