@@ -17,6 +17,7 @@ from fakes import FakeAnswerSpec, FakePRM, RandomEngine, ScriptedEngine, problem
 
 from tts_eval.config import TTSConfig, result_identity
 from tts_eval.errors import SettingError
+from tts_eval.model_args import parse_model_args
 from tts_eval.search import SearchConfig, derive_seed, get_spec, run_search
 from tts_eval.settings import EngineConfig
 from tts_eval.traces import result_record
@@ -355,3 +356,23 @@ def test_pruning_settings_are_checked(kwargs, message):
     assert message in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(SettingError, match="prune_steps=1 is invalid; accepted: only with str"):
         SearchConfig(strategy="majority", n=4, prune_steps=1)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("strategy=majority,n=16,stop=esc,wave=32", "wave=32 is invalid; accepted: an integer in"),
+        ("strategy=majority,stop=adaptive,stop_threshold=1.5", "stop_threshold=1.5 is invalid"),
+        ("strategy=best_of_n,prune_steps=2", "prune_steps=2 is invalid without a PRM"),
+        ("prm=self,backend=openai,base_url=http://h/v1,confidence_topk=50", "confidence_topk=50"),
+        ("strategy=majority,n=4,stop=adaptive,stop_prior=flat", "stop_prior=flat is invalid"),
+    ],
+)
+def test_adaptive_settings_fail_in_one_line_before_models_load(args, message):
+    """Item 7 of the issue: each through ``--model_args``, one line naming key, value and what
+    is accepted (nothing is loaded by parsing)."""
+    with pytest.raises(SettingError) as info:
+        parse_model_args(f"pretrained=org/policy,{args}")
+    text = str(info.value)
+    assert text.startswith("model_args ") and message in text and "accepted" in text
+    assert "\n" not in text
