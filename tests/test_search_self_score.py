@@ -266,3 +266,10 @@ def test_deepconf_settings_are_checked(kwargs, message):
     with pytest.raises(SettingError) as info:
         SearchConfig(strategy="deepconf", n=4, **kwargs)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_engine_that_returns_no_logprobs_is_an_error():
+    config = SearchConfig(strategy="dvts", n=2, beam_width=2, self_score="mean_confidence")
+    bare = Completion("ab\n\n", tuple(map(ord, "ab\n\n")), FinishReason.STEP)
+    with pytest.raises(ValueError, match="returned no log-probabilities for a request with logp"):
+        extend(Node(lineage=()), bare, index=0, config=config, answers=FakeAnswerSpec())

@@ -189,10 +189,7 @@ def extend(
     ):
         # the step hit the per-step cap with solution budget left: it ends as a step
         reason, cuts = FinishReason.STEP, (*cuts, len(text))
-    values = node.token_values
-    if config.logprobs_k is not None and completion.logprobs is not None:
-        kind = config.self_score or DEFAULT_SELF_SCORE
-        values = values + tuple(token_value(entry, kind) for entry in completion.logprobs)
+    values = node.token_values + completion_values(completion, config)
     finished = reason is FinishReason.EOS
     truncated = reason is FinishReason.LENGTH
     views = None
@@ -219,6 +216,21 @@ def extend(
         pieces=(*node.pieces, (len(token_ids), len(text))),
         _views=views,
     )
+
+
+def completion_values(completion: Completion, config: SearchConfig) -> tuple[float, ...]:
+    """The per-token confidence values of a completion that a run reading the policy's confidence
+    keeps (``config.self_score``'s, DeepConf's token confidence by default); none otherwise. An
+    engine that returned no log-probabilities to a request that asked is an error."""
+    if config.logprobs_k is None:
+        return ()
+    if completion.logprobs is None:
+        raise ValueError(
+            f"engine returned no log-probabilities for a request with logprobs="
+            f"{config.logprobs_k}; engines must return them when SamplingParams.logprobs is set"
+        )
+    kind = config.self_score or DEFAULT_SELF_SCORE
+    return tuple(token_value(entry, kind) for entry in completion.logprobs)
 
 
 def step_cap(config: SearchConfig) -> int | None:

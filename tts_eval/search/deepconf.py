@@ -39,7 +39,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tts_eval.search import voting
-from tts_eval.search._common import Node, derive_seed, extend, step_request, to_candidate
+from tts_eval.search._common import (
+    Node,
+    completion_values,
+    derive_seed,
+    extend,
+    step_request,
+    to_candidate,
+)
 from tts_eval.search._driver import Work
 from tts_eval.search.confidence import (
     DEFAULT_SELF_SCORE,
@@ -48,7 +55,6 @@ from tts_eval.search.confidence import (
     online_threshold,
     percentile,
     score_values,
-    token_value,
 )
 from tts_eval.search.spec import (
     Curve,
@@ -221,7 +227,7 @@ class DeepConfWork(Work):
         sample.token_ids += tuple(completion.token_ids)
         sample.logprobs += tuple(completion.logprobs or ())
         sample.reason = completion.finish_reason
-        sample.values.extend(token_value(entry, self.kind) for entry in completion.logprobs or ())
+        sample.values.extend(completion_values(completion, self.config))
         assert self.threshold is not None
         window = self.config.confidence_window
         low = first_low_confidence(sample.values, window, self.threshold)
