@@ -74,23 +74,38 @@ BUGS = [
 ]
 
 
+# Modules that bind an injected function at import (``from ... import name``): imported before
+# the function is replaced, so that they keep the real one for the tests after.
+PRELOAD = {"label": ("tts_eval.learn.label",)}
+
+
 @pytest.fixture
 def inject(monkeypatch, tmp_path):
     """``inject(command, error)``: the argv of ``command`` after making its first call raise
-    ``error``; runs in ``tmp_path`` with tracebacks off."""
+    ``error``; runs in ``tmp_path`` with tracebacks off. Afterwards no module may hold on to the
+    replacement (a module first imported while it was in place would keep it)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
+    fakes = []
 
     def arm(command: str, error: BaseException) -> list[str]:
         module, name, argv = PATHS[command]
+        for other in PRELOAD.get(command, ()):
+            importlib.import_module(other)
 
         def fail(*args, **kwargs):
-            raise error
+            raise error.with_traceback(None)
 
+        fakes.append((name, fail))
         monkeypatch.setattr(importlib.import_module(module), name, fail)
         return list(argv)
 
-    return arm
+    yield arm
+    monkeypatch.undo()
+    for name, fail in fakes:
+        ours = [(m, mod) for m, mod in list(sys.modules.items()) if m.startswith("tts_eval")]
+        held = [m for m, mod in ours if getattr(mod, name, None) is fail]
+        assert not held, f"{held} kept the fake {name}: add them to PRELOAD"
 
 
 def error_lines(err: str, command: str) -> list[str]:

@@ -64,6 +64,10 @@ remaining requests of the call are cancelled. ``tts-eval sweep`` resumes after t
 What this module does not do: start or stop servers, balance load over several servers (put a
 router in front: README), stream, or use the chat endpoint. httpx is imported when an engine is
 built (``pip install 'tts-scaling-eval[openai]'``).
+
+Over 600 lines, one module on purpose: the start-up checks, the retrying client and the engine
+share the server's protocol details (token-id prompts, stop reasons, the probe, the error lines);
+apart, each would re-state them.
 """
 
 from __future__ import annotations
