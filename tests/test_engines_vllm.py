@@ -299,9 +299,8 @@ def test_trace_prompt_totals_equal_vllms_own_counters(engines, strategy):
     """Per-problem costs add up to vLLM's vllm:prompt_tokens / vllm:prompt_tokens_cached, with
     n > 1 requests (best_of_n: one request with n=4 per problem) and n = 1 ones (beam search)."""
     vl, _, prompts, _ = engines
-    config = SearchConfig(
-        strategy=strategy, n=4, beam_width=2, num_iterations=2, max_tokens=12, seed=7
-    )
+    tree = {"beam_width": 2} if strategy == "beam_search" else {}  # best_of_n has no beams
+    config = SearchConfig(strategy=strategy, n=4, num_iterations=2, max_tokens=12, seed=7, **tree)
     problems = [Problem(f"q{i}", f"question {i}", prompts[i]) for i in (1, 2, 3)]
     before, own = vl.vllm_counters(), (vl.counters.queried, vl.counters.cached)
     results = run_search(config, problems, vl, FakePRM(), FakeAnswerSpec())

@@ -98,9 +98,8 @@ def test_local_searcher_loads_once_and_frees_memory_on_close(tiny_llama, tiny_pr
     backbone = weakref.ref(searcher.prm.scorer.backbone)
     problems = _problems(searcher)[:2]
     for strategy in ("best_of_n", "beam_search"):
-        config_s = SearchConfig(
-            strategy=strategy, n=2, beam_width=2, num_iterations=2, max_tokens=8
-        )
+        tree = {"beam_width": 2} if strategy == "beam_search" else {}  # best_of_n has no beams
+        config_s = SearchConfig(strategy=strategy, n=2, num_iterations=2, max_tokens=8, **tree)
         assert [r.strategy for r in searcher.search(problems, config_s)] == [strategy] * 2
     assert models_loaded() == before + 1
     searcher.close()
@@ -309,9 +308,10 @@ def test_bad_models_fail_before_ray_starts(monkeypatch, tiny_llama, tiny_prm, ex
 
 
 def _args(policy: Path, prm: Path, strategy: str = "best_of_n") -> str:
+    tree = ",beam_width=2" if strategy == "beam_search" else ""  # best_of_n has no beams
     return (
         f"pretrained={policy},backend=hf,device=cpu,prm={prm},prm_type=rlhflow,"
-        f"strategy={strategy},n=4,beam_width=2,num_iterations=3,max_tokens=24,seed=7"
+        f"strategy={strategy},n=4,num_iterations=3,max_tokens=24,seed=7{tree}"
     )
 
 

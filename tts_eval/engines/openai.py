@@ -89,7 +89,7 @@ from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.progress import GenerationProgress
 from tts_eval.engines.vllm import classify_finish
 from tts_eval.errors import EngineError, MissingDependencyError, SettingError
-from tts_eval.settings import EngineConfig, check_model_path, invalid
+from tts_eval.settings import EngineConfig, invalid
 from tts_eval.types import (
     Completion,
     FinishReason,
@@ -498,8 +498,8 @@ class OpenAIEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "openai":
             raise ValueError(f"OpenAIEngine needs backend=openai, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
-        self.config = config
+        self.config = config  # its path checked by the caller (load_engine), once per open
+        self.device: str | None = None  # the policy runs in the server's process, not here
         self._httpx = import_httpx()
         self.tokenizer = load_tokenizer(config)
         self._client = make_client(config)
