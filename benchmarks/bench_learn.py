@@ -104,7 +104,7 @@ def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> 
 def _prm_dir(a: argparse.Namespace, cache: Path) -> Path:
     return cache / (
         f"prm-p{a.label_problems}-{a.mc_problems}-s{a.samples}-m{a.rollouts}-t{a.train_tokens}"
-        f"-l{a.layers}-r{a.negatives_per_positive:g}"
+        f"-l{a.layers}-r{a.negatives_per_positive:g}-lr{a.learning_rate:g}"
     )
 
 
@@ -156,7 +156,8 @@ def _recipe(a: argparse.Namespace, policy: Path, prm: Path, prm_type: str, out: 
             "budgets": a.budgets,
             "limit": a.test_problems,
             "output_dir": str(out),
-            "chunk_size": min(100, a.test_problems),
+            # records land per chunk: a run stopped mid-sweep loses at most 20 problems' work
+            "chunk_size": min(20, a.test_problems),
             "apply_chat_template": True,
         },
     }
@@ -398,7 +399,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=12, help="PRM: the base's first N layers")
     parser.add_argument("--negatives-per-positive", type=float, default=3.0)
     parser.add_argument("--row-tokens", type=float, default=230.0, help="estimate per row")
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    # 2e-5 (transformers' usual fine-tuning rate) left the new head at the label prior: validation
+    # step AUROC 0.49 after 1.6 epochs of 600 problems' labels
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--test-problems", type=int, default=200)
     parser.add_argument("--budgets", default="4,16")
     parser.add_argument("--iterations", type=int, default=10)
