@@ -58,7 +58,7 @@ from tiny_models import build_scripted_llama  # noqa: E402
 
 from tts_eval.grader import MathAnswerSpec  # noqa: E402
 from tts_eval.prm import load_prm  # noqa: E402
-from tts_eval.search import SearchConfig, run_search  # noqa: E402
+from tts_eval.search import SearchConfig, get_spec, run_search  # noqa: E402
 from tts_eval.settings import EngineConfig  # noqa: E402
 from tts_eval.types import (  # noqa: E402
     GenerationOutput,
@@ -368,7 +368,11 @@ def main() -> None:
         config = SearchConfig(
             strategy=strategy.removesuffix("_text"),
             n=args.n,
-            beam_width=args.beam_width,
+            **(
+                {"beam_width": args.beam_width}
+                if "beam_width" in get_spec(strategy.removesuffix("_text")).option_names
+                else {}
+            ),
             num_iterations=args.iterations,
             temperature=args.temperature,
             max_tokens=args.max_tokens,

@@ -36,9 +36,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from prm_models import build_rlhflow  # noqa: E402
 from tiny_models import MATH500, SAMPLE_PROBLEMS, build_llama  # noqa: E402
 
+from tts_eval.model_args import parse_model_args  # noqa: E402
 from tts_eval.runtime import open_searcher  # noqa: E402
 from tts_eval.runtime.throughput import worker_throughput  # noqa: E402
-from tts_eval.settings import parse_model_args  # noqa: E402
+from tts_eval.search import get_spec  # noqa: E402
 from tts_eval.types import Problem  # noqa: E402
 
 FALLBACK = SAMPLE_PROBLEMS
@@ -113,9 +114,11 @@ def main() -> None:
         prm = build_rlhflow(Path(tmp) / "prm")
         model_args = (
             f"pretrained={policy},backend=hf,device=cpu,prm={prm},prm_type=rlhflow,"
-            f"strategy={args.strategy},n={args.n},beam_width=4,num_iterations=8,"
+            f"strategy={args.strategy},n={args.n},num_iterations=8,"
             f"max_tokens={args.max_tokens},seed=0"
         )
+        if "beam_width" in get_spec(args.strategy).option_names:
+            model_args += ",beam_width=4"
         texts = _texts(args.problems)
         if args.ray_data:
             compare_ray_data(model_args, args.workers[0], texts, args.calls)

@@ -49,9 +49,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from real_model import build_smollm2  # noqa: E402
 
 from tts_eval.grader import NumberAnswerSpec  # noqa: E402
+from tts_eval.model_args import parse_model_args  # noqa: E402
 from tts_eval.plugin import tasks_dir  # noqa: E402
 from tts_eval.runtime import open_searcher  # noqa: E402
-from tts_eval.settings import SearchConfig, parse_model_args  # noqa: E402
+from tts_eval.search import SearchConfig  # noqa: E402
 from tts_eval.task_metrics import trace_metrics  # noqa: E402
 from tts_eval.types import GenerationOutput, GenerationRequest, Problem, SearchResult  # noqa: E402
 from tts_eval.workflow.estimate import bootstrap_ci  # noqa: E402

@@ -35,7 +35,7 @@ from tts_eval.engines import load_engine  # noqa: E402
 from tts_eval.grader import MathAnswerSpec  # noqa: E402
 from tts_eval.prm import load_prm  # noqa: E402
 from tts_eval.prompts import SYSTEM_PROMPT  # noqa: E402
-from tts_eval.search import SearchConfig, run_search  # noqa: E402
+from tts_eval.search import SearchConfig, get_spec, run_search  # noqa: E402
 from tts_eval.types import (  # noqa: E402
     GenerationOutput,
     GenerationRequest,
@@ -146,7 +146,11 @@ def main() -> None:
         config = SearchConfig(
             strategy=strategy,
             n=args.n,
-            beam_width=args.beam_width,
+            **(
+                {"beam_width": args.beam_width}
+                if "beam_width" in get_spec(strategy).option_names
+                else {}
+            ),
             num_iterations=args.iterations,
             max_tokens=args.max_tokens,
             seed=0,

@@ -13,8 +13,18 @@ end-of-sequence token, so a candidate's token-id prefix and its text are interch
   cut exactly like a real engine: at the first stop string (STEP, the stop string kept in the
   text), at EOS (EOS id in ``token_ids``, not in ``text``), or at ``max_tokens`` (LENGTH). A
   prefix missing from the script raises ``KeyError``.
+  ``seeded=True`` numbers samples as real engines seed them (sample ``i`` of a request with seed
+  ``s`` is seeded ``s + i``): sample ``i`` takes option ``s + i - s0``, ``s0`` being the seed of
+  the first request at that prompt, so later waves of a problem continue its first wave's samples.
 - :class:`RandomEngine`: pseudo-random steps that depend only on (seed, prompt ids, sample index);
   it refuses requests without a seed. For determinism and batch-independence tests.
+  ``seeded=True``: on (``seed + sample index``, prompt ids) instead, as real engines seed sample
+  ``j`` of a request with ``seed + j`` (so ``n`` samples drawn in waves are those of one request).
+- Log-probabilities: both engines take ``logprobs=``, a :data:`LogprobScript` called for every
+  generated token of a request that asks (``SamplingParams.logprobs = k``) with the text before the
+  token (decoded prompt + completion so far), the token id and ``k``; without one such a request is
+  a one-line ``ValueError``. :class:`TaggedLogprobs` is a ready script: a token's confidence is the
+  number in the last ``(c=X)`` tag before it.
 - :class:`FakePRM`: the score of a step is the number in its last ``[0.x]`` tag (``default`` if
   none); ``tokens_processed`` is the character count of problem + steps.
 - :class:`FakeAnswerSpec`: final step = contains ``\\boxed{``; answer = last boxed content;
@@ -29,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 
 from tts_eval.types import (
@@ -40,6 +50,8 @@ from tts_eval.types import (
     PRMOutput,
     PRMRequest,
     Problem,
+    SamplingParams,
+    TokenLogprobs,
 )
 
 EOS_ID = 0
@@ -66,22 +78,72 @@ def _tokens(piece: str) -> list[int]:
     return list(encode(piece))
 
 
-def _cut(stream, params, on_missing) -> Completion:  # stream yields token ids lazily
+# (text before the token: decoded prompt + completion so far, token id, k) -> its log-probabilities
+LogprobScript = Callable[[str, int, int], TokenLogprobs]
+_TAG = re.compile(r"\(c=(\d+(?:\.\d+)?)\)")
+
+
+class TaggedLogprobs:
+    """A :data:`LogprobScript`: a token's confidence ``X`` is the number of the last ``(c=X)`` tag
+    in the text before it (``default`` before any tag). The generated token and each of the top
+    ``k`` get log-probability ``-X`` (top ids ``1..k``), so DeepConf's token confidence of every
+    token is exactly ``X``."""
+
+    def __init__(self, default: float = 1.0) -> None:
+        self.default = default
+
+    def __call__(self, before: str, token: int, k: int) -> TokenLogprobs:
+        found = _TAG.findall(before)
+        level = float(found[-1]) if found else self.default
+        return TokenLogprobs(-level, tuple(range(1, k + 1)), (-level,) * k)
+
+
+def check_logprobs(params: SamplingParams, script: LogprobScript | None) -> None:
+    if params.logprobs is not None and script is None:
+        raise ValueError(
+            f"logprobs={params.logprobs} asked of a fake engine without a logprobs script; "
+            "accepted: logprobs=None"
+        )
+
+
+def _cut(  # stream yields token ids lazily
+    stream, params, on_missing, before: str = "", script: LogprobScript | None = None
+) -> Completion:
     text = ""
     ids: list[int] = []
+    lps: list[TokenLogprobs] | None = None if params.logprobs is None else []
+
+    def done(reason: FinishReason) -> Completion:
+        return Completion(text, tuple(ids), reason, None if lps is None else tuple(lps))
+
     for token in stream:
         if len(ids) >= params.max_tokens:
-            return Completion(text, tuple(ids), FinishReason.LENGTH)
+            return done(FinishReason.LENGTH)
+        if lps is not None:
+            lps.append(script(before + text, token, params.logprobs))  # type: ignore[misc]
         ids.append(token)
         if token == EOS_ID:
-            return Completion(text, tuple(ids), FinishReason.EOS)
+            return done(FinishReason.EOS)
         text += chr(token)
         if any(text.endswith(stop) for stop in params.stop):
-            return Completion(text, tuple(ids), FinishReason.STEP)
+            return done(FinishReason.STEP)
     return on_missing(text, ids)
 
 
-class ScriptedEngine:
+class _NoModel:
+    """What a fake engine has of the PolicyEngine protocol besides generating: no tokenizer, no
+    length limit, no device; ``close`` counts its calls."""
+
+    tokenizer = None
+    max_model_len: int | None = None
+    device = None
+    closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+class ScriptedEngine(_NoModel):
     """See the module docstring."""
 
     def __init__(
@@ -89,10 +151,15 @@ class ScriptedEngine:
         script: Mapping[str, Sequence[str]],
         sep: str = "|",
         report_cache: bool = False,
+        logprobs: LogprobScript | None = None,
+        seeded: bool = False,
     ) -> None:
         self.script = {key: list(options) for key, options in script.items()}
         self.sep = sep
+        self.seeded = seeded
+        self._first_seed: dict[tuple[int, ...], int] = {}
         self.report_cache = report_cache
+        self.logprobs = logprobs
         self.calls: list[list[GenerationRequest]] = []
         self.outputs: list[list[GenerationOutput]] = []
 
@@ -124,13 +191,22 @@ class ScriptedEngine:
         for request in requests:
             prompt = decode(request.prompt_ids)
             params = request.params
-            offset = offsets.get(request.prompt_ids, 0)
-            offsets[request.prompt_ids] = offset + params.n
+            check_logprobs(params, self.logprobs)
+            if self.seeded:
+                if params.seed is None:
+                    raise ValueError("a seeded ScriptedEngine needs a seed on every request")
+                first = self._first_seed.setdefault(request.prompt_ids, params.seed)
+                offset = params.seed - first
+            else:
+                offset = offsets.get(request.prompt_ids, 0)
+                offsets[request.prompt_ids] = offset + params.n
             completions = tuple(
                 _cut(
                     self._stream(prompt, offset + i, params.temperature == 0),
                     params,
                     self._ran_out,
+                    prompt,
+                    self.logprobs,
                 )
                 for i in range(params.n)
             )
@@ -145,11 +221,12 @@ class ScriptedEngine:
         raise AssertionError("scripted stream ended without EOS")
 
 
-class RandomEngine:
+class RandomEngine(_NoModel):
     """Seeded pseudo-random solutions: ``steps`` of ``"s<k> [0.xx]"`` then ``\\boxed{a} [0.xx]``.
 
     Each step ends the solution with probability ``p_final`` (after ``min_steps``); answers are
-    drawn from ``answers``. Everything depends only on (seed, prompt ids, sample index).
+    drawn from ``answers``. Everything depends only on (seed, prompt ids, sample index), or with
+    ``seeded=True`` on (seed + sample index, prompt ids).
     """
 
     def __init__(
@@ -158,7 +235,11 @@ class RandomEngine:
         p_final: float = 0.3,
         min_steps: int = 1,
         max_steps: int = 12,
+        logprobs: LogprobScript | None = None,
+        seeded: bool = False,
     ) -> None:
+        self.logprobs = logprobs
+        self.seeded = seeded
         self.answers = list(answers)
         self.p_final = p_final
         self.min_steps = min_steps
@@ -170,7 +251,9 @@ class RandomEngine:
         return list(encode("".join(m["content"] for m in messages) + "|"))
 
     def _stream(self, prompt_ids: tuple[int, ...], seed: int, sample: int, greedy: bool):
-        digest = hashlib.sha256(repr((seed, prompt_ids, 0 if greedy else sample)).encode())
+        sample = 0 if greedy else sample
+        key = (seed + sample, prompt_ids) if self.seeded else (seed, prompt_ids, sample)
+        digest = hashlib.sha256(repr(key).encode())
         rng = random.Random(digest.hexdigest())
         for step in range(self.max_steps):
             score = f"[{rng.randint(1, 99) / 100:.2f}]"
@@ -187,11 +270,14 @@ class RandomEngine:
             params = request.params
             if params.seed is None:
                 raise ValueError("RandomEngine needs a seed on every request")
+            check_logprobs(params, self.logprobs)
             completions = tuple(
                 _cut(
                     self._stream(request.prompt_ids, params.seed, i, params.temperature == 0),
                     params,
                     lambda text, ids: Completion(text, tuple(ids), FinishReason.EOS),
+                    decode(request.prompt_ids),
+                    self.logprobs,
                 )
                 for i in range(params.n)
             )
@@ -204,7 +290,7 @@ class RandomEngine:
 _SCORE = re.compile(r"\[([01](?:\.\d+)?)\]")
 
 
-class FakePRM:
+class FakePRM(_NoModel):
     """Step score = the number in the step's last ``[0.x]`` tag, else ``default``."""
 
     def __init__(self, default: float = 0.5) -> None:

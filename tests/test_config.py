@@ -7,17 +7,15 @@ import json
 
 import pytest
 
-from tts_eval.settings import (
-    EngineConfig,
-    SearchConfig,
-    TTSConfig,
+from tts_eval.config import TTSConfig, result_identity, results_fingerprint
+from tts_eval.model_args import (
     accepted_keys,
     batch_size_of_flag,
-    default_table,
     parse_model_args,
-    results_fingerprint,
     split_arg_string,
 )
+from tts_eval.search import SearchConfig, default_table
+from tts_eval.settings import EngineConfig
 
 
 def test_full_arg_string_maps_onto_sub_configs():
@@ -32,7 +30,7 @@ def test_full_arg_string_maps_onto_sub_configs():
     assert cfg.engine.backend == "vllm" and cfg.engine.gpu_memory_utilization == 0.5
     assert cfg.engine.seed == 3 and cfg.search.seed == 3
     s = cfg.search
-    assert (s.strategy, s.n, s.beam_width, s.agg) == ("dvts", 64, 4, "min")
+    assert (s.strategy, s.n, s.options.beam_width, s.agg) == ("dvts", 64, 4, "min")
     assert (s.temperature, s.top_p, s.max_tokens) == (0.7, 0.95, 1024)
     assert s.step_delimiter == "\n\n"
     assert cfg.prm.path == "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data"
@@ -157,7 +155,7 @@ def test_lm_eval_flags_fill_what_model_args_leave_unset():
 
 
 def test_model_args_win_over_lm_eval_flags(caplog):
-    caplog.set_level("INFO", logger="tts_eval.settings")
+    caplog.set_level("INFO", logger="tts_eval.model_args")
     extra = {"seed": 2, "gen_kwargs": {"max_gen_toks": 16, "temperature": 0}, "batch_size": 4}
     cfg = parse_model_args("pretrained=m,seed=5,max_tokens=7,temperature=0.5,batch_size=2", extra)
     s = cfg.search
@@ -167,7 +165,7 @@ def test_model_args_win_over_lm_eval_flags(caplog):
 
 
 def test_lm_eval_flags_applied_are_logged(caplog):
-    caplog.set_level("INFO", logger="tts_eval.settings")
+    caplog.set_level("INFO", logger="tts_eval.model_args")
     parse_model_args("pretrained=m", {"seed": 1, "gen_kwargs": {"max_gen_toks": 16}})
     assert (
         "lm-eval flags applied to --model tts: --seed 1 -> seed=1; "
@@ -272,6 +270,7 @@ BASE = "pretrained=m,prm=p,strategy=best_of_n,n=4"
         "prm=other",
         "prm_type=rlhflow",
         "prm_dtype=float32",
+        "prm_step_separator=\\n",
         "answer=number",
         "system_prompt=Be brief.",
     ],
@@ -291,6 +290,42 @@ def test_results_fingerprint_ignores_where_traces_go_and_how_work_is_spread(tmp_
     assert results_fingerprint(explicit) != base
 
 
+@pytest.mark.parametrize(
+    "placement",
+    [
+        "batch_size=8",
+        "device=cpu",
+        "gpu_memory_utilization=0.3",
+        "prm_device=cpu,prm_batch_tokens=512,prm_cache_bytes=0,prm_block_size=32",
+        "backend=vllm,tensor_parallel_size=2,enforce_eager=true",
+    ],
+)
+def test_the_result_identity_leaves_out_placement(placement):
+    base = BASE if "tensor" not in placement else f"{BASE},backend=vllm"
+    changed = parse_model_args({**split_arg_string(base), **split_arg_string(placement)})
+    assert result_identity(changed, "t") == result_identity(parse_model_args(base), "t")
+    assert results_fingerprint(changed) == results_fingerprint(parse_model_args(base))
+
+
+def test_the_result_identity_leaves_out_the_server_address():
+    server = "pretrained=m,backend=openai,base_url=http://a:1/v1,model=served"
+    moved = "pretrained=m,backend=openai,base_url=https://b/v1,api_key=k,timeout_s=5,max_retries=0"
+    assert results_fingerprint(parse_model_args(f"{moved},model=served")) == results_fingerprint(
+        parse_model_args(server)
+    )
+    assert results_fingerprint(parse_model_args(f"{moved},model=other")) != results_fingerprint(
+        parse_model_args(server)
+    )
+
+
+def test_the_result_identity_holds_a_strategy_own_options_only():
+    # a majority run does not read beam_width: its identity (and resume key) does not have it
+    majority = result_identity(parse_model_args("pretrained=m,strategy=majority,n=4"), "t")
+    assert "beam_width" not in majority["search"]
+    dvts = parse_model_args("pretrained=m,prm=p,strategy=dvts,n=8,beam_width=2")
+    assert result_identity(dvts, "t")["search"]["beam_width"] == 2
+
+
 def test_results_fingerprint_follows_the_routing_table_content(tmp_path):
     table = tmp_path / "table.json"
     table.write_text(json.dumps(default_table()))
@@ -300,3 +335,56 @@ def test_results_fingerprint_follows_the_routing_table_content(tmp_path):
     data["bin_edges"] = [0.1, 0.3, 0.5, 0.7]
     table.write_text(json.dumps(data))
     assert results_fingerprint(parse_model_args(args)) != before
+
+
+# ------------------------------------------------------------------ options a strategy does not read
+
+
+@pytest.mark.parametrize(
+    ("args", "key", "owners"),
+    [
+        ("strategy=majority,beam_width=4", "beam_width", "beam_search, dvts or compute_optimal"),
+        (
+            "prm=p,strategy=best_of_n,lookahead=0",
+            "lookahead",
+            "beam_search, dvts or compute_optimal",
+        ),
+        ("prm=p,strategy=dvts,pf_temperature=1.0", "pf_temperature", "particle_filtering or "),
+        (
+            "prm=p,strategy=dvts,compute_optimal_table=t.json",
+            "compute_optimal_table",
+            "compute_opt",
+        ),
+    ],
+)
+def test_an_option_of_other_strategies_is_refused_whatever_its_value(args, key, owners):
+    with pytest.raises(
+        ValueError, match=rf"^model_args {key}=\S+ is invalid; accepted: only with "
+    ):
+        parse_model_args(f"pretrained=m,{args}")
+    try:
+        parse_model_args(f"pretrained=m,{args}")
+    except ValueError as exc:
+        assert owners in str(exc) and "\n" not in str(exc)
+
+
+def test_a_shared_setting_the_strategy_does_not_read_is_recorded_and_logged(caplog):
+    caplog.set_level("WARNING", logger="tts_eval.model_args")
+    cfg = parse_model_args("pretrained=m,strategy=majority,n=3,selection=naive,agg=min")
+    assert (cfg.search.selection, cfg.search.agg) == ("naive", "min")  # recorded as given
+    assert "model_args selection=naive: strategy=majority does not read selection" in caplog.text
+    assert "strategy=majority does not read agg" in caplog.text
+
+
+def test_a_recipe_option_the_strategy_does_not_read_is_dropped(tmp_path, caplog):
+    caplog.set_level("INFO", logger="tts_eval.model_args")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model_args:\n  pretrained: m\n  prm: p\n  strategy: particle_filtering\n"
+        "  beam_width: 4\n  lookahead: 1\n"
+    )
+    cfg = parse_model_args(f"config={recipe}")  # a recipe serves several strategies
+    assert "beam_width" not in cfg.search.settings()
+    assert "not read by strategy=particle_filtering, not used: beam_width, lookahead" in caplog.text
+    with pytest.raises(ValueError, match="^model_args beam_width=4 is invalid; accepted: only"):
+        parse_model_args(f"config={recipe},beam_width=4")  # given for this run: refused

@@ -13,6 +13,9 @@ from lm_eval_cli import run_lm_eval
 
 from tts_eval.plugin import tasks_dir
 
+# How a plain lm_eval run's traceback ends for a bad data file (tts-eval eval: one line).
+DATA_ERROR = "tts_eval.errors.DataError: "
+
 GOOD = {
     "problem": "What is 1+2?",
     "solution": "1+2=3",
@@ -155,10 +158,10 @@ def test_lm_eval_run_reports_one_line_before_generating(tmp_path):
     )
     assert proc.returncode != 0
     assert "UndefinedError" not in proc.stderr
-    errors = [x for x in proc.stderr.splitlines() if x.startswith("ValueError: ")]
+    errors = [x for x in proc.stderr.splitlines() if x.startswith(DATA_ERROR)]
     assert errors, proc.stderr[-3000:]
     assert errors[-1] == (
-        f"ValueError: TTS_EVAL_MATH500 file {path}, line {number}: {message} "
+        f"{DATA_ERROR}TTS_EVAL_MATH500 file {path}, line {number}: {message} "
         "(required: problem, solution, answer, subject, level, unique_id)"
     )
 
@@ -183,9 +186,9 @@ def test_a_bad_file_is_reported_before_the_model_is_built(command, tmp_path):
     ]
     if command == "lm_eval":
         proc = run_lm_eval(args, {"TTS_EVAL_MATH500": str(path)}, tmp_path)
-        lines = [x for x in proc.stderr.splitlines() if x.startswith("ValueError: ")]
+        lines = [x for x in proc.stderr.splitlines() if x.startswith(DATA_ERROR)]
         last = lines[-1] if lines else proc.stderr[-3000:]
-        assert last.startswith(f"ValueError: TTS_EVAL_MATH500 file {path}, line {number}: ")
+        assert last.startswith(f"{DATA_ERROR}TTS_EVAL_MATH500 file {path}, line {number}: ")
     else:
         exe = Path(sys.executable).parent / "tts-eval"
         proc = subprocess.run(

@@ -30,12 +30,14 @@ from pathlib import Path
 import pytest
 from vllm_server import free_port
 
+from tts_eval.config import results_fingerprint
 from tts_eval.engines import load_engine
 from tts_eval.engines.chat import render_chat
 from tts_eval.engines.openai import classify_choice
 from tts_eval.errors import EngineError
+from tts_eval.model_args import parse_model_args
 from tts_eval.runtime.local import LocalSearcher
-from tts_eval.settings import EngineConfig, parse_model_args, results_fingerprint
+from tts_eval.settings import EngineConfig
 from tts_eval.types import FinishReason, GenerationRequest, SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,6 +165,30 @@ def test_deterministic_start_resets_the_servers_prefix_cache(answer, reset, warn
         assert warning in line and line.endswith(
             "a re-run reproduces this run only against a server started afresh for each run"
         )
+
+
+class _Client:
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_engine_implements_the_policy_engine_protocol(monkeypatch):
+    """What the searches check before running (``isinstance(engine, PolicyEngine)``), with the
+    server's start-up answered by hand: a missing attribute fails every search with TypeError."""
+    from tts_eval.engines import openai
+    from tts_eval.types import PolicyEngine
+
+    monkeypatch.setattr(openai, "load_tokenizer", lambda config: "tokenizer")
+    monkeypatch.setattr(openai, "make_client", lambda config: _Client())
+    monkeypatch.setattr(openai, "connect", lambda *a: openai.ServerInfo("org/m", 4096, None))
+    engine = openai.OpenAIEngine(
+        EngineConfig("org/tok", "openai", base_url="http://h/v1", max_model_len=1024)
+    )
+    assert isinstance(engine, PolicyEngine)
+    assert (engine.tokenizer, engine.max_model_len, engine.device) == ("tokenizer", 1024, None)
+    engine.close()
+    engine.close()  # idempotent
+    assert engine._client.closed
 
 
 def test_fingerprint_ignores_where_the_server_is_but_not_the_model():

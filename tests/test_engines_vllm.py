@@ -22,8 +22,7 @@ from test_engines import first_stop_index, with_extra_eos
 from tts_eval.engines import EngineConfig, load_engine
 from tts_eval.engines.vllm import VLLMEngine
 from tts_eval.errors import EngineError
-from tts_eval.search import run_search
-from tts_eval.settings import SearchConfig
+from tts_eval.search import SearchConfig, run_search
 from tts_eval.types import FinishReason, GenerationRequest, Problem, SamplingParams
 
 pytestmark = [
@@ -159,6 +158,28 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(engines):
     assert other.completions != alone.completions
 
 
+def test_greedy_logprobs_match_hf_on_random_weights(engines):
+    """The same greedy tokens from both engines, and their log-probabilities (the model's raw
+    distribution) within ``VLLM_TOL`` of each other; the top ids agree wherever the values
+    separate them (``test_engines_logprobs.deviation``)."""
+    from test_engines_logprobs import VLLM_TOL, deviation
+
+    vl, hf, prompts, _ = engines
+    requests = [
+        GenerationRequest(p, SamplingParams(temperature=0, max_tokens=24, logprobs=8))
+        for p in prompts[:3]
+    ]
+    worst = 0.0
+    for v, h in zip(vl.generate(requests), hf.generate(requests), strict=True):
+        (vc,), (hc,) = v.completions, h.completions
+        assert vc.token_ids == hc.token_ids
+        for a, b in zip(vc.logprobs, hc.logprobs, strict=True):
+            worst = max(worst, deviation(a, b, VLLM_TOL))
+            assert a.top_ids[0] == b.top_ids[0]
+    assert worst <= VLLM_TOL
+    print(f"vllm vs hf, greedy on random weights: max |difference| {worst:.2e}")
+
+
 def test_render_prompt_matches_hf(engines):
     vl, hf, _, _ = engines
     messages = [{"role": "user", "content": "1+1?"}]
@@ -278,9 +299,8 @@ def test_trace_prompt_totals_equal_vllms_own_counters(engines, strategy):
     """Per-problem costs add up to vLLM's vllm:prompt_tokens / vllm:prompt_tokens_cached, with
     n > 1 requests (best_of_n: one request with n=4 per problem) and n = 1 ones (beam search)."""
     vl, _, prompts, _ = engines
-    config = SearchConfig(
-        strategy=strategy, n=4, beam_width=2, num_iterations=2, max_tokens=12, seed=7
-    )
+    tree = {"beam_width": 2} if strategy == "beam_search" else {}  # best_of_n has no beams
+    config = SearchConfig(strategy=strategy, n=4, num_iterations=2, max_tokens=12, seed=7, **tree)
     problems = [Problem(f"q{i}", f"question {i}", prompts[i]) for i in (1, 2, 3)]
     before, own = vl.vllm_counters(), (vl.counters.queried, vl.counters.cached)
     results = run_search(config, problems, vl, FakePRM(), FakeAnswerSpec())

@@ -11,8 +11,8 @@ import pytest
 from test_lm_eval_errors import last_line, tts_eval
 
 from tts_eval import plugin
+from tts_eval.model_args import parse_model_args
 from tts_eval.runtime import local
-from tts_eval.settings import parse_model_args
 
 
 def run_command_config(argv: list[str]):

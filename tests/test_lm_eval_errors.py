@@ -13,7 +13,7 @@ import pytest
 from lm_eval_cli import run_lm_eval
 
 from tts_eval import cli
-from tts_eval.errors import OutOfMemoryError
+from tts_eval.errors import MissingDependencyError, OutOfMemoryError, SettingError
 
 UNKNOWN = "unknown model_args key 'strategyy' for --model tts; accepted: agg, answer,"
 
@@ -37,14 +37,12 @@ def last_line(text: str) -> str:
 @pytest.mark.parametrize(
     ("error", "code", "line"),
     [
-        (
-            ValueError("model_args n=0 is invalid; accepted: an integer >= 1"),
-            2,
-            "error: model_args",
-        ),
+        (SettingError("n", 0, "an integer >= 1"), 2, "error: model_args n=0 is invalid"),
         (OutOfMemoryError("policy out of memory; lower batch_size="), 2, "error: policy out of"),
         (
-            ImportError("backend=vllm needs vLLM: pip install 'tts-scaling-eval[vllm]'\nmore"),
+            MissingDependencyError(
+                "backend=vllm needs vLLM: pip install 'tts-scaling-eval[vllm]'\nmore"
+            ),
             2,
             "error: b",
         ),
@@ -94,10 +92,20 @@ sys.exit(status)
 
 def test_traceback_on_request(monkeypatch):
     def fail(argv):
-        raise ValueError("boom")
+        raise SettingError("n", 0, "an integer >= 1")
 
     monkeypatch.setitem(cli.COMMANDS, "eval", ("test", fail))
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")
+    with pytest.raises(SettingError, match="n=0"):
+        cli.run_command("eval", [])
+
+
+def test_a_plain_value_error_is_a_bug_with_its_traceback(monkeypatch):
+    def fail(argv):
+        raise ValueError("boom")
+
+    monkeypatch.setitem(cli.COMMANDS, "eval", ("test", fail))
+    monkeypatch.delenv(cli.TRACEBACK_ENV, raising=False)
     with pytest.raises(ValueError, match="boom"):
         cli.run_command("eval", [])
 
@@ -136,7 +144,7 @@ def test_plain_lm_eval_ends_its_traceback_with_our_line(tmp_path, model_args, me
         ["--model", "tts", "--model_args", model_args, "--tasks", "math500"], {}, tmp_path
     )
     assert proc.returncode != 0
-    assert last_line(proc.stderr).startswith(f"ValueError: {message}")
+    assert last_line(proc.stderr).startswith(f"tts_eval.errors.SettingError: {message}")
 
 
 @pytest.mark.slow

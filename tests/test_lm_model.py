@@ -9,16 +9,11 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval_cli import run_lm_eval
 
-from tts_eval.lm_model import (
-    CHAT_TAG,
-    TTSLM,
-    close_open_models,
-    context_to_messages,
-    problem_text,
-    truncate_at,
-)
+from tts_eval.chats import CHAT_TAG, context_to_messages, problem_text
+from tts_eval.lm_model import TTSLM, close_open_models, truncate_at
+from tts_eval.model_args import LM_EVAL_FLAGS, parse_model_args
 from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
-from tts_eval.settings import LM_EVAL_FLAGS, SearchConfig, parse_model_args
+from tts_eval.search import SearchConfig
 from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
 PROBLEM = "What is $1+1$?"
@@ -188,6 +183,8 @@ def test_out_of_memory_in_policy_or_prm_is_one_line_naming_the_knob(
 
 class FakeSearcher:
     """A Searcher whose prompt has one token per character of the problem; it records calls."""
+
+    tokenizer = None  # no chat template: prompts show as plain <|role|> turns
 
     def __init__(self, max_model_len: int | None = None) -> None:
         self.max_model_len = max_model_len

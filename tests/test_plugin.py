@@ -146,7 +146,7 @@ def test_simple_evaluate_publishes_the_flags_lm_eval_never_hands_to_a_model():
     # simple_evaluate with a model object that records LM_EVAL_FLAGS when asked to evaluate
     out = run_py(
         "from lm_eval import simple_evaluate\n"
-        "from tts_eval.settings import LM_EVAL_FLAGS\n"
+        "from tts_eval.model_args import LM_EVAL_FLAGS\n"
         "seen = {}\n"
         "class Stop(Exception): pass\n"
         "def spy(*a, **k):\n"

@@ -249,9 +249,9 @@ def test_children_of_one_cached_parent_run_packed(prm_type, prm_dirs, prms, monk
     """Children sharing their parent's cached past run as one row (fewer forwards than children,
     the past counted once), with scores equal to a full rescoring; with packing off, one row each.
     (Whether packing pays is the planner's call, tested in test_prm_planning; here it is forced.)"""
-    from tts_eval.prm import hf
+    from tts_eval.prm import planning
 
-    monkeypatch.setattr(hf, "MAX_PACK_EXTRA_COST", 100.0)
+    monkeypatch.setattr(planning, "MAX_PACK_EXTRA_COST", 100.0)
     _, scratch = prms[prm_type]
     parent = STEPS[:2]
     children = [(*parent, STEPS[k]) for k in (2, 3, 4)] + [(*parent, "## Step 3: x.")]

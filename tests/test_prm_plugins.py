@@ -88,7 +88,7 @@ import json, sys
 from tts_eval.prm import load_prm
 from tts_eval.prm.registry import detect_prm_type, read_model_config
 from tts_eval.runtime.local import LocalSearcher
-from tts_eval.settings import parse_model_args
+from tts_eval.model_args import parse_model_args
 from tts_eval.types import PRMRequest, Problem
 
 policy, prm, detectable, problem, steps = sys.argv[1:6]

@@ -122,7 +122,7 @@ def test_every_lm_eval_tts_command_parses(argv):
     """lm-eval's own parser takes the flags, and the model_args are valid (nothing loads)."""
     from lm_eval._cli.run import Run
 
-    from tts_eval.settings import parse_model_args
+    from tts_eval.model_args import parse_model_args
 
     parser = argparse.ArgumentParser()
     Run.create(parser.add_subparsers())

@@ -27,10 +27,12 @@ from fakes import FakeAnswerSpec, FakePRM, RandomEngine
 from lm_eval_cli import run_lm_eval
 from tiny_models import SAMPLE_PROBLEMS
 
+from tts_eval.model_args import parse_model_args
 from tts_eval.runtime import Searcher, open_searcher
 from tts_eval.runtime.local import LocalSearcher, models_loaded
 from tts_eval.runtime.throughput import WORKER_KEY, worker_throughput
-from tts_eval.settings import RayOptions, SearchConfig, parse_model_args
+from tts_eval.search import SearchConfig
+from tts_eval.settings import RayOptions
 from tts_eval.types import Cost, Problem, SearchResult
 
 PROBLEMS = SAMPLE_PROBLEMS
@@ -96,9 +98,8 @@ def test_local_searcher_loads_once_and_frees_memory_on_close(tiny_llama, tiny_pr
     backbone = weakref.ref(searcher.prm.scorer.backbone)
     problems = _problems(searcher)[:2]
     for strategy in ("best_of_n", "beam_search"):
-        config_s = SearchConfig(
-            strategy=strategy, n=2, beam_width=2, num_iterations=2, max_tokens=8
-        )
+        tree = {"beam_width": 2} if strategy == "beam_search" else {}  # best_of_n has no beams
+        config_s = SearchConfig(strategy=strategy, n=2, num_iterations=2, max_tokens=8, **tree)
         assert [r.strategy for r in searcher.search(problems, config_s)] == [strategy] * 2
     assert models_loaded() == before + 1
     searcher.close()
@@ -259,7 +260,7 @@ def test_worker_throughput_counts_chunks_once_and_reads_trace_records():
 def test_one_worker_imports_no_ray():
     code = (
         "import sys, tts_eval.runtime, tts_eval.runtime.local, tts_eval.lm_model, "
-        "tts_eval.settings, tts_eval.workflow.sweep;"
+        "tts_eval.settings, tts_eval.model_args, tts_eval.workflow.sweep;"
         "print('ray' in sys.modules, 'tts_eval.runtime.ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -307,9 +308,10 @@ def test_bad_models_fail_before_ray_starts(monkeypatch, tiny_llama, tiny_prm, ex
 
 
 def _args(policy: Path, prm: Path, strategy: str = "best_of_n") -> str:
+    tree = ",beam_width=2" if strategy == "beam_search" else ""  # best_of_n has no beams
     return (
         f"pretrained={policy},backend=hf,device=cpu,prm={prm},prm_type=rlhflow,"
-        f"strategy={strategy},n=4,beam_width=2,num_iterations=3,max_tokens=24,seed=7"
+        f"strategy={strategy},n=4,num_iterations=3,max_tokens=24,seed=7{tree}"
     )
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from fakes import FakeAnswerSpec, FakePRM, ScriptedEngine, decode, problem
 
-from tts_eval.search import SearchConfig, default_table, load_table, run_search
-from tts_eval.settings import parse_table
+from tts_eval.model_args import parse_model_args
+from tts_eval.search import SearchConfig, default_table, load_table, parse_table, run_search
 
 
 def table(**overrides):
@@ -115,6 +115,73 @@ def test_table_must_cover_the_budget(tmp_path):
         match=r"model_args n=8 is invalid; accepted: a budget of compute_optimal_table \(.*\): 4$",
     ):
         SearchConfig(strategy="compute_optimal", n=8, compute_optimal_table=path)
+
+
+def fitted_table(**entry) -> dict:
+    """A table like those ``tts-eval fit-compute-optimal`` writes: bin 1 routed to best_of_n,
+    bin 2 to a tree search."""
+    return table(
+        entries=[
+            {"bin": 1, "budget": 8, "strategy": "best_of_n", "selection": "weighted"},
+            {"bin": 2, "budget": 8, **entry},
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "entry", "message"),
+    [
+        (  # lookahead reaches every route; best_of_n does not read it
+            "n=8,lookahead=1",
+            {"strategy": "beam_search", "beam_width": 4},
+            r"^model_args lookahead=1 is invalid; accepted: 0 \(its default\) with "
+            r"strategy=compute_optimal here: compute_optimal_table \(.*\) routes bin 1 at n=8 "
+            r"to strategy=best_of_n, which does not read lookahead$",
+        ),
+        (  # a route that takes the run's beam width, which does not divide its budget
+            "n=8,beam_width=3",
+            {"strategy": "dvts"},
+            r"^model_args beam_width=3 is invalid; accepted: 4 \(its default\) with "
+            r"strategy=compute_optimal here: .* routes bin 1 at n=8 to strategy=best_of_n",
+        ),
+        (
+            "n=8,beam_width=3",
+            {"strategy": "dvts", "selection": "naive"},
+            r"routes bin 1 at n=8 to strategy=best_of_n",
+        ),
+    ],
+)
+def test_every_route_is_checked_against_the_run_before_anything_loads(
+    tmp_path, args, entry, message
+):
+    path = write(tmp_path, fitted_table(**entry))
+    with pytest.raises(ValueError, match=message) as info:
+        parse_model_args(
+            f"pretrained=org/p,prm=org/q,strategy=compute_optimal,{args},"
+            f"compute_optimal_table={path}"
+        )
+    assert "\n" not in str(info.value)
+
+
+def test_a_route_whose_budget_does_not_split_into_the_run_beam_width_is_refused(tmp_path):
+    # every bin routed to dvts without its own beam width: the run's beam_width=3 cannot split n=8
+    data = table(entries=[{"bin": b, "budget": 8, "strategy": "dvts"} for b in (1, 2)])
+    path = write(tmp_path, data)
+    with pytest.raises(
+        ValueError,
+        match=r"^model_args n=8 is invalid; accepted: a multiple of beam_width=3 for "
+        r"strategy=dvts \(e\.g\. n=6 or n=9\) \(compute_optimal_table \(.*\) routes bin 1 at "
+        r"n=8 to strategy=dvts\)$",
+    ):
+        parse_model_args(
+            "pretrained=org/p,prm=org/q,strategy=compute_optimal,n=8,beam_width=3,"
+            f"compute_optimal_table={path}"
+        )
+    # the same table with the default beam width runs
+    config = parse_model_args(
+        f"pretrained=org/p,prm=org/q,strategy=compute_optimal,n=8,compute_optimal_table={path}"
+    )
+    assert config.search.options.compute_optimal_table == path
 
 
 ROUTING_SCRIPT = {

@@ -6,12 +6,13 @@ import dataclasses
 
 import pytest
 
-from tts_eval.search import SearchConfig
+from tts_eval.search import SearchConfig, search_keys
 
 
 def test_defaults_follow_the_published_setup():
     config = SearchConfig()
-    assert (config.beam_width, config.num_iterations, config.agg, config.selection) == (
+    tree = SearchConfig(strategy="dvts").options
+    assert (tree.beam_width, config.num_iterations, config.agg, config.selection) == (
         4,
         40,
         "last",
@@ -23,18 +24,19 @@ def test_defaults_follow_the_published_setup():
         2048,
         0,
     )
-    assert (config.step_delimiter, config.lookahead, config.compute_optimal_table) == (
+    routed = SearchConfig(strategy="compute_optimal").options
+    assert (config.step_delimiter, tree.lookahead, routed.compute_optimal_table) == (
         "\n\n",
         0,
         None,
     )
 
 
-def test_field_names_are_the_model_args_keys():
+def test_search_keys_are_the_model_args_keys():
+    # the shared settings are SearchConfig's fields; each strategy's own options come from its spec
     assert [f.name for f in dataclasses.fields(SearchConfig)] == [
         "strategy",
         "n",
-        "beam_width",
         "num_iterations",
         "agg",
         "selection",
@@ -43,13 +45,56 @@ def test_field_names_are_the_model_args_keys():
         "max_tokens",
         "seed",
         "step_delimiter",
+        "self_score",
+        "confidence_window",
+        "confidence_topk",
+        "options",
+    ]
+    assert search_keys() == (
+        "strategy",
+        "n",
+        "num_iterations",
+        "agg",
+        "selection",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "seed",
+        "step_delimiter",
+        "self_score",
+        "confidence_window",
+        "confidence_topk",
+        "stop",
+        "wave",
+        "stop_threshold",
+        "stop_prior",
+        "esc_window",
+        "prune_steps",
+        "prune_fraction",
+        "beam_width",
         "lookahead",
+        "max_step_tokens",
         "compute_optimal_table",
         "resampling",
         "pf_temperature",
         "pg_iterations",
         "pg_reference_particles",
-    ]
+        "keep_percent",
+        "deepconf_online",
+        "online_chunk",
+    )
+
+
+def test_options_of_another_strategy_at_their_default_are_dropped_and_replace_carries_them():
+    # one rule for every option: refused at another value (below), dropped at its default
+    config = SearchConfig(strategy="majority", n=5, beam_width=4, pf_temperature=1.0)
+    assert config.options == SearchConfig(strategy="majority", n=5).options
+    dvts = SearchConfig(strategy="dvts", n=8, beam_width=2, lookahead=1)
+    routed = dataclasses.replace(dvts, strategy="beam_search")
+    assert (routed.options.beam_width, routed.options.lookahead) == (2, 1)
+    with pytest.raises(ValueError, match=r"^model_args beam_width=2 is invalid; accepted: only "):
+        dataclasses.replace(dvts, strategy="best_of_n")
+    assert dataclasses.replace(dvts, max_tokens=9).options == dvts.options
 
 
 def test_frozen():
@@ -125,7 +170,13 @@ def test_valid_configs(kwargs):
         (dict(lookahead=-1), r"^model_args lookahead=-1 is invalid; accepted: an integer >= 0"),
         (
             dict(strategy="best_of_n", lookahead=1),
-            r"^model_args lookahead=1 is invalid; accepted: 0 with strategy=best_of_n \(lookahead applies to beam_search, dvts\)$",
+            r"^model_args lookahead=1 is invalid; accepted: only with strategy=beam_search, dvts "
+            r"or compute_optimal, not strategy=best_of_n$",
+        ),
+        (
+            dict(strategy="majority", beam_width=8),
+            r"^model_args beam_width=8 is invalid; accepted: only with strategy=beam_search, dvts "
+            r"or compute_optimal, not strategy=majority$",
         ),
         (
             dict(strategy="dvts", compute_optimal_table="t.json"),
@@ -181,7 +232,8 @@ def test_valid_configs(kwargs):
         ),
         (
             dict(strategy="particle_filtering", lookahead=1),
-            r"^model_args lookahead=1 is invalid; accepted: 0 with strategy=particle_filtering",
+            r"^model_args lookahead=1 is invalid; accepted: only with strategy=beam_search, dvts "
+            r"or compute_optimal, not strategy=particle_filtering$",
         ),
     ],
 )
@@ -220,7 +272,7 @@ def test_particle_keys_are_recorded_only_for_the_strategies_that_read_them():
     ],
 )
 def test_particle_keys_in_model_args_fail_before_anything_loads(args, message):
-    from tts_eval.settings import parse_model_args
+    from tts_eval.model_args import parse_model_args
 
     with pytest.raises(ValueError, match=message) as info:
         parse_model_args(f"pretrained=org/policy,prm=org/prm,{args}")

@@ -10,7 +10,7 @@ import pytest
 from fakes import FakeAnswerSpec
 
 from tts_eval.cli import main as cli_main
-from tts_eval.settings import load_table
+from tts_eval.search import load_table
 from tts_eval.workflow.estimate import EstimateSettings, bootstrap_ci, subsets
 from tts_eval.workflow.fit import fit_table, quantile_edges, run_settings_of
 from tts_eval.workflow.plan import RunSpec, plan_runs
@@ -38,7 +38,7 @@ BASE = {
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_recipes_load_as_sweeps_and_as_config(path):
-    from tts_eval.settings import parse_model_args
+    from tts_eval.model_args import parse_model_args
 
     recipe = load_sweep_recipe(path)
     assert recipe.sweep.task == "math500"
@@ -81,7 +81,7 @@ def _with(section: str, **changes):
         ),
         (_with("model_args", colour="red"), "unknown model_args key 'colour'"),
         (_with("model_args", trace_path="x.jsonl"), "trace_path is managed by the sweep"),
-        (_with("model_args", beam_width=32), "no budget dvts can run"),
+        (_with("model_args", beam_width=32), "no budget beam_search can run"),
         ({"model_args": {"pretrained": "org/p"}}, "needs a sweep: mapping"),
         ([1, 2], "must be a mapping"),
     ],
@@ -141,7 +141,7 @@ def test_plan_runs_particle_strategies_once_per_budget():
         ),
         (
             {"model_args": {"pf_temperature": 0}, "sweep": {"strategies": ["particle_filtering"]}},
-            "run strategy=particle_filtering n=4: model_args pf_temperature=0.0 is invalid",
+            "strategy=particle_filtering: model_args pf_temperature=0.0 is invalid",
         ),
     ],
 )
@@ -354,7 +354,16 @@ def test_fit_compute_optimal_table_and_fitted_curve(results_dir, tmp_path):
     assert len(table["bin_edges"]) == 1 and 0.425 < table["bin_edges"][0] <= 0.4375
     assert cells[(1, 2)]["strategy"] == "best_of_n"  # A: 5/6 beats majority/dvts 1/2, beam 0
     assert cells[(1, 2)]["selection"] == "weighted"
-    assert cells[(2, 2)] == {"bin": 2, "budget": 2, "strategy": "beam_search", "beam_width": 2}
+    # what beam search reads of the swept run: its options and the shared selection and agg
+    assert cells[(2, 2)] == {
+        "bin": 2,
+        "budget": 2,
+        "strategy": "beam_search",
+        "beam_width": 2,
+        "lookahead": 0,
+        "selection": "weighted",
+        "agg": "last",
+    }
     assert cells[(1, 4)]["strategy"] == "majority"  # tie at 1.0: fewer tokens, then order
     assert sorted({b for _, b in cells}) == [1, 2, 4]
     out = tmp_path / "table.json"

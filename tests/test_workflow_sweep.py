@@ -56,6 +56,9 @@ def fake_searcher_factory(engine):
     return factory
 
 
+TREES = {"beam_search", "dvts", "compute_optimal"}
+
+
 def write_inputs(
     folder: Path,
     out: Path,
@@ -89,7 +92,8 @@ def write_inputs(
                 "model_args": {
                     "pretrained": "fake/policy",
                     "prm": "fake/prm",
-                    "beam_width": 2,
+                    # the tree strategies' option: a recipe may set it only when one is swept
+                    **({"beam_width": 2} if set(strategies) & TREES else {}),
                     "max_tokens": 200,
                 },
                 "sweep": {
@@ -289,7 +293,7 @@ def test_resweep_with_other_search_settings_keeps_runs_apart(env, caplog):
         for w in warned
     ), warned
     manifest = json.loads((env / "out" / "sweep.json").read_text())
-    assert manifest["version"] == 2
+    assert manifest["version"] == 3
     assert manifest["model_args"]["temperature"] == "0.5"  # the latest sweep's
     entries = {e["key"]: e for e in manifest["runs"]}
     assert "temperature" not in entries[first.key]["model_args"]
@@ -324,6 +328,15 @@ REFUSED = [
     ("prm_type", {"prm_type": "math_shepherd"}, "prm_type=None", "prm_type='math_shepherd'"),
     ("answer", {"answer": "number"}, "answer='math'", "answer='number'"),
     ("dtype", {"dtype": "float32"}, "dtype=", "dtype='float32'"),
+    # settings the resume key of earlier versions left out: they change records too
+    (
+        "prm_step_separator",
+        {"prm_step_separator": "\\n"},
+        "prm_step_separator=None",
+        "prm_step_separator='\\n'",
+    ),
+    ("max_model_len", {"max_model_len": "512"}, "max_model_len=None", "max_model_len=512"),
+    ("backend", {"backend": "vllm"}, "backend='hf'", "backend='vllm'"),
 ]
 
 
@@ -350,6 +363,68 @@ def test_resweep_with_other_non_search_settings_is_refused(env, name, overrides,
         identity = json.loads((Path(suggested) / "sweep.json").read_text())["identity"]
         assert identity["system_prompt"] == "Answer tersely."
         assert sweep(recipe, overrides, output_dir=suggested).runs[0].computed == 0
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [
+        {"batch_size": "4"},
+        {"device": "cpu"},
+        {"prm_device": "cpu", "prm_batch_tokens": "1024"},
+        {"gpu_memory_utilization": "0.3"},
+    ],
+    ids=["batch_size", "device", "prm_device", "gpu_memory_utilization"],
+)
+def test_resweep_with_other_placement_reuses_every_record(env, placement):
+    recipe = write_inputs(env, env / "out", chunk_size=5, strategies=("best_of_n",), budgets=(2,))
+    (first,) = sweep(recipe).runs
+    engine = CountingEngine()
+    (again,) = sweep(recipe, placement, engine=engine).runs
+    assert (again.key, again.computed, again.done_before) == (first.key, 0, len(PROBLEMS))
+    assert engine.prompts == []
+
+
+def test_resweep_against_another_server_address_reuses_every_record(env):
+    recipe = write_inputs(env, env / "out", chunk_size=5, strategies=("majority",), budgets=(2,))
+    server = {"backend": "openai", "base_url": "http://a.example:8000/v1", "model": "m"}
+    (first,) = sweep(recipe, server).runs
+    moved = {**server, "base_url": "https://b.example/v1", "max_concurrency": "8"}
+    (again,) = sweep(recipe, moved, engine=CountingEngine()).runs
+    assert (again.key, again.computed) == (first.key, 0)
+    with pytest.raises(ValueError, match="holds a sweep with served_model='m', not"):
+        sweep(recipe, {**server, "model": "other"})  # another served model is another policy
+
+
+def _as_version_2(folder: Path) -> str:
+    """Rewrite a results folder as tts-eval wrote it before result identities (manifest version 2,
+    a run key that covered fewer settings); returns that old key."""
+    manifest = json.loads((folder / "sweep.json").read_text())
+    (entry,) = manifest["runs"]
+    old = f"{entry['strategy']}-n{entry['n']}-0123456789"
+    (folder / "runs" / f"{entry['key']}.jsonl").rename(folder / "runs" / f"{old}.jsonl")
+    entry["key"] = old
+    legacy = {k: manifest["identity"][k] for k in ("pretrained", "prm", "answer")}
+    manifest.update(version=2, identity=legacy)
+    (folder / "sweep.json").write_text(json.dumps(manifest))
+    return old
+
+
+def test_a_version_2_folder_is_resumed_under_current_keys(env):
+    recipe = write_inputs(env, env / "out", chunk_size=5, strategies=("majority",), budgets=(2,))
+    (first,) = sweep(recipe).runs
+    old = _as_version_2(env / "out")
+    (again,) = sweep(recipe).runs  # its recorded model_args say it is the same run: reused
+    assert (again.key, again.computed) == (first.key, 0)
+    assert not (env / "out" / "runs" / f"{old}.jsonl").exists()
+    manifest = json.loads((env / "out" / "sweep.json").read_text())
+    assert manifest["version"] == 3 and [e["key"] for e in manifest["runs"]] == [first.key]
+    # a version 2 run swept under another max_model_len is never taken for this one
+    old = _as_version_2(env / "out")
+    manifest = json.loads((env / "out" / "sweep.json").read_text())
+    manifest["runs"][0]["model_args"]["max_model_len"] = 256
+    (env / "out" / "sweep.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="holds a sweep with max_model_len=256, not max_model_len"):
+        sweep(recipe)
 
 
 def test_resweep_without_the_chat_template_is_refused(env):
@@ -385,7 +460,7 @@ def test_sweep_upgrades_a_version_1_manifest(env):
     (env / "out" / "sweep.json").write_text(json.dumps(legacy))
     (run,) = sweep(recipe).runs
     manifest = json.loads((env / "out" / "sweep.json").read_text())
-    assert manifest["version"] == 2 and manifest["identity"]["system_prompt"] is None
+    assert manifest["version"] == 3 and manifest["identity"]["system_prompt"] is None
     assert manifest["model_args"]["max_tokens"] == 200
     assert [e["key"] for e in manifest["runs"]] == [run.key]
     (env / "out" / "sweep.json").write_text(json.dumps({**legacy, "prm": "fake/old-prm"}))

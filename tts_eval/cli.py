@@ -6,12 +6,14 @@ Further subcommands (sweeps, reports, plots) are added to :data:`COMMANDS`.
 
 Errors and interruptions, for every subcommand:
 
-* tts-eval's own errors (:data:`ONE_LINE_ERRORS`: a bad argument's ``ValueError``, an
-  ``ImportError`` with its install hint, a missing file, an unsupported request type,
-  ``tts_eval.errors.*``, among them a result file that cannot be written) and an ``OSError`` of a
-  disk that cannot take a file (full, read-only, over a size limit: :data:`DISK_ERRNOS`) print
-  ONE line, ``tts-eval <command>: error: <message>``, and exit 2; ``TTS_EVAL_TRACEBACK=1`` shows
-  the traceback instead.
+* tts-eval's own errors (:data:`ONE_LINE_ERRORS`: every :class:`tts_eval.errors.TTSEvalError`:
+  a bad setting's :class:`~tts_eval.errors.SettingError`, a bad file or record's
+  :class:`~tts_eval.errors.DataError`, a missing file, a missing dependency with its install
+  hint, an unsupported request, a batch out of memory, a backend crash, a result file that cannot
+  be written) and an ``OSError`` of a disk that cannot take a file (full, read-only, over a size
+  limit: :data:`DISK_ERRNOS`) print ONE line, ``tts-eval <command>: error: <message>``, and exit
+  2. Anything else is a bug and prints its traceback. ``TTS_EVAL_TRACEBACK=1`` shows the traceback
+  of every error, for every command.
 * SIGINT (Ctrl-C) and SIGTERM unwind the command: whatever it opened is closed on the way out (a
   sweep's searcher, the searchers ``tts-eval eval`` models opened; so vLLM's engine-core
   processes stop and memory is freed), one line says it was interrupted, and the exit status is
@@ -36,23 +38,15 @@ import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from tts_eval.errors import EngineError, OutOfMemoryError, OutputError
+from tts_eval.errors import TRACEBACK_ENV, TTSEvalError, one_line, reported_in_one_line
 
 logger = logging.getLogger(__name__)
 
 # Errors that tts-eval raises on purpose with a one-line message naming what to change.
-ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    ImportError,
-    FileNotFoundError,
-    NotImplementedError,
-    OutOfMemoryError,
-    EngineError,
-    OutputError,
-)
+ONE_LINE_ERRORS: tuple[type[BaseException], ...] = (TTSEvalError,)
 # OSErrors of a disk that cannot take a file, from any writer (one line, like OutputError).
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
-TRACEBACK_ENV = "TTS_EVAL_TRACEBACK"
+__all__ = ["ONE_LINE_ERRORS", "TRACEBACK_ENV", "main", "one_line", "run_command"]
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # What to do after an interruption, per command (default: nothing to add).
 AFTER_INTERRUPT = {
@@ -101,12 +95,6 @@ def interrupting_signal() -> int:
     """The signal behind a ``KeyboardInterrupt``: the last one this module's handler received,
     else SIGINT (Python's own Ctrl-C handler)."""
     return _received[-1] if _received else int(signal.SIGINT)
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _eval(argv: Sequence[str]) -> int:
@@ -204,7 +192,7 @@ def run_command(name: str, argv: Sequence[str]) -> int:
         sys.unraisablehook = _after_interrupt
         return 128 + signum
     except ONE_LINE_ERRORS as exc:
-        if os.environ.get(TRACEBACK_ENV):
+        if not reported_in_one_line(exc):
             raise
         print(f"tts-eval {name}: error: {one_line(exc)}", file=sys.stderr)
         return 2

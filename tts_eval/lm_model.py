@@ -16,10 +16,12 @@ How lm-eval's own features behave with ``--model tts``:
   task's generation_kwargs > default (:func:`tts_eval.settings.parse_model_args`). Of a task's
   generation_kwargs only ``max_gen_toks`` (max_tokens, per request) and ``until`` (cuts the
   returned text) apply; its sampling keys describe single-sample decoding and are not used.
-* prompts are always rendered with the policy's chat template. With ``--apply_chat_template``,
-  lm-eval builds the chat (system turn, few-shot turns) and :meth:`TTSLM.apply_chat_template`
-  returns the rendered prompt text (what logged samples show as ``arguments``); without it, the
-  plain context is split back into system and user turns (:func:`context_to_messages`).
+* prompts are always rendered with the policy's chat template, once per request, from the
+  request's chat messages (:mod:`tts_eval.chats`: kept beside the request, not parsed back).
+  With ``--apply_chat_template``, lm-eval builds the chat (system turn, few-shot turns) and
+  :meth:`TTSLM.apply_chat_template` returns the rendered prompt text (what logged samples show as
+  ``arguments``) and keeps its token ids; without it, the chat lm-eval would have built is kept
+  under the plain context.
 * the response cache (``--use_cache``) keys requests by their text and generation kwargs only; a
   ``tts`` model's entries also carry :func:`~tts_eval.settings.results_fingerprint` of its
   settings (:func:`namespace_response_cache`), so other settings never get its searches.
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import threading
 import weakref
@@ -46,23 +47,25 @@ from typing import Any
 
 from lm_eval.api.model import LM
 
-from tts_eval.prompts import DESCRIPTION_SEPARATOR, SYSTEM_PROMPT
-from tts_eval.runtime import Searcher
-from tts_eval.settings import (
-    LM_EVAL_FLAGS,
-    POLICY_DEVICE_KEY,
-    SearchConfig,
-    TTSConfig,
-    check_int,
-    parse_model_args,
-    results_fingerprint,
+from tts_eval.chats import (
+    chat_of,
+    context_to_messages,
+    keep_task_chats,
+    normalize_messages,
+    plain_chat_text,
+    problem_text,
 )
+from tts_eval.config import TTSConfig, results_fingerprint
+from tts_eval.engines.chat import render_chat_text
+from tts_eval.errors import DataError, UnsupportedError
+from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY, parse_model_args
+from tts_eval.runtime import Searcher
+from tts_eval.search import SearchConfig
+from tts_eval.settings import check_int
 from tts_eval.types import Cost, Problem, SearchResult, TracedText
 
 logger = logging.getLogger(__name__)
 
-# Contexts of requests built by earlier versions (tag + JSON messages); still understood.
-CHAT_TAG = "\x1etts-chat\x1e"
 # Key, in a trace's settings, of the reason a request was not searched.
 SKIPPED_KEY = "skipped"
 # Keys of a task's generation_kwargs that the search uses (the others are single-sample decoding).
@@ -71,53 +74,6 @@ _CACHE_PATCHED = "_tts_eval_namespaced"
 _MAX_NAMED = 20  # documents named in one warning
 # Models whose searcher they opened themselves and have not closed (see close_open_models).
 _OPEN_MODELS: weakref.WeakSet[TTSLM] = weakref.WeakSet()
-
-
-def normalize_messages(
-    messages: Sequence[Mapping[str, str]], system_prompt: str | None = None
-) -> list[dict[str, str]]:
-    """Copies of ``messages``, system turns right-stripped, ``system_prompt`` (model arg)
-    replacing any system turn when given."""
-    out = [dict(m) for m in messages]
-    for m in out:
-        if m["role"] == "system":
-            m["content"] = m["content"].rstrip()
-    if system_prompt is not None:
-        out = [m for m in out if m["role"] != "system"]
-        out.insert(0, {"role": "system", "content": system_prompt})
-    return out
-
-
-def context_to_messages(context: str, system_prompt: str | None = None) -> list[dict[str, str]]:
-    """Recover chat messages from an lm-eval context that :meth:`TTSLM.apply_chat_template` did
-    not build.
-
-    * A plain context (no chat template flag) is one user turn; when it starts with the math500
-      description (our ``SYSTEM_PROMPT``), that part becomes the system message again.
-    * A context tagged with :data:`CHAT_TAG` (built by earlier versions) holds the JSON messages.
-
-    ``system_prompt`` (model arg) replaces any system message when given.
-    """
-    if context.startswith(CHAT_TAG):
-        messages = json.loads(context[len(CHAT_TAG) :])
-    else:
-        prefix = SYSTEM_PROMPT + DESCRIPTION_SEPARATOR
-        if context.startswith(prefix):
-            messages = [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": context[len(prefix) :]},
-            ]
-        else:
-            messages = [{"role": "user", "content": context}]
-    return normalize_messages(messages, system_prompt)
-
-
-def problem_text(messages: Sequence[Mapping[str, str]]) -> str:
-    """The problem as the PRM sees it: the last user turn."""
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    if not users:
-        raise ValueError("a request has no user message to take the problem from")
-    return users[-1]
 
 
 def truncate_at(text: str, until: Sequence[str]) -> str:
@@ -129,12 +85,6 @@ def truncate_at(text: str, until: Sequence[str]) -> str:
             if i != -1:
                 cut = min(cut, i)
     return text[:cut]
-
-
-def plain_chat_text(messages: Sequence[Mapping[str, str]]) -> str:
-    """A readable rendering of a chat, for searchers whose policy tokenizer is not at hand."""
-    turns = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
-    return f"{turns}<|assistant|>\n"
 
 
 def skipped_result(problem: Problem, config: SearchConfig, reason: str) -> SearchResult:
@@ -165,13 +115,14 @@ class TTSLM(LM):
         self.config = config if config is not None else parse_model_args(model_args)
         self._searcher = searcher  # otherwise opened on first use, see _get_searcher()
         self._owns_searcher = searcher is None
-        self._tokenizer: Any = None  # loaded on first use, see _chat_tokenizer()
-        self._chats: dict[str, list[dict[str, str]]] = {}  # rendered prompt -> its messages
+        # rendered prompt text -> its messages and token ids (apply_chat_template)
+        self._prompts: dict[str, tuple[list[dict[str, str]], tuple[int, ...]]] = {}
         self._params: tuple[float | None, float | None] | None = None  # see _param_counts()
         # --gen_kwargs keys of the lm-eval call creating this model (already in self.config).
         flags = LM_EVAL_FLAGS.get() or {}
         self._flag_gen_kwargs = frozenset(flags.get("gen_kwargs") or ())
         namespace_response_cache()
+        keep_task_chats()
         if self.config.trace_path:  # checked before anything loads (written after each batch)
             from tts_eval.files import check_writable
 
@@ -201,13 +152,13 @@ class TTSLM(LM):
 
     # ------------------------------------------------------------------ lm-eval API
     def loglikelihood(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(
+        raise UnsupportedError(
             "--model tts only supports generation tasks (output_type: generate_until); "
             "loglikelihood is not supported: use --model hf or --model vllm for this task"
         )
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
-        raise NotImplementedError(
+        raise UnsupportedError(
             "--model tts only supports generation tasks (output_type: generate_until); "
             "loglikelihood_rolling is not supported: use --model hf or --model vllm for this task"
         )
@@ -217,10 +168,15 @@ class TTSLM(LM):
     ) -> str:
         """The prompt as the policy sees it (its chat template, generation prompt included; a
         plain ``<|role|>`` rendering when the searcher holds no tokenizer, e.g. test fakes); the
-        messages are kept for :meth:`generate_until`."""
+        messages and the token ids are kept for :meth:`generate_until` (rendered once). Opens the
+        searcher if it is not open yet: its tokenizer renders (one tokenizer per open)."""
         messages = normalize_messages(chat_history, self.config.system_prompt)
-        text = self._render_text(messages)
-        self._chats[text] = messages
+        searcher = self._get_searcher()
+        if searcher.tokenizer is None:
+            text, ids = plain_chat_text(messages), searcher.render_prompt(messages)
+        else:
+            text, ids = render_chat_text(searcher.tokenizer, messages)
+        self._prompts[text] = (messages, tuple(ids))
         return text
 
     @property
@@ -230,7 +186,8 @@ class TTSLM(LM):
     def chat_template(self, chat_template: bool | str = False) -> str | None:
         if not chat_template:
             return None
-        template = getattr(self._chat_tokenizer(), "chat_template", None)
+        tokenizer = self._get_searcher().tokenizer
+        template = None if tokenizer is None else tokenizer.chat_template
         return (
             template if isinstance(template, str) else f"tts-eval:{self.config.engine.pretrained}"
         )
@@ -254,13 +211,9 @@ class TTSLM(LM):
         configs = [self._search_config(kwargs) for kwargs in gen_kwargs]
         problems = []
         for i, req in enumerate(requests):
-            messages = self._messages(req.args[0])
+            messages, ids = self._prompt(searcher, req.args[0])
             problems.append(
-                Problem(
-                    uid=_request_uid(req, i),
-                    text=problem_text(messages),
-                    prompt_ids=tuple(searcher.render_prompt(messages)),
-                )
+                Problem(uid=_request_uid(req, i), text=problem_text(messages), prompt_ids=ids)
             )
         results = self._search(searcher, requests, problems, configs, progress=not disable_tqdm)
         results = [with_flops(r, *self._param_counts()) for r in results]
@@ -302,31 +255,25 @@ class TTSLM(LM):
             _OPEN_MODELS.add(self)
         return self._searcher
 
-    def _chat_tokenizer(self) -> Any:
-        """The policy's tokenizer: the open searcher's (its engine's), else loaded from the
-        config (no weights); None for a searcher without one (test fakes)."""
-        if self._tokenizer is None:
-            if self._searcher is not None:
-                return _searcher_tokenizer(self._searcher)
-            from tts_eval.engines.chat import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.config.engine)
-        return self._tokenizer
-
-    def _render_text(self, messages: Sequence[Mapping[str, str]]) -> str:
-        tokenizer = self._chat_tokenizer()
-        if tokenizer is None:
-            return plain_chat_text(messages)
-        text = tokenizer.apply_chat_template(
-            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
-        )
-        return text if isinstance(text, str) else str(text)
-
     def _messages(self, context: str) -> list[dict[str, str]]:
-        known = self._chats.get(context)
+        """The chat of a request's context (see :mod:`tts_eval.chats`)."""
+        known = self._prompts.get(context)
         if known is not None:
-            return [dict(m) for m in known]
+            return [dict(m) for m in known[0]]
+        kept = chat_of(context)
+        if kept is not None:
+            return normalize_messages(kept, self.config.system_prompt)
         return context_to_messages(context, self.config.system_prompt)
+
+    def _prompt(
+        self, searcher: Searcher, context: str
+    ) -> tuple[list[dict[str, str]], tuple[int, ...]]:
+        """A request's messages and prompt token ids, rendered once."""
+        known = self._prompts.get(context)
+        if known is not None:
+            return [dict(m) for m in known[0]], known[1]
+        messages = self._messages(context)
+        return messages, tuple(searcher.render_prompt(messages))
 
     def _search_config(self, gen_kwargs: Mapping[str, Any]) -> SearchConfig:
         """The run's search settings, with the task's ``max_gen_toks`` when nobody set
@@ -403,12 +350,12 @@ def lm_eval_extra(additional_config: Mapping[str, Any] | None) -> dict[str, Any]
     flags = dict(LM_EVAL_FLAGS.get() or {})
     template = flags.get("apply_chat_template")
     if isinstance(template, str) and template.strip().lower() not in ("", "true"):
-        raise ValueError(
+        raise DataError(
             f"lm_eval --apply_chat_template={template} is invalid; accepted: the flag alone "
             "(--model tts renders with the policy's chat template, or model_args chat_template=)"
         )
     if flags.get("cache_requests") and template:
-        raise ValueError(
+        raise DataError(
             "lm_eval --cache_requests with --apply_chat_template is not supported by --model tts "
             "(replayed chat prompts cannot be mapped back to their messages); drop one of them"
         )
@@ -549,16 +496,10 @@ def policy_device(searcher: Searcher | None, config: TTSConfig) -> str:
     return device if isinstance(device, str) and device else config.engine.device
 
 
-def _searcher_tokenizer(searcher: Searcher) -> Any:
-    """The policy tokenizer the searcher exposes (``Searcher.tokenizer``), if it renders chats."""
-    tokenizer = getattr(searcher, "tokenizer", None)
-    return tokenizer if callable(getattr(tokenizer, "apply_chat_template", None)) else None
-
-
 def _prompt_limit(searcher: Searcher, config: TTSConfig) -> int | None:
     """The policy's context length (``Searcher.max_model_len``), else the setting (None:
     unknown, nothing is skipped here)."""
-    value = getattr(searcher, "max_model_len", None)
+    value = searcher.max_model_len
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return config.engine.max_model_len

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.types import Cost
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def parse_params(text: str) -> tuple[str, float]:
     except ValueError:
         number = math.nan
     if not sep or not name.strip() or not math.isfinite(number) or number <= 0:
-        raise ValueError(
+        raise DataError(
             f"--params {text!r} is invalid; accepted: MODEL=COUNT with a positive count "
             "(e.g. meta-llama/Llama-3.1-8B-Instruct=8.03e9)"
         )
@@ -96,17 +97,17 @@ def read_safetensors_header(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise ValueError(f"{path} is not a safetensors file (shorter than its header length)")
+            raise DataError(f"{path} is not a safetensors file (shorter than its header length)")
         (length,) = struct.unpack("<Q", raw)
         if length > 100_000_000:
-            raise ValueError(f"{path} is not a safetensors file (header length {length})")
+            raise DataError(f"{path} is not a safetensors file (header length {length})")
         data = f.read(length)
     try:
         header = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"{path} is not a safetensors file (its header is not JSON)") from None
+        raise DataError(f"{path} is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a safetensors file (its header is not a mapping)")
+        raise DataError(f"{path} is not a safetensors file (its header is not a mapping)")
     return header
 
 

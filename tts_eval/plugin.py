@@ -41,7 +41,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from tts_eval.settings import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
+from tts_eval.errors import DataError, MissingFileError, SettingError
+from tts_eval.model_args import LM_EVAL_FLAGS, POLICY_DEVICE_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def tasks_dir() -> Path:
     for candidate in (here / "tasks", here.parent / "tasks"):
         if (candidate / "math500").is_dir():
             return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"tts-eval task folder not found next to {here}; reinstall tts-scaling-eval"
     )
 
@@ -162,14 +163,20 @@ def _task_names(signature: inspect.Signature, args: tuple, kwargs: dict) -> list
 
 def check_task_data(tasks: Sequence[str]) -> None:
     """Check the local data file of our tasks among ``tasks`` (``math500`` with
-    ``$TTS_EVAL_MATH500``) before lm-eval builds the model: one line naming file, line and field."""
+    ``$TTS_EVAL_MATH500``) before lm-eval builds the model: one line naming file, line and field
+    (the hooks raise built-in errors, being standard library only: ours here)."""
     if "math500" not in tasks or not os.environ.get("TTS_EVAL_MATH500"):
         return
     hooks = tasks_dir() / "math500" / "utils.py"
     spec = importlib.util.spec_from_file_location("tts_eval_math500_hooks", hooks)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.check_math500_file()
+    try:
+        module.check_math500_file()
+    except FileNotFoundError as exc:
+        raise MissingFileError(str(exc)) from None
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def is_tts_model(model: Any) -> bool:
@@ -204,10 +211,17 @@ def check_num_fewshot(num_fewshot: Any, tasks: Sequence[str]) -> None:
         return
     fixed = [t for t in tasks if t in zero_shot_tasks()]
     if fixed:
-        raise ValueError(
-            f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks {','.join(fixed)}; "
-            "accepted: 0 or no flag (--model tts runs these tasks zero-shot: the prompt asks "
-            "for steps and a boxed answer, and the search needs no examples)"
+        accepted = (
+            "0 or no flag (--model tts runs these tasks zero-shot: the prompt asks for steps and "
+            "a boxed answer, and the search needs no examples)"
+        )
+        raise SettingError(
+            "--num_fewshot",
+            num_fewshot,
+            accepted,
+            scope="lm_eval",
+            message=f"lm_eval --num_fewshot={num_fewshot} is invalid with --tasks "
+            f"{','.join(fixed)}; accepted: {accepted}",
         )
 
 

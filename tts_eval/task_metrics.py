@@ -9,7 +9,7 @@ the same search trace, all over the run's N candidates:
 
 * ``maj@n``: the most frequent answer (grouped by equivalence) is correct;
 * ``weighted@n`` / ``naive@n``: PRM-weighted vote / single best-scored candidate is correct (for
-  every PRM-guided strategy, i.e. all but majority);
+  every PRM-guided strategy: those whose spec needs a PRM);
 * ``pass@n``: any finished candidate is correct (coverage);
 * ``policy_tokens``: policy tokens generated for the problem;
 * ``flops``: the FLOPs of its search (2 x parameters x tokens processed, policy and PRM; see
@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from tts_eval.grader import MathAnswerSpec, grade_verdict, is_equiv
+from tts_eval.search import get_spec
 from tts_eval.types import AnswerSpec, SearchResult
 
 TRACE_KEY = "tts_trace"
@@ -82,7 +83,7 @@ def trace_metrics(
     }
     if result.cost.flops is not None:
         metrics[FLOPS_KEY] = float(result.cost.flops)
-    if result.strategy != "majority":  # PRM-guided: report on every document, scored or not
+    if get_spec(result.strategy).needs_prm:  # PRM-guided: report on every document, scored or not
         metrics["weighted@n"] = hit(weighted_vote(candidates, grouper, agg))
         metrics["naive@n"] = hit(naive_best(candidates, agg))
     metrics[TRACE_KEY] = result_record(result, task=task, token_ids=False)

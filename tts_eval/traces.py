@@ -30,6 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.files import output_error
 from tts_eval.types import Candidate, Cost, FinishReason, SearchResult
 
@@ -83,7 +84,7 @@ def result_from_record(record: Mapping[str, Any]) -> SearchResult:
     """Inverse of :func:`result_record` (reads every version in :data:`READABLE_VERSIONS`)."""
     version = record.get("version", 1)
     if version not in READABLE_VERSIONS:
-        raise ValueError(
+        raise DataError(
             f"trace record {record.get('uid')} has version {version!r}; this tts-eval reads "
             f"versions {', '.join(map(str, READABLE_VERSIONS))} (upgrade tts-eval)"
         )
@@ -148,4 +149,4 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             if i == len(lines) - 1 and not line.endswith("\n"):
                 logger.warning("%s: skipping an incomplete last line (interrupted write)", path)
                 continue
-            raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
+            raise DataError(f"{path}: line {i + 1} is not valid JSON") from None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 # --------------------------------------------------------------------------------------------
 # Policy engine
@@ -34,6 +34,12 @@ class SamplingParams:
 
     ``seed`` makes the request reproducible on its own: two engines given the same request and
     seed return the same completions regardless of what else shares the batch.
+
+    ``logprobs``: None (the default) asks for no log-probabilities, and engines compute none; an
+    integer ``k >= 0`` asks every completion for :class:`TokenLogprobs` at each generated token:
+    the generated token's log-probability and the ``k`` most likely tokens' (``k = 0``: the
+    generated token's only). An engine that cannot return ``k`` of them refuses the request with
+    a one-line ``ValueError`` before generating.
     """
 
     n: int = 1
@@ -42,6 +48,7 @@ class SamplingParams:
     max_tokens: int = 2048
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1:
@@ -52,6 +59,15 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.logprobs is not None and (
+            isinstance(self.logprobs, bool)
+            or not isinstance(self.logprobs, int)
+            or self.logprobs < 0
+        ):
+            raise ValueError(
+                f"logprobs must be None (none) or an integer >= 0 (top-k per token), "
+                f"got {self.logprobs!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -62,6 +78,34 @@ class GenerationRequest:
     params: SamplingParams
 
 
+@dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """Log-probabilities (natural log) at one generated position.
+
+    They are the model's own next-token distribution: the log-softmax of the raw logits, at
+    temperature 1, before temperature, top-p, penalties or any other processing of the request
+    (vLLM's default ``logprobs_mode="raw_logprobs"``), whatever the request sampled with. That is
+    the distribution DeepConf's token confidence and self-certainty are defined on
+    (:mod:`tts_eval.search.confidence`).
+
+    ``logprob`` is the generated token's; ``top_ids`` / ``top_logprobs`` are the ``k`` most likely
+    tokens and theirs, most likely first (equal log-probabilities: lower id first, among the tokens
+    the backend returned: which of several tokens tied at the ``k``-th place make the cut is the
+    backend's choice). The generated token is among them only when it is in the top ``k``.
+    """
+
+    logprob: float
+    top_ids: tuple[int, ...] = ()
+    top_logprobs: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.top_ids) != len(self.top_logprobs):
+            raise ValueError(
+                f"top_ids and top_logprobs must have one entry per token, got "
+                f"{len(self.top_ids)} and {len(self.top_logprobs)}"
+            )
+
+
 @dataclass(frozen=True)
 class Completion:
     """One sampled continuation.
@@ -69,11 +113,22 @@ class Completion:
     ``token_ids`` are exactly the generated tokens (appending them to the prompt continues the
     solution); ``text`` is their decoding. When ``finish_reason`` is STEP the text contains the stop
     string (possibly followed by the remainder of the token that completed it).
+
+    ``logprobs``: None unless the request asked for them (``SamplingParams.logprobs``); then one
+    :class:`TokenLogprobs` per entry of ``token_ids`` (the EOS token included), in order.
     """
 
     text: str
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
+    logprobs: tuple[TokenLogprobs, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.logprobs is not None and len(self.logprobs) != len(self.token_ids):
+            raise ValueError(
+                f"logprobs must have one entry per generated token: {len(self.logprobs)} for "
+                f"{len(self.token_ids)} tokens"
+            )
 
 
 @dataclass(frozen=True)
@@ -92,7 +147,18 @@ class GenerationOutput:
 
 @runtime_checkable
 class PolicyEngine(Protocol):
-    """Batched step generation. Implementations: ``engines.hf``, ``engines.vllm``, test fakes."""
+    """Batched step generation. Implementations: ``engines.hf``, ``engines.vllm``,
+    ``engines.openai``, test fakes.
+
+    ``tokenizer``: the policy's tokenizer (renders chat text; None for an engine without one, a
+    test fake). ``max_model_len``: the policy's context length, prompt + completion (None:
+    unknown). ``device``: where the policy runs (``cpu``, ``cuda:0``, ...; None: not in this
+    process). ``close()`` frees what the engine holds (idempotent).
+    """
+
+    tokenizer: Any
+    max_model_len: int | None
+    device: str | None
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Chat-template ``messages`` (with the generation prompt) into token ids."""
@@ -100,6 +166,10 @@ class PolicyEngine(Protocol):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         """One output per request, in order."""
+        ...
+
+    def close(self) -> None:
+        """Free the engine's models and memory; it cannot generate afterwards."""
         ...
 
 
@@ -110,10 +180,19 @@ class PolicyEngine(Protocol):
 
 @dataclass(frozen=True)
 class PRMRequest:
-    """Score every step of one (partial) solution to ``problem``."""
+    """Score every step of one (partial) solution to ``problem``.
+
+    ``token_values`` / ``step_token_ends``: what a scorer that reads the policy's own confidence
+    needs (``tts_eval.search.confidence.SelfScorer``; a PRM model ignores them): per generated
+    token of the solution its confidence value, and per step how many of those tokens its prefix
+    spans. None unless the search scores with the policy's confidence (``self_score``). They take
+    no part in comparisons or hashing (a request is its problem and steps).
+    """
 
     problem: str
     steps: tuple[str, ...]
+    token_values: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
+    step_token_ends: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -130,6 +209,10 @@ class ProcessRewardModel(Protocol):
 
     def score(self, requests: Sequence[PRMRequest]) -> list[PRMOutput]:
         """One output per request, in order; ``len(out.step_scores) == len(req.steps)``."""
+        ...
+
+    def close(self) -> None:
+        """Free the PRM's model and caches; it cannot score afterwards."""
         ...
 
 

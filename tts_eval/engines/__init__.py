@@ -36,10 +36,12 @@ from tts_eval.types import PolicyEngine
 __all__ = ["BACKENDS", "EngineConfig", "check_engine", "load_engine"]
 
 
-def check_engine(config: EngineConfig) -> None:
-    """The checks of ``config`` that need no weights: the model path, and for backend=openai the
-    server (reachable, serving the model, returning token ids); one-line ``ValueError`` each."""
-    check_model_path("pretrained", config.pretrained)
+def check_engine(config: EngineConfig, *, path_checked: bool = False) -> None:
+    """The checks of ``config`` that need no weights: the model path (unless ``path_checked``),
+    and for backend=openai the server (reachable, serving the model, returning token ids);
+    one-line ``SettingError`` each."""
+    if not path_checked:
+        check_model_path("pretrained", config.pretrained)
     if config.backend == "openai":
         from tts_eval.engines.openai import connect
 
@@ -47,13 +49,18 @@ def check_engine(config: EngineConfig) -> None:
 
 
 def load_engine(
-    backend: str | EngineConfig, pretrained: str | None = None, **kwargs: Any
+    backend: str | EngineConfig,
+    pretrained: str | None = None,
+    *,
+    checked: bool = False,
+    **kwargs: Any,
 ) -> PolicyEngine:
     """Build a policy engine from ``(backend, pretrained, **options)`` or from an EngineConfig.
 
     Options are the fields of :class:`EngineConfig` (device, dtype, seed, batch_size,
     max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager, block_size, revision,
-    trust_remote_code, chat_template).
+    trust_remote_code, chat_template). ``checked=True``: the caller ran :func:`check_engine`
+    already (the model path is checked once per open).
     """
     if isinstance(backend, EngineConfig):
         if pretrained is not None or kwargs:
@@ -63,7 +70,8 @@ def load_engine(
         if pretrained is None:
             raise ValueError("load_engine needs pretrained=<path or hub id>")
         config = EngineConfig.from_kwargs(backend=backend, pretrained=pretrained, **kwargs)
-    check_model_path("pretrained", config.pretrained)
+    if not checked:
+        check_model_path("pretrained", config.pretrained)
     if config.backend == "vllm":
         from tts_eval.engines.vllm import VLLMEngine
 

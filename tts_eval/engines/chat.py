@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from tts_eval.errors import SettingError
 from tts_eval.settings import EngineConfig
 
 DEFAULT_HF_BATCH_SIZE = 16
@@ -35,15 +36,21 @@ def load_tokenizer(config: EngineConfig) -> Any:
         )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(
-            f"pretrained={config.pretrained!r}: cannot load its tokenizer ({first})"
+        raise SettingError(
+            "pretrained",
+            config.pretrained,
+            "a model with a tokenizer transformers can load",
+            message=f"pretrained={config.pretrained!r}: cannot load its tokenizer ({first})",
         ) from exc
     if config.chat_template is not None:
         tok.chat_template = config.chat_template
     if not getattr(tok, "chat_template", None):
-        raise ValueError(
-            f"pretrained={config.pretrained!r} has no chat template: use an instruct/chat model, "
-            "or pass chat_template=<jinja string> (or add one to its tokenizer_config.json)"
+        raise SettingError(
+            "pretrained",
+            config.pretrained,
+            "an instruct/chat model, or chat_template=<jinja string>",
+            message=f"pretrained={config.pretrained!r} has no chat template: use an instruct/chat "
+            "model, or pass chat_template=<jinja string> (or add one to its tokenizer_config.json)",
         )
     return tok
 
@@ -65,6 +72,26 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[i
             raise ValueError(f"render_prompt expected one conversation, got {len(out)}")
         out = out[0]
     return [int(t) for t in out]
+
+
+def render_chat_text(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]]
+) -> tuple[str, list[int]]:
+    """``messages`` rendered once with the chat template (generation prompt included): the text,
+    and its token ids: the text encoded without special tokens, which is what
+    ``apply_chat_template(tokenize=True)`` (:func:`render_chat`) does, so both give the same ids
+    (for ``TTSLM.apply_chat_template``, which needs the text too)."""
+    text = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+    )
+    if not isinstance(text, str):
+        if isinstance(text, list) and len(text) != 1:
+            raise ValueError(f"render_prompt expected one conversation, got {len(text)}")
+        text = text[0] if isinstance(text, list) else str(text)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if ids and isinstance(ids[0], list):  # a batch of one
+        ids = ids[0]
+    return text, [int(t) for t in ids]
 
 
 def eos_token_ids(tokenizer: Any, generation_config: Any | None) -> frozenset[int]:

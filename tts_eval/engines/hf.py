@@ -16,6 +16,11 @@ cache copied to its rows. A row stops at the first of:
 Temperature 0 is greedy (argmax); otherwise softmax at the temperature, nucleus (top_p) filtering,
 and an inverse-CDF draw with one uniform number from the row's generator per token.
 
+Log-probabilities (``SamplingParams.logprobs = k``): for the rows that ask, every step also takes
+the float32 log-softmax of the same logits at temperature 1 (:func:`token_logprobs`: the generated
+token's value and the top ``k``), the numbers vLLM returns in its default ``raw_logprobs`` mode;
+rows that do not ask cost nothing extra. ``k`` may be anything up to the model's vocabulary.
+
 Progress: ``HFEngine.progress`` (``None`` by default: a bar only for calls longer than a couple of
 seconds; ``True`` always, ``False`` never) shows a tqdm bar on stderr over the call's completions,
 with requests done, tokens generated and tokens/s (:mod:`tts_eval.engines.progress`). Errors: bad
@@ -52,14 +57,16 @@ from tts_eval.engines.chat import (
 from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
 from tts_eval.engines.progress import GenerationProgress
-from tts_eval.errors import OutOfMemoryError, free_device_memory, torch_oom_types
-from tts_eval.settings import EngineConfig, check_model_path
+from tts_eval.errors import MissingDependencyError, OutOfMemoryError, SettingError
+from tts_eval.memory import free_device_memory, torch_oom_types
+from tts_eval.settings import EngineConfig
 from tts_eval.types import (
     Completion,
     FinishReason,
     GenerationOutput,
     GenerationRequest,
     SamplingParams,
+    TokenLogprobs,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +86,7 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     finish: FinishReason | None = None
     generator: Any = None
+    logprobs: list[TokenLogprobs] | None = None  # one per token when the request asked
 
 
 def validate_stops(stop: Sequence[str]) -> None:
@@ -123,13 +131,42 @@ def pick_token(logits: Any, params: SamplingParams, generator: Any) -> int:
     return int(order[k]) if order is not None else k
 
 
+def top_logprobs(
+    ids: Sequence[int], values: Sequence[float], k: int
+) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """The ``k`` most likely of ``(ids, values)`` in :class:`TokenLogprobs` order: most likely
+    first, equal values by lower id (backends break such ties each their own way)."""
+    pairs = sorted(zip(ids, values, strict=True), key=lambda p: (-p[1], p[0]))[:k]
+    return tuple(int(i) for i, _ in pairs), tuple(float(v) for _, v in pairs)
+
+
+def token_logprobs(logits: Any, tokens: Sequence[int], ks: Sequence[int]) -> list[TokenLogprobs]:
+    """:class:`TokenLogprobs` of ``tokens[r]`` and the top ``ks[r]`` under row ``r`` of ``logits``
+    (``[rows, vocab]``): the float32 log-softmax at temperature 1, as vLLM's ``raw_logprobs``."""
+    import torch
+
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = torch.tensor(list(tokens), dtype=torch.long, device=logp.device)[:, None]
+    sampled = logp.gather(-1, picked)[:, 0].tolist()
+    widest = max(ks, default=0)
+    if widest:
+        # one more than asked, so that a tie at the k-th place is broken by id as documented
+        values, ids = torch.topk(logp, min(widest + 1, logp.shape[-1]), dim=-1)
+        values, ids = values.tolist(), ids.tolist()
+    out = []
+    for r, k in enumerate(ks):
+        top = top_logprobs(ids[r], values[r], k) if k else ((), ())
+        out.append(TokenLogprobs(float(sampled[r]), *top))
+    return out
+
+
 def _resolve_device(device: str) -> str:
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but no CUDA device is visible; accepted here: cpu")
+        raise SettingError("device", device, "cpu (no CUDA device is visible here)")
     return device
 
 
@@ -139,14 +176,13 @@ class HFEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "hf":
             raise ValueError(f"HFEngine needs backend=hf, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
         self.config = config
         self.tokenizer = load_tokenizer(config)
         try:
             import torch
             from transformers import AutoModelForCausalLM
         except ImportError as exc:  # pragma: no cover - torch is a hard dependency
-            raise ImportError(f"{_TORCH_HINT} ({exc})") from exc
+            raise MissingDependencyError(f"{_TORCH_HINT} ({exc})") from exc
 
         self.device = _resolve_device(config.device)
         dtype = "auto" if config.dtype == "auto" else getattr(torch, config.dtype)
@@ -250,6 +286,7 @@ class HFEngine:
                     text=self.tokenizer.decode(r.tokens, skip_special_tokens=True),
                     token_ids=tuple(r.tokens),
                     finish_reason=r.finish,
+                    logprobs=None if r.logprobs is None else tuple(r.logprobs),
                 )
                 for r in sorted(req_rows, key=lambda r: r.index)
             )
@@ -285,13 +322,21 @@ class HFEngine:
                     f"max_model_len={self.max_model_len}"
                 )
             validate_stops(req.params.stop)
+            k = req.params.logprobs
+            if k is not None and k > self.vocab_size:
+                raise ValueError(
+                    f"request {i}: logprobs={k} is more than the model's vocabulary has; "
+                    f"accepted: 0 to {self.vocab_size}"
+                )
             seed = req.params.seed
             if seed is None:
                 seed = self._seed_rng.randrange(2**31)
             for j in range(req.params.n):
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(seed + j)
-                rows.append(_Row(i, j, seed + j, req.params, n_prompt, generator=gen))
+                row = _Row(i, j, seed + j, req.params, n_prompt, generator=gen)
+                row.logprobs = None if k is None else []
+                rows.append(row)
         return rows
 
     def _forward(self, input_ids, attention_mask, position_ids, past):
@@ -340,6 +385,7 @@ class HFEngine:
                 new_tokens = [
                     pick_token(logits[k], r.params, r.generator) for k, r in enumerate(active)
                 ]
+                self._record_logprobs(active, logits, new_tokens)
                 for r, tok in zip(active, new_tokens, strict=True):
                     self._append(r, tok)
                 bar.update(len(active), [r.request for r in active if r.finish is not None])
@@ -356,6 +402,22 @@ class HFEngine:
                 mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
                 logits, cache = self._forward(step_ids, mask, next_pos[:, None], cache)
                 next_pos = next_pos + 1
+
+    @staticmethod
+    def _record_logprobs(active: list[_Row], logits: Any, new_tokens: list[int]) -> None:
+        """Append the :class:`TokenLogprobs` of this step's token to the rows that asked."""
+        want = [k for k, r in enumerate(active) if r.logprobs is not None]
+        if not want:
+            return
+        if len(want) < len(active):
+            import torch
+
+            logits = logits[torch.tensor(want, device=logits.device)]
+        found = token_logprobs(
+            logits, [new_tokens[k] for k in want], [active[k].params.logprobs for k in want]
+        )
+        for k, entry in zip(want, found, strict=True):
+            active[k].logprobs.append(entry)  # type: ignore[union-attr]
 
     def _append(self, row: _Row, token: int) -> None:
         """Add ``token`` to ``row`` and decide whether (and why) the row is finished."""

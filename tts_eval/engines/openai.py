@@ -21,8 +21,19 @@ the other engines. Each sample of a request goes out as its own HTTP request (``
 the server reports it (vLLM: ``--enable-prompt-tokens-details``), else None. ``max_tokens`` is
 cut to the room left under the server's ``max_model_len``, where the in-process engines stop.
 
+Log-probabilities (``SamplingParams.logprobs = k``): the body adds ``"logprobs": k`` and
+``"return_tokens_as_token_ids": true``, and :func:`choice_logprobs` reads each choice's
+``logprobs``: ``token_logprobs`` (the generated tokens') and ``top_logprobs`` (per position a map
+``"token_id:<id>" -> log-probability`` of the top ``k`` and, when it is not among them, the
+generated token, which is then dropped). A vLLM server returns its engine's numbers (the raw
+log-softmax at temperature 1 with the server's default ``--logprobs-mode raw_logprobs``; see
+:mod:`tts_eval.engines.vllm`), JSON floats that read back exactly (but ``-inf``, which vLLM's
+server writes as -9999.0); a server that answers without
+them or with token strings instead of ids, or refuses ``k`` (vLLM: more than its
+``--max-logprobs``, 20 by default), is a one-line :class:`~tts_eval.errors.EngineError`.
+
 Start-up (:func:`connect`, called by :func:`tts_eval.runtime.local.preflight` before the PRM
-loads, and again when the engine is built) checks, each failure a one-line ``ValueError``: the
+loads, and again when the engine is built) checks, each failure a one-line ``SettingError``: the
 server answers at ``base_url`` (and accepts the API key), ``/v1/models`` lists the model (no
 ``model=``: the server must list exactly one), and a one-token probe returns token ids (vLLM
 0.10.2 or newer with ``return_token_ids``); before that probe, a vLLM server's ``/tokenize`` must
@@ -53,6 +64,10 @@ remaining requests of the call are cancelled. ``tts-eval sweep`` resumes after t
 What this module does not do: start or stop servers, balance load over several servers (put a
 router in front: README), stream, or use the chat endpoint. httpx is imported when an engine is
 built (``pip install 'tts-scaling-eval[openai]'``).
+
+Over 600 lines, one module on purpose: the start-up checks, the retrying client and the engine
+share the server's protocol details (token-id prompts, stop reasons, the probe, the error lines);
+apart, each would re-state them.
 """
 
 from __future__ import annotations
@@ -70,12 +85,18 @@ from typing import Any
 
 from tts_eval.engines.chat import load_tokenizer, render_chat
 from tts_eval.engines.failures import engine_error, first_line
-from tts_eval.engines.hf import validate_stops
+from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.progress import GenerationProgress
 from tts_eval.engines.vllm import classify_finish
-from tts_eval.errors import EngineError
-from tts_eval.settings import EngineConfig, check_model_path, invalid
-from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
+from tts_eval.errors import EngineError, MissingDependencyError, SettingError
+from tts_eval.settings import EngineConfig, invalid
+from tts_eval.types import (
+    Completion,
+    FinishReason,
+    GenerationOutput,
+    GenerationRequest,
+    TokenLogprobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +125,7 @@ def import_httpx() -> Any:
     try:
         import httpx
     except ImportError as exc:
-        raise ImportError(f"{OPENAI_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{OPENAI_INSTALL_HINT} ({exc})") from exc
     return httpx
 
 
@@ -194,7 +215,7 @@ def _check_status(response: Any) -> None:
 
 
 def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> ServerInfo:
-    """The start-up checks of the module docstring; one-line ``ValueError`` for each failure.
+    """The start-up checks of the module docstring; one-line ``SettingError`` for each failure.
 
     Without ``tokenizer``, the probe prompt is the policy tokenizer's rendering of a short chat
     (the tokenizer is loaded here: cheap, no weights).
@@ -214,9 +235,12 @@ def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> 
                 f"({first_line(exc)})",
             ) from None
         if response.status_code in (401, 403):
-            raise ValueError(
-                f"the server at base_url={url} refused the API key (HTTP {response.status_code}: "
-                f"{_detail(response)}); set api_key= or OPENAI_API_KEY"
+            raise SettingError(
+                "api_key",
+                "(hidden)",
+                "a key the server accepts",
+                message=f"the server at base_url={url} refused the API key (HTTP "
+                f"{response.status_code}: {_detail(response)}); set api_key= or OPENAI_API_KEY",
             )
         models = _listed_models(url, response)
         info = _pick_model(config, models)
@@ -254,9 +278,12 @@ def _pick_model(config: EngineConfig, models: list[Mapping[str, Any]]) -> Server
     names = [str(m.get("id")) for m in models]
     if config.model is None:
         if len(names) != 1:
-            raise ValueError(
-                f"model_args model is required: the server at base_url={config.base_url} serves "
-                f"{len(names)} models; accepted: {', '.join(names) or 'none listed'}"
+            raise SettingError(
+                "model",
+                None,
+                ", ".join(names) or "none listed",
+                message=f"model_args model is required: the server at base_url={config.base_url} "
+                f"serves {len(names)} models; accepted: {', '.join(names) or 'none listed'}",
             )
         chosen = models[0]
     else:
@@ -303,21 +330,35 @@ def _probe_token_ids(
         _check_status(response)
         choices = response.json()["choices"]
     except ServerRefused as exc:  # e.g. "Token id 34519 is out of vocabulary"
-        raise ValueError(
+        raise _unusable(
+            config,
             f"{server} cannot complete a token-id prompt for model {model!r}: {exc}; "
-            f"is pretrained={config.pretrained} the tokenizer of {model}?"
+            f"is pretrained={config.pretrained} the tokenizer of {model}?",
         ) from None
     except ServerUnavailable as exc:
-        raise ValueError(
-            f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
+        raise _unusable(
+            config, f"{server} cannot complete a token-id prompt for model {model!r}: {exc}"
         ) from None
     except Exception as exc:
-        raise ValueError(
-            f"{server} answered a one-token /completions probe unexpectedly: {first_line(exc)}"
+        raise _unusable(
+            config,
+            f"{server} answered a one-token /completions probe unexpectedly: {first_line(exc)}",
         ) from None
     ids = choices[0].get("token_ids") if choices and isinstance(choices[0], dict) else None
     if not isinstance(ids, list):
-        raise ValueError(f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}")
+        raise _unusable(
+            config, f"{server} returns no token ids; backend=openai needs {TOKEN_IDS_FEATURE}"
+        )
+
+
+def _unusable(config: EngineConfig, message: str) -> SettingError:
+    """A server at ``base_url`` that answers but cannot serve token-id prompts (one line)."""
+    return SettingError(
+        "base_url",
+        config.base_url,
+        f"an OpenAI-compatible server with {TOKEN_IDS_FEATURE}",
+        message=message,
+    )
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
@@ -394,6 +435,46 @@ def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
     return classify_finish(choice.get("finish_reason"), stop_reason)
 
 
+TOKEN_ID_PREFIX = "token_id:"  # vLLM's token strings with "return_tokens_as_token_ids": true
+
+
+def _token_id(token: object) -> int:
+    if not isinstance(token, str) or not token.startswith(TOKEN_ID_PREFIX):
+        raise ValueError(
+            f"a log-probability keyed by {token!r}, not by 'token_id:<id>'; log-probabilities "
+            'need a vLLM server (it honours "return_tokens_as_token_ids")'
+        )
+    return int(token[len(TOKEN_ID_PREFIX) :])
+
+
+def choice_logprobs(
+    logprobs: object, token_ids: tuple[int, ...], k: int
+) -> tuple[TokenLogprobs, ...]:
+    """The :class:`TokenLogprobs` of one choice's ``logprobs`` object (see the module docstring);
+    ``ValueError`` when the server left them out or sent something else."""
+    if not isinstance(logprobs, dict):
+        raise ValueError(
+            f"the server returned no log-probabilities for logprobs={k} (got {logprobs!r:.60})"
+        )
+    sampled = logprobs.get("token_logprobs")
+    tops = logprobs.get("top_logprobs")
+    if not isinstance(sampled, list) or not isinstance(tops, list):
+        raise ValueError("the server's logprobs lack token_logprobs or top_logprobs")
+    if not len(sampled) == len(tops) == len(token_ids):
+        raise ValueError(
+            f"the server returned {len(sampled)} log-probabilities for {len(token_ids)} tokens"
+        )
+    out = []
+    for token, value, top in zip(token_ids, sampled, tops, strict=True):
+        if not isinstance(value, int | float) or not isinstance(top, dict):
+            raise ValueError(f"the server returned no log-probability for token {token}")
+        pairs = {_token_id(t): float(v) for t, v in top.items()}
+        if len(pairs) > k:  # the generated token, outside the top k
+            pairs.pop(token, None)
+        out.append(TokenLogprobs(float(value), *top_logprobs(list(pairs), list(pairs.values()), k)))
+    return tuple(out)
+
+
 def one_sample(req: GenerationRequest, j: int) -> GenerationRequest:
     """Sample ``j`` of ``req`` as a request of its own (``n=1``, seed ``seed + j``)."""
     p = req.params
@@ -417,8 +498,8 @@ class OpenAIEngine:
     def __init__(self, config: EngineConfig) -> None:
         if config.backend != "openai":
             raise ValueError(f"OpenAIEngine needs backend=openai, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
-        self.config = config
+        self.config = config  # its path checked by the caller (load_engine), once per open
+        self.device: str | None = None  # the policy runs in the server's process, not here
         self._httpx = import_httpx()
         self.tokenizer = load_tokenizer(config)
         self._client = make_client(config)
@@ -537,6 +618,9 @@ class OpenAIEngine:
         }
         if p.seed is not None:
             body["seed"] = p.seed
+        if p.logprobs is not None:
+            body["logprobs"] = p.logprobs
+            body["return_tokens_as_token_ids"] = True
         return body
 
     def _post(self, body: Mapping[str, Any], cancel: threading.Event) -> Mapping[str, Any]:
@@ -588,11 +672,15 @@ class OpenAIEngine:
                     f"a choice without token ids; backend=openai needs {TOKEN_IDS_FEATURE}"
                 )
             token_ids = tuple(int(t) for t in ids)
+            k = req.params.logprobs
             completions.append(
                 Completion(
                     text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
                     token_ids=token_ids,
                     finish_reason=classify_choice(choice),
+                    logprobs=None
+                    if k is None
+                    else choice_logprobs(choice.get("logprobs"), token_ids, k),
                 )
             )
         usage = data.get("usage") or {}

@@ -46,6 +46,16 @@ generated 14.6 tokens/s in bfloat16 and 120-128 in float32 (128 sequences of 64 
 prompts and settings); a torch matmul of its shapes ran at 1.2 vs 13.9 GFLOP/s. Where the CPU has
 native bfloat16, vLLM's default stays.
 
+Log-probabilities (``SamplingParams.logprobs = k``): passed to vLLM as ``logprobs=k`` with
+``flat_logprobs=True`` (per position: the generated token first, then the top ``k`` in rank order;
+:func:`flat_position_logprobs`). vLLM 0.32 returns, by default (``logprobs_mode="raw_logprobs"``,
+``vllm/v1/sample/sampler.py``), the float32 log-softmax of the raw logits, taken before penalties,
+temperature and top-p: the model's distribution at temperature 1, whatever the request samples
+with, which is what DeepConf's token confidence is defined on. The ``processed_*`` modes (the
+distribution after temperature and top-p) would not be; this engine keeps vLLM's default. vLLM
+returns at most ``max_logprobs`` (20 by default) per token: a request for more is refused with a
+one-line ``ValueError`` before anything is sent.
+
 Progress: ``VLLMEngine.progress`` has the meaning of ``HFEngine.progress`` (None: vLLM's own bar,
 on stderr, only for calls longer than a couple of seconds). Errors: bad requests raise
 ``ValueError`` before anything is sent to vLLM; anything vLLM raises while generating (a dead
@@ -71,11 +81,18 @@ from tts_eval.engines.chat import (
 )
 from tts_eval.engines.counters import PromptCounters
 from tts_eval.engines.failures import engine_error
-from tts_eval.engines.hf import validate_stops
+from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.progress import tqdm_factory
-from tts_eval.errors import EngineError, free_device_memory
-from tts_eval.settings import EngineConfig, check_model_path, invalid
-from tts_eval.types import Completion, FinishReason, GenerationOutput, GenerationRequest
+from tts_eval.errors import EngineError, MissingDependencyError
+from tts_eval.memory import free_device_memory
+from tts_eval.settings import EngineConfig, invalid
+from tts_eval.types import (
+    Completion,
+    FinishReason,
+    GenerationOutput,
+    GenerationRequest,
+    TokenLogprobs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +102,7 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise ImportError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{VLLM_INSTALL_HINT} ({exc})") from exc
     return vllm
 
 
@@ -108,6 +125,29 @@ def classify_finish(finish_reason: str | None, stop_reason: int | str | None) ->
         f"vLLM returned finish_reason={finish_reason!r}, stop_reason={stop_reason!r}; "
         "expected 'stop' or 'length' (was the request aborted?)"
     )
+
+
+def flat_position_logprobs(flat: Any, position: int, token_id: int, k: int) -> TokenLogprobs:
+    """:class:`TokenLogprobs` of one position of vLLM's ``FlatLogprobs`` (``flat_logprobs=True``):
+    its entries are the generated token, then the top ``k`` by rank."""
+    start, end = flat.start_indices[position], flat.end_indices[position]
+    ids, values = flat.token_ids[start:end], flat.logprobs[start:end]
+    if end - start != k + 1 or int(ids[0]) != token_id:
+        raise RuntimeError(
+            f"vLLM returned {end - start} log-probabilities at position {position} for "
+            f"logprobs={k} (expected {k + 1}, the generated token first)"
+        )
+    return TokenLogprobs(float(values[0]), *top_logprobs(ids[1:], values[1:], k))
+
+
+def dict_position_logprobs(entry: Mapping[int, Any], token_id: int, k: int) -> TokenLogprobs:
+    """:class:`TokenLogprobs` of one position of vLLM's per-position dict (vLLM without
+    ``FlatLogprobs``): the generated token's entry and the entries ranked 1 to ``k``."""
+    top = [
+        (int(t), float(e.logprob)) for t, e in entry.items() if e.rank is not None and e.rank <= k
+    ]
+    ids, values = zip(*top, strict=True) if top else ((), ())
+    return TokenLogprobs(float(entry[token_id].logprob), *top_logprobs(ids, values, k))
 
 
 # KV-cache block size on the CPU platform (the CPU attention backend takes multiples of 32).
@@ -152,6 +192,20 @@ def cpu_dtype(dtype: str, flags: set[str] | None) -> str:
     return "float32"
 
 
+def completion_logprobs(
+    logprobs: Any, token_ids: tuple[int, ...], k: int | None
+) -> tuple[TokenLogprobs, ...] | None:
+    """The :class:`TokenLogprobs` of a vLLM ``CompletionOutput.logprobs`` (None if not asked)."""
+    if k is None:
+        return None
+    if logprobs is None or len(logprobs) != len(token_ids):
+        got = "none" if logprobs is None else len(logprobs)
+        raise RuntimeError(f"vLLM returned {got} log-probabilities for {len(token_ids)} tokens")
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        return tuple(flat_position_logprobs(logprobs, i, t, k) for i, t in enumerate(token_ids))
+    return tuple(dict_position_logprobs(logprobs[i], t, k) for i, t in enumerate(token_ids))
+
+
 class VLLMEngine:
     """Batched step generation over ``vllm.LLM`` with prefix caching (see the module docstring)."""
 
@@ -160,7 +214,6 @@ class VLLMEngine:
         line every ``VLLM_LOG_STATS_INTERVAL`` seconds while generating); for checks only."""
         if config.backend != "vllm":
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
-        check_model_path("pretrained", config.pretrained)
         self.config = config
         vllm = import_vllm()
         from vllm.platforms import current_platform
@@ -213,7 +266,12 @@ class VLLMEngine:
         )
         self._vllm = vllm
         self.device = "cpu" if on_cpu else str(current_platform.device_type)  # where it runs
-        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        model_config = self.llm.llm_engine.model_config
+        self.max_model_len = int(model_config.max_model_len)
+        self.max_logprobs = int(getattr(model_config, "max_logprobs", 20))  # -1: no limit
+        self._flat_logprobs = "flat_logprobs" in getattr(
+            vllm.SamplingParams, "__struct_fields__", ()
+        )
         # Progress bar on stderr: None = only for calls longer than PROGRESS_DELAY_S seconds.
         self.progress: bool | None = None
         self.counters = PromptCounters()
@@ -250,6 +308,16 @@ class VLLMEngine:
                 )
             validate_stops(req.params.stop)
             p = req.params
+            if p.logprobs is not None and 0 <= self.max_logprobs < p.logprobs:
+                raise ValueError(
+                    f"request {i}: logprobs={p.logprobs} is more than this vLLM engine returns; "
+                    f"accepted: 0 to {self.max_logprobs} (vLLM's max_logprobs)"
+                )
+            extra: dict[str, Any] = {}
+            if p.logprobs is not None:
+                extra["logprobs"] = p.logprobs
+                if self._flat_logprobs:
+                    extra["flat_logprobs"] = True
             for j in range(p.n):  # vLLM's own fan-out, done here (see the module docstring)
                 prompts.append(TokensPrompt(prompt_token_ids=list(req.prompt_ids)))
                 params.append(
@@ -261,6 +329,7 @@ class VLLMEngine:
                         stop=list(p.stop),
                         include_stop_str_in_output=True,
                         seed=None if p.seed is None else p.seed + j,
+                        **extra,
                     )
                 )
                 owners.append(i)
@@ -292,11 +361,13 @@ class VLLMEngine:
             if len(res.outputs) != 1:
                 raise RuntimeError(f"vLLM returned {len(res.outputs)} outputs for n=1")
             c = res.outputs[0]
+            token_ids = tuple(int(t) for t in c.token_ids)
             completions.append(
                 Completion(
-                    text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
-                    token_ids=tuple(int(t) for t in c.token_ids),
+                    text=self.tokenizer.decode(list(token_ids), skip_special_tokens=True),
+                    token_ids=token_ids,
                     finish_reason=classify_finish(c.finish_reason, c.stop_reason),
+                    logprobs=completion_logprobs(c.logprobs, token_ids, req.params.logprobs),
                 )
             )
         hits = [getattr(res, "num_cached_tokens", None) for res in children]

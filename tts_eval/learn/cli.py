@@ -70,7 +70,7 @@ def label_main(argv: Sequence[str]) -> int:
 
     from tts_eval.engines import check_engine
     from tts_eval.learn.label import job_from_args, load_task, run_labelling
-    from tts_eval.settings import parse_model_args
+    from tts_eval.model_args import parse_model_args
 
     check_engine(parse_model_args(args.model_args).engine)
     task = load_task(args.task, args.include_path)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError, MissingFileError
+
 STEPWISE = "stepwise"
 PROCESSBENCH = "processbench"
 FORMAT_COLUMNS = {
@@ -41,7 +43,7 @@ MANIFEST = "manifest.json"
 _FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
 
 
-class DataFormatError(ValueError):
+class DataFormatError(DataError):
     """A data set is not in a format the command reads."""
 
 
@@ -77,7 +79,7 @@ def _pick_split(data: Any, split: str | None, source: str) -> Any:
             return data[names[0]]
         split = "train" if "train" in names else None
     if split not in data:
-        raise ValueError(
+        raise DataError(
             f"data set {source} has no split {split!r}; accepted: --split {' or '.join(names)}"
         )
     return data[split]
@@ -93,7 +95,7 @@ def load_steps(path: str | os.PathLike, split: str | None = None) -> StepData:
         if (where / MANIFEST).is_file() and (where / DATASET_DIR).is_dir():
             where = where / DATASET_DIR
         if not ((where / "dataset_info.json").is_file() or (where / "dataset_dict.json").is_file()):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data set {source} is a folder without a saved data set; accepted: a "
                 "tts-eval label output folder, a datasets save_to_disk folder, or a "
                 ".parquet/.jsonl/.json/.arrow file"
@@ -108,12 +110,12 @@ def load_steps(path: str | os.PathLike, split: str | None = None) -> StepData:
             )
         rows = datasets.load_dataset(builder, data_files=str(where), split="train")
     elif source.startswith(("/", ".")) or source.count("/") != 1:
-        raise FileNotFoundError(f"data set {source} does not exist (no such file or folder)")
+        raise MissingFileError(f"data set {source} does not exist (no such file or folder)")
     else:
         try:
             rows = _pick_split(datasets.load_dataset(source), split, source)
         except Exception as err:  # noqa: BLE001 - one line naming the argument
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data set {source} is not local and the hub did not serve it "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
             ) from err
@@ -137,7 +139,7 @@ def in_validation(key: str, fraction: float, seed: int) -> bool:
 def split_by_problem(data: StepData, fraction: float, seed: int = 0) -> tuple[Any, Any]:
     """``(train, validation)`` rows: whole problems go to validation by :func:`in_validation`."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"validation fraction {fraction} is invalid; accepted: 0 <= f < 1")
+        raise DataError(f"validation fraction {fraction} is invalid; accepted: 0 <= f < 1")
     flags = [in_validation(problem_key(row, data.format), fraction, seed) for row in data.rows]
     train = [i for i, v in enumerate(flags) if not v]
     val = [i for i, v in enumerate(flags) if v]

@@ -21,6 +21,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from tts_eval.errors import DataError
 from tts_eval.learn.data import PROCESSBENCH, STEPWISE, StepData, load_steps
 from tts_eval.learn.metrics import accuracy, auroc, first_error, processbench_f1
 from tts_eval.settings import PRMConfig, check_float
@@ -115,10 +116,10 @@ def evaluate_prm(
     """Load ``data`` (checked first), then the PRM, and return the metrics of its step scores."""
     check_float("threshold", threshold, "a number in (0, 1)", lambda v: 0 < v < 1, scope="prm-eval")
     if limit is not None and (isinstance(limit, bool) or limit < 1):
-        raise ValueError(f"prm-eval --limit {limit} is invalid; accepted: an integer >= 1")
+        raise DataError(f"prm-eval --limit {limit} is invalid; accepted: an integer >= 1")
     steps = data if isinstance(data, StepData) else load_steps(data, split)
     if len(steps.rows) == 0:
-        raise ValueError(f"data set {steps.source} has no rows; accepted: a non-empty data set")
+        raise DataError(f"data set {steps.source} has no rows; accepted: a non-empty data set")
     from tts_eval.prm import load_prm_from_config
 
     prm = load_prm_from_config(config)

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.config import TTSConfig
+from tts_eval.errors import DataError
 from tts_eval.learn.data import DATASET_DIR, MANIFEST, save_dataset
 from tts_eval.learn.rollouts import (
     LabelProblem,
@@ -49,7 +51,7 @@ from tts_eval.learn.rollouts import (
     StepChecker,
     label_problems,
 )
-from tts_eval.settings import TTSConfig, parse_model_args
+from tts_eval.model_args import parse_model_args
 from tts_eval.workflow.results import repair_tail, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -89,14 +91,14 @@ class LabelJob:
 
     def __post_init__(self) -> None:
         if self.config.prm is not None:
-            raise ValueError(
+            raise DataError(
                 "model_args prm is not used by tts-eval label; accepted: the policy's keys "
                 "(pretrained, backend, sampling, max_tokens, step_delimiter, answer, ...)"
             )
         if self.limit is not None and (isinstance(self.limit, bool) or self.limit < 1):
-            raise ValueError(f"--limit {self.limit} is invalid; accepted: an integer >= 1")
+            raise DataError(f"--limit {self.limit} is invalid; accepted: an integer >= 1")
         if self.chunk_size < 1:
-            raise ValueError(f"--chunk {self.chunk_size} is invalid; accepted: an integer >= 1")
+            raise DataError(f"--chunk {self.chunk_size} is invalid; accepted: an integer >= 1")
 
     def identity(self) -> dict[str, Any]:
         """Everything that decides what the records hold (not ``limit``, not placement)."""
@@ -178,16 +180,16 @@ def load_task(task_name: str, include_path: str | None = None) -> Any:
     if task_name not in manager.all_tasks:
         manager = TaskManager(include_path=include)
     if task_name not in manager.all_tasks:
-        raise ValueError(
+        raise DataError(
             f"--task {task_name!r} is not a known lm-eval task; accepted: a task name "
             "(--include_path for a task folder of your own)"
         )
     tasks = manager.load([task_name])["tasks"]
     if list(tasks) != [task_name]:
-        raise ValueError(f"--task {task_name!r} is a group of {len(tasks)} tasks; name one task")
+        raise DataError(f"--task {task_name!r} is a group of {len(tasks)} tasks; name one task")
     task = tasks[task_name]
     if task.get_config("output_type") != "generate_until":
-        raise ValueError(
+        raise DataError(
             f"--task {task_name!r} is a {task.get_config('output_type')} task; accepted: a "
             "generate_until task with gold answers"
         )
@@ -206,7 +208,7 @@ def task_docs(task: Any, task_name: str, limit: int | None) -> list[TaskDoc]:
         if isinstance(gold, list):
             gold = gold[0] if gold else None
         if gold is None or not str(gold).strip():
-            raise ValueError(
+            raise DataError(
                 f"--task {task_name!r} has no gold answer for doc {doc_id} (doc_to_target gave "
                 f"{gold!r}); accepted: a task whose documents have gold answers"
             )
@@ -243,14 +245,14 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         if (folder / RECORDS).exists():
-            raise ValueError(f"--output_dir {folder} has {RECORDS} but no {MANIFEST}")
+            raise DataError(f"--output_dir {folder} has {RECORDS} but no {MANIFEST}")
         return {"format": FORMAT, "version": VERSION, "identity": dict(identity), "stats": {}}
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise ValueError(f"--output_dir {folder}: {MANIFEST} is not valid JSON") from None
+        raise DataError(f"--output_dir {folder}: {MANIFEST} is not valid JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(
+        raise DataError(
             f"--output_dir {folder} holds something else than tts-eval labels; accepted: a new "
             "folder or one written by tts-eval label"
         )
@@ -259,7 +261,7 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
     for name in sorted(set(theirs) | set(mine)):
         if theirs.get(name) != mine.get(name):
             detail = _first_difference(theirs.get(name), mine.get(name), name)
-            raise ValueError(
+            raise DataError(
                 f"--output_dir {folder} was labelled with other settings ({detail}); accepted: "
                 "the same settings to resume, or another --output_dir"
             )
@@ -389,10 +391,10 @@ def label_stats(records: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 def _problems(
     docs: Sequence[TaskDoc], engine: Any, config: TTSConfig
 ) -> tuple[list[LabelProblem], list[TaskDoc]]:
-    from tts_eval.lm_model import context_to_messages, problem_text
+    from tts_eval.chats import context_to_messages, problem_text
 
     problems, kept = [], []
-    limit = getattr(engine, "max_model_len", None)
+    limit = engine.max_model_len
     for doc in docs:
         messages = context_to_messages(doc.context, config.system_prompt)
         prompt = tuple(engine.render_prompt(messages))
@@ -452,7 +454,7 @@ def run_labelling(
                 engine = load_engine(job.config.engine)
             _label_chunks(job, todo, engine, answers, checker, records, records_path, progress)
     finally:
-        if own_engine and engine is not None and hasattr(engine, "close"):
+        if own_engine and engine is not None:
             engine.close()
         elapsed = time.monotonic() - started
         manifest["wall_time_s"] = manifest.get("wall_time_s", 0.0) + elapsed

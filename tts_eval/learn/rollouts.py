@@ -40,8 +40,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tts_eval.search import Node, derive_seed, extend, segment_steps, step_request
-from tts_eval.settings import SearchConfig, check_int, invalid
+from tts_eval.search import Node, SearchConfig, derive_seed, extend, segment_steps, step_request
+from tts_eval.settings import check_int, invalid
 from tts_eval.types import (
     AnswerSpec,
     Completion,

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError, MissingDependencyError
 from tts_eval.learn.data import STEPWISE, StepData, load_steps, problem_key, split_by_problem
 from tts_eval.settings import check_float, check_int, check_model_path, invalid
 
@@ -129,12 +130,12 @@ def load_training_data(paths: Sequence[str]) -> StepData:
     import datasets
 
     if not paths:
-        raise ValueError("--data is required; accepted: one or more step data sets")
+        raise DataError("--data is required; accepted: one or more step data sets")
     parts = []
     for path in paths:
         data = load_steps(path)
         if data.format != STEPWISE:
-            raise ValueError(
+            raise DataError(
                 f"data set {path} is in {data.format} format (problem, steps, label); "
                 "accepted for training: TRL stepwise supervision (prompt, completions, labels)"
             )
@@ -150,12 +151,12 @@ def load_training_data(paths: Sequence[str]) -> StepData:
 
 def check_splits(train: Any, validation: Any, val_fraction: float) -> None:
     if len(train) == 0:
-        raise ValueError(
+        raise DataError(
             "the training split is empty; accepted: more labelled problems or a smaller "
             "--val-fraction"
         )
     if val_fraction > 0 and len(validation) == 0:
-        raise ValueError(
+        raise DataError(
             f"the validation split is empty (--val-fraction {val_fraction} of "
             f"{len(train)} rows took no problem); accepted: more problems, a larger "
             "--val-fraction, or --val-fraction 0"
@@ -163,7 +164,7 @@ def check_splits(train: Any, validation: Any, val_fraction: float) -> None:
     classes = {bool(y) for row in train["labels"] for y in row}
     if len(classes) < 2:
         only = "good" if classes == {True} else "bad"
-        raise ValueError(
+        raise DataError(
             f"the training labels are all {only} ({sum(len(r) for r in train['labels'])} steps); "
             "accepted: data with both good and bad steps (label more problems, or with rollouts)"
         )
@@ -231,7 +232,7 @@ def _load_tokenizer(model: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
     except Exception as err:  # noqa: BLE001 - one line naming the argument
-        raise ValueError(
+        raise DataError(
             f"--model {model} has no tokenizer transformers can load ({type(err).__name__}); "
             "accepted: a model folder with its tokenizer files"
         ) from err
@@ -267,7 +268,7 @@ def _check_resume(folder: Path, identity: dict[str, Any]) -> None:
         theirs = json.loads(path.read_text())
         for key in identity:
             if theirs.get(key) != identity[key]:
-                raise ValueError(
+                raise DataError(
                     f"--output_dir {folder} has checkpoints of another training ({key} "
                     "differs); accepted: the same arguments to resume, or another --output_dir"
                 )
@@ -299,7 +300,7 @@ def train_prm(
     if dropped:
         logger.warning("%d training rows have no step within max_length; left out", dropped)
     if not train_set:
-        raise ValueError(
+        raise DataError(
             f"no training row has a step within --max-length {settings.max_length}; accepted: a "
             "larger --max-length"
         )
@@ -415,7 +416,7 @@ def _with_lora(net: Any, settings: TrainSettings) -> Any:
     try:
         from peft import LoraConfig, TaskType, get_peft_model
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "--lora needs peft; install it with: pip install 'tts-scaling-eval[learn]' (or pip install peft)"
         ) from err
     import torch

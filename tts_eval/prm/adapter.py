@@ -15,7 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
-from ..errors import OutOfMemoryError, free_device_memory, torch_oom_types
+from ..errors import OutOfMemoryError
+from ..memory import free_device_memory, torch_oom_types
 from ..types import PRMOutput, PRMRequest
 from .formats import FormattedInput, PRMFormat
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from ..errors import DataError
 from .steps import clean_step
 
 QWEN_PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -40,11 +41,11 @@ BAD_LABEL = "-"
 _SENTINELS = ("\ue000", "\ue001", "\ue002", "\ue003", "\U000f0000")
 
 
-class PRMTokenizerError(ValueError):
+class PRMTokenizerError(DataError):
     """The PRM's tokenizer lacks something its format needs (a label or step token, a template)."""
 
 
-class PRMFormatError(ValueError):
+class PRMFormatError(DataError):
     """A request could not be rendered in the PRM's format (e.g. a tag merged into a neighbour)."""
 
 

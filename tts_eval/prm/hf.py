@@ -4,13 +4,7 @@
 format-specific head that maps the last hidden state at every position to a probability-like
 score, and returns the scores at the requested read positions plus the number of tokens actually
 run through the backbone. Heads are our own small modules whose weights are read from the
-checkpoint files by name (no ``trust_remote_code``):
-
-- ``label_softmax``: rows of ``lm_head.weight`` for the "+" and "-" tokens; P("+") (rlhflow,
-  math_shepherd; tied embeddings are used when the checkpoint has no ``lm_head.weight``),
-- ``qwen_reward``: ``score.0`` Linear(h, h) -> ReLU -> ``score.2`` Linear(h, 2); P(class 1),
-- ``value_sigmoid``: ``v_head.summary`` Linear(h, 1); sigmoid (Skywork),
-- ``token_class``: the ``*ForTokenClassification`` head (``score`` or ``classifier``); P(class 1).
+checkpoint files by name (:mod:`tts_eval.prm.heads`).
 
 Cost: every call first looks each sequence up in a ``PrefixCache`` (block-granular longest common
 prefix); cached blocks carry the backbone's key/value tensors and the per-token scores, so only the
@@ -33,38 +27,30 @@ scorer holds besides its weights. Callers get plain Python floats and ints (no t
 call outside the cache). Backbones that return no KV cache (bidirectional encoders) run every
 sequence in full.
 
-Planning: a batched forward is a rectangle (rows x the longest new part, after the longest cached
-past), and every padded position costs as much as a real one. The planner (``_pack``, then
-``_bucket``) weighs that with a cost model in tokens of work through the weights (``_row_cost``:
-linear layers, attention from the backbone's shape, the past's copy; ``FORWARD_COST_TOKENS`` per
-forward): children are packed into a row only while the row costs at most
-``MAX_PACK_EXTRA_COST`` more than they would as rows of their own (so a tree search's short
-children on a long parent share a row, best-of-N's long samples on a short prompt do not), and
-rows go, by decreasing length, into the planned forward they add the least cost to, or into one
-of their own. Whatever the costs say, in every forward the padded new tokens are at most
-``MAX_NEW_PADDING`` times the real ones and the padded past + new at most ``MAX_TOTAL_PADDING``
-times the real past + new. ``HFScorer.stats`` (:class:`ScorerStats`) counts forwards, real and
-padded tokens and forward time, so the waste is measurable.
+Planning: which sequences share a row and which rows share a forward is decided by the pure
+planner of :mod:`tts_eval.prm.planning` (a cost model in tokens of work through the weights, with
+the backbone's attention cost from :func:`key_cost`). ``HFScorer.stats`` (:class:`ScorerStats`)
+counts forwards, real and padded tokens and forward time, so the waste is measurable.
 
-What this module does not do: format requests (``formats``), pick the PRM type (``registry``).
+What this module does not do: format requests (``formats``), pick the PRM type (``registry``),
+or plan forwards (``planning``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from .cache import PrefixCache
+from .heads import build_head  # noqa: F401  (registry builds heads through this module)
+from .planning import Item, Row, bucket, key_cost_of_shape, pack
 
 logger = logging.getLogger(__name__)
 
@@ -74,165 +60,6 @@ KV_TOKENS_PER_BATCH_TOKEN = 8
 MAX_FORWARD_KV_BYTES = 256 << 20
 # Cached key/value blocks are carved from slabs of at least this many bytes (see _BlockPool).
 SLAB_BYTES = 64 << 20
-# Bucketing bounds of one forward: padded new tokens / real new tokens, and padded (past + new) /
-# real (past + new).
-MAX_NEW_PADDING = 1.10
-MAX_TOTAL_PADDING = 1.25
-# The planner's cost of one forward, in units of one token's work through the weights (the linear
-# layers): FORWARD_COST_TOKENS + rows x new x (1 + key_cost x (past + new)) + PAST_COPY_COST x rows x
-# past, with ``new`` and ``past`` the forward's longest new part and cached past, and ``key_cost``
-# one query-key pair's attention work relative to a token's linear work, from the backbone's shape
-# (_key_cost). Measured on a 2-core CPU with SmolLM2-135M: a forward's fixed cost (every weight
-# streamed once) 16-32 tokens; copying a row's cached past into the forward's buffer ~0.01-0.05
-# tokens per past token.
-FORWARD_COST_TOKENS = 32
-PAST_COPY_COST = 0.02
-# Items sharing a cached past are packed into one row while the row costs at most
-# 1 + MAX_PACK_EXTRA_COST times what they cost as rows of their own (see _pack).
-MAX_PACK_EXTRA_COST = 0.05
-
-
-# --------------------------------------------------------------------------------------------
-# Heads
-# --------------------------------------------------------------------------------------------
-
-
-class LabelSoftmaxHead(nn.Module):
-    """P(first label) of a softmax over two vocabulary rows of the LM head."""
-
-    def __init__(self, rows: torch.Tensor) -> None:
-        super().__init__()
-        self.rows = nn.Parameter(rows.float(), requires_grad=False)  # [2, hidden]
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(hidden.float() @ self.rows.T, dim=-1)[..., 0]
-
-
-class ClassProbHead(nn.Module):
-    """P(class 1) of a 2-class head, or the sigmoid of a 1-logit head."""
-
-    def __init__(self, module: nn.Module) -> None:
-        super().__init__()
-        self.module = module.float()
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = self.module(hidden.float())
-        if logits.shape[-1] == 1:
-            return torch.sigmoid(logits[..., 0])
-        return torch.softmax(logits, dim=-1)[..., 1]
-
-
-def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-        if bias is not None:
-            layer.bias.copy_(bias)
-    return layer
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoint reading (named tensors only; the backbone loads through from_pretrained)
-# --------------------------------------------------------------------------------------------
-
-
-def _local_file(path: str, name: str) -> str | None:
-    if os.path.isdir(path):
-        candidate = os.path.join(path, name)
-        return candidate if os.path.exists(candidate) else None
-    try:  # a Hub id: files are in (or go to) the HF cache
-        from huggingface_hub import hf_hub_download
-
-        return hf_hub_download(path, name)
-    except Exception:  # noqa: BLE001 - absence of an optional file is the expected case here
-        return None
-
-
-def read_named_tensors(path: str, names: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Read the tensors ``names`` (those present) from a checkpoint's safetensors or .bin files."""
-    wanted = set(names)
-    found: dict[str, torch.Tensor] = {}
-    for index_name, single in (
-        ("model.safetensors.index.json", "model.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
-    ):
-        index = _local_file(path, index_name)
-        if index is not None:
-            weight_map = json.loads(Path(index).read_text())["weight_map"]
-            files = sorted({weight_map[n] for n in wanted if n in weight_map})
-        elif _local_file(path, single) is not None:
-            files = [single]
-        else:
-            continue
-        for fname in files:
-            local = _local_file(path, fname)
-            if local is None:
-                continue
-            if fname.endswith(".safetensors"):
-                from safetensors import safe_open
-
-                with safe_open(local, framework="pt") as f:
-                    for n in wanted & set(f.keys()):
-                        found[n] = f.get_tensor(n)
-            else:
-                state = torch.load(local, map_location="cpu", weights_only=True, mmap=True)
-                found.update({n: state[n] for n in wanted if n in state})
-        return found
-    raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin checkpoint under {path}")
-
-
-def _require(found: dict[str, torch.Tensor], names: Sequence[str], path: str, what: str) -> None:
-    missing = [n for n in names if n not in found]
-    if missing:
-        raise ValueError(f"{what} weights {missing} not found in the checkpoint {path}")
-
-
-def build_head(
-    kind: str, path: str, backbone: nn.Module, label_ids: Sequence[int] = ()
-) -> nn.Module:
-    """The score head ``kind`` for the checkpoint at ``path`` (see the module docstring)."""
-    if kind == "label_softmax":
-        found = read_named_tensors(path, ["lm_head.weight"])
-        if "lm_head.weight" in found:
-            weight = found["lm_head.weight"]
-        elif getattr(backbone.config, "tie_word_embeddings", False):
-            weight = backbone.get_input_embeddings().weight.detach().cpu()
-        else:
-            raise ValueError(f"LM head weight 'lm_head.weight' not found in the checkpoint {path}")
-        return LabelSoftmaxHead(weight[list(label_ids)])
-    if kind == "qwen_reward":
-        names = ["score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"]
-        found = read_named_tensors(path, names)
-        _require(found, names, path, "Qwen PRM reward head")
-        mlp = nn.Sequential(
-            _linear(found["score.0.weight"], found["score.0.bias"]),
-            nn.ReLU(),
-            _linear(found["score.2.weight"], found["score.2.bias"]),
-        )
-        return ClassProbHead(mlp)
-    if kind == "value_sigmoid":
-        names = ["v_head.summary.weight", "v_head.summary.bias"]
-        found = read_named_tensors(path, names)
-        _require(found, names, path, "Skywork value head")
-        return ClassProbHead(_linear(found[names[0]], found[names[1]]))
-    if kind == "token_class":
-        for prefix in ("score", "classifier"):
-            found = read_named_tensors(path, [f"{prefix}.weight", f"{prefix}.bias"])
-            if f"{prefix}.weight" in found:
-                head = _linear(found[f"{prefix}.weight"], found.get(f"{prefix}.bias"))
-                if head.out_features not in (1, 2):
-                    raise ValueError(
-                        f"token-classification PRM head has {head.out_features} labels; "
-                        "expected 2 (P(class 1) is the score) or 1 (sigmoid)"
-                    )
-                return ClassProbHead(head)
-        raise ValueError(
-            f"token-classification head weights ('score.weight' or 'classifier.weight') not found "
-            f"in the checkpoint {path}"
-        )
-    raise ValueError(f"unknown head kind {kind!r}")
-
-
 # --------------------------------------------------------------------------------------------
 # Execution with prefix reuse
 # --------------------------------------------------------------------------------------------
@@ -276,130 +103,6 @@ class ScorerStats:
         self.forwards = self.peak_forward_tokens = self.real_tokens = self.padded_tokens = 0
         self.real_past_tokens = self.padded_past_tokens = self.context_tokens = 0
         self.forward_s = 0.0
-
-
-@dataclass
-class _Item:
-    ids: tuple[int, ...]
-    blocks: list  # cached payloads: (kv [layers, 2, heads, block, dim], scores [block], slot)
-
-    @property
-    def past(self) -> int:
-        return len(self.blocks) * (self.blocks[0][1].shape[0] if self.blocks else 0)
-
-    @property
-    def new(self) -> int:
-        return len(self.ids) - self.past
-
-
-@dataclass
-class _Row:
-    """Items sharing one cached past, run as one row: ``[past | item 1 new | item 2 new | ...]``;
-    each item attends to the past and to its own new tokens only."""
-
-    items: list[_Item]
-
-    @property
-    def blocks(self) -> list:
-        return self.items[0].blocks
-
-    @property
-    def past(self) -> int:
-        return self.items[0].past
-
-    @property
-    def new(self) -> int:
-        return sum(it.new for it in self.items)
-
-
-def _row_cost(past: int, new: int, key_cost: float) -> float:
-    """Planned work of one row (see FORWARD_COST_TOKENS), in tokens through the linear layers:
-    every position runs them and attends to ``past + new`` keys (masked ones are computed too),
-    and the row's past is copied into the forward's buffer."""
-    return new * (1 + key_cost * (past + new)) + PAST_COPY_COST * past
-
-
-def _pack(items: list[_Item], key_cost: float, max_new: int, max_total: int) -> list[_Row]:
-    """Rows of items, those sharing their cached past (same ids up to it) packed together:
-    first-fit by decreasing new length into the first row of their past that then costs at most
-    ``1 + MAX_PACK_EXTRA_COST`` times its items as rows of their own (``_row_cost``: packing
-    saves the past's copies and makes rows of even lengths, at the price of attention computed
-    and masked away) and keeps its new tokens within ``max_new``, its past + new within
-    ``max_total``."""
-    rows: list[_Row] = []
-    groups: dict[tuple[int, ...], list[_Row]] = {}
-    for it in sorted(items, key=lambda it: it.new, reverse=True):
-        group = groups.setdefault(it.ids[: it.past], []) if it.past else []
-        for row in group:
-            new = row.new + it.new
-            alone = sum(_row_cost(i.past, i.new, key_cost) for i in (*row.items, it))
-            if (
-                new <= max_new
-                and row.past + new <= max_total
-                and _row_cost(row.past, new, key_cost) <= (1 + MAX_PACK_EXTRA_COST) * alone
-            ):
-                row.items.append(it)
-                break
-        else:
-            rows.append(_Row([it]))
-            group.append(rows[-1])
-    return rows
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """A planned forward: ``rows`` x (``past`` + ``new``) padded tokens, ``new_sum`` and
-    ``past_sum`` real ones (a packed row's past counted once)."""
-
-    rows: int = 0
-    new: int = 0
-    past: int = 0
-    new_sum: int = 0
-    past_sum: int = 0
-
-    def cost(self, key_cost: float) -> float:
-        return self.rows * _row_cost(self.past, self.new, key_cost)
-
-    def grown(self, row: _Row) -> _Shape:
-        return _Shape(
-            self.rows + 1,
-            max(self.new, row.new),
-            max(self.past, row.past),
-            self.new_sum + row.new,
-            self.past_sum + row.past,
-        )
-
-    def fits(self, budget: int, kv_budget: int) -> bool:
-        padded, padded_total = self.rows * self.new, self.rows * (self.past + self.new)
-        return (
-            padded <= budget
-            and padded_total <= kv_budget
-            and padded <= MAX_NEW_PADDING * self.new_sum
-            and padded_total <= MAX_TOTAL_PADDING * (self.past_sum + self.new_sum)
-        )
-
-
-def _bucket(rows: list[_Row], key_cost: float, budget: int, kv_budget: int) -> list[list[_Row]]:
-    """Forwards of ``rows``: by decreasing new length, each row goes where it adds the least
-    planned cost (``FORWARD_COST_TOKENS``, ``_row_cost``): into a forward already planned (padded
-    to its longest row and past) or into one of its own. A forward keeps to the token budgets
-    (``budget`` new, ``kv_budget`` padded past + new tokens) and to the padding bounds
-    (``MAX_NEW_PADDING``, ``MAX_TOTAL_PADDING``), however cheap it would be."""
-    forwards: list[tuple[_Shape, list[_Row]]] = []
-    for row in sorted(rows, key=lambda r: (r.new, r.past), reverse=True):
-        best, best_cost = None, FORWARD_COST_TOKENS + _row_cost(row.past, row.new, key_cost)
-        for i, (shape, _) in enumerate(forwards):
-            grown = shape.grown(row)
-            extra = grown.cost(key_cost) - shape.cost(key_cost)
-            if extra < best_cost and grown.fits(budget, kv_budget):
-                best, best_cost = i, extra
-        if best is None:
-            forwards.append((_Shape().grown(row), [row]))
-        else:
-            shape, planned = forwards[best]
-            planned.append(row)
-            forwards[best] = (shape.grown(row), planned)
-    return [planned for _, planned in forwards]
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -471,7 +174,7 @@ class HFScorer:
         self._kv_layout: tuple[int, int, int, torch.dtype] | None = None  # layers, heads, dim
         # packed rows need a 4D boolean mask, which only SDPA attention reads as such
         self._packable = _attention(backbone) == "sdpa"
-        self._key_cost = _key_cost(backbone)  # planning: attention work per query-key pair
+        self._key_cost = key_cost(backbone)  # planning: attention work per query-key pair
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -546,10 +249,10 @@ class HFScorer:
     def _process(self, seqs: list[tuple[int, ...]]) -> dict[tuple[int, ...], tuple]:
         """Per-token scores (CPU float tensor over the whole sequence) and tokens run, per seq."""
         results: dict[tuple[int, ...], tuple] = {}
-        todo: list[_Item] = []
+        todo: list[Item] = []
         for seq in seqs:
             blocks = self.cache.match(seq) if self.reuse else []
-            item = _Item(seq, blocks)
+            item = Item(seq, blocks, self.cache.block_size)
             if item.new == 0:
                 results[seq] = (torch.cat([b[1] for b in blocks]), 0)
             else:
@@ -562,7 +265,7 @@ class HFScorer:
                 self._forward_batch(batch, results)
         return results
 
-    def _budgets(self, items: Sequence[_Item]) -> tuple[int, int]:
+    def _budgets(self, items: Sequence[Item]) -> tuple[int, int]:
         """New tokens and (padded) past + new tokens one forward may hold."""
         budget, kv_budget = self.batch_tokens, self.batch_tokens * KV_TOKENS_PER_BATCH_TOKEN
         kv = next((b[0] for it in items for b in it.blocks[:1]), None)
@@ -571,19 +274,19 @@ class HFScorer:
             kv_budget = max(1, min(kv_budget, MAX_FORWARD_KV_BYTES // per_token))
         return budget, kv_budget
 
-    def _plan(self, items: list[_Item]) -> list[list[_Row]]:
+    def _plan(self, items: list[Item]) -> list[list[Row]]:
         """The forwards that run ``items``: rows packed by cached past (SDPA backbones only,
-        ``_pack``), then bucketed into forwards (``_bucket``)."""
+        ``planning.pack``), then bucketed into forwards (``planning.bucket``)."""
         budget, kv_budget = self._budgets(items)
         if self.reuse and self._packable:
-            rows = _pack(items, self._key_cost, budget, kv_budget)
+            rows = pack(items, self._key_cost, budget, kv_budget)
         else:
-            rows = [_Row([it]) for it in items]
-        return _bucket(rows, self._key_cost, budget, kv_budget)
+            rows = [Row([it]) for it in items]
+        return bucket(rows, self._key_cost, budget, kv_budget)
 
     # ---- forwards --------------------------------------------------------------------------
 
-    def _kv_buffer(self, items: list[_Row], past_max: int, length: int) -> torch.Tensor | None:
+    def _kv_buffer(self, items: list[Row], past_max: int, length: int) -> torch.Tensor | None:
         """One buffer for the forward's keys and values, the rows' cached blocks copied in.
 
         ``[layers, 2, rows, kv_heads, length, head_dim]``: row ``i``'s past is left-padded to end
@@ -620,7 +323,7 @@ class HFScorer:
             scratch = self._scratch = torch.empty(numel, dtype=dtype, device=self.device)
         return scratch[:numel].view(shape)
 
-    def _forward_batch(self, batch: list[_Row], results: dict) -> None:
+    def _forward_batch(self, batch: list[Row], results: dict) -> None:
         past_max = max(row.past for row in batch)
         new_max = max(row.new for row in batch)
         n = len(batch)
@@ -706,7 +409,7 @@ class HFScorer:
             p * new + new * (new + 1) // 2 for p, news in rows for new in news
         )
 
-    def _forward_chunked(self, item: _Item, results: dict) -> None:
+    def _forward_chunked(self, item: Item, results: dict) -> None:
         buffer = self._kv_buffer([item], item.past, len(item.ids))
         cache = _cache(buffer, item.past)
         chunks = []
@@ -743,7 +446,7 @@ class HFScorer:
         return buffer
 
     def _store(
-        self, item: _Item, kv: torch.Tensor, row: int, past_max: int, new_scores: torch.Tensor
+        self, item: Item, kv: torch.Tensor, row: int, past_max: int, new_scores: torch.Tensor
     ) -> None:
         """Insert the full blocks of ``item`` (the cached ones and the newly computed ones);
         ``kv`` is the forward's ``[layers, 2, rows, heads, length, dim]`` keys and values."""
@@ -818,11 +521,10 @@ def _attention(backbone: nn.Module) -> str:
     return str(getattr(backbone.config, "_attn_implementation", "") or "")
 
 
-def _key_cost(backbone: nn.Module) -> float:
-    """One query-key pair's attention work (scores and the weighted sum of values, all layers)
-    relative to one token's work through the linear layers: 4 x query width x layers / (2 x
-    non-embedding parameters); ~3e-4 for SmolLM2-135M (measured on CPU: 2.6-3.8e-4). 0.0 when
-    the config does not give the shape."""
+def key_cost(backbone: nn.Module) -> float:
+    """One query-key pair's attention work relative to one token's linear work for this backbone
+    (:func:`tts_eval.prm.planning.key_cost_of_shape` of its config and parameter counts); 0.0
+    when the config does not give the shape."""
     config = backbone.config
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     layers = getattr(config, "num_hidden_layers", None)
@@ -831,6 +533,4 @@ def _key_cost(backbone: nn.Module) -> float:
     head_dim = getattr(config, "head_dim", None) or (hidden // heads if hidden and heads else None)
     embedding = sum(m.weight.numel() for m in backbone.modules() if isinstance(m, nn.Embedding))
     linear = sum(p.numel() for p in backbone.parameters()) - embedding
-    if not (layers and heads and head_dim) or linear <= 0:
-        return 0.0
-    return 4 * heads * head_dim * layers / (2 * linear)
+    return key_cost_of_shape(layers, heads, head_dim, linear)

@@ -4,8 +4,8 @@
 ``config.json``, picks the PRM type (explicit ``prm_type`` or the first matching row of
 ``DETECTION_RULES``: exact architecture, architecture suffix, or a pattern on the model's name),
 loads the tokenizer and builds the format (which checks the step/label tokens), and only then loads
-the weights through ``tts_eval.prm.hf``. Every bad input is a one-line ``ValueError`` naming the
-argument and what is accepted, raised before any large model loads.
+the weights through ``tts_eval.prm.hf``. Every bad input is a one-line ``SettingError`` (or
+``DataError``) naming the argument and what is accepted, raised before any large model loads.
 
 Adding a PRM format without editing this file: build a :class:`PRMTypeSpec` (its name, a format
 class like those of ``formats``, the score head: one of :data:`HEAD_KINDS` or a function that
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import DataError, SettingError
 from ..settings import (
     PRM_FORMATS_GROUP,
     PRM_TYPE_NAMES,
@@ -187,8 +188,8 @@ DETECTION_RULES: tuple[DetectionRule, ...] = (
 )
 
 
-class PRMPathError(ValueError):
-    """The PRM path does not point at a model."""
+class PRMPathError(SettingError):
+    """The PRM path does not point at a model (``model_args prm=PATH is invalid; accepted: ...``)."""
 
 
 def _supported() -> str:
@@ -199,15 +200,15 @@ def register_prm_format(spec: PRMTypeSpec) -> PRMTypeSpec:
     """Make ``spec.prm_type`` a ``prm_type`` of this process (``load_prm``, ``--model_args
     prm_type=``), detected by its ``architectures`` / ``name_pattern`` where no built-in rule
     matches. Registering an equal spec again is a no-op; a built-in name or another spec under a
-    taken name is a one-line ``ValueError``. For other processes (lm-eval's CLI, Ray workers),
+    taken name is a one-line :class:`~tts_eval.errors.DataError`. For other processes (lm-eval's CLI, Ray workers),
     declare the spec in the ``tts_eval.prm_formats`` entry-point group of an installed package."""
     if not isinstance(spec, PRMTypeSpec):
         raise TypeError(f"register_prm_format takes a PRMTypeSpec, got {type(spec).__name__}")
     name = spec.prm_type
     if name in PRM_TYPES:
-        raise ValueError(f"prm_type {name!r} is built in; register the format under another name")
+        raise DataError(f"prm_type {name!r} is built in; register the format under another name")
     if _ADDED.get(name, spec) != spec:
-        raise ValueError(f"prm_type {name!r} is already registered ({_ADDED[name].format!r})")
+        raise DataError(f"prm_type {name!r} is already registered ({_ADDED[name].format!r})")
     _ADDED[name] = spec
     note_prm_type(name, step_separator=spec.step_separator)
     return spec
@@ -227,13 +228,13 @@ def _load_installed(entry_point: Any) -> PRMTypeSpec:
         spec = entry_point.load()
     except Exception as exc:  # noqa: BLE001 - a plugin's import error, re-raised as one line
         text = str(exc).strip().splitlines()
-        raise ValueError(
+        raise DataError(
             f"{where} does not load: {type(exc).__name__}: {text[0] if text else ''}"
         ) from exc
     if not isinstance(spec, PRMTypeSpec):
-        raise ValueError(f"{where} is a {type(spec).__name__}, not a tts_eval.prm.PRMTypeSpec")
+        raise DataError(f"{where} is a {type(spec).__name__}, not a tts_eval.prm.PRMTypeSpec")
     if spec.prm_type != entry_point.name:
-        raise ValueError(f"{where} holds prm_type={spec.prm_type!r}; the names must agree")
+        raise DataError(f"{where} holds prm_type={spec.prm_type!r}; the names must agree")
     return register_prm_format(spec)
 
 
@@ -261,8 +262,8 @@ def _added_rules() -> list[DetectionRule]:
     return [rule for spec in _ADDED.values() for rule in spec.detection_rules()]
 
 
-def _path_message(path: str, why: str) -> str:
-    return str(invalid("prm", path, f"a PRM model directory with config.json, or a hub id ({why})"))
+def _path_error(path: str, why: str) -> PRMPathError:
+    return PRMPathError("prm", path, f"a PRM model directory with config.json, or a hub id ({why})")
 
 
 def detect_prm_type(path: str, model_config: Mapping[str, Any]) -> str | None:
@@ -285,19 +286,19 @@ def read_model_config(path: str) -> dict[str, Any]:
     if os.path.isdir(path):
         cfg = Path(path) / "config.json"
         if not cfg.exists():
-            raise PRMPathError(_path_message(path, "it has no config.json"))
+            raise _path_error(path, "it has no config.json")
         return json.loads(cfg.read_text())
     if os.path.exists(path):
-        raise PRMPathError(_path_message(path, "it is a file"))
+        raise _path_error(path, "it is a file")
     if path.startswith("/") or "/" not in path or not looks_like_hub_id(path):
-        raise PRMPathError(_path_message(path, "no such directory"))
+        raise _path_error(path, "no such directory")
     try:
         from huggingface_hub import hf_hub_download
 
         return json.loads(Path(hf_hub_download(path, "config.json")).read_text())
     except Exception as err:  # noqa: BLE001 - re-raised as one line naming the argument
-        raise PRMPathError(
-            _path_message(path, f"not local, and the hub did not serve it: {type(err).__name__}")
+        raise _path_error(
+            path, f"not local, and the hub did not serve it: {type(err).__name__}"
         ) from err
 
 
@@ -316,7 +317,7 @@ def build_format(prm_type: str, tokenizer: Any, step_separator: str | None = Non
     else:
         fmt = spec.format.from_tokenizer(tokenizer)
     if spec.head == "label_softmax" and not all(hasattr(fmt, a) for a in ("good_id", "bad_id")):
-        raise ValueError(
+        raise DataError(
             f"prm_type={prm_type}: head=label_softmax reads the logits of the format's good_id "
             f"and bad_id tokens, which {type(fmt).__name__} does not have"
         )
@@ -332,9 +333,12 @@ def resolve_prm_type(config: PRMConfig, model_config: Mapping[str, Any]) -> str:
     detected = detect_prm_type(str(config.path), model_config)
     if detected is None:
         archs = model_config.get("architectures")
-        raise ValueError(
-            f"model_args prm_type is needed: the PRM type of {str(config.path)!r} cannot be "
-            f"detected (architectures={archs}); accepted: {_supported()}"
+        raise SettingError(
+            "prm_type",
+            None,
+            _supported(),
+            message=f"model_args prm_type is needed: the PRM type of {str(config.path)!r} cannot "
+            f"be detected (architectures={archs}); accepted: {_supported()}",
         )
     return detected
 

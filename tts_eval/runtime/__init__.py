@@ -15,20 +15,23 @@ What this package does not do: parse settings (``tts_eval.settings``), search
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from tts_eval.settings import SearchConfig, TTSConfig
+from tts_eval.config import TTSConfig
+from tts_eval.search import SearchConfig
 from tts_eval.types import Problem, SearchResult
 
 
 @runtime_checkable
 class Searcher(Protocol):
-    """Something that searches: loaded models (here or on workers) behind three calls.
-
-    Both searchers also expose ``tokenizer`` (the policy's, for rendering text) and
-    ``max_model_len`` (the policy's context length, or None when unknown); ``TTSLM`` reads them
-    when present, so fakes need not provide them.
+    """Something that searches: loaded models (here or on workers) behind three calls, and what
+    ``TTSLM`` reads of the policy: ``tokenizer`` (the policy's, for rendering chat text; None when
+    the searcher has none, e.g. a test fake) and ``max_model_len`` (the policy's context length,
+    prompt + completion; None when unknown).
     """
+
+    tokenizer: Any
+    max_model_len: int | None
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         """Token ids of a chat, rendered with the policy's chat template and generation prompt."""

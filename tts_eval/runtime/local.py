@@ -16,12 +16,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tts_eval.config import TTSConfig
 from tts_eval.engines import check_engine, load_engine
 from tts_eval.grader import answer_spec
 from tts_eval.prm import load_prm_from_config
 from tts_eval.prm.registry import read_model_config, resolve_prm_type
-from tts_eval.search import run_search
-from tts_eval.settings import SearchConfig, TTSConfig, check_model_path, invalid
+from tts_eval.search import SearchConfig, run_search
+from tts_eval.settings import check_model_path, invalid
 from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,13 @@ def models_loaded() -> int:
 
 
 def preflight(config: TTSConfig) -> None:
-    """The checks that need no weights: policy path (backend=openai: its server), PRM path and
-    type, answer setting."""
+    """The checks that need no weights, each once: policy path (backend=openai: its server;
+    :func:`tts_eval.engines.check_engine`), PRM path and type, answer setting."""
     check_model_path("pretrained", config.engine.pretrained)
     if config.prm is not None:
         resolve_prm_type(config.prm, read_model_config(str(config.prm.path)))
     answer_spec(config.answer)
-    check_engine(config.engine)
+    check_engine(config.engine, path_checked=True)
 
 
 def visible_devices(kind: str) -> int:
@@ -101,7 +102,7 @@ class LocalSearcher:
         check_devices(config)
         prm = load_prm_from_config(config.prm) if config.prm is not None else None
         try:
-            engine = load_engine(config.engine)
+            engine = load_engine(config.engine, checked=True)
         except BaseException:
             if prm is not None:
                 prm.close()
@@ -112,18 +113,18 @@ class LocalSearcher:
     @property
     def tokenizer(self) -> Any:
         """The policy tokenizer (None for engines without one, e.g. test fakes)."""
-        return getattr(self.engine, "tokenizer", None)
+        return self.engine.tokenizer
 
     @property
     def device(self) -> str | None:
         """Where the policy runs (``cpu``, ``cuda:0``, ...), when the engine says."""
-        device = getattr(self.engine, "device", None)
+        device = self.engine.device
         return str(device) if device is not None else None
 
     @property
     def max_model_len(self) -> int | None:
         """The policy's context length (prompt + completion), when the engine knows it."""
-        return getattr(self.engine, "max_model_len", None)
+        return self.engine.max_model_len
 
     def render_prompt(self, messages: Sequence[Mapping[str, str]]) -> list[int]:
         return self.engine.render_prompt(messages)
@@ -137,11 +138,14 @@ class LocalSearcher:
 
     def close(self) -> None:
         """Free the policy's and the PRM's memory; the searcher cannot search afterwards."""
-        for name in ("engine", "prm"):
-            service = getattr(self, name, None)
-            if service is not None and hasattr(service, "close"):
-                service.close()
-            setattr(self, name, None)
+        engine, prm = self.engine, self.prm
+        self.engine, self.prm = None, None  # type: ignore[assignment]
+        try:
+            if engine is not None:
+                engine.close()
+        finally:
+            if prm is not None:
+                prm.close()
 
     def _check_open(self) -> None:
         if self.engine is None:

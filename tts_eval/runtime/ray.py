@@ -57,11 +57,13 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from tts_eval.config import TTSConfig
 from tts_eval.engines.chat import load_tokenizer, render_chat
+from tts_eval.errors import MissingDependencyError
 from tts_eval.runtime.local import LocalSearcher, models_loaded, preflight
 from tts_eval.runtime.throughput import WORKER_KEY, log_summary, worker_throughput
-from tts_eval.search import check_problems
-from tts_eval.settings import RayOptions, SearchConfig, TTSConfig, invalid
+from tts_eval.search import SearchConfig, check_problems
+from tts_eval.settings import RayOptions, invalid
 from tts_eval.types import Problem, SearchResult
 
 logger = logging.getLogger(__name__)
@@ -161,7 +163,7 @@ def import_ray() -> Any:
     try:
         import ray
     except ImportError as exc:
-        raise ImportError(f"{RAY_INSTALL_HINT} ({exc})") from exc
+        raise MissingDependencyError(f"{RAY_INSTALL_HINT} ({exc})") from exc
     return ray
 
 

@@ -37,8 +37,8 @@ from tts_eval.types import (
 )
 
 if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
     from tts_eval.search.voting import AnswerGrouper
-    from tts_eval.settings import SearchConfig
 
 logger = logging.getLogger(__name__)
 

@@ -14,16 +14,27 @@ One iteration of a :class:`TreeWork`:
    the rolled-out prefix with lookahead, its own scores otherwise. The rollout is then discarded.
 4. *select*: the subclass decides what continues (:meth:`TreeWork.select`).
 
+Also the options every tree strategy reads (:class:`TreeOptions`: ``beam_width`` M, default 4,
+``lookahead`` and ``max_step_tokens``, the per-step token cap of every request above, the last
+iteration's included; a step that hits it ends as a step, and the result's
+``settings["capped_steps"]`` lists, per candidate, the steps that did) and how a sweep plans tree
+runs (:func:`tree_budgets`).
+
 What this module does not do: decide which children survive (``beam_search``, ``dvts``).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from tts_eval.errors import SettingError
 from tts_eval.search import voting
 from tts_eval.search._common import (
     Node,
+    capped_record,
     derive_seed,
     extend,
     prm_request,
@@ -32,7 +43,8 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.settings import SearchConfig
+from tts_eval.search.spec import GROUP_OPTION, LATER_OPTION, StrategyOptions
+from tts_eval.settings import check_int, invalid
 from tts_eval.types import (
     AnswerSpec,
     Candidate,
@@ -45,7 +57,69 @@ from tts_eval.types import (
     SearchResult,
 )
 
+if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
+
 Key = tuple[int, int]  # (family index, child index)
+
+
+@dataclass(frozen=True)
+class TreeOptions(StrategyOptions):
+    """The options of the tree strategies: ``beam_width`` M (``n // M`` beams or subtrees, so
+    ``n`` must be a multiple of M), ``lookahead`` (greedy rollout steps before scoring) and
+    ``max_step_tokens`` (the per-step token cap; None: a step may use what is left of
+    ``max_tokens``; see ``_common``).
+
+    All are settings of a whole sweep rather than names of a run's curve (metadata ``group``):
+    a report keeps runs at another beam width, lookahead or step cap in another settings group."""
+
+    beam_width: int = field(default=4, metadata=GROUP_OPTION)
+    lookahead: int = field(default=0, metadata=GROUP_OPTION)
+    max_step_tokens: int | None = field(default=None, metadata={**GROUP_OPTION, **LATER_OPTION})
+
+    def __post_init__(self) -> None:
+        check_int("beam_width", self.beam_width, 1)
+        check_int("lookahead", self.lookahead, 0)
+        check_step_cap(self.max_step_tokens)
+
+    def check(self, config: SearchConfig) -> None:
+        n, width = config.n, self.beam_width
+        if n < width or n % width:
+            lower = max(width, n - n % width)
+            upper = lower + width if lower < n else lower
+            raise invalid(
+                "n",
+                n,
+                f"a multiple of beam_width={width} for strategy={config.strategy} "
+                f"(e.g. n={lower}" + (f" or n={upper})" if upper != lower else ")"),
+            )
+
+
+def check_step_cap(value: object) -> None:
+    """``max_step_tokens``: None (no cap) or an integer >= 1."""
+    if value is not None:
+        check_int("max_step_tokens", value, 1)
+
+
+def tree_budgets(budgets: Sequence[int], beam_width: int) -> list[int]:
+    """The budgets a tree search can run: multiples of ``beam_width``."""
+    return [b for b in budgets if b >= beam_width and b % beam_width == 0]
+
+
+def usable_tree_budgets(strategy: str, budgets: Sequence[int], options: TreeOptions) -> list[int]:
+    """:func:`tree_budgets`, or a one-line error when there is none."""
+    usable = tree_budgets(budgets, options.beam_width)
+    if not usable:
+        accepted = f"multiples of beam_width={options.beam_width}"
+        raise SettingError(
+            "budgets",
+            list(budgets),
+            accepted,
+            scope="sweep",
+            message=f"sweep.budgets {list(budgets)} has no budget {strategy} can run: it needs "
+            + accepted,
+        )
+    return usable
 
 
 class TreeWork(Work):
@@ -61,6 +135,8 @@ class TreeWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
+        assert isinstance(config.options, TreeOptions)
+        self.options: TreeOptions = config.options
         self.iteration = 0
         self._stage = "expand"
         self._parents: list[Node] = []
@@ -152,7 +228,7 @@ class TreeWork(Work):
                 for parent, output in zip(self._parents, outputs, strict=True)
             ]
             self._rollouts = {}
-            if self.config.lookahead and not self.final_iteration:
+            if self.options.lookahead and not self.final_iteration:
                 self._rollouts = {
                     (f, k): child
                     for f, family in enumerate(self._families)
@@ -168,7 +244,7 @@ class TreeWork(Work):
                 node, output.completions[0], index=0, config=self.config, answers=self.answers
             )
         self._depth += 1
-        if self._depth >= self.config.lookahead:
+        if self._depth >= self.options.lookahead:
             self._stage = "score"
 
     def prm_requests(self) -> list[PRMRequest]:
@@ -185,7 +261,7 @@ class TreeWork(Work):
             self._after_scoring()
             return []
         return [
-            prm_request(self.problem, self._rollouts.get(key, self._child(key)).views(delimiter))
+            prm_request(self.problem, self._rollouts.get(key, self._child(key)), self.config)
             for key in self._scoring
         ]
 
@@ -217,7 +293,12 @@ class TreeWork(Work):
             to_candidate(node, self.config, self.answers) for node in nodes
         )
         selected = voting.select(candidates, self.config.selection, self.grouper, self.config.agg)
-        settings = {**self.config.settings(), "iterations_run": self.iteration, **extra}
+        settings = {
+            **self.config.settings(),
+            "iterations_run": self.iteration,
+            **extra,
+            **capped_record(nodes, self.config),
+        }
         return SearchResult(
             uid=self.problem.uid,
             strategy=self.strategy,

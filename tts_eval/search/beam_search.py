@@ -25,12 +25,18 @@ the ``n`` best) in the trace; their tokens are in the cost all the same.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from tts_eval.search import voting
 from tts_eval.search._common import Node, end_reason
 from tts_eval.search._driver import Work
-from tts_eval.search._tree import TreeWork
-from tts_eval.settings import SearchConfig
+from tts_eval.search._tree import TreeOptions, TreeWork, usable_tree_budgets
+from tts_eval.search.spec import StrategySpec, register_strategy
 from tts_eval.types import AnswerSpec, Problem
+
+if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
 
 
 def expansion_counts(active: int, n: int) -> list[int]:
@@ -49,7 +55,7 @@ class BeamSearchWork(TreeWork):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        self.width = config.n // config.beam_width
+        self.width = config.n // self.options.beam_width
         self.active = [Node(lineage=(b,), group=b) for b in range(self.width)]
         self.completed: list[Node] = []
         self.truncated: list[Node] = []
@@ -100,3 +106,22 @@ def make_work(
     problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
 ) -> Work:
     return BeamSearchWork(problem, config, answers, grouper)
+
+
+def plan(budgets: Sequence[int], options: TreeOptions) -> list[int]:
+    """One run per budget that is a multiple of ``beam_width`` (beams are not exchangeable)."""
+    return usable_tree_budgets("beam_search", budgets, options)
+
+
+SPEC = register_strategy(
+    StrategySpec(
+        name="beam_search",
+        summary="step-level beam search, n // beam_width beams",
+        make_work=make_work,
+        needs_prm=True,
+        tree=True,
+        options=TreeOptions,
+        plan=plan,
+        undelimited_effect="beam_search could not branch (each search ran as a single step)",
+    )
+)

@@ -20,26 +20,33 @@ with ``strategy``/``n`` of the compute_optimal run, the routing (``routed_strate
 ``requested_settings``: the compute_optimal run's own search settings, identical for every problem
 of the run (what groups its records into one run, ``tts_eval.workflow.results``).
 
-The routing table (one entry per (bin, budget), where ``budget`` is the run's ``n``) is a setting:
-its format, validation and built-in default are :class:`tts_eval.settings.ComputeOptimalTable`,
-:func:`tts_eval.settings.load_table` and :func:`tts_eval.settings.default_table`.
+The routing table (one entry per (bin, budget), where ``budget`` is the run's ``n``) is an option
+(:class:`ComputeOptimalOptions`: ``compute_optimal_table``, and the tree options ``beam_width`` and
+``lookahead`` that routes to tree strategies inherit); its format, validation and built-in default
+are in :mod:`tts_eval.search.routing`. Every route of the run's budget is checked against the run's
+settings when the configuration is built (one line before any model loads).
 
 All problems of a batch share the engine/PRM calls (the routed strategies run side by side in the
 same batched rounds).
 
-What this module does not do: parse tables (``tts_eval.settings``) or fit them from sweeps
+What this module does not do: parse tables (``routing``) or fit them from sweeps
 (``tts_eval.workflow.fit``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import os
+from dataclasses import dataclass
 
-from tts_eval.search import beam_search, best_of_n, dvts, majority, voting
+from tts_eval.search import voting
 from tts_eval.search._driver import Work
+from tts_eval.search._tree import TreeOptions
+from tts_eval.search.config import SearchConfig
 from tts_eval.search.majority import SamplingWork
-from tts_eval.settings import Route, SearchConfig, load_table
+from tts_eval.search.routing import Route, load_table
+from tts_eval.search.spec import StrategySpec, get_spec, register_strategy
+from tts_eval.settings import invalid
 from tts_eval.types import (
     AnswerSpec,
     Cost,
@@ -51,13 +58,26 @@ from tts_eval.types import (
     SearchResult,
 )
 
-# The strategies a routing table may send a problem to (settings.ROUTABLE_STRATEGIES).
-ROUTED_FACTORIES: Mapping[str, Callable[..., Work]] = {
-    "majority": majority.make_work,
-    "best_of_n": best_of_n.make_work,
-    "beam_search": beam_search.make_work,
-    "dvts": dvts.make_work,
-}
+PROBE_STRATEGY = "best_of_n"  # how the probe samples and scores
+
+
+@dataclass(frozen=True)
+class ComputeOptimalOptions(TreeOptions):
+    """``compute_optimal_table`` (a JSON routing table; None: the built-in default) and the tree
+    options the routes inherit; the table's budgets and routes are checked against the run."""
+
+    compute_optimal_table: str | None = dataclasses.field(default=None, metadata={"curve": False})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        table = self.compute_optimal_table
+        if table is not None and (not isinstance(table, (str, os.PathLike)) or not str(table)):
+            raise invalid("compute_optimal_table", table, "a path to a JSON routing table")
+
+    def check(self, config: SearchConfig) -> None:
+        table = load_table(self.compute_optimal_table)
+        table.check_budget(config.n)
+        table.check_routes(config)
 
 
 def sample_scores(result: SearchResult, agg: str) -> list[float]:
@@ -83,13 +103,10 @@ class ComputeOptimalWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        self.table = load_table(config.compute_optimal_table)
-        probe_config = dataclasses.replace(
-            config,
-            strategy="best_of_n",
-            n=self.table.probe_n,
-            lookahead=0,
-            compute_optimal_table=None,
+        assert isinstance(config.options, ComputeOptimalOptions)
+        self.table = load_table(config.options.compute_optimal_table)
+        probe_config = SearchConfig(
+            **{**config.shared(), "strategy": PROBE_STRATEGY, "n": self.table.probe_n}
         )
         self.probe = SamplingWork(
             problem,
@@ -119,7 +136,7 @@ class ComputeOptimalWork(Work):
             "probe_scores": scores,
             "probe_skipped": bin_ is None,
         }
-        make = ROUTED_FACTORIES[inner_config.strategy]
+        make = get_spec(inner_config.strategy).make_work
         self.inner = make(self.problem, inner_config, self.answers, self.grouper)
 
     @property
@@ -171,3 +188,18 @@ def make_work(
     problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
 ) -> Work:
     return ComputeOptimalWork(problem, config, answers, grouper)
+
+
+SPEC = register_strategy(
+    StrategySpec(
+        name="compute_optimal",
+        summary="per-problem strategy from a difficulty probe",
+        make_work=make_work,
+        needs_prm=True,
+        routable=False,
+        options=ComputeOptimalOptions,
+        self_scored=False,
+        undelimited_effect="the routed searches could not branch and the PRM scored each "
+        "solution as a single step",
+    )
+)

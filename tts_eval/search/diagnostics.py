@@ -15,8 +15,9 @@ Every :class:`~tts_eval.types.SearchResult` of :func:`tts_eval.search.run_search
 :func:`warn_batch` logs one WARNING per kind over a batch: when more than half of the problems
 whose candidates have text are *undelimited* (every candidate without the delimiter; the
 threshold tolerates short one-step answers to easy problems, which are legitimate), and when any
-problem has an empty response. Majority voting never splits steps, so it is not warned about
-delimiters (its counts are recorded all the same).
+problem has an empty response. A strategy that never splits steps (majority voting; its spec's
+``undelimited_effect`` is None) is not warned about delimiters (its counts are recorded all the
+same).
 
 Records written before version 2 lack the entry; :func:`diagnose` recomputes it from a result's
 candidates and settings (the report does so).
@@ -31,7 +32,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tts_eval.settings import TREE_STRATEGIES, SearchConfig
+from tts_eval.search.config import SearchConfig
 from tts_eval.types import SearchResult
 
 logger = logging.getLogger(__name__)
@@ -92,12 +93,8 @@ def warn_batch(results: Sequence[SearchResult], config: SearchConfig) -> None:
         if any(c.text.strip() for c in r.candidates)
     ]
     flat = [r.uid for r, d in with_text if undelimited(r, d)]
-    if config.strategy != "majority" and flat and len(flat) > UNDELIMITED_SHARE * len(with_text):
-        effect = "the PRM scored each solution as a single step"
-        if config.strategy in TREE_STRATEGIES:
-            effect = f"{config.strategy} could not branch (each search ran as a single step)"
-        elif config.strategy == "compute_optimal":
-            effect = "the routed searches could not branch and " + effect
+    effect = config.spec.undelimited_effect
+    if effect is not None and flat and len(flat) > UNDELIMITED_SHARE * len(with_text):
         logger.warning(
             "search[%s]: step_delimiter=%r never occurs in any solution of %d of %d problems (%s): "
             "%s; set step_delimiter to the separator the policy writes between steps",

@@ -25,12 +25,18 @@ What this module does not do: keep siblings discarded at earlier depths in the t
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 from tts_eval.search import voting
 from tts_eval.search._common import Node, end_reason
 from tts_eval.search._driver import Work
-from tts_eval.search._tree import TreeWork
-from tts_eval.settings import SearchConfig
+from tts_eval.search._tree import TreeOptions, TreeWork, usable_tree_budgets
+from tts_eval.search.spec import Curve, StrategySpec, curve_name, powers_of_two, register_strategy
 from tts_eval.types import AnswerSpec, Problem
+
+if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
 
 
 class DVTSWork(TreeWork):
@@ -44,7 +50,7 @@ class DVTSWork(TreeWork):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        subtrees = config.n // config.beam_width
+        subtrees = config.n // self.options.beam_width
         self.active: dict[int, Node] = {s: Node(lineage=(s,), group=s) for s in range(subtrees)}
         self.last_family: dict[int, list[Node]] = {}
         self.leaves: dict[int, list[Node]] = {}
@@ -52,7 +58,7 @@ class DVTSWork(TreeWork):
         self.ends: dict[int, str] = {}
 
     def expansions(self) -> list[tuple[Node, int]]:
-        return [(self.active[s], self.config.beam_width) for s in sorted(self.active)]
+        return [(self.active[s], self.options.beam_width) for s in sorted(self.active)]
 
     def select(self, parents: list[Node], families: list[list[Node]]) -> bool:
         for parent, family in zip(parents, families, strict=True):
@@ -95,3 +101,32 @@ def make_work(
     problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
 ) -> Work:
     return DVTSWork(problem, config, answers, grouper)
+
+
+def plan(budgets: Sequence[int], options: TreeOptions) -> list[int]:
+    """One run, at the largest budget that is a multiple of ``beam_width``: smaller budgets are
+    read off random subsets of its subtrees."""
+    return usable_tree_budgets("dvts", budgets, options)[-1:]
+
+
+def curves(n: int, settings: Mapping[str, Any]) -> list[Curve]:
+    """``dvts`` at n = M, 2M, ... (powers of two) up to the run's n, from whole subtrees."""
+    width = int(settings.get("beam_width", TreeOptions.beam_width))
+    budgets = tuple(b for b in powers_of_two(width, n) if b % width == 0)
+    name = curve_name(SPEC, settings)
+    return [Curve(name, budgets, choose=voting.choose_selected, groups=True, route="dvts")]
+
+
+SPEC = register_strategy(
+    StrategySpec(
+        name="dvts",
+        summary="n // beam_width independent subtrees (diverse verifier)",
+        make_work=make_work,
+        needs_prm=True,
+        tree=True,
+        options=TreeOptions,
+        plan=plan,
+        curves=curves,
+        undelimited_effect="dvts could not branch (each search ran as a single step)",
+    )
+)

@@ -55,12 +55,13 @@ import itertools
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tts_eval.search import voting
 from tts_eval.search._common import (
     Node,
+    capped_record,
     derive_seed,
     extend,
     prm_request,
@@ -69,7 +70,15 @@ from tts_eval.search._common import (
     to_candidate,
 )
 from tts_eval.search._driver import Work
-from tts_eval.settings import RESAMPLINGS, SearchConfig
+from tts_eval.search._tree import check_step_cap
+from tts_eval.search.spec import (
+    GROUP_OPTION,
+    LATER_OPTION,
+    StrategyOptions,
+    StrategySpec,
+    register_strategy,
+)
+from tts_eval.settings import check_choice, check_float
 from tts_eval.types import (
     AnswerSpec,
     Candidate,
@@ -82,7 +91,38 @@ from tts_eval.types import (
     SearchResult,
 )
 
+if TYPE_CHECKING:
+    from tts_eval.search.config import SearchConfig
+
 SCORE_CLIP = 1e-7
+RESAMPLINGS = ("multinomial", "systematic")
+
+
+@dataclass(frozen=True)
+class ParticleOptions(StrategyOptions):
+    """The options of particle filtering: the resampling scheme and the softmax temperature of
+    the log-weights (> 0), and the per-step token cap ``max_step_tokens`` (as the tree
+    strategies'). One sweep, no reference particles (:meth:`sweeps`, :meth:`references` are what
+    particle Gibbs changes)."""
+
+    resampling: str = "multinomial"
+    pf_temperature: float = 1.0
+    max_step_tokens: int | None = field(default=None, metadata={**GROUP_OPTION, **LATER_OPTION})
+    # Particle Gibbs (reference particles carried between sweeps; recorded in the trace).
+    gibbs: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        check_choice("resampling", self.resampling, RESAMPLINGS)
+        check_float("pf_temperature", self.pf_temperature, "a number > 0", lambda v: v > 0)
+        check_step_cap(self.max_step_tokens)
+
+    @property
+    def sweeps(self) -> int:
+        return 1
+
+    @property
+    def references(self) -> int:
+        return 0
 
 
 def log_weight(score: float) -> float:
@@ -160,10 +200,11 @@ class ParticleWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
+        assert isinstance(config.options, ParticleOptions)
+        self.options: ParticleOptions = config.options
         self.strategy = config.strategy
-        gibbs = config.strategy == "particle_gibbs"
-        self.sweeps = config.pg_iterations if gibbs else 1
-        self.refs_per_sweep = config.pg_reference_particles if gibbs else 0
+        self.sweeps = self.options.sweeps
+        self.refs_per_sweep = self.options.references
         self.size = config.n // self.sweeps
         self.sweep = 0
         self.iteration = 0
@@ -206,6 +247,9 @@ class ParticleWork(Work):
             text=node.text[: mark.chars],
             step_scores=mark.step_scores,
             rank_score=mark.rank_score,
+            cuts=tuple(c for c in node.cuts if c <= mark.chars),
+            token_values=node.token_values[: mark.tokens],
+            pieces=tuple(p for p in node.pieces if p[0] <= mark.tokens),
         )
         return Particle(prefix, particle.marks[: t + 1])
 
@@ -226,9 +270,9 @@ class ParticleWork(Work):
                 self._end_sweep(population)
                 return
             rng = random.Random(self._seed("resample", self.iteration))
-            probs = probabilities(weights, self.config.pf_temperature)
+            probs = probabilities(weights, self.options.pf_temperature)
             free = self.size - len(self.references)
-            ancestors = resample(probs, free, self.config.resampling, rng)
+            ancestors = resample(probs, free, self.options.resampling, rng)
             counts = [0] * len(population)
             for a in ancestors:
                 counts[a] += 1
@@ -251,8 +295,8 @@ class ParticleWork(Work):
         picks: list[int] = []
         if self.refs_per_sweep and any(w is not None for w in weights):
             rng = random.Random(self._seed("reference"))
-            probs = probabilities(weights, self.config.pf_temperature)
-            picks = resample(probs, self.refs_per_sweep, self.config.resampling, rng)
+            probs = probabilities(weights, self.options.pf_temperature)
+            picks = resample(probs, self.refs_per_sweep, self.options.resampling, rng)
         self.reference_indices.append(picks)
         self.references = [population[i] for i in picks]
         self.sweep += 1
@@ -310,10 +354,8 @@ class ParticleWork(Work):
         if not self._scoring:
             self._after_iteration()
             return []
-        delimiter = self.config.step_delimiter
         return [
-            prm_request(self.problem, self._population[i].node.views(delimiter))
-            for i in self._scoring
+            prm_request(self.problem, self._population[i].node, self.config) for i in self._scoring
         ]
 
     def on_scored(self, outputs: list[PRMOutput]) -> None:
@@ -326,6 +368,7 @@ class ParticleWork(Work):
 
     def result(self, cost: Cost) -> SearchResult:
         candidates: list[Candidate] = []
+        nodes = [particle.node for population in self.finals for particle in population]
         for sweep, population in enumerate(self.finals):
             for particle in population:
                 candidate = to_candidate(particle.node, self.config, self.answers)
@@ -337,7 +380,7 @@ class ParticleWork(Work):
                 candidates[offset:end],
                 [p.log_weight for p in population],
                 self.config.selection,
-                self.config.pf_temperature,
+                self.options.pf_temperature,
                 self.grouper,
             )
             if pick is not None:
@@ -348,8 +391,9 @@ class ParticleWork(Work):
             "iterations_run": sum(len(entries) for entries in self.genealogy),
             "genealogy": self.genealogy,
         }
-        if self.strategy == "particle_gibbs":
+        if self.options.gibbs:
             extra["references"] = self.reference_indices
+        extra.update(capped_record(nodes, self.config))
         return SearchResult(
             uid=self.problem.uid,
             strategy=self.strategy,
@@ -381,3 +425,16 @@ def make_work(
     problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: voting.AnswerGrouper
 ) -> Work:
     return ParticleWork(problem, config, answers, grouper)
+
+
+SPEC = register_strategy(
+    StrategySpec(
+        name="particle_filtering",
+        summary="n particles resampled by PRM weight each step (Puri et al. 2025)",
+        make_work=make_work,
+        needs_prm=True,
+        routable=False,
+        options=ParticleOptions,
+        self_scored=False,
+    )
+)

@@ -12,12 +12,14 @@ What this module does not do: load models, render prompts, grade answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from tts_eval.search import compute_optimal, diagnostics, particle_filtering, particle_gibbs
+from tts_eval.errors import SettingError
+from tts_eval.search import diagnostics
 from tts_eval.search._driver import Work, drive
+from tts_eval.search.confidence import SelfScorer
+from tts_eval.search.config import SearchConfig
 from tts_eval.search.voting import AnswerGrouper
-from tts_eval.settings import STRATEGIES, SearchConfig
 from tts_eval.types import (
     AnswerSpec,
     PolicyEngine,
@@ -28,24 +30,12 @@ from tts_eval.types import (
 
 logger = logging.getLogger(__name__)
 
-WorkFactory = Callable[[Problem, SearchConfig, AnswerSpec, AnswerGrouper], Work]
-
-# One factory per name of the strategy registry (tts_eval.settings.STRATEGY_INFO).
-FACTORIES: dict[str, WorkFactory] = {
-    **compute_optimal.ROUTED_FACTORIES,
-    "compute_optimal": compute_optimal.make_work,
-    "particle_filtering": particle_filtering.make_work,
-    "particle_gibbs": particle_gibbs.make_work,
-}
-if set(FACTORIES) != set(STRATEGIES):  # a strategy registered in settings but not built here
-    raise ImportError(f"search factories {sorted(FACTORIES)} != settings.STRATEGIES {STRATEGIES}")
-
 
 def make_work(
     problem: Problem, config: SearchConfig, answers: AnswerSpec, grouper: AnswerGrouper
 ) -> Work:
-    """The state machine that runs ``config.strategy`` on one problem."""
-    return FACTORIES[config.strategy](problem, config, answers, grouper)
+    """The state machine that runs ``config.strategy`` on one problem (its spec's factory)."""
+    return config.spec.make_work(problem, config, answers, grouper)
 
 
 def _check_arguments(
@@ -64,10 +54,21 @@ def _check_arguments(
             "engine must implement tts_eval.types.PolicyEngine (render_prompt, generate), "
             f"got {type(engine).__name__}"
         )
-    if prm is None and config.info.needs_prm:
-        raise ValueError(
-            f"strategy={config.strategy} needs a process reward model (prm=...); "
-            "only strategy=majority runs without one"
+    if config.self_score is not None and config.spec.needs_prm and prm is not None:
+        raise SettingError(
+            "self_score",
+            config.self_score,
+            "none when a PRM is given",
+            message=f"self_score={config.self_score} scores with the policy's confidence in place "
+            "of a PRM, but a PRM was given too; pass prm=None (prm=self) or leave self_score unset",
+        )
+    if prm is None and config.spec.needs_prm and config.self_score is None:
+        raise SettingError(
+            "strategy",
+            config.strategy,
+            "a strategy that needs no PRM",
+            message=f"strategy={config.strategy} needs a process reward model (prm=...) or "
+            "self_score=... (prm=self); only strategies that need none (majority) run without one",
         )
     if prm is not None and not isinstance(prm, ProcessRewardModel):
         raise TypeError(
@@ -112,12 +113,15 @@ def run_search(
 ) -> list[SearchResult]:
     """Run ``config.strategy`` on every problem, batched; one :class:`SearchResult` each, in order.
 
-    ``prm`` may be ``None`` only for ``strategy=majority``. Results are identical for the same
+    ``prm`` may be ``None`` only for a strategy that needs none (``majority``) or with
+    ``self_score`` set (the policy's confidence scores the steps: :class:`SelfScorer`). Results are identical for the same
     config, problems and (deterministic, seed-honouring) engine/PRM, whatever else is in the batch.
     """
     _check_arguments(config, problems, engine, prm, answers)
     if not problems:
         return []
+    if config.self_score is not None and config.spec.needs_prm:
+        prm = SelfScorer(config.self_score, config.confidence_window)
     grouper = AnswerGrouper(answers)
     works = [make_work(problem, config, answers, grouper) for problem in problems]
     logger.info("search: strategy=%s n=%d on %d problems", config.strategy, config.n, len(problems))

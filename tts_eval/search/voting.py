@@ -30,9 +30,10 @@ answers beyond :func:`pass_at_n`, or call any model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from tts_eval.settings import AGGREGATIONS, SELECTIONS
+from tts_eval.search.config import AGGREGATIONS, SELECTIONS
 from tts_eval.types import AnswerSpec, Candidate
 
 
@@ -198,6 +199,26 @@ def select(
         return majority_vote(candidates, grouper)
     accepted = ", ".join((*SELECTIONS, "majority"))
     raise ValueError(f"selection must be one of {accepted}; got {selection!r}")
+
+
+def choose_selected(
+    candidates: Sequence[Candidate], grouper: AnswerGrouper, settings: Mapping[str, Any]
+) -> int | None:
+    """The run's own selection rule (its ``selection`` and ``agg`` settings) over ``candidates``
+    (a :data:`tts_eval.search.spec.Chooser`)."""
+    return select(
+        candidates,
+        str(settings.get("selection", "weighted")),
+        grouper,
+        str(settings.get("agg", "last")),
+    )
+
+
+def choose_majority(
+    candidates: Sequence[Candidate], grouper: AnswerGrouper, settings: Mapping[str, Any]
+) -> int | None:
+    """Majority voting over ``candidates``, whatever the run's settings (a chooser)."""
+    return majority_vote(candidates, grouper)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

@@ -1,9 +1,10 @@
 """Workflow subcommands of ``tts-eval``: ``sweep``, ``report``, ``plot``, ``fit-compute-optimal``,
 ``compare``.
 
-Each handler takes the remaining argv and returns an exit status; a bad argument, a missing or
-malformed recipe, results of the wrong task, or an out-of-memory batch is reported as ONE line on
-stderr (exit 2), never a traceback. Signals are handled by ``tts_eval.cli`` (a sweep closes its
+Each handler takes the remaining argv and returns an exit status; our errors (a bad argument, a
+missing or malformed recipe, results of the wrong task, an out-of-memory batch: every
+:class:`~tts_eval.errors.TTSEvalError`) are reported as ONE line on stderr (exit 2), anything else
+(a bug) with its traceback; ``TTS_EVAL_TRACEBACK=1`` shows the traceback of our errors too. Signals are handled by ``tts_eval.cli`` (a sweep closes its
 searcher on the way out, so an interrupted sweep leaves no model processes behind).
 
 What this module does not do: the work itself (``sweep``, ``report``, ``plot``, ``fit``).
@@ -19,29 +20,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tts_eval.errors import EngineError, OutOfMemoryError, OutputError
+from tts_eval.errors import DataError, SettingError, TTSEvalError, one_line, reported_in_one_line
 
 logger = logging.getLogger(__name__)
 
 
 def _guard(prog: str, body: Callable[[argparse.Namespace], int], parser, argv) -> int:
+    """Run ``body``: our errors (:class:`~tts_eval.errors.TTSEvalError`) print one line and exit 2
+    (a traceback with ``TTS_EVAL_TRACEBACK=1``); anything else is a bug and propagates with its
+    traceback (``tts_eval.cli`` prints it)."""
     args = parser.parse_args(list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return body(args)
-    except (
-        ValueError,
-        ImportError,
-        FileNotFoundError,
-        OutOfMemoryError,
-        EngineError,
-        OutputError,
-    ) as exc:
-        text = str(exc).strip()
-        print(
-            f"tts-eval {prog}: error: {text.splitlines()[0] if text else type(exc).__name__}",
-            file=sys.stderr,
-        )
+    except TTSEvalError as exc:
+        if not reported_in_one_line(exc):
+            raise
+        print(f"tts-eval {prog}: error: {one_line(exc)}", file=sys.stderr)
         return 2
 
 
@@ -107,7 +102,7 @@ def sweep_main(argv: Sequence[str]) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     def body(args: argparse.Namespace) -> int:
-        from tts_eval.settings import split_arg_string
+        from tts_eval.model_args import split_arg_string
         from tts_eval.workflow.recipe import load_sweep_recipe
         from tts_eval.workflow.sweep import run_sweep
 
@@ -130,8 +125,9 @@ def _integer(option: str, text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(
-            f"{option} {text} is invalid; accepted: an integer, e.g. {option} 16"
+        accepted = f"an integer, e.g. {option} 16"
+        raise SettingError(
+            option, text, accepted, message=f"{option} {text} is invalid; accepted: {accepted}"
         ) from None
 
 
@@ -210,11 +206,14 @@ def plot_main(argv: Sequence[str]) -> int:
         refs = [parse_ref(r) for r in args.ref]
         source = Path(args.results)
         if source.is_file() and source.suffix == ".json":
-            report = json.loads(source.read_text())
+            try:
+                report = json.loads(source.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise DataError(f"{source} is not a tts-eval report (not JSON)") from None
             if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
-                raise ValueError(f"{source} is not a tts-eval report (tts-eval report --json)")
+                raise DataError(f"{source} is not a tts-eval report (tts-eval report --json)")
             if args.task and report.get("task") != args.task:
-                raise ValueError(
+                raise DataError(
                     f"report {source} is for task {report.get('task')!r}, not {args.task!r}"
                 )
         else:
@@ -280,7 +279,7 @@ def _pairs(values: Sequence[str], option: str, accepted: str) -> dict[str, str]:
     for text in values:
         key, sep, value = text.rpartition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"{option} {text!r} is invalid; accepted: {accepted}")
+            raise DataError(f"{option} {text!r} is invalid; accepted: {accepted}")
         out[key.strip()] = value.strip()
     return out
 
@@ -292,7 +291,7 @@ def _by_result(mapping: dict[str, str], results: Sequence[str], option: str) -> 
     for key, value in mapping.items():
         result = key if key in results else resolved.get(str(Path(key).resolve()))
         if result is None:
-            raise ValueError(
+            raise DataError(
                 f"{option} {key}={value}: {key} is none of the RESULTs; accepted: "
                 + ", ".join(results)
             )
@@ -378,7 +377,7 @@ def compare_main(argv: Sequence[str]) -> int:
         systems = unique_labels(systems)
         task = check_comparable(systems)
         if args.task and task is not None and task != args.task:
-            raise ValueError(f"the results are for task {task!r}, not {args.task!r}")
+            raise DataError(f"the results are for task {task!r}, not {args.task!r}")
         board = build_leaderboard(
             systems,
             resolve_params(systems, given),
@@ -388,7 +387,7 @@ def compare_main(argv: Sequence[str]) -> int:
         )
         out = Path(args.out)
         if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file; give a folder for the leaderboard")
+            raise DataError(f"--out {out} is a file; give a folder for the leaderboard")
         out.mkdir(parents=True, exist_ok=True)
         text = to_markdown(board)
         write_json_atomic(out / "leaderboard.json", board, option="--out")

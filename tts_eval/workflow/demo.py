@@ -144,8 +144,9 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
     """Load, search, score (see the module docstring); the report also written to ``out``."""
     from tts_eval.files import check_writable
     from tts_eval.grader import NumberAnswerSpec
+    from tts_eval.model_args import parse_model_args
     from tts_eval.runtime import open_searcher
-    from tts_eval.settings import parse_model_args
+    from tts_eval.search import get_spec
     from tts_eval.task_metrics import trace_metrics
     from tts_eval.types import Problem
 
@@ -177,7 +178,6 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
             "max_tokens": settings.max_tokens,
             "max_model_len": 1024,
             "temperature": 0.8,
-            "beam_width": width,
             "num_iterations": settings.iterations,
             "seed": settings.seed,
             "strategy": "best_of_n",
@@ -204,7 +204,8 @@ def run_demo(settings: DemoSettings, *, progress: bool = True) -> dict[str, Any]
             for row in rows_in
         ]
         for strategy in ("best_of_n", "beam_search", "dvts"):
-            search = dataclasses.replace(config.search, strategy=strategy)
+            own = {"beam_width": width} if "beam_width" in get_spec(strategy).option_names else {}
+            search = config.search.with_strategy(strategy, **own)
             t0 = time.perf_counter()
             results = searcher.search(problems, search, progress=progress)
             seconds = time.perf_counter() - t0

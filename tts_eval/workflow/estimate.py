@@ -1,16 +1,18 @@
 """Accuracy@n per problem from trace records, and bootstrap confidence intervals.
 
-Curves read off each run (``N`` its budget, ``M`` its beam width), with ``n`` every power of two
-that the run can serve:
+The curves a run yields are its strategy's (``StrategySpec.curves``, :class:`tts_eval.search.Curve`):
+for the built-in strategies (``N`` a run's budget, ``M`` its beam width, ``n`` every power of two
+the run can serve):
 
 - a ``best_of_n`` run gives ``best_of_n`` (its own ``selection``/``agg``), ``majority`` (the same
   samples voted without the PRM) and ``pass@n`` (coverage: whether any of ``n`` samples is
   correct, the unbiased estimator of :func:`tts_eval.search.voting.pass_at_k`), for n <= N;
 - a ``majority`` run gives ``majority`` and ``pass@n`` for n <= N;
 - a ``dvts`` run gives ``dvts`` for n = M, 2M, ... <= N from whole subtrees (``Candidate.group``);
-- ``beam_search``, ``compute_optimal``, ``particle_filtering`` and ``particle_gibbs`` runs give
-  their own curve at n = N only; a particle run whose own settings differ from their defaults
-  names them in its curve (``particle_gibbs (pg_iterations=4)``, :func:`curve_name`).
+- any other run gives its own curve at n = N only. A run whose strategy's own options differ from
+  their defaults names them in its curve (``particle_gibbs (pg_iterations=4)``,
+  ``dvts (beam_width=8)``; :func:`tts_eval.search.spec.curve_name`). Records of a strategy that is
+  not registered give their own curve at n = N.
 
 Exchangeable estimates average the selection's correctness over subsets of the samples
 (subtrees for dvts): ALL ``C(N, n)`` subsets when there are at most ``max_exact`` of them (exact),
@@ -40,14 +42,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_eval.settings import STRATEGIES, STRATEGY_KEYS, SearchConfig
+from tts_eval.errors import DataError
+from tts_eval.search import Curve, get_spec, strategy_names
+from tts_eval.search.majority import COVERAGE
 from tts_eval.types import AnswerSpec, Candidate, SearchResult
 
 logger = logging.getLogger(__name__)
 
-CURVE_ORDER = (*STRATEGIES, "compute_optimal (fitted)", "pass@n")
-# Curves that select without a PRM: they are charged no PRM tokens.
-PRM_FREE_CURVES = ("majority", "pass@n")
+FITTED = "compute_optimal (fitted)"  # the curve a fitted routing table would give
+
+
+def curve_order() -> tuple[str, ...]:
+    """Curves in report order: the registered strategies, the fitted table, coverage."""
+    return (*strategy_names(), FITTED, COVERAGE)
+
+
+def prm_free_curves() -> tuple[str, ...]:
+    """Curves that select without a PRM (charged no PRM tokens): those of strategies that need
+    none, and coverage."""
+    return (*(name for name in strategy_names() if not get_spec(name).needs_prm), COVERAGE)
 
 
 @dataclass(frozen=True)
@@ -62,7 +75,7 @@ class EstimateSettings:
         for name in ("max_exact", "draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise DataError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 @dataclass
@@ -74,6 +87,8 @@ class CurvePoint:
     run_key: str
     run_strategy: str
     run_n: int
+    # The strategy a compute-optimal table would route to for this curve (None: not routable).
+    route: str | None = None
     accuracy: dict[str, float] = field(default_factory=dict)
     policy_tokens: dict[str, float] = field(default_factory=dict)
     prm_tokens: dict[str, float] = field(default_factory=dict)
@@ -90,7 +105,7 @@ class ProblemInfo:
 def problem_info(record: Mapping[str, Any]) -> ProblemInfo:
     doc = record.get("doc") or {}
     if "answer" not in doc:
-        raise ValueError(
+        raise DataError(
             f"trace record {record.get('uid')} has no gold answer (doc.answer); "
             "records must be written with the task's document (result_record(..., doc=doc))"
         )
@@ -111,15 +126,6 @@ def subsets(total: int, k: int, key: str, settings: EstimateSettings) -> list[tu
         return list(itertools.combinations(range(total), k))
     rng = random.Random(f"{settings.seed}/{key}")
     return [tuple(sorted(rng.sample(range(total), k))) for _ in range(settings.draws)]
-
-
-def powers_of_two(low: int, high: int) -> list[int]:
-    out, n = [], 1
-    while n <= high:
-        if n >= low:
-            out.append(n)
-        n *= 2
-    return out
 
 
 class Grader:
@@ -158,38 +164,23 @@ def _subset_accuracy(
     return hits / len(chosen)
 
 
-def _items(result: SearchResult, strategy: str) -> list[list[int]]:
-    if strategy != "dvts":
+def _items(result: SearchResult, groups: bool) -> list[list[int]]:
+    """The exchangeable items of a result: single candidates, or whole groups (subtrees)."""
+    if not groups:
         return [[i] for i in range(len(result.candidates))]
-    groups: dict[int, list[int]] = {}
+    by_group: dict[int, list[int]] = {}
     for i, c in enumerate(result.candidates):
-        groups.setdefault(c.group, []).append(i)
-    return [groups[g] for g in sorted(groups)]
+        by_group.setdefault(c.group, []).append(i)
+    return [by_group[g] for g in sorted(by_group)]
 
 
-def curve_name(strategy: str, settings: Mapping[str, Any]) -> str:
-    """``strategy``, followed by its own settings (:data:`STRATEGY_KEYS`) that are not at their
-    defaults: ``particle_filtering (pf_temperature=0.5, resampling=systematic)``."""
-    shown = [
-        f"{key}={settings[key]}"
-        for key, owners in sorted(STRATEGY_KEYS.items())
-        if strategy in owners and key in settings and settings[key] != getattr(SearchConfig, key)
-    ]
-    return f"{strategy} ({', '.join(shown)})" if shown else strategy
-
-
-def run_curves(strategy: str, settings: Mapping[str, Any]) -> list[tuple[str, list[int]]]:
-    """The (curve, budgets) a run of ``strategy`` with these search settings serves."""
+def run_curves(strategy: str, settings: Mapping[str, Any]) -> list[Curve]:
+    """The curves a run of ``strategy`` with these (recorded) search settings yields: its spec's,
+    or its own curve at its budget for a strategy that is not registered."""
     n = int(settings["n"])
-    if strategy in ("best_of_n", "majority"):
-        curves = [("majority", powers_of_two(1, n)), ("pass@n", powers_of_two(1, n))]
-        if strategy == "best_of_n":
-            curves.insert(1, ("best_of_n", powers_of_two(1, n)))
-        return curves
-    if strategy == "dvts":
-        width = int(settings.get("beam_width", 4))
-        return [("dvts", [b for b in powers_of_two(width, n) if b % width == 0])]
-    return [(curve_name(strategy, settings), [n])]
+    if strategy not in strategy_names():
+        return [Curve(strategy, (n,))]
+    return get_spec(strategy).curves_of(n, settings)
 
 
 def estimate_run(
@@ -209,55 +200,48 @@ def estimate_run(
     strategy = str(records[0]["strategy"])
     run_settings = dict(records[0].get("settings") or {})
     run_n = int(run_settings["n"])
-    selection = str(run_settings.get("selection", "weighted"))
-    agg = str(run_settings.get("agg", "last"))
+    curves = run_curves(strategy, run_settings)
     points = {
-        (curve, n): CurvePoint(curve, n, key, strategy, run_n)
-        for curve, budgets in run_curves(strategy, run_settings)
-        for n in budgets
-    }
-    choosers: dict[str, Callable[[Sequence[Candidate]], int | None]] = {
-        "majority": lambda cs: voting.majority_vote(cs, grouper),
-        "best_of_n": lambda cs: voting.select(cs, selection, grouper, agg),
-        "dvts": lambda cs: voting.select(cs, selection, grouper, agg),
+        (curve.name, n): (curve, CurvePoint(curve.name, n, key, strategy, run_n, curve.route))
+        for curve in curves
+        for n in curve.budgets
     }
     for record in records:
         info = problem_info(record)
         result = result_from_record(record)
         correct = [voting.is_eligible(c) and grader(c.answer, info.gold) for c in result.candidates]
-        items = _items(result, strategy)
-        for (curve, n), point in points.items():
+        for (name, n), (curve, point) in points.items():
             scale = n / run_n
             point.policy_tokens[info.uid] = result.cost.policy_tokens * scale
-            prm_tokens = 0 if curve in PRM_FREE_CURVES else result.cost.prm_tokens
+            prm_tokens = result.cost.prm_tokens if curve.prm else 0
             point.prm_tokens[info.uid] = prm_tokens * scale
-            if curve == "pass@n":
+            if curve.coverage:
                 total = len(result.candidates)
                 point.accuracy[info.uid] = (
                     voting.pass_at_k(total, sum(correct), n) if total >= n else float(any(correct))
                 )
-            elif n == run_n and curve == strategy:
+            elif n == run_n and curve.own:
                 point.accuracy[info.uid] = float(
                     result.selected is not None and correct[result.selected]
                 )
-            elif curve in choosers:
+            elif curve.choose is not None:
+                items = _items(result, curve.groups)
                 k = n * len(items) // run_n
                 if k < 1 or k > len(items):
                     continue
+                choose = curve.choose
+
+                def pick(cs: Sequence[Candidate], choose=choose) -> int | None:
+                    return choose(cs, grouper, run_settings)
+
                 point.accuracy[info.uid] = _subset_accuracy(
-                    result,
-                    items,
-                    k,
-                    choosers[curve],
-                    correct,
-                    f"{info.uid}/{curve}/{n}",
-                    settings,
+                    result, items, k, pick, correct, f"{info.uid}/{name}/{n}", settings
                 )
             else:
                 point.accuracy[info.uid] = float(
                     result.selected is not None and correct[result.selected]
                 )
-    return list(points.values())
+    return [point for _, point in points.values()]
 
 
 def collect_points(points: Sequence[CurvePoint]) -> dict[tuple[str, int], CurvePoint]:
@@ -340,4 +324,7 @@ def difficulty_scores(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def curve_sort_key(curve: str) -> tuple[int, str]:
-    return (CURVE_ORDER.index(curve) if curve in CURVE_ORDER else len(CURVE_ORDER), curve)
+    """Report order of a curve: by its strategy (named options follow it), then by name."""
+    order = curve_order()
+    base = curve if curve in order else curve.split(" (", 1)[0]
+    return (order.index(base) if base in order else len(order), curve)

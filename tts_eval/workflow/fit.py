@@ -9,14 +9,15 @@ Bins: ``bin_edges`` are the quantiles of the problems' scores at 1/B, ..., (B-1)
 ``num_bins``, default 5: difficulty quintiles), rounded to 4 decimals; coinciding edges are merged
 (fewer bins). Bin 1 is the easiest (the table's convention).
 
-Cell choice: for every budget some routable strategy (majority, best_of_n, beam_search, dvts) has
-an estimate at, and every bin, the strategy with the highest mean accuracy@n over the bin's
-problems (:mod:`tts_eval.workflow.estimate`); ties go to fewer policy tokens, then to the order
-majority, best_of_n, dvts, beam_search. A bin without problems takes the best strategy over all
-problems at that budget (logged). Entries carry the swept run's ``beam_width`` (tree
-strategies), ``selection`` and ``agg`` (best_of_n, dvts), so the table reproduces what was
-measured. The table is checked with :func:`tts_eval.search.compute_optimal.parse_table` before it
-is written.
+Cell choice: for every budget some routable curve has an estimate at (a curve whose strategy a
+table may route to: ``Curve.route``; majority, best_of_n, beam_search and dvts built in, each
+under its own options, e.g. ``dvts (beam_width=8)``), and every bin, the curve with the highest
+mean accuracy@n over the bin's problems (:mod:`tts_eval.workflow.estimate`); ties go to fewer
+policy tokens, then to the registry order of the strategies. A bin without problems takes the best
+curve over all problems at that budget (logged). Entries carry what the routed strategy reads of
+the swept run's settings (its own options, e.g. ``beam_width``, and ``selection``/``agg`` when it
+reads them), so the table reproduces what was measured. The table is checked with
+:func:`tts_eval.search.parse_table` before it is written.
 
 Degenerate fits are not silent. :func:`fit_table` returns a :class:`FittedTable` (the table's plain
 JSON dict) whose ``notes`` say what the fit could not measure, each also logged as a WARNING:
@@ -39,7 +40,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from tts_eval.settings import ROUTABLE_STRATEGIES, TREE_STRATEGIES
+from tts_eval.errors import DataError
+from tts_eval.search import get_spec, routable_names
+from tts_eval.search.config import later_defaults
+from tts_eval.search.routing import override_keys
 from tts_eval.workflow.estimate import CurvePoint
 from tts_eval.workflow.report import Estimates
 
@@ -49,9 +53,9 @@ logger = logging.getLogger(__name__)
 def quantile_edges(scores: list[float], num_bins: int) -> list[float]:
     """Strictly increasing edges in [0, 1] at the (k/num_bins) quantiles of ``scores``."""
     if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
-        raise ValueError(f"num_bins must be an integer >= 1, got {num_bins!r}")
+        raise DataError(f"num_bins must be an integer >= 1, got {num_bins!r}")
     if not scores:
-        raise ValueError("no problem has a difficulty score to bin")
+        raise DataError("no problem has a difficulty score to bin")
     data = sorted(scores)
     edges: list[float] = []
     for k in range(1, num_bins):
@@ -105,14 +109,23 @@ def _mean(point: CurvePoint, uids: list[str], field: str) -> float:
     return math.fsum(values[u] for u in uids) / len(uids)
 
 
-def _entry(strategy: str, point: CurvePoint, run_settings: Mapping[str, Any]) -> dict[str, Any]:
+def _entry(strategy: str, run_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The table entry routing to ``strategy`` as the run measured it: the overrides
+    (:func:`tts_eval.search.routing.override_keys`) the strategy reads, from the run's settings
+    (its own options at their defaults when the run did not record them; options added later
+    (:data:`tts_eval.search.spec.LATER_OPTION`) only when not at their default)."""
+    spec = get_spec(strategy)
+    defaults = spec.default_options()
+    later = later_defaults()
     extra: dict[str, Any] = {}
-    if strategy in TREE_STRATEGIES:
-        extra["beam_width"] = int(run_settings.get("beam_width", 4))
-    if strategy in ("best_of_n", "dvts"):
-        for key in ("selection", "agg"):
-            if key in run_settings:
-                extra[key] = run_settings[key]
+    for key in override_keys():
+        if key in spec.option_names:
+            value = run_settings.get(key, getattr(defaults, key))
+            if key in later and value == later[key]:
+                continue  # an option added later, at its default: entries stay as they were
+            extra[key] = value
+        elif key in spec.reads and key in run_settings:
+            extra[key] = run_settings[key]
     return {"strategy": strategy, **extra}
 
 
@@ -127,12 +140,17 @@ def fit_table(
 
     ``run_settings`` maps a run key to that run's search settings (for the entries' overrides).
     """
-    from tts_eval.settings import TABLE_FORMAT, TABLE_VERSION, ComputeOptimalTable, parse_table
+    from tts_eval.search.routing import (
+        TABLE_FORMAT,
+        TABLE_VERSION,
+        ComputeOptimalTable,
+        parse_table,
+    )
 
     if isinstance(probe_n, bool) or not isinstance(probe_n, int) or probe_n < 1:
-        raise ValueError(f"probe_n must be an integer >= 1, got {probe_n!r}")
+        raise DataError(f"probe_n must be an integer >= 1, got {probe_n!r}")
     if not estimates.difficulty:
-        raise ValueError(
+        raise DataError(
             "fit-compute-optimal needs a best_of_n run in the sweep (its PRM-scored samples give "
             "each problem's difficulty); add best_of_n to sweep.strategies"
         )
@@ -141,16 +159,21 @@ def fit_table(
     bins: dict[int, list[str]] = {b: [] for b in range(1, len(edges) + 2)}
     for uid, score in estimates.difficulty.items():
         bins[binner.bin_of(score)].append(uid)
-    budgets = sorted({n for (curve, n) in estimates.points if curve in ROUTABLE_STRATEGIES})
+    routable = routable_names()
+    routed = {
+        slot: point
+        for slot, point in estimates.points.items()
+        if point.route is not None and point.route in routable
+    }
+    budgets = sorted({n for (_, n) in routed})
     entries = []
     zero_budgets = []
     everyone = sorted(estimates.difficulty)
     for n in budgets:
-        options = [
-            (curve, estimates.points[(curve, n)])
-            for curve in ROUTABLE_STRATEGIES
-            if (curve, n) in estimates.points
-        ]
+        options = sorted(
+            ((curve, p) for (curve, m), p in routed.items() if m == n),
+            key=lambda cp: (routable.index(str(cp[1].route)), cp[0]),
+        )
         if all(not any(p.accuracy.values()) for _, p in options):
             zero_budgets.append(n)
         for bin_, members in bins.items():
@@ -160,19 +183,20 @@ def fit_table(
                 uids = everyone
             usable = [(c, p) for c, p in options if all(u in p.accuracy for u in uids)]
             if not usable:
-                raise ValueError(
+                raise DataError(
                     f"no strategy has an estimate for every problem of bin {bin_} at n={n}; "
                     "finish the sweep (tts-eval sweep <recipe> resumes it) before fitting"
                 )
+            rank = {curve: i for i, (curve, _) in enumerate(options)}
             curve, point = max(
                 usable,
                 key=lambda cp: (
                     _mean(cp[1], uids, "accuracy"),
                     -_mean(cp[1], uids, "policy_tokens"),
-                    -ROUTABLE_STRATEGIES.index(cp[0]),
+                    -rank[cp[0]],
                 ),
             )
-            entry = _entry(curve, point, run_settings.get(point.run_key, {}))
+            entry = _entry(str(point.route), run_settings.get(point.run_key, {}))
             entries.append({"bin": bin_, "budget": n, **entry})
     table = FittedTable(
         format=TABLE_FORMAT,

@@ -1,37 +1,43 @@
 """Which search runs a sweep needs, and the stable key of each run.
 
-Runs, for ``strategies`` x ``budgets`` with ``N`` the largest budget and ``M`` the beam width:
+Each strategy's spec says how a sweep plans it (``StrategySpec.plan``: the budgets it runs at,
+given the sweep's budgets and its own options) and which curves a run yields
+(``StrategySpec.curves``); for the built-in strategies, with ``N`` the largest budget and ``M`` the
+beam width: ``best_of_n`` and ``majority`` once at ``N``, ``dvts`` once at the largest multiple of
+``M``, ``beam_search`` at every multiple of ``M``, ``compute_optimal`` and ``particle_filtering``
+at every budget, ``particle_gibbs`` at every budget that splits into its sweeps. A planned run is
+left out when another planned run yields every curve point it would (a ``majority`` run beside a
+``best_of_n`` run at the same ``N``: both sample the same solutions from the same seed, so
+majority voting is read off the ``best_of_n`` trace). Runs that serve several budgets come first,
+then the others, each in registry order.
 
-- ``best_of_n`` at ``N`` (one run); it also serves ``majority``: both sample the same ``N``
-  solutions from the same seed, so majority voting is read off the same trace. Without
-  ``best_of_n``, ``majority`` alone runs at ``N`` (no PRM calls).
-- ``dvts`` at the largest budget that is a multiple of ``M`` (one run; smaller budgets use random
-  subsets of its subtrees).
-- ``beam_search`` once per budget that is a multiple of ``M`` (its beams are not exchangeable).
-- ``compute_optimal`` once per budget (each budget routes differently).
-- ``particle_filtering`` once per budget, ``particle_gibbs`` once per budget that splits into
-  ``pg_iterations`` sweeps of more than ``pg_reference_particles`` particles (particles are
-  resampled together: neither is exchangeable).
+A run's key is ``<strategy>-n<N>-<digest>``, the digest of the run's
+:func:`tts_eval.config.result_identity` (the task and every setting that can change a record, not
+placement: devices, batch sizes, a server's address), so a resumed sweep finds its earlier records
+and never those made under other settings.
 
-A run's key is ``<strategy>-n<N>-<digest>``, the digest covering the task and everything that
-changes results (search settings, policy, PRM, system prompt) but not runtime placement (device,
-batch sizes, memory split), so a resumed sweep finds its earlier records.
-
-A results folder holds runs of ONE :func:`folder_identity` (the run identity without the search
-settings, plus the answer format and ``apply_chat_template``); runs of other search settings may
-join it (they are reported as their own settings group), anything else needs its own folder.
+A results folder holds runs of ONE :func:`folder_identity` (the result identity without the search
+settings, plus ``apply_chat_template``); runs of other search settings may join it (they are
+reported as their own settings group), anything else needs its own folder.
 
 What this module does not do: run anything or read results.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-DEFAULT_BEAM_WIDTH = 4
+from tts_eval.config import TABLE_DIGEST_KEY, TTSConfig, identity_digest, result_identity
+from tts_eval.errors import in_context
+from tts_eval.search import StrategyOptions, StrategySpec, get_spec, strategy_names
+from tts_eval.settings import coerce
+
+# Identity keys that differ between the runs of one folder (the search, and what it names).
+_RUN_KEYS = ("search", TABLE_DIGEST_KEY, "max_tokens_from_task")
 
 
 @dataclass(frozen=True)
@@ -42,104 +48,60 @@ class RunSpec:
     n: int
 
 
-def _beam_width(model_args: dict[str, Any]) -> int:
-    value = model_args.get("beam_width", DEFAULT_BEAM_WIDTH)
-    try:
-        width = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"model_args beam_width={value!r} is not a valid int") from None
-    if width < 1:
-        raise ValueError(f"model_args beam_width={width} is invalid; accepted: an integer >= 1")
-    return width
+def options_of(spec: StrategySpec, model_args: Mapping[str, Any]) -> StrategyOptions:
+    """``spec``'s own options from a recipe's ``model_args`` (raw values; the others ignored)."""
+    hints = typing.get_type_hints(spec.options)
+    given = {k: coerce(k, v, hints[k]) for k, v in model_args.items() if k in spec.option_names}
+    return spec.options(**given)
 
 
-def tree_budgets(budgets: tuple[int, ...], beam_width: int) -> list[int]:
-    """The budgets a tree search (beam_search, dvts) can run: multiples of ``beam_width``."""
-    return [b for b in budgets if b >= beam_width and b % beam_width == 0]
+def _points(spec: StrategySpec, n: int, options: StrategyOptions) -> frozenset[tuple[str, int]]:
+    settings = {"strategy": spec.name, "n": n, **dataclasses.asdict(options)}
+    return frozenset(
+        (curve.name, budget) for curve in spec.curves_of(n, settings) for budget in curve.budgets
+    )
 
 
 def plan_runs(recipe: Any) -> list[RunSpec]:
-    """The runs of a :class:`~tts_eval.workflow.recipe.SweepRecipe`, cheapest first."""
-    strategies = recipe.sweep.strategies
-    budgets = recipe.sweep.budgets
-    top = max(budgets)
-    width = _beam_width(dict(recipe.model_args))
-    runs: list[RunSpec] = []
-    if "best_of_n" in strategies:
-        runs.append(RunSpec("best_of_n", top))
-    elif "majority" in strategies:
-        runs.append(RunSpec("majority", top))
-    for strategy in ("dvts", "beam_search"):
-        if strategy not in strategies:
-            continue
-        usable = tree_budgets(budgets, width)
-        if not usable:
-            raise ValueError(
-                f"sweep.budgets {list(budgets)} has no budget {strategy} can run: it needs "
-                f"multiples of beam_width={width}"
-            )
-        chosen = usable[-1:] if strategy == "dvts" else usable
-        runs.extend(RunSpec(strategy, n) for n in chosen)
-    if "compute_optimal" in strategies:
-        runs.extend(RunSpec("compute_optimal", n) for n in budgets)
-    if "particle_filtering" in strategies:
-        runs.extend(RunSpec("particle_filtering", n) for n in budgets)
-    if "particle_gibbs" in strategies:
-        sweeps, refs = _gibbs_settings(dict(recipe.model_args))
-        usable = [b for b in budgets if b % sweeps == 0 and b // sweeps > refs]
-        if not usable:
-            raise ValueError(
-                f"sweep.budgets {list(budgets)} has no budget particle_gibbs can run: it needs "
-                f"multiples of pg_iterations={sweeps} with more than "
-                f"pg_reference_particles={refs} particles per sweep"
-            )
-        runs.extend(RunSpec("particle_gibbs", n) for n in usable)
-    return runs
-
-
-def _gibbs_settings(model_args: dict[str, Any]) -> tuple[int, int]:
-    out = []
-    for key, default in (("pg_iterations", 1), ("pg_reference_particles", 1)):
-        value = model_args.get(key, default)
+    """The runs of a :class:`~tts_eval.workflow.recipe.SweepRecipe` (see the module docstring)."""
+    budgets = tuple(recipe.sweep.budgets)
+    order = strategy_names()
+    planned: list[tuple[RunSpec, frozenset[tuple[str, int]]]] = []
+    for name in sorted(recipe.sweep.strategies, key=order.index):
+        spec = get_spec(name)
         try:
-            out.append(int(value))
-        except (TypeError, ValueError):
-            raise ValueError(f"model_args {key}={value!r} is not a valid int") from None
-    return out[0], out[1]
+            options = options_of(spec, recipe.model_args)
+        except ValueError as exc:
+            raise in_context(exc, f"strategy={name}") from None
+        for n in spec.plan(budgets, options):
+            planned.append((RunSpec(name, n), _points(spec, n, options)))
+    kept = []
+    for i, (run, points) in enumerate(planned):
+        covered = any(
+            points < other or (points == other and j < i)
+            for j, (_, other) in enumerate(planned)
+            if j != i
+        )
+        if not covered:
+            kept.append((run, points))
+    serving = {run.strategy for run, points in kept if len({n for _, n in points}) > 1}
+    kept.sort(key=lambda rp: (rp[0].strategy not in serving, order.index(rp[0].strategy)))
+    return [run for run, _ in kept]
 
 
-def run_identity(task: str, config: Any) -> dict[str, Any]:
-    """What identifies a run's results (see the module docstring); JSON-ready."""
-    engine, prm = config.engine, config.prm
-    return {
-        "task": task,
-        "search": config.search.settings(),
-        "pretrained": engine.pretrained,
-        "revision": getattr(engine, "revision", None),
-        "dtype": getattr(engine, "dtype", None),
-        "chat_template": getattr(engine, "chat_template", None),
-        "prm": None if prm is None else getattr(prm, "path", None),
-        "prm_type": None if prm is None else getattr(prm, "prm_type", None),
-        "system_prompt": config.system_prompt,
-    }
-
-
-def run_key(task: str, config: Any) -> str:
-    """``<strategy>-n<N>-<digest>`` of a parsed :class:`~tts_eval.settings.TTSConfig`."""
-    payload = json.dumps(run_identity(task, config), sort_keys=True, default=str)
-    digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
+def run_key(task: str, config: TTSConfig) -> str:
+    """``<strategy>-n<N>-<digest of the result identity>``."""
+    digest = identity_digest(result_identity(config, task))
     return f"{config.search.strategy}-n{config.search.n}-{digest}"
 
 
-def folder_identity(task: str, config: Any, apply_chat_template: bool) -> dict[str, Any]:
+def folder_identity(task: str, config: TTSConfig, apply_chat_template: bool) -> dict[str, Any]:
     """What every run in one results folder shares (see the module docstring); JSON-ready."""
-    identity = {k: v for k, v in run_identity(task, config).items() if k != "search"}
-    identity["answer"] = getattr(config, "answer", "math")
+    identity = {k: v for k, v in result_identity(config, task).items() if k not in _RUN_KEYS}
     identity["apply_chat_template"] = apply_chat_template
-    return json.loads(json.dumps(identity, default=str))
+    return identity
 
 
-def identity_digest(identity: dict[str, Any]) -> str:
+def folder_digest(identity: Mapping[str, Any]) -> str:
     """A short digest of a :func:`folder_identity` (names the folder a sweep should use)."""
-    payload = json.dumps(identity, sort_keys=True, default=str)
-    return hashlib.blake2b(payload.encode(), digest_size=4).hexdigest()
+    return identity_digest(identity, size=4)

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError, MissingDependencyError
 from tts_eval.files import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def parse_ref(text: str) -> tuple[str, float]:
     except ValueError:
         number = None
     if not sep or not label.strip() or number is None or not 0 <= number <= 100:
-        raise ValueError(
+        raise DataError(
             f'--ref {text!r} is invalid; accepted: "LABEL=ACCURACY" with accuracy in percent '
             '(e.g. "Llama-3.1-8B CoT=49.8")'
         )
@@ -117,7 +118,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise ImportError(MATPLOTLIB_HINT) from None
+        raise MissingDependencyError(MATPLOTLIB_HINT) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -196,7 +197,7 @@ def report_figures(
     plt = _pyplot()
     curves = _curves(report, oracle)
     if not curves:
-        raise ValueError("the report has no rows to plot")
+        raise DataError("the report has no rows to plot")
     styles = {name: series_style(i) for i, name in enumerate(curves)}
     count = len(curves)
     figures = {}

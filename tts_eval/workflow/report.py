@@ -41,8 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.errors import DataError
+from tts_eval.search import get_spec, strategy_names
+from tts_eval.search.spec import curve_name
 from tts_eval.types import AnswerSpec
 from tts_eval.workflow.estimate import (
+    FITTED,
     CurvePoint,
     EstimateSettings,
     Grader,
@@ -68,7 +72,6 @@ logger = logging.getLogger(__name__)
 REPORT_FORMAT = "tts-eval/report"
 REPORT_VERSION = 2
 TABLE_FILE = "compute_optimal_table.json"
-FITTED = "compute_optimal (fitted)"
 DIAGNOSTIC_COUNTS = (
     "problems",
     "undelimited_problems",
@@ -110,9 +113,17 @@ def _estimate_runs(
             info = problem_info(record)
             problems.setdefault(info.uid, info)
         points.extend(estimate_run(records, key, grader.spec, grader, settings))
-        if records and records[0].get("strategy") == "best_of_n":
+        if records and _scores_samples(records[0]):
             difficulty = {**difficulty_scores(records), **difficulty}
     return Estimates(collect_points(points), problems, difficulty)
+
+
+def _scores_samples(record: Mapping[str, Any]) -> bool:
+    """Whether a run's candidates are independent PRM-scored samples (a compute-optimal probe's
+    difficulty can be read off them; the strategy's spec says, given the run's settings)."""
+    strategy = str(record.get("strategy"))
+    settings = record.get("settings") or {}
+    return strategy in strategy_names() and get_spec(strategy).scores_samples_of(settings)
 
 
 def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
@@ -120,7 +131,7 @@ def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
     groups = settings_groups(results)
     if group is None:
         if len(groups) > 1:
-            raise ValueError(
+            raise DataError(
                 f"results {results.source} hold runs of {len(groups)} search settings "
                 f"({describe_groups(groups)}); estimate one at a time: pick one with "
                 "--settings DIGEST (group=DIGEST)"
@@ -128,7 +139,7 @@ def choose_group(results: Results, group: str | None) -> SettingsGroup | None:
         return groups[0] if groups else None
     found = [g for g in groups if g.digest.startswith(group)]
     if len(found) != 1:
-        raise ValueError(
+        raise DataError(
             f"results {results.source}: settings {group!r} "
             f"{'matches no' if not found else 'matches more than one'} settings group; "
             f"accepted: {describe_groups(groups) or 'none (no records yet)'}"
@@ -151,22 +162,26 @@ def estimate_results(
         results, chosen.runs if chosen else (), Grader(spec, is_correct), settings
     )
     if not estimates.points:
-        raise ValueError(f"results {results.source} hold no trace records yet")
+        raise DataError(f"results {results.source} hold no trace records yet")
     return estimates
 
 
 def fitted_points(estimates: Estimates, table: Any) -> list[CurvePoint]:
     """The ``compute_optimal (fitted)`` curve: each problem scored by its routed strategy."""
     if not estimates.difficulty:
-        logger.warning("no best_of_n run in the results: cannot bin problems for the fitted curve")
+        logger.warning(
+            "no run of PRM-scored samples (best_of_n) in the results: cannot bin problems for "
+            "the fitted curve"
+        )
         return []
     out = []
     for n in table.budgets:
-        point = CurvePoint(FITTED, n, table.source, "compute_optimal", n)
+        point = CurvePoint(FITTED, n, table.source, FITTED, n)
         complete = True
         for uid, score in estimates.difficulty.items():
             route = table.route(table.bin_of(score), n)
-            source = estimates.points.get((route.strategy, n))
+            curve = curve_name(get_spec(route.strategy), dict(route.overrides))
+            source = estimates.points.get((curve, n))
             if source is None or uid not in source.accuracy:
                 complete = False
                 break
@@ -233,7 +248,7 @@ def build_report(
         or not isinstance(bootstrap_iters, int)
         or (bootstrap_iters < 0)
     ):
-        raise ValueError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
+        raise DataError(f"bootstrap_iters must be an integer >= 0, got {bootstrap_iters!r}")
     settings = settings or EstimateSettings()
     spec, is_correct = _default_grading(spec, is_correct)
     grader = Grader(spec, is_correct)
@@ -243,7 +258,7 @@ def build_report(
         table_path = candidate if candidate.is_file() else None
     loaded_table = None
     if table_path is not None:
-        from tts_eval.settings import load_table
+        from tts_eval.search import load_table
 
         loaded_table = load_table(table_path)
     groups = settings_groups(results)
@@ -255,7 +270,7 @@ def build_report(
         fitted = fitted_points(estimates, loaded_table) if loaded_table is not None else []
         rows += _rows(estimates, group, fitted, bootstrap_iters, settings.seed)
     if not rows:
-        raise ValueError(f"results {results.source} hold no trace records yet")
+        raise DataError(f"results {results.source} hold no trace records yet")
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,

@@ -6,26 +6,31 @@ A results folder holds::
     runs/<run key>.jsonl     one trace record per document (tts_eval.traces.result_record + doc_id,
                              run_key), appended atomically as the sweep goes
 
-The manifest (``format`` ``tts-eval/sweep``, ``version`` 2) names the ``task``, ``pretrained``,
-``prm``, the folder's ``identity`` (everything but search settings that its runs must share:
-policy revision/dtype/chat template, PRM and PRM type, system prompt, answer format,
+The manifest (``format`` ``tts-eval/sweep``, ``version`` 3) names the ``task``, ``pretrained``,
+``prm``, the folder's ``identity`` (everything but search settings that its runs must share: the
+result identity of :func:`tts_eval.config.result_identity` without the search, plus
 ``apply_chat_template``; see :func:`tts_eval.workflow.plan.folder_identity`), the ``model_args``
 of the latest sweep, its sweep settings as run (``sweep``: strategies, budgets, limit, ...) and what
 its command line overrode in the recipe (``overrides``: ``model_args`` and ``sweep`` keys), and
 the ``runs``: ``key``, ``strategy``, ``n``, ``search`` (the run's search
-settings), ``settings_digest`` and the ``model_args`` it was swept with. Version 1 manifests
-(no ``identity``, runs without ``settings_digest``/``model_args``) are read as well; a sweep into
-such a folder upgrades its manifest.
+settings), ``settings_digest`` and the ``model_args`` it was swept with. Version 1 and 2 manifests
+are read as well; a sweep into such a folder upgrades its manifest: version 2 run keys covered
+fewer settings (not ``max_model_len``, the backend or ``prm_step_separator``), so each run that
+recorded its ``model_args`` gets its current key (its records file renamed) and is resumed only
+when those settings match; version 1 runs (no ``model_args``) are reported, never resumed.
 
 :func:`load_results` also accepts a single JSONL trace file (e.g. written by ``--model tts`` with
 ``trace_path=``); its records are grouped into runs by their search settings.
 
-Settings groups: runs whose search settings agree except for ``strategy``, ``n``,
-``compute_optimal_table`` and the settings only some strategies read (``pf_temperature``, ...;
-:data:`tts_eval.settings.STRATEGY_KEYS`, which name the run's curve instead) form one group (:func:`settings_groups`), identified by
-:func:`settings_digest` and labelled with the settings that differ between the groups of the
-results (e.g. ``temperature=0.5``); curves are estimated and reported per group, so runs of other
-settings swept into the same folder are never mixed up with (or hidden by) each other.
+Settings groups: runs whose shared search settings agree (the part of their result identity
+that :func:`tts_eval.config.shared_search_settings` keeps: everything but ``strategy``, ``n`` and
+the strategy's own options, which name the run's curve instead, except group options such as
+``beam_width``; a run without one joins every group it agrees with otherwise) form one group
+(:func:`settings_groups`), identified by :func:`settings_digest` and labelled with the settings
+that differ between the groups of the results (e.g. ``temperature=0.5``); curves are estimated and
+reported per group, so runs of other settings swept into the same folder are never mixed up with
+(or hidden by) each other. (A results folder holds one identity apart from search settings, so
+within a folder the search settings are all that can differ.)
 
 What this module does not do: grade or aggregate (``tts_eval.workflow.report``).
 """
@@ -41,19 +46,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tts_eval.config import compatible, identity_digest, shared_search_settings
+from tts_eval.errors import DataError
 from tts_eval.files import write_atomic
-from tts_eval.settings import STRATEGY_KEYS
+from tts_eval.search import search_defaults
+from tts_eval.search.config import later_defaults, shared_defaults
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "sweep.json"
 RUNS_DIR = "runs"
 MANIFEST_FORMAT = "tts-eval/sweep"
-MANIFEST_VERSION = 2
-READABLE_MANIFEST_VERSIONS = (1, 2)
-# Search settings that tell the runs of one settings group apart (the settings only some
-# strategies read, e.g. pf_temperature, name their curves instead: estimate.curve_name).
-PER_RUN_SETTINGS = ("strategy", "n", "compute_optimal_table", *STRATEGY_KEYS)
+MANIFEST_VERSION = 3
+READABLE_MANIFEST_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -102,11 +107,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError:
-        raise ValueError(f"results folder {folder}: {MANIFEST} is not valid JSON") from None
+        raise DataError(f"results folder {folder}: {MANIFEST} is not valid JSON") from None
     if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"results folder {folder}: {MANIFEST} is not a tts-eval sweep manifest")
+        raise DataError(f"results folder {folder}: {MANIFEST} is not a tts-eval sweep manifest")
     if data.get("version", 1) not in READABLE_MANIFEST_VERSIONS:
-        raise ValueError(
+        raise DataError(
             f"results folder {folder}: {MANIFEST} has version {data.get('version')!r}; this "
             f"tts-eval reads versions {', '.join(map(str, READABLE_MANIFEST_VERSIONS))} "
             "(upgrade tts-eval)"
@@ -147,24 +152,18 @@ def _dedupe(records: Sequence[dict[str, Any]], where: str) -> list[dict[str, Any
 def settings_key(record: Mapping[str, Any]) -> str:
     """A run key for a record without one: strategy, n and a digest of its search configuration.
 
-    Only :class:`~tts_eval.search.SearchConfig` fields count: per-problem entries of a result's
-    settings (beam counts, routing, the worker that ran it, ...) never split a run.
+    Only search settings count (:func:`tts_eval.search.search_keys`): per-problem entries of a
+    result's settings (beam counts, routing, the worker that ran it, ...) never split a run.
     """
+    later = later_defaults()
     settings = {
-        k: v for k, v in _requested(record.get("settings") or {}).items() if k in _search_fields()
+        k: v
+        for k, v in _requested(record.get("settings") or {}).items()
+        if k in search_defaults() and not (k in later and v == later[k])
     }
     payload = json.dumps([record.get("task"), settings], sort_keys=True, default=str)
     digest = hashlib.blake2b(payload.encode(), digest_size=5).hexdigest()
     return f"{record.get('strategy')}-n{settings.get('n')}-{digest}"
-
-
-def _search_fields() -> dict[str, Any]:
-    """The fields of :class:`~tts_eval.search.SearchConfig` with their defaults."""
-    import dataclasses
-
-    from tts_eval.search import SearchConfig
-
-    return {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 
 
 def _requested(settings: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -175,17 +174,19 @@ def _requested(settings: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def search_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A run's full search settings from a result's (or manifest entry's) settings: only
-    SearchConfig fields, missing ones at their defaults."""
+    """A run's search settings from a result's (or manifest entry's) settings: only search keys;
+    missing shared ones at their defaults, a strategy's options only where recorded."""
     given = _requested(settings)
-    return {name: given.get(name, default) for name, default in _search_fields().items()}
+    shared = shared_defaults()
+    out = {name: given.get(name, default) for name, default in shared.items()}
+    out.update({k: v for k, v in given.items() if k in search_defaults() and k not in shared})
+    return out
 
 
 def settings_digest(settings: Mapping[str, Any]) -> str:
-    """The settings group of a run: a digest of its search settings but ``PER_RUN_SETTINGS``."""
-    shared = {k: v for k, v in search_settings(settings).items() if k not in PER_RUN_SETTINGS}
-    payload = json.dumps(shared, sort_keys=True, default=str)
-    return hashlib.blake2b(payload.encode(), digest_size=4).hexdigest()
+    """The settings group of a run: a digest of its shared search settings
+    (:func:`tts_eval.config.shared_search_settings`)."""
+    return identity_digest(shared_search_settings(_requested(settings)), size=4)
 
 
 def _shown(value: Any) -> str:
@@ -194,7 +195,7 @@ def _shown(value: Any) -> str:
 
 def differing_settings(groups: Sequence[Mapping[str, Any]]) -> list[str]:
     """The setting names whose values differ between the given search settings."""
-    names = [k for k in _search_fields() if k not in PER_RUN_SETTINGS]
+    names = list(dict.fromkeys(k for g in groups for k in g))
     return [
         k
         for k in names
@@ -227,21 +228,34 @@ def run_settings(results: Results, key: str) -> dict[str, Any]:
 
 
 def settings_groups(results: Results) -> list[SettingsGroup]:
-    """The settings groups of the runs that hold records, in order of first appearance."""
-    order: dict[str, dict[str, Any]] = {}
+    """The settings groups of the runs that hold records (see the module docstring).
+
+    A run whose shared settings lack a group option (a majority run has no beam width) joins
+    every group it agrees with on the rest (:func:`tts_eval.config.compatible`), so one majority
+    run serves sweeps at several beam widths; groups are founded by the runs with the most group
+    options first, and listed in order of their founders' first appearance.
+    """
+    keys = [key for key, records in results.runs.items() if records]
+    shared = {key: shared_search_settings(run_settings(results, key)) for key in keys}
+    founders: list[str] = []
     members: dict[str, list[str]] = {}
-    for key, records in results.runs.items():
-        if not records:
-            continue
-        settings = run_settings(results, key)
-        digest = settings_digest(settings)
-        shared = {k: v for k, v in settings.items() if k not in PER_RUN_SETTINGS}
-        order.setdefault(digest, shared)
-        members.setdefault(digest, []).append(key)
-    names = differing_settings(list(order.values())) if len(order) > 1 else []
+    for key in sorted(keys, key=lambda k: -len(shared[k])):  # stable: appearance within a size
+        joined = [f for f in founders if compatible(shared[f], shared[key])]
+        for founder in joined:
+            members[founder].append(key)
+        if not joined:
+            founders.append(key)
+            members[key] = [key]
+    founders.sort(key=keys.index)
+    names = differing_settings([shared[f] for f in founders]) if len(founders) > 1 else []
     return [
-        SettingsGroup(digest, settings, tuple(members[digest]), settings_label(settings, names))
-        for digest, settings in order.items()
+        SettingsGroup(
+            settings_digest(shared[f]),
+            shared[f],
+            tuple(sorted(members[f], key=keys.index)),
+            settings_label(shared[f], names),
+        )
+        for f in founders
     ]
 
 
@@ -256,7 +270,7 @@ def _read_records(path: Path) -> list[dict[str, Any]]:
     records = list(read_jsonl(path))
     for i, record in enumerate(records):
         if not isinstance(record, dict) or "candidates" not in record or "uid" not in record:
-            raise ValueError(f"{path}: record {i + 1} is not a tts-eval trace record")
+            raise DataError(f"{path}: record {i + 1} is not a tts-eval trace record")
     return records
 
 
@@ -266,7 +280,7 @@ def load_results(path: str | os.PathLike, task: str | None = None) -> Results:
     if p.is_dir():
         manifest = read_manifest(p)
         if manifest is None:
-            raise ValueError(
+            raise DataError(
                 f"results folder {path} has no {MANIFEST}; give a folder written by "
                 "`tts-eval sweep` or a JSONL trace file"
             )
@@ -292,21 +306,21 @@ def load_results(path: str | os.PathLike, task: str | None = None) -> Results:
         runs = {k: _dedupe(v, os.fspath(p)) for k, v in grouped.items()}
         tasks = sorted({str(r.get("task")) for rs in runs.values() for r in rs})
         if len(tasks) > 1:
-            raise ValueError(
+            raise DataError(
                 f"trace file {path} mixes tasks {', '.join(tasks)}; report one task at a time"
             )
         results = Results(tasks[0] if tasks else None, runs, source=os.fspath(p))
     else:
-        raise ValueError(f"results {path}: no such folder or file")
+        raise DataError(f"results {path}: no such folder or file")
     for key, records in results.runs.items():
         for record in records:
             if record.get("task") not in (None, results.task):
-                raise ValueError(
+                raise DataError(
                     f"results {path}: run {key} holds task {record.get('task')!r} records, "
                     f"but the results are for task {results.task!r}"
                 )
     if task is not None and results.task is not None and results.task != task:
-        raise ValueError(
+        raise DataError(
             f"results {path} are for task {results.task!r}, not {task!r}; "
             "point at a results folder of that task"
         )

@@ -11,10 +11,12 @@ already recorded; a torn last line is cut off first. Progress bars show runs and
 
 The results folder's ``sweep.json`` (``tts_eval.workflow.results``) names the task, policy and PRM
 and records the folder's identity (:func:`tts_eval.workflow.plan.folder_identity`). A recipe that
-differs from it in anything but search settings (another task, policy, PRM, PRM type, system
-prompt, answer format, dtype, chat template or ``apply_chat_template``) is refused in one line
-naming the setting and a folder to use instead (``<folder>-<digest of the new identity>``), rather
-than mixed. Runs of other search settings (e.g. ``temperature=0.5`` into a folder swept at 0.8)
+differs from it in anything but search settings (another task, policy, backend, dtype, context
+length, chat template, PRM, PRM type or step separator, system prompt, answer format or
+``apply_chat_template``: anything of :func:`tts_eval.config.result_identity`) is refused in one
+line naming the setting and a folder to use instead (``<folder>-<digest of the new identity>``),
+rather than mixed; placement (devices, batch sizes, a server's address) is not part of it, so a
+re-run with other placement resumes every run. Runs of other search settings (e.g. ``temperature=0.5`` into a folder swept at 0.8)
 are added beside the existing ones, with a warning: each run entry records its search settings,
 their digest and its ``model_args``, the manifest's ``model_args`` become the latest sweep's, and
 ``tts-eval report`` shows each settings group as its own rows.
@@ -32,10 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tts_eval.config import compatible, shared_search_settings
+from tts_eval.errors import DataError
 from tts_eval.workflow.plan import (
     RunSpec,
+    folder_digest,
     folder_identity,
-    identity_digest,
     plan_runs,
     run_key,
 )
@@ -83,7 +87,7 @@ def _load_task(settings, task_manager) -> dict:
     loaded = task_manager.load([settings.task])
     tasks = loaded["tasks"]
     if list(tasks) != [settings.task]:
-        raise ValueError(
+        raise DataError(
             f"sweep.task={settings.task!r} is a group or tag of {len(tasks)} tasks; "
             "a sweep runs one task (name a single task)"
         )
@@ -107,7 +111,7 @@ def _task_manager(settings):
     if settings.task not in manager.all_tasks:
         manager = TaskManager(include_path=include)
     if settings.task not in manager.all_tasks:
-        raise ValueError(
+        raise DataError(
             f"sweep.task={settings.task!r} is not a known lm-eval task "
             "(set sweep.include_path for a task folder of your own)"
         )
@@ -145,16 +149,64 @@ def _shown(value: Any, width: int = 60) -> str:
 
 
 def _refuse(folder: Path, name: str, theirs: Any, mine: Any, identity: dict[str, Any]) -> None:
-    raise ValueError(
+    raise DataError(
         f"results folder {folder} holds a sweep with {name}={_shown(theirs)}, not "
         f"{name}={_shown(mine)}; only runs that differ in search settings can share a folder: "
-        f"use sweep.output_dir={folder}-{identity_digest(identity)} (or --output_dir)"
+        f"use sweep.output_dir={folder}-{folder_digest(identity)} (or --output_dir)"
     )
 
 
-def _check_manifest(folder: Path, recipe: SweepRecipe, identity: dict[str, Any]) -> dict[str, Any]:
+def _compare(folder: Path, recorded: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse a folder whose recorded identity differs from ``identity`` in a key both have."""
+    for name in dict.fromkeys([*identity, *recorded]):
+        if name in recorded and name in identity and recorded[name] != identity[name]:
+            _refuse(folder, name, recorded[name], identity[name], identity)
+
+
+def _upgrade_runs(
+    manifest: dict[str, Any], folder: Path, task: str, identity: dict[str, Any]
+) -> list[tuple[str, str]]:
+    """Give the runs of a version 1 or 2 folder their current keys (see
+    ``tts_eval.workflow.results``): a run that recorded its ``model_args`` is keyed by its result
+    identity now (its records file renamed) and must share the folder's identity; one that did
+    not is left as it is (reported, never resumed). Returns the (old, new) keys whose records
+    files are to be renamed once the upgraded manifest is written."""
+    from tts_eval.workflow.recipe import run_config
+
+    renames = []
+    for entry in manifest.get("runs", []):
+        args = entry.get("model_args")
+        if not isinstance(args, dict):
+            logger.warning(
+                "results folder %s: run %s predates recorded settings; it is reported but not "
+                "resumed (its documents are searched again under a new key)",
+                folder,
+                entry.get("key"),
+            )
+            continue
+        config = run_config(args, entry["strategy"], entry["n"])
+        theirs = folder_identity(task, config, identity["apply_chat_template"])
+        _compare(folder, theirs, identity)
+        key = run_key(task, config)
+        if key != entry["key"]:
+            logger.info("results folder %s: run %s is now keyed %s", folder, entry["key"], key)
+            renames.append((entry["key"], key))
+            entry["key"] = key
+    return renames
+
+
+def _rename_runs(folder: Path, renames: Sequence[tuple[str, str]]) -> None:
+    for old_key, new_key in renames:
+        old, new = (folder / RUNS_DIR / f"{k}.jsonl" for k in (old_key, new_key))
+        if old.is_file() and not new.exists():
+            old.rename(new)
+
+
+def _check_manifest(
+    folder: Path, recipe: SweepRecipe, identity: dict[str, Any]
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The folder's manifest, checked against ``identity`` and brought up to date (see the module
-    docstring); a new one for a new folder."""
+    docstring; a new one for a new folder), and the records files to rename once it is written."""
     manifest = read_manifest(folder)
     if manifest is None:
         manifest = {
@@ -166,16 +218,17 @@ def _check_manifest(folder: Path, recipe: SweepRecipe, identity: dict[str, Any])
             "runs": [],
         }
     if manifest.get("task") != recipe.sweep.task:
-        raise ValueError(
+        raise DataError(
             f"results folder {folder} holds a sweep of task {manifest.get('task')!r}, not "
             f"{recipe.sweep.task!r}; choose another sweep.output_dir"
         )
     recorded = manifest.get("identity")
     if not isinstance(recorded, dict):  # version 1: only the policy and the PRM were recorded
         recorded = {k: manifest.get(k) for k in ("pretrained", "prm")}
-    for name in dict.fromkeys([*identity, *recorded]):
-        if name in recorded and recorded.get(name) != identity.get(name):
-            _refuse(folder, name, recorded.get(name), identity.get(name), identity)
+    _compare(folder, recorded, identity)
+    renames = []
+    if manifest.get("version", 1) < 3:
+        renames = _upgrade_runs(manifest, folder, recipe.sweep.task, identity)
     manifest.update(
         version=MANIFEST_VERSION,
         identity=identity,
@@ -183,7 +236,7 @@ def _check_manifest(folder: Path, recipe: SweepRecipe, identity: dict[str, Any])
         recipe=recipe.source,
         description=recipe.description,
     )
-    return manifest
+    return manifest, renames
 
 
 def _add_runs(
@@ -196,7 +249,7 @@ def _add_runs(
     entries = manifest["runs"]
     known = {entry["key"] for entry in entries}
     before = {
-        settings_digest(entry["search"]): search_settings(entry["search"])
+        settings_digest(entry["search"]): shared_search_settings(search_settings(entry["search"]))
         for entry in entries
         if isinstance(entry.get("search"), dict)
     }
@@ -220,8 +273,11 @@ def _add_runs(
         known.add(key)
     if not planned or not before:
         return
-    mine = search_settings(planned[0][2].search.settings())
-    if settings_digest(mine) not in before:
+    # The sweep's settings: those of its run with the most group options (a tree run's).
+    mine = max(
+        (shared_search_settings(config.search.settings()) for _, _, config in planned), key=len
+    )
+    if not any(compatible(mine, other) for other in before.values()):
         names = differing_settings([mine, *before.values()])
         logger.warning(
             "results folder %s already holds runs of other search settings (%s); the runs of "
@@ -306,7 +362,7 @@ def run_sweep(
     """
     from tqdm.auto import tqdm
 
-    from tts_eval.settings import parse_model_args
+    from tts_eval.model_args import parse_model_args
 
     settings = recipe.sweep
     folder = Path(output_dir if output_dir is not None else settings.output_dir)
@@ -314,7 +370,7 @@ def run_sweep(
     configs = [parse_model_args(recipe.run_model_args(r.strategy, r.n)) for r in runs]
     keys = [run_key(settings.task, c) for c in configs]
     identity = folder_identity(settings.task, configs[0], settings.apply_chat_template)
-    manifest = _check_manifest(folder, recipe, identity)
+    manifest, renames = _check_manifest(folder, recipe, identity)
     manager = _task_manager(settings)
     loaded = _load_task(settings, manager)
     doc_ids = _doc_ids(loaded["tasks"][settings.task], settings.limit)
@@ -326,6 +382,7 @@ def run_sweep(
     manifest["overrides"] = dict(recipe.overrides)
     (folder / RUNS_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / MANIFEST, manifest, option=OUTPUT_OPTION)
+    _rename_runs(folder, renames)
 
     todo_by_run = []
     for key in keys:
