@@ -24,7 +24,9 @@ paired-bootstrap interval and sign-flip p-value, ``tts_eval.workflow.compare.pai
 policy and PRM tokens per problem and their share of the baseline's, and the issue's goal
 (difference within +-3 points, <= 50% of majority@n's policy tokens); then the distribution of
 the tokens each rule saved per problem (percentiles), samples drawn, and pruning's saving. Each
-run's traces go to ``--out`` as JSONL files, and ``tts-eval compare`` of them writes the
+run's traces go to ``--out`` as JSONL files, ``--chunk`` problems at a time: re-run with the same
+settings after an interruption, the script reads back what is recorded and searches only the rest
+(``seconds`` then count this invocation's work only); and ``tts-eval compare`` of them writes the
 leaderboard and the accuracy-vs-FLOPs figure there (``--no-compare`` skips it).
 
 A figure to report (README), not a test. On this 2-core CPU the full run (100 problems, n=16, vLLM)
@@ -57,7 +59,12 @@ from tts_eval.plugin import tasks_dir  # noqa: E402
 from tts_eval.runtime import open_searcher  # noqa: E402
 from tts_eval.search import AnswerGrouper, SearchConfig, majority_vote  # noqa: E402
 from tts_eval.search.confidence import confidence_filtered_vote  # noqa: E402
-from tts_eval.traces import result_record  # noqa: E402
+from tts_eval.traces import (  # noqa: E402
+    append_jsonl,
+    read_jsonl,
+    result_from_record,
+    result_record,
+)
 from tts_eval.types import Problem, SearchResult  # noqa: E402
 from tts_eval.workflow.compare import paired_bootstrap  # noqa: E402
 from tts_eval.workflow.estimate import bootstrap_ci  # noqa: E402
@@ -248,18 +255,54 @@ def table(rows: Mapping[str, Mapping[str, Any]], n: int) -> str:
     return "\n".join(lines)
 
 
-def write_traces(out: Path, runs: Mapping[str, list[SearchResult]], docs: Mapping[str, dict]):
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for label, results in runs.items():
-        name = label.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "-")
-        path = out / f"{name}.jsonl"
-        records = [
-            result_record(r, task="arith", doc=docs[r.uid], token_ids=False) for r in results
-        ]
-        path.write_text("".join(json.dumps(record) + "\n" for record in records))
-        paths.append(path)
-    return paths
+def trace_path(out: Path, label: str) -> Path:
+    name = label.replace(" ", "_").replace("(", "").replace(")", "").replace("=", "-")
+    return out / f"{name}.jsonl"
+
+
+def recorded(path: Path, identity: Mapping[str, Any]) -> dict[str, SearchResult]:
+    """The results an earlier run of this script recorded in ``path`` under the same settings
+    (``identity``), by problem; none when the file is absent. Other settings are refused: a
+    mixed table would compare runs of different models or budgets."""
+    if not path.is_file():
+        return {}
+    results = {}
+    for record in read_jsonl(path):
+        if record.get("bench") != identity:
+            raise SystemExit(
+                f"{path} holds traces of other settings ({record.get('bench')}); "
+                "choose another --out or delete it"
+            )
+        results[record["uid"]] = result_from_record(record)
+    return results
+
+
+def run_resumable(
+    searcher: Any,
+    problems: Sequence[Problem],
+    cfg: SearchConfig,
+    path: Path,
+    identity: Mapping[str, Any],
+    docs: Mapping[str, dict],
+    chunk: int,
+) -> list[SearchResult]:
+    """Search ``problems`` ``chunk`` at a time, appending each chunk's traces to ``path``; what an
+    earlier run recorded there is read back, not searched again (per-problem seeds make a
+    problem's result independent of the batch it ran in)."""
+    done = recorded(path, identity)
+    todo = [p for p in problems if p.uid not in done]
+    for start in range(0, len(todo), chunk):
+        batch = todo[start : start + chunk]
+        results = searcher.search(batch, cfg, progress=True)
+        append_jsonl(
+            path,
+            [
+                result_record(r, task="arith", doc=docs[r.uid], token_ids=False, bench=identity)
+                for r in results
+            ],
+        )
+        done.update((r.uid, r) for r in results)
+    return [done[p.uid] for p in problems]
 
 
 def run_compare(paths: Sequence[Path], out: Path, policy: Path, prm: str) -> None:
@@ -292,6 +335,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=Path("results/adaptive"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-compare", action="store_true", help="skip tts-eval compare")
+    parser.add_argument(
+        "--chunk", type=int, default=20, help="problems per recorded chunk (resume granularity)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU default takes 90% of RAM
 
@@ -329,10 +375,19 @@ def main(argv: Sequence[str] | None = None) -> dict:
             )
             for row in rows
         ]
+        docs = {row["uid"]: {"unique_id": row["uid"], "answer": row["answer"]} for row in rows}
+        settings = {
+            k: v for k, v in vars(args).items() if k not in ("out", "json", "no_compare", "chunk")
+        }
         for label, overrides in plan(args):
             cfg = SearchConfig(**{**config.search.shared(), **overrides})
+            identity = json.loads(
+                json.dumps({**settings, "prm": prm_path, "run": overrides}, default=str)
+            )
             started = time.perf_counter()
-            runs[label] = searcher.search(problems, cfg, progress=True)
+            runs[label] = run_resumable(
+                searcher, problems, cfg, trace_path(args.out, label), identity, docs, args.chunk
+            )
             seconds[label] = time.perf_counter() - started
             print(f"{label}: {seconds[label]:.0f} s", flush=True)
     finally:
@@ -345,8 +400,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(table(measured["rows"], args.n))
     for label, entry in measured["saved"].items():
         print(f"{label}: " + json.dumps(entry))
-    docs = {row["uid"]: {"unique_id": row["uid"], "answer": row["answer"]} for row in rows}
-    paths = write_traces(args.out, runs, docs)
+    paths = [trace_path(args.out, label) for label in runs]
     if not args.no_compare:
         run_compare(paths, args.out, policy, prm_path)
     report = {

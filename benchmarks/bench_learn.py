@@ -349,18 +349,22 @@ def prm_eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) 
     prm_dir = _prm_dir(a, cache)
     report = json.loads((prm_dir / "tts_eval_prm.json").read_text())
     held_out = set(report["validation_problems"])
-    parts = []
-    for folder in sorted(cache.glob("labels-*")):
-        data = load_from_disk(str(folder / "dataset"))
-        parts.append(data.filter(lambda row: row["uid"] in held_out))
     val = cache / f"validation-{prm_dir.name}.parquet"
-    concatenate_datasets(parts).to_parquet(str(val))
+    if not val.is_file():
+        parts = []
+        for folder in sorted(cache.glob("labels-*")):
+            data = load_from_disk(str(folder / "dataset"))
+            parts.append(data.filter(lambda row: row["uid"] in held_out))
+        concatenate_datasets(parts).to_parquet(str(val))
     out = {}
     for name, (prm, prm_type) in {
         "trained": (prm_dir, "token_classification"),
         "untrained": (policy, "rlhflow"),
     }.items():
         target = cache / f"prm-eval-{name}-{prm_dir.name}.json"
+        if target.is_file() and target.stat().st_mtime >= val.stat().st_mtime - 1:
+            out[name] = json.loads(target.read_text())  # same PRM, same validation steps
+            continue
         _run(["prm-eval", "--prm", str(prm), "--prm_type", prm_type, "--data", str(val),
               "--json", str(target), "--no-progress"], log)  # fmt: skip
         out[name] = json.loads(target.read_text())
