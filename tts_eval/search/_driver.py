@@ -21,7 +21,7 @@ import abc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tts_eval.types import (
     AnswerSpec,
@@ -47,7 +47,14 @@ _Output = TypeVar("_Output", GenerationOutput, PRMOutput)
 
 
 class Work(abc.ABC):
-    """The search state of one problem (one instance per problem, driven by :func:`drive`)."""
+    """The search state of one problem (one instance per problem, driven by :func:`drive`).
+
+    A strategy whose settings live in an options class names it in ``options_type``; the
+    config's options are then checked to be of that class and kept as ``self.options``.
+    """
+
+    options_type: ClassVar[type | None] = None
+    options: Any
 
     def __init__(
         self,
@@ -60,6 +67,13 @@ class Work(abc.ABC):
         self.config = config
         self.answers = answers
         self.grouper = grouper
+        if self.options_type is not None:
+            if not isinstance(config.options, self.options_type):
+                raise TypeError(
+                    f"{type(self).__name__} runs with {self.options_type.__name__}, got "
+                    f"{type(config.options).__name__} (strategy={config.strategy!r})"
+                )
+            self.options = config.options
 
     @property
     @abc.abstractmethod

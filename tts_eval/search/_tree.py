@@ -125,6 +125,9 @@ def usable_tree_budgets(strategy: str, budgets: Sequence[int], options: TreeOpti
 class TreeWork(Work):
     """Iterated step expansion with PRM scoring; subclasses choose expansions and survivors."""
 
+    options_type = TreeOptions
+    options: TreeOptions
+
     strategy = "tree"
 
     def __init__(
@@ -135,8 +138,6 @@ class TreeWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        assert isinstance(config.options, TreeOptions)
-        self.options: TreeOptions = config.options
         self.iteration = 0
         self._stage = "expand"
         self._parents: list[Node] = []

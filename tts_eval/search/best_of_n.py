@@ -108,6 +108,9 @@ class BestOfNOptions(SamplingOptions):
 class PruningWork(Work):
     """Best-of-N with Speculative Rejection's pruning at the first steps (module docstring)."""
 
+    options_type = BestOfNOptions
+    options: BestOfNOptions
+
     def __init__(
         self,
         problem: Problem,
@@ -116,8 +119,6 @@ class PruningWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        assert isinstance(config.options, BestOfNOptions)
-        self.options: BestOfNOptions = config.options
         self.nodes: list[Node] = []
         self.pruned_at: list[int | None] = []
         self.step = 0  # steps generated so far

@@ -95,6 +95,9 @@ def probe_score(result: SearchResult, agg: str) -> float:
 class ComputeOptimalWork(Work):
     """Probe, route, then delegate every round to the routed strategy's work."""
 
+    options_type = ComputeOptimalOptions
+    options: ComputeOptimalOptions
+
     def __init__(
         self,
         problem: Problem,
@@ -103,8 +106,7 @@ class ComputeOptimalWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        assert isinstance(config.options, ComputeOptimalOptions)
-        self.table = load_table(config.options.compute_optimal_table)
+        self.table = load_table(self.options.compute_optimal_table)
         probe_config = SearchConfig(
             **{**config.shared(), "strategy": PROBE_STRATEGY, "n": self.table.probe_n}
         )

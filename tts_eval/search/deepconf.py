@@ -137,6 +137,9 @@ class _Sample:
 class DeepConfWork(Work):
     """DeepConf on one problem (module docstring)."""
 
+    options_type = DeepConfOptions
+    options: DeepConfOptions
+
     def __init__(
         self,
         problem: Problem,
@@ -145,8 +148,6 @@ class DeepConfWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        assert isinstance(config.options, DeepConfOptions)
-        self.options: DeepConfOptions = config.options
         self.kind = config.self_score or DEFAULT_SELF_SCORE
         self.base = derive_seed(config.seed, problem.uid, "sample")
         self.online = self.options.deepconf_online

@@ -192,6 +192,9 @@ class Particle:
 class ParticleWork(Work):
     """Particle filtering (one sweep) or particle Gibbs (``pg_iterations`` sweeps) on a problem."""
 
+    options_type = ParticleOptions
+    options: ParticleOptions
+
     def __init__(
         self,
         problem: Problem,
@@ -200,8 +203,6 @@ class ParticleWork(Work):
         grouper: voting.AnswerGrouper,
     ) -> None:
         super().__init__(problem, config, answers, grouper)
-        assert isinstance(config.options, ParticleOptions)
-        self.options: ParticleOptions = config.options
         self.strategy = config.strategy
         self.sweeps = self.options.sweeps
         self.refs_per_sweep = self.options.references
