@@ -116,3 +116,43 @@ def test_strategy_through_lm_eval_cli(
             answer = cands[trace["selected"]]["answer"]
             assert set(answer.replace(",", " ").split()) <= {"1", "2"}  # boxed 1s and 2s
             assert sample["filtered_resps"][0] == "".join(cands[trace["selected"]]["steps"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args",
+    [
+        "strategy=deepconf,n=3,keep_percent=50,confidence_window=4",
+        "prm=self,self_score=tail_confidence,strategy=beam_search,n=4,beam_width=2,num_iterations=3",
+    ],
+    ids=["deepconf", "beam_search-prm_self"],
+)
+def test_policy_confidence_runs_through_lm_eval_cli(args, scripted_llama, math500_path, tmp_path):
+    """The scorers read from the policy's own logprobs (no PRM loaded, no PRM tokens): DeepConf's
+    filtered vote and a beam search guided by ``prm=self``, transformers backend."""
+    out = tmp_path / "out"
+    proc = run_cli(
+        f"pretrained={scripted_llama},backend=hf,max_tokens=24,seed=7,{args}",
+        out,
+        tmp_path,
+        math500_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    (samples_file,) = list(out.rglob("samples_math500_*.jsonl"))
+    traces = [json.loads(line)["tts_trace"] for line in samples_file.read_text().splitlines()]
+    assert len(traces) == 2
+    for trace in traces:
+        assert trace["cost"]["prm_tokens"] == 0 and trace["cost"]["policy_tokens"] > 0
+        cands = trace["candidates"]
+        if trace["strategy"] == "deepconf":
+            confidence = trace["settings"]["confidence"]
+            assert len(cands) == 3 and len(confidence) == 3
+            # a sample's confidence: a mean of negated top-k logprobs, positive where it has tokens
+            assert all(c > 0 for c, cand in zip(confidence, cands, strict=True) if cand["steps"])
+            assert set(trace["settings"]["kept"]) <= {0, 1, 2}
+        else:
+            assert trace["strategy"] == "beam_search"
+            scored = [c for c in cands if c["steps"] and c["finished"]]
+            assert scored and all(len(c["step_scores"]) == len(c["steps"]) for c in scored)
+            # tail confidence is a positive mean of negated logprobs, not a probability
+            assert all(s > 0 for c in scored for s in c["step_scores"])
