@@ -18,6 +18,8 @@ finished.
 3. ``eval``: two ``tts-eval sweep`` runs on the first ``--test-problems`` problems of
    ``arith_500`` (majority, best_of_n, beam_search, dvts at ``--budgets``; beam width 4), one with
    the trained PRM, one with SmolLM2 itself read as an RLHFlow PRM (untrained).
+   ``rescore`` (also a stage of its own): weighted best-of-N with the untrained PRM on the
+   trained sweep's best_of_n samples, no generation.
 4. ``report``: ``tts-eval compare`` of both sweeps (leaderboard, figures) and the table of this
    benchmark: per strategy, PRM and n, accuracy with its 95% bootstrap interval, the paired
    difference to majority voting at the same n (interval and sign-flip p-value), policy and PRM
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from real_model import build_smollm2  # noqa: E402
 
-STAGES = ("label", "train", "eval", "report")
+STAGES = ("label", "train", "eval", "report")  # and "rescore" on its own (see eval)
 ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "4",
     "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
@@ -232,6 +234,11 @@ def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
         return 0.0
     started = time.monotonic()
     records = list(read_jsonl(runs[-1]))
+    if len(records) < a.test_problems:  # a sweep still running (or stopped): rescore it whole later
+        raise SystemExit(
+            f"{runs[-1]} holds {len(records)} of {a.test_problems} problems: run the trained "
+            "sweep's best_of_n slice to the end first (--stages eval)"
+        )
     docs = {d.doc_id: d for d in task_docs(load_task("arith_500"), "arith_500", a.test_problems)}
     texts = {i: problem_text(context_to_messages(d.context)) for i, d in docs.items()}
     prm = load_prm(str(policy), "rlhflow")
@@ -435,6 +442,8 @@ def main() -> None:
         result["train"].pop("validation_problems", None)
     if "eval" in stages:
         result["eval_seconds"] = eval_stage(a, policy, cache, log)
+    if "rescore" in stages:  # also run by eval before the untrained sweep's first slice
+        result["eval_seconds"] = {"rescore": rescore_stage(a, policy, cache)}
     if "report" in stages:
         result["prm_eval"] = prm_eval_stage(a, policy, cache, log)
         result.update(report_stage(a, policy, cache, log))
