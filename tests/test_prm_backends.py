@@ -91,6 +91,28 @@ def test_reads_end_at_read_positions_duplicates_once_and_cost_prefilled_tokens()
     assert reader.closed
 
 
+def test_reads_done_before_are_not_sent_again_unless_the_memo_is_off():
+    reader = FakeReader(cached=0)
+    scorer = LabelReadScorer(reader)
+    first = scorer.run([(1, 2, 3, 4)], [(1, 3)])
+    # a grown candidate: its old step prefixes come from the memo, only the new one is read
+    grown = scorer.run([(1, 2, 3, 4, 5, 6)], [(1, 3, 5)])
+    assert reader.calls == [[(1, 2), (1, 2, 3, 4)], [(1, 2, 3, 4, 5, 6)]]
+    assert grown[0].scores[:2] == first[0].scores and grown[0].tokens_processed == 6
+    assert (scorer.counters.reads, scorer.counters.memo) == (3, 2)
+    off = LabelReadScorer(FakeReader(cached=0), memo_reads=0)
+    off.run([(1, 2, 3, 4)], [(1, 3)])
+    [again] = off.run([(1, 2, 3, 4)], [(1, 3)])
+    assert len(off.reader.calls) == 2 and again.tokens_processed == 2 + 4
+    small = LabelReadScorer(FakeReader(cached=0), memo_reads=1)  # least recently used goes
+    small.run([(1, 2, 3)], [(0, 2)])
+    small.run([(1, 2, 3)], [(0, 2)])
+    assert small.reader.calls[1] == [(1,)]
+    scorer.clear_cache()
+    scorer.run([(1, 2, 3, 4)], [(1, 3)])
+    assert reader.calls[-1] == [(1, 2), (1, 2, 3, 4)]
+
+
 def test_reads_without_cache_counts_charge_every_prompt_token():
     scorer = LabelReadScorer(FakeReader(cached=None))
     [out] = scorer.run([(1, 2, 3, 4)], [(1, 3)])
@@ -358,8 +380,9 @@ def test_openai_backend_scores_equal_the_transformers_scorer(prm_server, label_p
         # the server's prefix cache serves the shared prefixes (usage.prompt_tokens_details)
         c = remote.scorer.counters
         assert c.unknown == 0 and c.cached > 0.3 * c.queried
+        reads = c.reads
         [again] = remote.score([golden[-1]])
-        assert again.tokens_processed <= 5 * 32  # everything but partial blocks was cached
+        assert again.tokens_processed == 0 and c.reads == reads  # read before: not sent again
     finally:
         remote.close()
         remote.close()

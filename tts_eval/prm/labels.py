@@ -12,7 +12,11 @@ P("+") = 1 / (1 + exp(b - a)), the transformers head's number (``heads.LabelSoft
 format's own ``format`` (never rendered again here), each read position becomes the prompt
 ``ids[: position + 1]``, identical prompts of one call are read once, and a
 :class:`LabelReader` (vLLM in-process, a vLLM server: ``tts_eval.engines.vllm_labels``,
-``tts_eval.engines.openai_labels``) runs them. The step prefixes of one solution are separate
+``tts_eval.engines.openai_labels``) runs them. A read already done is not sent again: the
+scorer keeps the label log-probabilities of its last ``memo_reads`` reads (keyed by a 128-bit
+digest of the prompt), because a search scores every step of a candidate each time it grows, and
+an engine would re-run the partial last block of every old prefix (its prefix cache serves whole
+blocks only). The step prefixes of one solution are separate
 requests sharing their prefix, so an engine with a prefix cache computes only what is new (vLLM
 serves blocks computed by another request of the same batch, too). A step's cost is what the
 engine prefilled: the prompt's length minus the tokens its prefix cache served (the engine's own
@@ -24,13 +28,19 @@ What this module does not do: format requests (``formats``), run a model, or tal
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+from array import array
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 logger = logging.getLogger(__name__)
+
+# Reads whose label log-probabilities a scorer keeps (about 100 bytes each).
+MEMO_READS = 1 << 20
 
 
 class LabelRead(NamedTuple):
@@ -79,12 +89,14 @@ class ScoredReads:
 @dataclass
 class ReadCounters:
     """Reads run, prompt tokens queried, and of those served from the prefix cache (summed over
-    the reads whose engine reported it; ``unknown``: reads whose engine did not)."""
+    the reads whose engine reported it; ``unknown``: reads whose engine did not); ``memo``: reads
+    answered from the scorer's own memo of earlier reads (nothing sent)."""
 
     reads: int = 0
     queried: int = 0
     cached: int = 0
     unknown: int = 0
+    memo: int = 0
 
     @property
     def prefilled(self) -> int:
@@ -96,16 +108,26 @@ class ReadCounters:
         return self.cached / self.queried if self.queried else 0.0
 
     def reset(self) -> None:
-        self.reads = self.queried = self.cached = self.unknown = 0
+        self.reads = self.queried = self.cached = self.unknown = self.memo = 0
 
 
 class LabelReadScorer:
     """The ``PRMAdapter`` scorer of the LM-head formats over a :class:`LabelReader`."""
 
-    def __init__(self, reader: LabelReader, *, name: str = "") -> None:
+    def __init__(
+        self, reader: LabelReader, *, name: str = "", memo_reads: int = MEMO_READS
+    ) -> None:
+        if memo_reads < 0:
+            raise ValueError(f"memo_reads must be >= 0, got {memo_reads}")
         self.reader = reader
         self.name = name
+        self.memo_reads = memo_reads
         self.counters = ReadCounters()
+        self._memo: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def clear_cache(self) -> None:
+        """Forget earlier reads (the engine's prefix cache is the engine's)."""
+        self._memo.clear()
 
     def run(
         self, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
@@ -127,12 +149,12 @@ class LabelReadScorer:
                 reads.append(index[prompt])
             wanted.append(reads)
         prompts = list(index)
-        results = [LabelRead(*r) for r in self.reader.read(prompts)] if prompts else []
-        if len(results) != len(prompts):
-            raise RuntimeError(f"{len(results)} label reads returned for {len(prompts)} prompts")
+        labels, results = self._read(prompts)
         processed = [0] * len(wanted)
         c = self.counters
-        for prompt, i, res in zip(prompts, owner, results, strict=True):
+        c.memo += len(prompts) - len(results)
+        for prompt, k, res in results:
+            i = owner[k]
             cached = res.cached_tokens
             if cached is not None and not 0 <= cached <= len(prompt):
                 raise RuntimeError(
@@ -146,18 +168,41 @@ class LabelReadScorer:
             c.cached += cached
             processed[i] += len(prompt) - cached
         logger.debug(
-            "%d label reads, %d prompt tokens, %d from the prefix cache",
+            "%d label reads (%d sent), %d prompt tokens sent, %d from the prefix cache",
             len(prompts),
-            sum(map(len, prompts)),
-            sum(r.cached_tokens or 0 for r in results),
+            len(results),
+            sum(len(p) for p, _, _ in results),
+            sum(r.cached_tokens or 0 for _, _, r in results),
         )
         return [
-            ScoredReads(
-                tuple(label_probability(results[r].good, results[r].bad) for r in reads),
-                processed[i],
-            )
+            ScoredReads(tuple(labels[r] for r in reads), processed[i])
             for i, reads in enumerate(wanted)
         ]
+
+    def _read(
+        self, prompts: list[tuple[int, ...]]
+    ) -> tuple[list[float], list[tuple[tuple[int, ...], int, LabelRead]]]:
+        """P("+") per prompt, and the reads sent (prompt, its index, the read): prompts in the
+        memo are not sent."""
+        keys = [hashlib.blake2b(array("q", p).tobytes(), digest_size=16).digest() for p in prompts]
+        pairs: list[tuple[float, float] | None] = [self._memo.get(key) for key in keys]
+        todo = [k for k, pair in enumerate(pairs) if pair is None]
+        sent = [prompts[k] for k in todo]
+        reads = [LabelRead(*r) for r in self.reader.read(sent)] if sent else []
+        if len(reads) != len(sent):
+            raise RuntimeError(f"{len(reads)} label reads returned for {len(sent)} prompts")
+        for k, read in zip(todo, reads, strict=True):
+            pairs[k] = (read.good, read.bad)
+        for key, pair in zip(keys, pairs, strict=True):
+            self._remember(key, pair)  # type: ignore[arg-type]
+        labels = [label_probability(*pair) for pair in pairs]  # type: ignore[misc]
+        return labels, [(prompts[k], k, read) for k, read in zip(todo, reads, strict=True)]
+
+    def _remember(self, key: bytes, value: tuple[float, float]) -> None:
+        self._memo[key] = value
+        self._memo.move_to_end(key)
+        while len(self._memo) > self.memo_reads:
+            self._memo.popitem(last=False)
 
     def close(self) -> None:
         self.reader.close()
