@@ -339,7 +339,8 @@ def test_step_prefixes_of_a_solution_are_served_from_vllms_prefix_cache(vllm_prm
 def test_searches_run_with_the_vllm_prm_and_select_as_with_hf(strategy, vllm_prms):
     vl, hf = vllm_prms["math_shepherd"]
     problems = [problem(f"p{i}", f"Problem {i}: what is {i} + {i}?") for i in range(3)]
-    config = SearchConfig(strategy=strategy, n=4, beam_width=2, num_iterations=4, seed=3)
+    tree = {"beam_width": 2} if strategy == "beam_search" else {}
+    config = SearchConfig(strategy=strategy, n=4, num_iterations=4, seed=3, **tree)
     results = {}
     for name, prm in (("vllm", vl), ("hf", hf)):
         results[name] = run_search(config, problems, RandomEngine(), prm, FakeAnswerSpec())
