@@ -123,7 +123,12 @@ def load(args, tmp: Path):
         else:
             from vllm_server import VLLMServer
 
-            server = VLLMServer(prm_path, tmp / "prm-server.log", max_model_len=8192).start()
+            server = VLLMServer(prm_path, tmp / "prm-server.log", max_model_len=8192)
+            try:
+                server.start()
+            except RuntimeError:
+                print(f"the PRM server did not start; its log ends:\n{server.log_tail()}")
+                raise
             config = PRMConfig(str(prm_path), "rlhflow", backend="openai", base_url=server.base_url)
         prms[backend] = TimedPRM(load_prm(config))
     return engine, prms, server, label
@@ -138,7 +143,7 @@ def main() -> None:
     parser.add_argument("--strategies", default="best_of_n,beam_search,dvts")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--kv-gib", type=float, default=2.0)
+    parser.add_argument("--kv-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE per engine")
     parser.add_argument("--tiny", action="store_true", help="tiny random models")
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
