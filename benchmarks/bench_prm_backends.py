@@ -108,6 +108,7 @@ def load(args, tmp: Path):
         policy_path = build_scripted_llama(tmp / "policy")
         prm_path = build_rlhflow(tmp / "prm")
         label = "tiny random models"
+    max_len = 8192 if label.startswith("SmolLM2") else 4096  # the models' context lengths
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_gib))
     from tts_eval.engines.vllm import VLLMEngine
 
@@ -118,12 +119,12 @@ def load(args, tmp: Path):
             config = PRMConfig(str(prm_path), "rlhflow", device="cpu", dtype="float32")
         elif backend == "vllm":
             config = PRMConfig(
-                str(prm_path), "rlhflow", dtype="float32", backend="vllm", max_model_len=8192
+                str(prm_path), "rlhflow", dtype="float32", backend="vllm", max_model_len=max_len
             )
         else:
             from vllm_server import VLLMServer
 
-            server = VLLMServer(prm_path, tmp / "prm-server.log", max_model_len=8192)
+            server = VLLMServer(prm_path, tmp / "prm-server.log", max_model_len=max_len)
             try:
                 server.start()
             except RuntimeError:
