@@ -225,7 +225,7 @@ def test_unreachable_host_is_one_line_error_before_the_prm_loads(tiny_llama, tin
     def no_prm(config):
         raise AssertionError("the PRM must not load before the server is checked")
 
-    monkeypatch.setattr(local, "load_prm_from_config", no_prm)
+    monkeypatch.setattr(local, "load_prm", no_prm)
     url = f"http://127.0.0.1:{free_port()}/v1"
     config = parse_model_args(
         f"pretrained={tiny_llama},backend=openai,base_url={url},prm={tiny_prm},prm_type=rlhflow"

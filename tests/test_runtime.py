@@ -177,6 +177,30 @@ def _config(extra: str = "", prm: bool = False):
             8,
             {"num_cpus": 1.0, "num_gpus": 0.0},
         ),
+        # a PRM on a server asks Ray for no GPU; one on its own vLLM engine for its TP size
+        (
+            ",backend=openai,base_url=http://h/v1,prm=org/prm,prm_backend=openai,"
+            "prm_base_url=http://p/v1",
+            8,
+            {"num_cpus": 1.0, "num_gpus": 0.0},
+        ),
+        (
+            ",backend=openai,base_url=http://h/v1,prm=org/prm,prm_backend=vllm,"
+            "prm_tensor_parallel_size=2",
+            8,
+            {"num_cpus": 1.0, "num_gpus": 2.0},
+        ),
+        (",backend=vllm,prm=org/prm,prm_backend=vllm", 0, {"num_cpus": 1.0, "num_gpus": 0.0}),
+        (
+            ",backend=vllm,prm=org/prm,prm_backend=vllm,prm_tensor_parallel_size=2",
+            8,
+            {"num_cpus": 1.0, "num_gpus": 2.0},
+        ),
+        (
+            ",backend=hf,device=cpu,prm=org/prm,prm_backend=openai,prm_base_url=http://p/v1",
+            8,
+            {"num_cpus": 1.0, "num_gpus": 0.0},
+        ),
     ],
 )
 def test_worker_resources_follow_device_and_tensor_parallel_size(extra, gpus, expected):

@@ -7,7 +7,7 @@ settings (answer format, system prompt, where traces go, how work is spread).
 can change a record, nothing else. It covers the task, the search settings (with the content of a
 compute-optimal routing table), the policy (path or hub id, revision, backend, dtype, context
 length, chat template, KV-cache block, served model name), the PRM (path, type, dtype, step
-separator), the answer format, the system prompt and whether the task's ``max_gen_toks`` sets
+separator; its backend, served model name and context length when not at their defaults), the answer format, the system prompt and whether the task's ``max_gen_toks`` sets
 ``max_tokens``. It leaves out placement and transport (:data:`PLACEMENT_KEYS`): devices, batch
 sizes, memory shares, a policy server's address and request settings, Ray workers, where traces
 go. Strategy options added later (:data:`tts_eval.search.spec.LATER_OPTION`, such as the sampling
@@ -115,7 +115,22 @@ PLACEMENT_ENGINE_KEYS = (
     "timeout_s",
     "max_retries",
 )
-PLACEMENT_PRM_KEYS = ("device", "batch_tokens", "cache_bytes", "block_size")
+PLACEMENT_PRM_KEYS = (
+    "device",
+    "batch_tokens",
+    "cache_bytes",
+    "block_size",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "base_url",
+    "api_key",
+    "max_concurrency",
+    "timeout_s",
+    "max_retries",
+)
+# PRM settings added after the first identities (prm_backend and what names the PRM on a server):
+# part of an identity only when not at their default, so earlier identities stay as they were.
+LATER_PRM_KEYS = ("backend", "max_model_len", "model")
 # Engine settings added after the first identities: part of an identity only when not at their
 # default (a re-run against the same server reproduces the run with deterministic=true).
 LATER_ENGINE_KEYS = ("deterministic",)
@@ -147,6 +162,8 @@ def result_identity(config: TTSConfig, task: str | None = None) -> dict[str, Any
     for f in dataclasses.fields(PRMConfig):
         if f.name not in PLACEMENT_PRM_KEYS:
             value = None if config.prm is None else getattr(config.prm, f.name)
+            if f.name in LATER_PRM_KEYS and (config.prm is None or value == f.default):
+                continue
             identity[_PRM_NAMES.get(f.name, f"prm_{f.name}")] = (
                 os.fspath(value) if isinstance(value, os.PathLike) else value
             )

@@ -417,7 +417,8 @@ def parse_model_args(
     _apply_lm_eval_flags(raw, engine_vals, search_vals, flags)
     prm_vals = {PRM_KEYS[k]: v for k, v in raw.items() if k in PRM_KEYS}
     if has_prm and "gpu_memory_utilization" not in engine_vals:
-        if not str(prm_vals.get("device") or "").startswith("cpu"):
+        on_server = str(prm_vals.get("backend", "hf")).strip() == "openai"
+        if not on_server and not str(prm_vals.get("device") or "").startswith("cpu"):
             # The PRM shares the GPU with vLLM's policy: leave it half of the memory by default.
             engine_vals["gpu_memory_utilization"] = PRM_SHARED_GPU_MEMORY_UTILIZATION
     top_vals = {k: raw[k] for k in TOP_KEYS if k in raw}

@@ -282,7 +282,32 @@ PRM_KEYS = {
     "prm_cache_bytes": "cache_bytes",
     "prm_block_size": "block_size",
     "prm_step_separator": "step_separator",
+    "prm_backend": "backend",
+    "prm_gpu_memory_utilization": "gpu_memory_utilization",
+    "prm_tensor_parallel_size": "tensor_parallel_size",
+    "prm_max_model_len": "max_model_len",
+    "prm_base_url": "base_url",
+    "prm_api_key": "api_key",
+    "prm_model": "model",
+    "prm_max_concurrency": "max_concurrency",
+    "prm_timeout_s": "timeout_s",
+    "prm_max_retries": "max_retries",
 }
+# Where a PRM runs (``prm_backend``): transformers in this process (its own prefix cache), vLLM
+# in this process (its own ``vllm.LLM``), or a vLLM server behind an OpenAI-compatible API.
+PRM_BACKENDS = ("hf", "vllm", "openai")
+# PRMConfig fields that only one PRM backend reads (any other backend refuses them when they are
+# not at their default): the transformers scorer's, the in-process vLLM engine's, the server's.
+PRM_BACKEND_FIELDS = {
+    "hf": ("device", "batch_tokens", "cache_bytes", "block_size"),
+    "vllm": ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len"),
+    "openai": ("base_url", "api_key", "model", "max_concurrency", "timeout_s", "max_retries"),
+}
+# The score heads a backend other than hf can run: vLLM reads "+"/"-" log-probabilities of a
+# one-token generation (``tts_eval.prm.labels``); head PRMs (Qwen's reward MLP, Skywork's value
+# head, token classifiers) run on transformers only.
+LABEL_HEAD = "label_softmax"
+_LABEL_PRM_TYPES = ("rlhflow", "math_shepherd")
 _PRM_KEY_OF = {field: key for key, field in PRM_KEYS.items()}
 
 
@@ -290,11 +315,48 @@ def _prm_key(field: str) -> str:
     return _PRM_KEY_OF.get(field, f"prm_{field}")
 
 
+def prm_backends_of(prm_type: str, *, label_head: bool | None) -> tuple[str, ...]:
+    """The ``prm_backend`` values that run ``prm_type``: every backend for a format read from
+    the "+"/"-" label logits (``label_head``: whether its spec's head is :data:`LABEL_HEAD`; None:
+    known for the built-in types only, an added format passes until its spec is loaded), hf only
+    for the head formats."""
+    if label_head is None:
+        if prm_type not in PRM_TYPE_NAMES:
+            return PRM_BACKENDS
+        label_head = prm_type in _LABEL_PRM_TYPES
+    return PRM_BACKENDS if label_head else ("hf",)
+
+
+def check_prm_backend(prm_type: str, backend: str, *, label_head: bool | None) -> None:
+    """A one-line error when ``prm_backend=backend`` cannot run ``prm_type`` (see
+    :func:`prm_backends_of`), naming the backends that run it."""
+    backends = prm_backends_of(prm_type, label_head=label_head)
+    if backend not in backends:
+        raise invalid(
+            "prm_backend",
+            backend,
+            f"{' or '.join(backends)} for prm_type={prm_type} (prm_backend=vllm and openai read "
+            'the "+"/"-" label logits of the LM-head formats '
+            f"{', '.join(_LABEL_PRM_TYPES)}; a score head runs on transformers only)",
+        )
+
+
 @dataclass(frozen=True)
 class PRMConfig:
     """How to load a PRM. ``None`` device/dtype (or ``auto``): cuda + bfloat16 when a GPU is
     visible, else cpu + float32. ``cache_bytes=0`` disables prefix reuse. ``step_separator`` is the
-    step token of ``skywork`` and the separator of ``token_classification`` (default "\\n")."""
+    step token of ``skywork`` and the separator of ``token_classification`` (default "\\n").
+
+    ``backend`` (:data:`PRM_BACKENDS`): ``hf`` runs the PRM in transformers with the scorer's own
+    prefix cache (``device``, ``batch_tokens``, ``cache_bytes``, ``block_size``); ``vllm`` loads
+    it as its own ``vllm.LLM`` in this process (``gpu_memory_utilization``: its share of the GPU,
+    ``tensor_parallel_size``, ``max_model_len``; on CPU ``VLLM_CPU_KVCACHE_SPACE`` bounds its KV
+    cache); ``openai`` scores against a vLLM server (``base_url``, ``api_key`` (None:
+    ``OPENAI_API_KEY``), ``model`` (the served name; None: the only one listed),
+    ``max_concurrency``, ``timeout_s``, ``max_retries``, as ``backend=openai`` has them; ``path``
+    then names the PRM's tokenizer). vllm and openai run the LM-head formats only
+    (:func:`prm_backends_of`). :data:`PRM_BACKEND_FIELDS` lists what only one backend reads;
+    another backend refuses them."""
 
     path: str
     prm_type: str | None = None
@@ -304,12 +366,25 @@ class PRMConfig:
     cache_bytes: int = 2 << 30
     block_size: int = 16
     step_separator: str | None = None
+    backend: str = "hf"
+    gpu_memory_utilization: float = 0.4
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    base_url: str | None = None
+    api_key: str | None = dataclasses.field(default=None, repr=False)
+    model: str | None = None
+    max_concurrency: int = 64
+    timeout_s: float = 600.0
+    max_retries: int = 4
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, (str, os.PathLike)) or not str(self.path):
             raise invalid("prm", self.path, "a PRM model directory or hub id")
+        self._check_backend()
         if self.prm_type is not None and self.prm_type not in PRM_TYPE_NAMES:
             check_choice("prm_type", self.prm_type, prm_type_names())
+        if self.prm_type is not None:
+            check_prm_backend(self.prm_type, self.backend, label_head=None)
         if self.device is not None:
             check_device("prm_device", self.device)
         if self.dtype is not None:
@@ -327,6 +402,61 @@ class PRMConfig:
                     self.step_separator,
                     f"only with prm_type={' or '.join(takes)}, not prm_type={self.prm_type}",
                 )
+
+    def _check_backend(self) -> None:
+        """``prm_backend`` and the settings only one backend reads (module docstring)."""
+        check_choice("prm_backend", self.backend, PRM_BACKENDS)
+        for backend, names in PRM_BACKEND_FIELDS.items():
+            if backend == self.backend:
+                continue
+            for f in dataclasses.fields(self):
+                if f.name in names and getattr(self, f.name) != f.default:
+                    shown = "***" if f.name == "api_key" else getattr(self, f.name)
+                    raise invalid(_prm_key(f.name), shown, f"only with prm_backend={backend}")
+        if self.backend == "openai" and self.dtype is not None:
+            raise invalid(
+                "prm_dtype",
+                self.dtype,
+                "no prm_dtype with prm_backend=openai (the "
+                "server loads the PRM in the dtype it was started with)",
+            )
+        if self.backend == "vllm":
+            check_float(
+                "prm_gpu_memory_utilization",
+                self.gpu_memory_utilization,
+                "a fraction in (0, 1]",
+                lambda v: 0 < v <= 1,
+            )
+            check_int("prm_tensor_parallel_size", self.tensor_parallel_size, 1)
+            if self.max_model_len is not None:
+                check_int("prm_max_model_len", self.max_model_len, 1)
+        if self.backend != "openai":
+            return
+        if self.base_url in (None, ""):
+            raise SettingError(
+                "prm_base_url",
+                self.base_url,
+                "the PRM server's /v1 URL, e.g. http://localhost:8001/v1",
+                message="model_args prm_base_url is required with prm_backend=openai; accepted: "
+                "the PRM server's /v1 URL, e.g. http://localhost:8001/v1",
+            )
+        if not isinstance(self.base_url, str) or not re.fullmatch(
+            r"https?://[^\s/]+(/\S*)?", self.base_url
+        ):
+            raise invalid(
+                "prm_base_url",
+                self.base_url,
+                "an http:// or https:// URL, e.g. http://localhost:8001/v1",
+            )
+        for key in ("api_key", "model"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise invalid(
+                    _prm_key(key), "***" if key == "api_key" else value, "a non-empty string"
+                )
+        check_int("prm_max_concurrency", self.max_concurrency, 1)
+        check_float("prm_timeout_s", self.timeout_s, "seconds > 0", lambda v: v > 0)
+        check_int("prm_max_retries", self.max_retries, 0)
 
     def resolved_device(self, gpu_available: bool) -> str:
         """The device the PRM runs on: the setting, or cuda when a GPU is visible, else cpu."""

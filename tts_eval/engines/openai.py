@@ -73,7 +73,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -81,17 +80,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from tts_eval.engines.chat import load_tokenizer, render_chat
-from tts_eval.engines.failures import engine_error, first_line
+from tts_eval.engines.failures import engine_error
 from tts_eval.engines.hf import top_logprobs, validate_stops
 from tts_eval.engines.openai_server import (
     TOKEN_IDS_FEATURE,
     GaveUp,
     ServerInfo,
-    ServerUnavailable,
-    check_status,
     connect,
     import_httpx,
     make_client,
+    post_with_retries,
     reset_prefix_cache,
 )
 from tts_eval.engines.progress import GenerationProgress
@@ -119,8 +117,6 @@ NEUTRAL_SAMPLING = {
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
 }
-BACKOFF_S = 0.5  # first retry delay; doubled per retry
-MAX_BACKOFF_S = 8.0
 
 
 def classify_choice(choice: Mapping[str, Any]) -> FinishReason:
@@ -318,40 +314,17 @@ class OpenAIEngine:
         return body
 
     def _post(self, body: Mapping[str, Any], cancel: threading.Event) -> Mapping[str, Any]:
-        """POST one request, retrying connection errors, 5xx and 429 with exponential backoff."""
-        httpx = self._httpx
-        retries = self.config.max_retries
-        for attempt in range(retries + 1):
-            if cancel.is_set() or self._closed.is_set():
-                raise RuntimeError("cancelled: another request of the call failed")
-            try:
-                response = self._client.post("/completions", json=body)
-                check_status(response)
-                return response.json()
-            except httpx.TimeoutException as exc:
-                if not isinstance(exc, httpx.ConnectTimeout):
-                    raise RuntimeError(
-                        f"no answer within timeout_s={self.config.timeout_s:g} ({first_line(exc)})"
-                    ) from exc
-                failure: Exception = exc
-                delay = None
-            except (httpx.TransportError, ServerUnavailable) as exc:
-                failure = exc
-                delay = getattr(exc, "retry_after", None)
-            if attempt == retries:
-                break
-            wait_s = delay if delay is not None else min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt)
-            wait_s *= 1.0 + 0.1 * random.random()  # noqa: S311 (jitter, not security)
-            logger.warning(
-                "backend=openai: %s; retry %d of %d in %.1fs",
-                first_line(failure),
-                attempt + 1,
-                retries,
-                wait_s,
-            )
-            if cancel.wait(wait_s) or self._closed.is_set():
-                raise RuntimeError("cancelled: another request of the call failed")
-        raise GaveUp(failure, retries) from failure
+        """POST one request, retrying connection errors, 5xx and 429 with exponential backoff
+        (:func:`~tts_eval.engines.openai_server.post_with_retries`)."""
+        return post_with_retries(
+            self._client,
+            "/completions",
+            body,
+            timeout_s=self.config.timeout_s,
+            max_retries=self.config.max_retries,
+            cancel=cancel,
+            closed=self._closed,
+        )
 
     def _output(self, req: GenerationRequest, data: Mapping[str, Any]) -> GenerationOutput:
         """One ``/completions`` answer as a :class:`GenerationOutput`."""

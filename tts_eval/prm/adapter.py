@@ -1,7 +1,8 @@
 """``PRMAdapter``: a ``ProcessRewardModel`` made of a format and an execution backend.
 
 The format (``formats``) turns each ``PRMRequest`` into token ids and read positions; the backend
-(any object with ``run(sequences, positions) -> [ScoredSequence]``, e.g. ``hf.HFScorer``) runs them
+(any object with ``run(sequences, positions) -> [ScoredSequence]``, e.g. ``hf.HFScorer`` or
+``labels.LabelReadScorer`` over vLLM) runs them
 and returns the scores at those positions and the tokens it actually processed. Keeping the two
 apart lets another backend (vLLM pooling, a remote server) reuse the golden-tested formats.
 
@@ -29,7 +30,8 @@ class ScoredSequenceLike(Protocol):
 
 
 class SequenceScorer(Protocol):
-    batch_tokens: int  # new tokens per forward (named in out-of-memory errors)
+    """``hf.HFScorer`` (its ``batch_tokens``, new tokens per forward, is named in out-of-memory
+    errors) or ``labels.LabelReadScorer`` (an engine's prefix cache, no ``batch_tokens``)."""
 
     def run(
         self, sequences: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
@@ -49,8 +51,12 @@ class PRMAdapter:
         return f"PRMAdapter(prm_type={self.prm_type!r}, name={self.name!r})"
 
     def close(self) -> None:
-        """Drop the scorer (weights and prefix cache) and free their device memory."""
-        self.__dict__.pop("scorer", None)
+        """Drop the scorer (weights and prefix cache; an engine it holds is closed) and free
+        their device memory."""
+        scorer = self.__dict__.pop("scorer", None)
+        close = getattr(scorer, "close", None)
+        if close is not None:
+            close()
         free_device_memory()
 
     def render(self, request: PRMRequest) -> FormattedInput:
@@ -63,9 +69,16 @@ class PRMAdapter:
                 [f.token_ids for f in formatted], [f.read_positions for f in formatted]
             )
         except torch_oom_types() as exc:
+            batch_tokens = getattr(self.scorer, "batch_tokens", None)
+            if batch_tokens is None:
+                raise OutOfMemoryError(
+                    f"PRM {self.name} out of memory scoring {len(requests)} solutions; give it "
+                    "more room: prm_gpu_memory_utilization= (and the policy less: "
+                    "gpu_memory_utilization=), or prm_backend=openai on another machine"
+                ) from exc
             raise OutOfMemoryError(
                 f"PRM {self.name} out of memory scoring {len(requests)} solutions with "
-                f"prm_batch_tokens={self.scorer.batch_tokens}; lower prm_batch_tokens=, or put the "
+                f"prm_batch_tokens={batch_tokens}; lower prm_batch_tokens=, or put the "
                 "PRM elsewhere with prm_device= (and give the policy less: gpu_memory_utilization=)"
             ) from exc
         outputs = []

@@ -2,7 +2,7 @@
 
 ``LocalSearcher.from_config(config)`` checks everything that can be checked without weights
 (:func:`preflight`: the policy path (backend=openai: its server), the PRM's path and type, the
-answer setting; :func:`check_devices`: the devices asked for are visible here), then loads the PRM (when one is configured) and the policy engine once. ``search(problems, search_config)`` runs
+answer setting; :func:`check_devices`: the devices asked for are visible here), then loads the PRM (when one is configured, on its ``prm_backend``: :mod:`tts_eval.runtime.prm`) and the policy engine once. ``search(problems, search_config)`` runs
 :func:`tts_eval.search.run_search` over all problems at once with the settings it is given, so
 one loaded searcher serves every run of a sweep. ``close()`` frees the models' device memory.
 
@@ -19,8 +19,8 @@ from typing import Any
 from tts_eval.config import TTSConfig
 from tts_eval.engines import check_engine, load_engine
 from tts_eval.grader import answer_spec
-from tts_eval.prm import load_prm_from_config
 from tts_eval.prm.registry import read_model_config, resolve_prm_type
+from tts_eval.runtime.prm import check_backend, load_prm
 from tts_eval.search import SearchConfig, run_search
 from tts_eval.settings import check_model_path, invalid
 from tts_eval.types import AnswerSpec, PolicyEngine, Problem, ProcessRewardModel, SearchResult
@@ -37,10 +37,12 @@ def models_loaded() -> int:
 
 def preflight(config: TTSConfig) -> None:
     """The checks that need no weights, each once: policy path (backend=openai: its server;
-    :func:`tts_eval.engines.check_engine`), PRM path and type, answer setting."""
+    :func:`tts_eval.engines.check_engine`), PRM path and type (and that ``prm_backend`` runs
+    it), answer setting."""
     check_model_path("pretrained", config.engine.pretrained)
     if config.prm is not None:
-        resolve_prm_type(config.prm, read_model_config(str(config.prm.path)))
+        prm_type = resolve_prm_type(config.prm, read_model_config(str(config.prm.path)))
+        check_backend(config.prm, prm_type)  # prm_backend=vllm/openai: LM-head formats only
     answer_spec(config.answer)
     check_engine(config.engine, path_checked=True)
 
@@ -79,7 +81,7 @@ def check_devices(config: TTSConfig) -> None:
     the PRM's ``prm_device`` must be devices this process sees."""
     if config.engine.backend in ("hf", "vllm"):
         check_device_visible("device", config.engine.device)
-    if config.prm is not None:
+    if config.prm is not None and config.prm.backend == "hf":
         check_device_visible("prm_device", config.prm.device)
 
 
@@ -100,7 +102,7 @@ class LocalSearcher:
         global _loads
         preflight(config)
         check_devices(config)
-        prm = load_prm_from_config(config.prm) if config.prm is not None else None
+        prm = load_prm(config.prm) if config.prm is not None else None
         try:
             engine = load_engine(config.engine, checked=True)
         except BaseException:

@@ -107,7 +107,9 @@ def worker_resources(config: TTSConfig, cluster_gpus: float, cpus: float = 1.0) 
 
     backend=hf follows its ``device`` (``auto``: a GPU when the cluster has any); backend=vllm
     takes GPUs when the cluster has any; backend=openai (the policy on its server) one GPU for the
-    PRM when it has one (``prm_device`` cuda, or auto on a cluster with GPUs). Ray hands each actor its own GPUs, so numbered devices
+    PRM when it has one (``prm_device`` cuda, or auto on a cluster with GPUs). A PRM on
+    ``prm_backend=vllm`` takes ``prm_tensor_parallel_size`` GPUs when the cluster has any (shared
+    with a policy on GPUs: the larger of the two counts); on ``prm_backend=openai`` none. Ray hands each actor its own GPUs, so numbered devices
     (``device=cuda:N``, ``prm_device=cuda:N``) are refused.
     """
     engine = config.engine
@@ -123,17 +125,28 @@ def worker_resources(config: TTSConfig, cluster_gpus: float, cpus: float = 1.0) 
             )
     if engine.device == "cuda" and cluster_gpus <= 0:
         raise invalid("device", "cuda", "cpu or auto: the Ray cluster has no GPU")
+    prm = config.prm
+    prm_backend = getattr(prm, "backend", "hf")
+    # The PRM's own GPUs: none on a server (prm_backend=openai); its tensor-parallel size for
+    # its own vLLM engine when the cluster has GPUs; one for transformers on cuda (or auto with
+    # GPUs). A policy and a PRM on GPUs share the worker's GPUs (their memory shares split them).
+    if prm is None or prm_backend == "openai":
+        prm_gpus = 0.0
+    elif prm_backend == "vllm":
+        prm_gpus = float(prm.tensor_parallel_size) if cluster_gpus > 0 else 0.0
+    else:
+        prm_device = prm.device or "auto"
+        wants = prm_device == "cuda" or (prm_device == "auto" and cluster_gpus > 0)
+        prm_gpus = 1.0 if wants else 0.0
     if engine.backend == "openai":  # the policy runs on its server: only a local PRM wants a GPU
-        prm_device = getattr(config.prm, "device", None) or "auto"
-        wants_gpu = config.prm is not None and (
-            prm_device == "cuda" or (prm_device == "auto" and cluster_gpus > 0)
-        )
-        return {"num_cpus": float(cpus), "num_gpus": 1.0 if wants_gpu else 0.0}
+        return {"num_cpus": float(cpus), "num_gpus": prm_gpus}
     if engine.backend == "vllm":
         wants_gpu = cluster_gpus > 0
     else:
         wants_gpu = engine.device == "cuda" or (engine.device == "auto" and cluster_gpus > 0)
     num_gpus = float(engine.tensor_parallel_size) if wants_gpu else 0.0
+    if prm_backend == "vllm":
+        num_gpus = max(num_gpus, prm_gpus)
     return {"num_cpus": float(cpus), "num_gpus": num_gpus}
 
 
