@@ -190,26 +190,7 @@ class EngineConfig:
                     shown = "***" if f.name == "api_key" else getattr(self, f.name)
                     raise invalid(f.name, shown, "only with backend=openai")
             return
-        if self.base_url in (None, ""):
-            raise SettingError(
-                "base_url",
-                self.base_url,
-                "the server's /v1 URL, e.g. http://localhost:8000/v1",
-                message="model_args base_url is required with backend=openai; accepted: the "
-                "server's /v1 URL, e.g. http://localhost:8000/v1",
-            )
-        if not isinstance(self.base_url, str) or not re.fullmatch(
-            r"https?://[^\s/]+(/\S*)?", self.base_url
-        ):
-            raise invalid(
-                "base_url",
-                self.base_url,
-                "an http:// or https:// URL, e.g. http://localhost:8000/v1",
-            )
-        for key in ("api_key", "model"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise invalid(key, "***" if key == "api_key" else value, "a non-empty string")
+        check_server(self.base_url, self.api_key, self.model, prefix="", server="the server's")
         check_int("max_concurrency", self.max_concurrency, 1)
         check_float("timeout_s", self.timeout_s, "seconds > 0", lambda v: v > 0)
         check_int("max_retries", self.max_retries, 0)
@@ -309,6 +290,27 @@ PRM_BACKEND_FIELDS = {
 LABEL_HEAD = "label_softmax"
 _LABEL_PRM_TYPES = ("rlhflow", "math_shepherd")
 _PRM_KEY_OF = {field: key for key, field in PRM_KEYS.items()}
+
+
+def check_server(base_url: Any, api_key: Any, model: Any, *, prefix: str, server: str) -> None:
+    """The address settings of a server backend (``base_url``, ``api_key``, ``model``; named
+    with ``prefix``: the policy's ``backend=openai`` or the PRM's ``prm_backend=openai``)."""
+    name = f"{prefix}base_url"
+    example = "http://localhost:8001/v1" if prefix else "http://localhost:8000/v1"
+    if base_url in (None, ""):
+        raise SettingError(
+            name,
+            base_url,
+            f"{server} /v1 URL, e.g. {example}",
+            message=f"model_args {name} is required with {prefix}backend=openai; accepted: "
+            f"{server} /v1 URL, e.g. {example}",
+        )
+    if not isinstance(base_url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", base_url):
+        raise invalid(name, base_url, f"an http:// or https:// URL, e.g. {example}")
+    for key, value in (("api_key", api_key), ("model", model)):
+        if value is not None and (not isinstance(value, str) or not value):
+            shown = "***" if key == "api_key" else value
+            raise invalid(f"{prefix}{key}", shown, "a non-empty string")
 
 
 def _prm_key(field: str) -> str:
@@ -432,28 +434,9 @@ class PRMConfig:
                 check_int("prm_max_model_len", self.max_model_len, 1)
         if self.backend != "openai":
             return
-        if self.base_url in (None, ""):
-            raise SettingError(
-                "prm_base_url",
-                self.base_url,
-                "the PRM server's /v1 URL, e.g. http://localhost:8001/v1",
-                message="model_args prm_base_url is required with prm_backend=openai; accepted: "
-                "the PRM server's /v1 URL, e.g. http://localhost:8001/v1",
-            )
-        if not isinstance(self.base_url, str) or not re.fullmatch(
-            r"https?://[^\s/]+(/\S*)?", self.base_url
-        ):
-            raise invalid(
-                "prm_base_url",
-                self.base_url,
-                "an http:// or https:// URL, e.g. http://localhost:8001/v1",
-            )
-        for key in ("api_key", "model"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise invalid(
-                    _prm_key(key), "***" if key == "api_key" else value, "a non-empty string"
-                )
+        check_server(
+            self.base_url, self.api_key, self.model, prefix="prm_", server="the PRM server's"
+        )
         check_int("prm_max_concurrency", self.max_concurrency, 1)
         check_float("prm_timeout_s", self.timeout_s, "seconds > 0", lambda v: v > 0)
         check_int("prm_max_retries", self.max_retries, 0)

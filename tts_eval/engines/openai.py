@@ -86,6 +86,7 @@ from tts_eval.engines.openai_server import (
     TOKEN_IDS_FEATURE,
     GaveUp,
     ServerInfo,
+    close_client,
     connect,
     import_httpx,
     make_client,
@@ -227,12 +228,7 @@ class OpenAIEngine:
 
     def close(self) -> None:
         """Stop the request threads and close the connections (the server keeps running)."""
-        pool = self.__dict__.pop("_pool", None)
-        if pool is None:
-            return
-        self._closed.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        close_client(self)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         if not requests:

@@ -33,6 +33,7 @@ from tts_eval.engines.failures import first_line
 from tts_eval.engines.openai_server import (
     PRM_SERVER_KEYS,
     GaveUp,
+    close_client,
     connect,
     make_client,
     post_with_retries,
@@ -190,9 +191,4 @@ class OpenAILabelReader:
 
     def close(self) -> None:
         """Stop the request threads and close the connections (the server keeps running)."""
-        pool = self.__dict__.pop("_pool", None)
-        if pool is None:
-            return
-        self._closed.set()
-        pool.shutdown(wait=True, cancel_futures=True)
-        self._client.close()
+        close_client(self)

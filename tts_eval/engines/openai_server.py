@@ -434,3 +434,14 @@ def post_with_retries(
             raise RuntimeError("cancelled: another request of the call failed")
     assert failure is not None
     raise GaveUp(failure, max_retries) from failure
+
+
+def close_client(owner: Any) -> None:
+    """Stop ``owner``'s request threads (``_pool``, ``_closed``) and close its connections
+    (``_client``); the server keeps running. Idempotent (the pool attribute is removed)."""
+    pool = owner.__dict__.pop("_pool", None)
+    if pool is None:
+        return
+    owner._closed.set()
+    pool.shutdown(wait=True, cancel_futures=True)
+    owner._client.close()

@@ -220,6 +220,19 @@ def check_block_size(config: EngineConfig) -> bool:
     return on_cpu
 
 
+def close_llm(owner: Any) -> None:
+    """Stop the engine core of ``owner.llm`` (its processes and KV cache) and free the model's
+    memory; idempotent (the attribute is removed)."""
+    llm = owner.__dict__.pop("llm", None)
+    if llm is None:
+        return
+    core = getattr(llm.llm_engine, "engine_core", None)
+    if core is not None:
+        core.shutdown()
+    del llm
+    free_device_memory()
+
+
 def open_llm(config: EngineConfig, *, log_stats: bool = False) -> tuple[Any, bool]:
     """A ``vllm.LLM`` of ``config.pretrained`` with this module's settings (prefix caching on;
     on CPU: eager, float32 for ``dtype=auto`` without native bfloat16, no chunked prefill,
@@ -304,14 +317,7 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop vLLM's engine core (its processes and KV cache) and free the model's memory."""
-        llm = self.__dict__.pop("llm", None)
-        if llm is None:
-            return
-        core = getattr(llm.llm_engine, "engine_core", None)
-        if core is not None:
-            core.shutdown()
-        del llm
-        free_device_memory()
+        close_llm(self)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutput]:
         if not requests:

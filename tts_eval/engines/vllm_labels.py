@@ -27,9 +27,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tts_eval.engines.failures import first_line
-from tts_eval.engines.vllm import import_vllm, open_llm
+from tts_eval.engines.vllm import close_llm, import_vllm, open_llm
 from tts_eval.errors import EngineError
-from tts_eval.memory import free_device_memory
 from tts_eval.settings import EngineConfig
 
 logger = logging.getLogger(__name__)
@@ -112,11 +111,4 @@ class VLLMLabelReader:
 
     def close(self) -> None:
         """Stop vLLM's engine core and free the PRM's memory (idempotent)."""
-        llm = self.__dict__.pop("llm", None)
-        if llm is None:
-            return
-        core = getattr(llm.llm_engine, "engine_core", None)
-        if core is not None:
-            core.shutdown()
-        del llm
-        free_device_memory()
+        close_llm(self)
