@@ -225,7 +225,7 @@ def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
     from tts_eval.lm_model import context_to_messages, problem_text
     from tts_eval.prm import load_prm
     from tts_eval.search import AnswerGrouper, segment_steps, weighted_vote
-    from tts_eval.traces import read_jsonl, result_from_record, result_record
+    from tts_eval.traces import append_jsonl, read_jsonl, result_from_record, result_record
     from tts_eval.types import PRMRequest
 
     out = _rescored(a, policy, cache)
@@ -243,9 +243,13 @@ def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
     texts = {i: problem_text(context_to_messages(d.context)) for i, d in docs.items()}
     prm = load_prm(str(policy), "rlhflow")
     grouper = AnswerGrouper(NumberAnswerSpec())
-    rescored = []
+    # records land one by one in a partial file: a stopped rescoring resumes where it was
+    partial = out.with_suffix(".partial.jsonl")
+    done = {r["doc_id"] for r in read_jsonl(partial)} if partial.is_file() else set()
     try:
         for record in records:
+            if record["doc_id"] in done:
+                continue
             result = result_from_record(record)
             views = [segment_steps(c.text, "\n")[1] for c in result.candidates]
             outputs = prm.score([PRMRequest(texts[record["doc_id"]], tuple(v)) for v in views])
@@ -265,12 +269,10 @@ def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
                 ),
             )
             extra = {k: record[k] for k in ("doc_id", "run_key", "doc") if k in record}
-            rescored.append(result_record(new, task=record.get("task"), **extra))
+            append_jsonl(partial, [result_record(new, task=record.get("task"), **extra)])
     finally:
         prm.close()
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rescored))
-    tmp.rename(out)
+    partial.rename(out)
     return time.monotonic() - started
 
 
