@@ -255,14 +255,17 @@ def plain_generate(llm, vllm, calls: list[tuple[list[GenerationRequest], int]]) 
     return seconds
 
 
-def load_models(args, tmp: Path):
+def model_paths(tiny: bool, tmp: Path) -> tuple[Path, Path, str]:
+    """(policy, PRM, label): SmolLM2-135M-Instruct as both (its cached folder) unless ``tiny``
+    or it is not built, else tiny random models written under ``tmp``."""
     smol = model_dir()
-    if (smol / "config.json").exists() and not args.tiny:
-        policy_path, prm_path, label = smol, smol, "SmolLM2-135M-Instruct"
-    else:
-        policy_path = build_scripted_llama(tmp / "policy")
-        prm_path = build_rlhflow(tmp / "prm")
-        label = "tiny random models"
+    if (smol / "config.json").exists() and not tiny:
+        return smol, smol, "SmolLM2-135M-Instruct"
+    return build_scripted_llama(tmp / "policy"), build_rlhflow(tmp / "prm"), "tiny random models"
+
+
+def load_models(args, tmp: Path):
+    policy_path, prm_path, label = model_paths(args.tiny, tmp)
     try:
         import vllm  # noqa: F401
 

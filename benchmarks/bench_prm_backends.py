@@ -40,10 +40,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
+from bench_efficiency import model_paths  # noqa: E402
 from bench_strategies import math500_problems  # noqa: E402
-from prm_models import build_rlhflow  # noqa: E402
-from real_model import model_dir  # noqa: E402
-from tiny_models import build_scripted_llama  # noqa: E402
 
 from tts_eval.grader import MathAnswerSpec  # noqa: E402
 from tts_eval.runtime.prm import load_prm  # noqa: E402
@@ -101,13 +99,7 @@ def cache_share(prm: TimedPRM, backend: str) -> float:
 
 
 def load(args, tmp: Path):
-    smol = model_dir()
-    if (smol / "config.json").exists() and not args.tiny:
-        policy_path, prm_path, label = smol, smol, "SmolLM2-135M-Instruct"
-    else:
-        policy_path = build_scripted_llama(tmp / "policy")
-        prm_path = build_rlhflow(tmp / "prm")
-        label = "tiny random models"
+    policy_path, prm_path, label = model_paths(args.tiny, tmp)
     max_len = 8192 if label.startswith("SmolLM2") else 4096  # the models' context lengths
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_gib))
     from tts_eval.engines.vllm import VLLMEngine

@@ -160,13 +160,7 @@ class EngineConfig:
         for key in ("batch_size", "max_model_len"):
             if getattr(self, key) is not None:
                 check_int(key, getattr(self, key), 1)
-        check_float(
-            "gpu_memory_utilization",
-            self.gpu_memory_utilization,
-            "a fraction in (0, 1]",
-            lambda v: 0 < v <= 1,
-        )
-        check_int("tensor_parallel_size", self.tensor_parallel_size, 1)
+        check_vllm_share("", self.gpu_memory_utilization, self.tensor_parallel_size)
         if self.block_size is not None:
             if self.backend != "vllm":
                 raise invalid(
@@ -290,6 +284,18 @@ PRM_BACKEND_FIELDS = {
 LABEL_HEAD = "label_softmax"
 _LABEL_PRM_TYPES = ("rlhflow", "math_shepherd")
 _PRM_KEY_OF = {field: key for key, field in PRM_KEYS.items()}
+
+
+def check_vllm_share(prefix: str, utilization: Any, tensor_parallel_size: Any) -> None:
+    """A vLLM engine's share of the GPU: ``gpu_memory_utilization`` in (0, 1] and
+    ``tensor_parallel_size`` >= 1 (named with ``prefix``: the policy's or the PRM's ``prm_``)."""
+    check_float(
+        f"{prefix}gpu_memory_utilization",
+        utilization,
+        "a fraction in (0, 1]",
+        lambda v: 0 < v <= 1,
+    )
+    check_int(f"{prefix}tensor_parallel_size", tensor_parallel_size, 1)
 
 
 def check_server(base_url: Any, api_key: Any, model: Any, *, prefix: str, server: str) -> None:
@@ -423,13 +429,7 @@ class PRMConfig:
                 "server loads the PRM in the dtype it was started with)",
             )
         if self.backend == "vllm":
-            check_float(
-                "prm_gpu_memory_utilization",
-                self.gpu_memory_utilization,
-                "a fraction in (0, 1]",
-                lambda v: 0 < v <= 1,
-            )
-            check_int("prm_tensor_parallel_size", self.tensor_parallel_size, 1)
+            check_vllm_share("prm_", self.gpu_memory_utilization, self.tensor_parallel_size)
             if self.max_model_len is not None:
                 check_int("prm_max_model_len", self.max_model_len, 1)
         if self.backend != "openai":
