@@ -371,8 +371,8 @@ def prm_eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) 
         "untrained": (policy, "rlhflow"),
     }.items():
         target = cache / f"prm-eval-{name}-{prm_dir.name}.json"
-        if target.is_file() and target.stat().st_mtime >= val.stat().st_mtime - 1:
-            out[name] = json.loads(target.read_text())  # same PRM, same validation steps
+        if target.is_file():  # named by the PRM folder, as the validation set it was run on
+            out[name] = json.loads(target.read_text())
             continue
         _run(["prm-eval", "--prm", str(prm), "--prm_type", prm_type, "--data", str(val),
               "--json", str(target), "--no-progress"], log)  # fmt: skip
