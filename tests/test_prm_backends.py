@@ -1,10 +1,11 @@
-"""``prm_backend=vllm`` and ``prm_backend=openai``: the LM-head PRMs scored by one-token reads.
+"""``prm_backend=vllm`` and ``prm_backend=openai``: PRMs scored by reads that end at a step.
 
 Fast checks: the label-read scorer over a fake reader (prompts end at the format's read
 positions, identical prompts read once, prefilled tokens = prompt - cached, counters), and every
 setting error (one line, before any model loads). vLLM checks (one in-process ``vllm.LLM`` per
 LM-head format for the module; one server for the openai checks): scores equal the transformers
-scorer's (float32 both sides) on the golden requests of ``test_prm_models`` and on a beam-search
+scorer's (float32 both sides; the LM-head formats and the pooling heads qwen_prm and
+token_classification) on the golden requests of ``test_prm_models`` and on a beam-search
 workload, within ``TOLERANCE``; the step prefixes of one solution hit vLLM's prefix cache;
 best_of_n and beam_search run with the vLLM PRM and select what they select with the hf PRM.
 """
@@ -36,6 +37,8 @@ from tts_eval.types import PRMRequest
 # PRMs here: below 1e-6).
 TOLERANCE = 1e-5
 LABEL_TYPES = ("rlhflow", "math_shepherd")
+# The formats vLLM runs in process: LM-head label reads, and the pooling heads.
+VLLM_TYPES = (*LABEL_TYPES, "qwen_prm", "token_classification")
 needs_vllm = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None,
     reason="vllm is not installed (pip install 'tts-scaling-eval[vllm]'; CPU: .ci/install_vllm.sh)",
@@ -141,8 +144,12 @@ def _one_line(exc: BaseException) -> str:
     [
         ("prm_backend=tgi", "model_args prm_backend=tgi is invalid; accepted: hf, vllm, openai"),
         (
-            "prm_type=qwen_prm,prm_backend=vllm",
-            "model_args prm_backend=vllm is invalid; accepted: hf for prm_type=qwen_prm",
+            "prm_type=skywork,prm_backend=vllm",
+            "model_args prm_backend=vllm is invalid; accepted: hf for prm_type=skywork",
+        ),
+        (
+            "prm_type=qwen_prm,prm_backend=openai,prm_base_url=http://h:1/v1",
+            "model_args prm_backend=openai is invalid; accepted: hf or vllm for prm_type=qwen_prm",
         ),
         (
             "prm_type=skywork,prm_backend=openai,prm_base_url=http://h:1/v1",
@@ -208,13 +215,14 @@ def test_backend_settings_without_a_prm_are_refused(tiny_llama):
 def test_a_detected_head_format_on_vllm_is_refused_before_any_model_loads(
     tiny_llama, tmp_path, monkeypatch
 ):
-    """prm_type left out: detected from config.json in preflight, refused there, no load."""
+    """prm_type left out: detected from config.json in preflight, refused there, no load
+    (Skywork's value head is not a vLLM architecture)."""
     import tts_eval.runtime.local as local
     from tts_eval.runtime.local import LocalSearcher
 
-    qwen = tmp_path / DIR_NAMES["qwen_prm"]
-    qwen.mkdir()
-    (qwen / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForProcessRewardModel"]}))
+    sky = tmp_path / DIR_NAMES["skywork"]
+    sky.mkdir()
+    (sky / "config.json").write_text(json.dumps({"architectures": ["Qwen2ForPrmModel"]}))
 
     def no_load(*args, **kwargs):
         raise AssertionError("no model may load")
@@ -222,12 +230,12 @@ def test_a_detected_head_format_on_vllm_is_refused_before_any_model_loads(
     monkeypatch.setattr(local, "load_prm", no_load)
     monkeypatch.setattr(local, "load_engine", no_load)
     config = parse_model_args(
-        f"pretrained={tiny_llama},prm={qwen},strategy=best_of_n,prm_backend=vllm"
+        f"pretrained={tiny_llama},prm={sky},strategy=best_of_n,prm_backend=vllm"
     )
     with pytest.raises(SettingError) as info:
         LocalSearcher.from_config(config)
     assert _one_line(info.value).startswith(
-        "model_args prm_backend=vllm is invalid; accepted: hf for prm_type=qwen_prm"
+        "model_args prm_backend=vllm is invalid; accepted: hf for prm_type=skywork"
     )
     with pytest.raises(SettingError):
         preflight(config)
@@ -257,12 +265,12 @@ def test_identity_keeps_earlier_folders_and_tells_backends_apart(tiny_llama, tin
 @pytest.fixture(scope="module")
 def label_prm_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("label-prms")
-    return {t: BUILDERS[t](root / DIR_NAMES[t]) for t in LABEL_TYPES}
+    return {t: BUILDERS[t](root / DIR_NAMES[t]) for t in VLLM_TYPES}
 
 
 @pytest.fixture(scope="module")
 def vllm_prms(label_prm_dirs):
-    """(vLLM PRM, transformers PRM without prefix reuse) per LM-head format, float32 both."""
+    """(vLLM PRM, transformers PRM without prefix reuse) per format vLLM runs, float32 both."""
     mp = pytest.MonkeyPatch()
     mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     mp.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -292,7 +300,7 @@ def _max_diff(got, ref) -> float:
 
 @pytest.mark.slow
 @needs_vllm
-@pytest.mark.parametrize("prm_type", LABEL_TYPES)
+@pytest.mark.parametrize("prm_type", VLLM_TYPES)
 def test_vllm_scores_equal_the_transformers_scorer(prm_type, vllm_prms, capsys):
     vl, hf = vllm_prms[prm_type]
     assert vl.prm_type == prm_type
@@ -310,10 +318,12 @@ def test_vllm_scores_equal_the_transformers_scorer(prm_type, vllm_prms, capsys):
 
 @pytest.mark.slow
 @needs_vllm
-def test_step_prefixes_of_a_solution_are_served_from_vllms_prefix_cache(vllm_prms):
+@pytest.mark.parametrize("prm_type", ["rlhflow", "token_classification"])
+def test_step_prefixes_of_a_solution_are_served_from_vllms_prefix_cache(prm_type, vllm_prms):
     """A solution's k step prefixes in one call cost about one pass (vLLM serves blocks of one
-    request to another of the same batch); a child of a scored parent costs its new tokens."""
-    vl, hf = vllm_prms["rlhflow"]
+    request to another of the same batch); a child of a scored parent costs its new tokens.
+    Label reads and pooling-head reads alike."""
+    vl, hf = vllm_prms[prm_type]
     scorer = vl.scorer
     problem_text = "A fresh problem nobody scored: what is $3 \\cdot 7$?"
     formatted = vl.render(PRMRequest(problem_text, STEPS))

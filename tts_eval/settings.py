@@ -211,7 +211,17 @@ class EngineConfig:
 # Process reward model
 # --------------------------------------------------------------------------------------------
 
-PRM_TYPE_NAMES = ("rlhflow", "math_shepherd", "qwen_prm", "skywork", "token_classification")
+# The built-in PRM types and the score head each reads (tts_eval.prm.registry checks both at
+# import); LABEL_HEAD reads the "+"/"-" logits of the LM head.
+LABEL_HEAD = "label_softmax"
+PRM_TYPE_HEADS = {
+    "rlhflow": LABEL_HEAD,
+    "math_shepherd": LABEL_HEAD,
+    "qwen_prm": "qwen_reward",
+    "skywork": "value_sigmoid",
+    "token_classification": "token_class",
+}
+PRM_TYPE_NAMES = tuple(PRM_TYPE_HEADS)
 STEP_SEPARATOR_TYPES = ("skywork", "token_classification")
 # The entry-point group through which installed packages add PRM formats (tts_eval.prm.registry).
 PRM_FORMATS_GROUP = "tts_eval.prm_formats"
@@ -278,11 +288,15 @@ PRM_BACKEND_FIELDS = {
     "vllm": ("gpu_memory_utilization", "tensor_parallel_size", "max_model_len"),
     "openai": ("base_url", "api_key", "model", "max_concurrency", "timeout_s", "max_retries"),
 }
-# The score heads a backend other than hf can run: vLLM reads "+"/"-" log-probabilities of a
-# one-token generation (``tts_eval.prm.labels``); head PRMs (Qwen's reward MLP, Skywork's value
-# head, token classifiers) run on transformers only.
-LABEL_HEAD = "label_softmax"
-_LABEL_PRM_TYPES = ("rlhflow", "math_shepherd")
+# The score heads each backend runs: vLLM reads the "+"/"-" log-probabilities of a one-token
+# generation (``tts_eval.prm.labels``) in process or from a server, and the class logits of a
+# pooling model (Qwen's reward MLP, token classifiers) in process; Skywork's value head (not a
+# vLLM architecture) and heads added in code run on transformers only.
+HEAD_BACKENDS = {
+    LABEL_HEAD: PRM_BACKENDS,
+    "qwen_reward": ("hf", "vllm"),
+    "token_class": ("hf", "vllm"),
+}
 _PRM_KEY_OF = {field: key for key, field in PRM_KEYS.items()}
 
 
@@ -323,30 +337,38 @@ def _prm_key(field: str) -> str:
     return _PRM_KEY_OF.get(field, f"prm_{field}")
 
 
-def prm_backends_of(prm_type: str, *, label_head: bool | None) -> tuple[str, ...]:
-    """The ``prm_backend`` values that run ``prm_type``: every backend for a format read from
-    the "+"/"-" label logits (``label_head``: whether its spec's head is :data:`LABEL_HEAD`; None:
-    known for the built-in types only, an added format passes until its spec is loaded), hf only
-    for the head formats."""
-    if label_head is None:
-        if prm_type not in PRM_TYPE_NAMES:
+def prm_backends_of(prm_type: str, *, head: Any = None) -> tuple[str, ...]:
+    """The ``prm_backend`` values that run ``prm_type``, from its spec's ``head`` (None: known
+    for the built-in types only; an added format passes until its spec is loaded)."""
+    if head is None:
+        if prm_type not in PRM_TYPE_HEADS:
             return PRM_BACKENDS
-        label_head = prm_type in _LABEL_PRM_TYPES
-    return PRM_BACKENDS if label_head else ("hf",)
+        head = PRM_TYPE_HEADS[prm_type]
+    return HEAD_BACKENDS.get(head, ("hf",)) if isinstance(head, str) else ("hf",)
 
 
-def check_prm_backend(prm_type: str, backend: str, *, label_head: bool | None) -> None:
+def check_prm_backend(prm_type: str, backend: str, *, head: Any = None) -> None:
     """A one-line error when ``prm_backend=backend`` cannot run ``prm_type`` (see
     :func:`prm_backends_of`), naming the backends that run it."""
-    backends = prm_backends_of(prm_type, label_head=label_head)
+    backends = prm_backends_of(prm_type, head=head)
     if backend not in backends:
         raise invalid(
             "prm_backend",
             backend,
-            f"{' or '.join(backends)} for prm_type={prm_type} (prm_backend=vllm and openai read "
-            'the "+"/"-" label logits of the LM-head formats '
-            f"{', '.join(_LABEL_PRM_TYPES)}; a score head runs on transformers only)",
+            f"{' or '.join(backends)} for prm_type={prm_type} (vllm runs the LM-head formats "
+            f"{', '.join(_types_on('vllm', LABEL_HEAD))} and the pooling heads "
+            f"{', '.join(_types_on('vllm', '', exclude=LABEL_HEAD))}; openai the LM-head "
+            "formats only; other heads run on transformers only)",
         )
+
+
+def _types_on(backend: str, head: str, *, exclude: str = "") -> list[str]:
+    """The built-in PRM types with ``head`` (any head but ``exclude`` when empty) on ``backend``."""
+    return [
+        t
+        for t, h in PRM_TYPE_HEADS.items()
+        if (h == head if head else h != exclude) and backend in HEAD_BACKENDS.get(h, ("hf",))
+    ]
 
 
 @dataclass(frozen=True)
@@ -362,8 +384,8 @@ class PRMConfig:
     cache); ``openai`` scores against a vLLM server (``base_url``, ``api_key`` (None:
     ``OPENAI_API_KEY``), ``model`` (the served name; None: the only one listed),
     ``max_concurrency``, ``timeout_s``, ``max_retries``, as ``backend=openai`` has them; ``path``
-    then names the PRM's tokenizer). vllm and openai run the LM-head formats only
-    (:func:`prm_backends_of`). :data:`PRM_BACKEND_FIELDS` lists what only one backend reads;
+    then names the PRM's tokenizer). vllm runs the LM-head and pooling-head formats, openai the
+    LM-head ones (:func:`prm_backends_of`). :data:`PRM_BACKEND_FIELDS` lists what only one backend reads;
     another backend refuses them."""
 
     path: str
@@ -392,7 +414,7 @@ class PRMConfig:
         if self.prm_type is not None and self.prm_type not in PRM_TYPE_NAMES:
             check_choice("prm_type", self.prm_type, prm_type_names())
         if self.prm_type is not None:
-            check_prm_backend(self.prm_type, self.backend, label_head=None)
+            check_prm_backend(self.prm_type, self.backend)
         if self.device is not None:
             check_device("prm_device", self.device)
         if self.dtype is not None:

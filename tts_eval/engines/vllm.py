@@ -233,11 +233,12 @@ def close_llm(owner: Any) -> None:
     free_device_memory()
 
 
-def open_llm(config: EngineConfig, *, log_stats: bool = False) -> tuple[Any, bool]:
+def open_llm(config: EngineConfig, *, log_stats: bool = False, **options: Any) -> tuple[Any, bool]:
     """A ``vllm.LLM`` of ``config.pretrained`` with this module's settings (prefix caching on;
     on CPU: eager, float32 for ``dtype=auto`` without native bfloat16, no chunked prefill,
     32-token blocks; see the module docstring), and whether it runs on CPU. The one place both
-    the policy engine and the vLLM PRM (:mod:`tts_eval.engines.vllm_labels`) build theirs."""
+    the policy engine and the vLLM PRM (:mod:`tts_eval.engines.vllm_labels`) build theirs;
+    ``options`` go to ``vllm.LLM`` as they are (the pooling runner of a head PRM)."""
     vllm = import_vllm()
     from vllm.platforms import current_platform
 
@@ -262,6 +263,7 @@ def open_llm(config: EngineConfig, *, log_stats: bool = False) -> tuple[Any, boo
         enable_prefix_caching=True,
         disable_log_stats=not log_stats,
         **platform_options(on_cpu),
+        **options,
     )
     if config.max_model_len is not None:
         kwargs["max_model_len"] = config.max_model_len

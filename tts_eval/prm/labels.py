@@ -23,6 +23,11 @@ engine prefilled: the prompt's length minus the tokens its prefix cache served (
 count, ``LabelRead.cached_tokens``), charged to the first request that asked for the prompt;
 :class:`ReadCounters` sums prompts queried and served from the cache over the scorer's life.
 
+The score-head formats vLLM runs as pooling models (``qwen_prm``, ``token_classification``) are
+scored by the same class: their reader returns the head's class-1 and class-0 logits at the
+prompt's last token as the ``(good, bad)`` pair, whose two-way softmax is the transformers
+head's P(class 1) (``heads.ClassProbHead``); a one-logit head returns ``(logit, 0.0)``: its sigmoid.
+
 What this module does not do: format requests (``formats``), run a model, or talk to vLLM.
 """
 
@@ -112,7 +117,7 @@ class ReadCounters:
 
 
 class LabelReadScorer:
-    """The ``PRMAdapter`` scorer of the LM-head formats over a :class:`LabelReader`."""
+    """The ``PRMAdapter`` scorer of reads over a :class:`LabelReader` (label or head reads)."""
 
     def __init__(
         self, reader: LabelReader, *, name: str = "", memo_reads: int = MEMO_READS

@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import DataError, SettingError
 from ..settings import (
     PRM_FORMATS_GROUP,
+    PRM_TYPE_HEADS,
     PRM_TYPE_NAMES,
     STEP_SEPARATOR_TYPES,
     PRMConfig,
@@ -156,6 +157,8 @@ if SUPPORTED != PRM_TYPE_NAMES:  # the settings list the same PRM types, in the 
 _STEP_SEPARATORS = tuple(name for name, spec in PRM_TYPES.items() if spec.step_separator)
 if _STEP_SEPARATORS != STEP_SEPARATOR_TYPES:
     raise ImportError(f"prm.registry {_STEP_SEPARATORS} != settings {STEP_SEPARATOR_TYPES}")
+if {n: spec.head for n, spec in PRM_TYPES.items()} != PRM_TYPE_HEADS:  # backends follow heads
+    raise ImportError(f"prm.registry heads differ from settings.PRM_TYPE_HEADS {PRM_TYPE_HEADS}")
 
 
 @dataclass(frozen=True)

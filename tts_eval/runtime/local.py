@@ -42,7 +42,7 @@ def preflight(config: TTSConfig) -> None:
     check_model_path("pretrained", config.engine.pretrained)
     if config.prm is not None:
         prm_type = resolve_prm_type(config.prm, read_model_config(str(config.prm.path)))
-        check_backend(config.prm, prm_type)  # prm_backend=vllm/openai: LM-head formats only
+        check_backend(config.prm, prm_type)  # the formats prm_backend=vllm/openai run
     answer_spec(config.answer)
     check_engine(config.engine, path_checked=True)
 

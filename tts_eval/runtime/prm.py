@@ -4,8 +4,9 @@
 
 - ``hf``: :func:`tts_eval.prm.load_prm_from_config` (transformers, the scorer's own prefix cache);
 - ``vllm``: the PRM as its own ``vllm.LLM`` in this process
-  (:class:`~tts_eval.engines.vllm_labels.VLLMLabelReader`), scored by
-  :class:`~tts_eval.prm.labels.LabelReadScorer`;
+  (:class:`~tts_eval.engines.vllm_labels.VLLMLabelReader` for the LM-head formats,
+  :class:`~tts_eval.engines.vllm_labels.VLLMHeadReader`, vLLM's pooling runner, for the heads it
+  runs), scored by :class:`~tts_eval.prm.labels.LabelReadScorer`;
 - ``openai``: the PRM behind an OpenAI-compatible vLLM server
   (:class:`~tts_eval.engines.openai_labels.OpenAILabelReader`), scored the same way.
 
@@ -41,8 +42,7 @@ logger = logging.getLogger(__name__)
 
 def check_backend(config: PRMConfig, prm_type: str) -> None:
     """One line, before any model loads, when ``config.backend`` cannot run ``prm_type``."""
-    label_head = prm_type_spec(prm_type).head == LABEL_HEAD
-    check_prm_backend(prm_type, config.backend, label_head=label_head)
+    check_prm_backend(prm_type, config.backend, head=prm_type_spec(prm_type).head)
 
 
 def server_config(config: PRMConfig) -> EngineConfig:
@@ -83,7 +83,11 @@ def load_prm(config: PRMConfig) -> ProcessRewardModel:
     tokenizer = AutoTokenizer.from_pretrained(path)
     fmt = build_format(prm_type, tokenizer, config.step_separator)
     logger.info("loading PRM %s as prm_type=%s on prm_backend=%s", path, prm_type, config.backend)
-    if config.backend == "vllm":
+    if config.backend == "vllm" and prm_type_spec(prm_type).head != LABEL_HEAD:
+        from tts_eval.engines.vllm_labels import VLLMHeadReader
+
+        reader = VLLMHeadReader(vllm_config(config))
+    elif config.backend == "vllm":
         from tts_eval.engines.vllm_labels import VLLMLabelReader
 
         reader = VLLMLabelReader(vllm_config(config), fmt.good_id, fmt.bad_id)
