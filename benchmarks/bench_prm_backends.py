@@ -19,7 +19,10 @@ sequences scored. Medians over repeats, then whether the backends selected the s
 
     nice python benchmarks/bench_prm_backends.py [--problems 8] [--n 8] [--beam-width 4]
         [--iterations 6] [--strategies best_of_n,beam_search,dvts] [--backends hf,vllm,openai]
-        [--repeats 1] [--tiny]
+        [--repeats 1] [--tiny] [--prm PATH --prm-type TYPE]
+
+``--prm`` swaps in another PRM (any format the backends run: e.g. the token-classification PRM
+``benchmarks/bench_learn.py`` trains, on hf and vllm).
 
 What this script does not do: assert anything (figures are printed; this machine is shared).
 """
@@ -101,6 +104,10 @@ def cache_share(prm: TimedPRM, backend: str) -> float:
 def load(args, tmp: Path):
     policy_path, prm_path, label = model_paths(args.tiny, tmp)
     max_len = 8192 if label.startswith("SmolLM2") else 4096  # the models' context lengths
+    prm_type = "rlhflow"
+    if args.prm is not None:
+        prm_path, prm_type = args.prm, args.prm_type
+        max_len = args.prm_max_model_len or max_len
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(args.kv_gib))
     from tts_eval.engines.vllm import VLLMEngine
 
@@ -108,10 +115,10 @@ def load(args, tmp: Path):
     prms, server = {}, None
     for backend in args.backends:
         if backend == "hf":
-            config = PRMConfig(str(prm_path), "rlhflow", device="cpu", dtype="float32")
+            config = PRMConfig(str(prm_path), prm_type, device="cpu", dtype="float32")
         elif backend == "vllm":
             config = PRMConfig(
-                str(prm_path), "rlhflow", dtype="float32", backend="vllm", max_model_len=max_len
+                str(prm_path), prm_type, dtype="float32", backend="vllm", max_model_len=max_len
             )
         else:
             from vllm_server import VLLMServer
@@ -122,9 +129,9 @@ def load(args, tmp: Path):
             except RuntimeError:
                 print(f"the PRM server did not start; its log ends:\n{server.log_tail()}")
                 raise
-            config = PRMConfig(str(prm_path), "rlhflow", backend="openai", base_url=server.base_url)
+            config = PRMConfig(str(prm_path), prm_type, backend="openai", base_url=server.base_url)
         prms[backend] = TimedPRM(load_prm(config))
-    return engine, prms, server, label
+    return engine, prms, server, label, prm_type
 
 
 def main() -> None:
@@ -138,19 +145,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--kv-gib", type=int, default=2, help="VLLM_CPU_KVCACHE_SPACE per engine")
     parser.add_argument("--tiny", action="store_true", help="tiny random models")
+    parser.add_argument(
+        "--prm",
+        type=Path,
+        help="another PRM folder (e.g. bench_learn's trained PRM); with --prm-type",
+    )
+    parser.add_argument("--prm-type", default="rlhflow", help="its format (prm_type)")
+    parser.add_argument(
+        "--prm-max-model-len", type=int, help="its context length (default: as the policy's PRM)"
+    )
     args = parser.parse_args()
     args.backends = [b for b in args.backends.split(",") if b]
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         parser.error(f"--backends: unknown {sorted(unknown)}; accepted: {', '.join(BACKENDS)}")
+    from tts_eval.settings import check_prm_backend
+
+    for backend in args.backends:
+        check_prm_backend(args.prm_type, backend)
     strategies = [s for s in args.strategies.split(",") if s]
     with tempfile.TemporaryDirectory() as tmp:
-        engine, prms, server, label = load(args, Path(tmp))
+        engine, prms, server, label, prm_type = load(args, Path(tmp))
         try:
             answers = MathAnswerSpec()
             problems = math500_problems(engine, args.problems, "bench")
             print(
-                f"{label}: policy vllm float32, PRM rlhflow float32 on {', '.join(args.backends)}; "
+                f"{label}: policy vllm float32, PRM {prm_type} float32 on {', '.join(args.backends)}; "
                 f"{len(problems)} problems, n={args.n}, beam_width={args.beam_width}, "
                 f"num_iterations={args.iterations}, {args.repeats} repeat(s), interleaved"
             )
