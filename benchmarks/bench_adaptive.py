@@ -137,6 +137,20 @@ def plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+RUN_KEYS = ("best_of_n", "adaptive", "esc", "pruned", "deepconf")
+
+
+def run_order(runs: str, labels: Sequence[str]) -> list[str]:
+    """The labels of ``plan`` that ``--runs`` names (keys of :data:`RUN_KEYS`, in its order;
+    best_of_n, the baseline, always first)."""
+    keys = [k for k in runs.split(",") if k]
+    unknown = sorted(set(keys) - set(RUN_KEYS))
+    if unknown:
+        raise SystemExit(f"--runs: unknown {unknown}; accepted: {', '.join(RUN_KEYS)}")
+    by_key = dict(zip(RUN_KEYS, labels, strict=True))
+    return [by_key[k] for k in dict.fromkeys(["best_of_n", *keys])]
+
+
 def correct(result: SearchResult, index: int | None, gold: str, spec: NumberAnswerSpec) -> float:
     if index is None:
         return 0.0
@@ -182,18 +196,20 @@ def measure(
         r.uid: correct(r, majority_vote(r.candidates, grouper), golds[r.uid], spec) for r in fixed
     }
     tokens["majority"], prm["majority"] = tokens["best_of_n"], {r.uid: 0.0 for r in fixed}
-    deep = runs["deepconf"]
-    other = f"deepconf (keep_percent={keep_other:g}, same samples)"
-    acc[other] = {
-        r.uid: correct(
-            r,
-            confidence_filtered_vote(r.candidates, grouper, r.settings["confidence"], keep_other),
-            golds[r.uid],
-            spec,
-        )
-        for r in deep
-    }
-    tokens[other], prm[other] = tokens["deepconf"], prm["deepconf"]
+    if "deepconf" in runs:
+        other = f"deepconf (keep_percent={keep_other:g}, same samples)"
+        acc[other] = {
+            r.uid: correct(
+                r,
+                confidence_filtered_vote(
+                    r.candidates, grouper, r.settings["confidence"], keep_other
+                ),
+                golds[r.uid],
+                spec,
+            )
+            for r in runs["deepconf"]
+        }
+        tokens[other], prm[other] = tokens["deepconf"], prm["deepconf"]
     baselines = {"best_of_n (pruned)": "best_of_n"}
     for label in ("majority", "best_of_n", *[k for k in acc if k not in ("majority", "best_of_n")]):
         row = summary(acc[label], tokens[label])
@@ -338,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument(
         "--chunk", type=int, default=20, help="problems per recorded chunk (resume granularity)"
     )
+    parser.add_argument(
+        "--runs",
+        default=",".join(RUN_KEYS),
+        help="which runs, in this order (best_of_n always first): " + ", ".join(RUN_KEYS),
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; vLLM's CPU default takes 90% of RAM
 
@@ -377,9 +398,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ]
         docs = {row["uid"]: {"unique_id": row["uid"], "answer": row["answer"]} for row in rows}
         settings = {
-            k: v for k, v in vars(args).items() if k not in ("out", "json", "no_compare", "chunk")
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("out", "json", "no_compare", "chunk", "runs")
         }
-        for label, overrides in plan(args):
+        chosen = dict(plan(args))
+        for label in run_order(args.runs, list(chosen)):
+            overrides = chosen[label]
             cfg = SearchConfig(**{**config.search.shared(), **overrides})
             identity = json.loads(
                 json.dumps({**settings, "prm": prm_path, "run": overrides}, default=str)
