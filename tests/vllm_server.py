@@ -14,7 +14,10 @@ serving another model stops the current one first.
 The server runs with the engine settings of the in-process ``backend=vllm`` on CPU (float32,
 eager, no chunked prefill, prefix caching on, 32-token KV blocks) and reports cached prompt tokens
 (``--enable-prompt-tokens-details``); ``VLLM_CPU_KVCACHE_SPACE`` is 1 GiB; ``VLLM_SERVER_DEV_MODE=1``
-offers ``POST /reset_prefix_cache`` (what ``deterministic=true`` calls at start-up).
+offers ``POST /reset_prefix_cache`` (what ``deterministic=true`` calls at start-up). Its
+``--gpu-memory-utilization`` is :data:`SERVER_MEMORY_SHARE`: on CPU vLLM refuses to start unless
+that share of the machine's RAM is free (its default 0.9 fails beside any loaded model), while the
+KV cache is sized by ``VLLM_CPU_KVCACHE_SPACE`` alone.
 
 What this module does not do: pick models (fixtures do) or talk the completions protocol.
 """
@@ -35,6 +38,8 @@ from pathlib import Path
 from tts_eval.engines.vllm import CPU_BLOCK_SIZE
 
 START_TIMEOUT_S = 300.0
+# The server's --gpu-memory-utilization (see the module docstring).
+SERVER_MEMORY_SHARE = 0.2
 
 
 def _die_with_parent(parent: int) -> None:
@@ -81,7 +86,8 @@ class VLLMServer:
             "--model", self.model, "--host", "127.0.0.1", "--port", str(self.port),
             "--enforce-eager", "--dtype", "float32", "--no-enable-chunked-prefill",
             "--enable-prompt-tokens-details", "--max-model-len", str(self.max_model_len),
-            "--block-size", str(CPU_BLOCK_SIZE), "--seed", "0", *self.extra_args,
+            "--block-size", str(CPU_BLOCK_SIZE), "--seed", "0",
+            "--gpu-memory-utilization", str(SERVER_MEMORY_SHARE), *self.extra_args,
         ]  # fmt: skip
 
     def start(self) -> VLLMServer:
