@@ -233,17 +233,22 @@ def measure(
         rows[label] = row
     saved = {}
     for label in ("majority (stop=adaptive)", "majority (stop=esc)"):
+        if label not in runs:  # left out by --runs
+            continue
         per = [tokens["majority"][u] - tokens[label][u] for u in tokens[label]]
         drawn = [r.settings["samples_drawn"] for r in runs[label]]
         saved[label] = {"tokens_saved": percentiles(per), "samples_drawn": percentiles(drawn)}
-    pruned = runs["best_of_n (pruned)"]
-    saved["best_of_n (pruned)"] = {
-        "tokens_saved": percentiles(
-            [tokens["best_of_n"][r.uid] - r.cost.policy_tokens for r in pruned]
-        ),
-        "tokens_saved_estimate": percentiles([r.settings["tokens_saved_estimate"] for r in pruned]),
-        "pruned_tokens": percentiles([r.settings["pruned_tokens"] for r in pruned]),
-    }
+    if "best_of_n (pruned)" in runs:
+        pruned = runs["best_of_n (pruned)"]
+        saved["best_of_n (pruned)"] = {
+            "tokens_saved": percentiles(
+                [tokens["best_of_n"][r.uid] - r.cost.policy_tokens for r in pruned]
+            ),
+            "tokens_saved_estimate": percentiles(
+                [r.settings["tokens_saved_estimate"] for r in pruned]
+            ),
+            "pruned_tokens": percentiles([r.settings["pruned_tokens"] for r in pruned]),
+        }
     return {"rows": rows, "saved": saved}
 
 
