@@ -228,6 +228,10 @@ def main() -> None:
                 first = selected[(strategy, args.backends[0])]
                 same = {b: selected[(strategy, b)] == first for b in args.backends[1:]}
                 print(f"  {strategy}: same selected answers as {args.backends[0]}: {same}")
+        except Exception:
+            if server is not None:  # its log lives in the temporary folder: show it before it goes
+                print(f"the PRM server's log ends:\n{server.log_tail()}", flush=True)
+            raise
         finally:
             for prm in prms.values():
                 prm.close()
