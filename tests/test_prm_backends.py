@@ -3,7 +3,7 @@
 Fast checks: the label-read scorer over a fake reader (prompts end at the format's read
 positions, identical prompts read once, prefilled tokens = prompt - cached, counters), and every
 setting error (one line, before any model loads). vLLM checks (one in-process ``vllm.LLM`` per
-LM-head format for the module; one server for the openai checks): scores equal the transformers
+format vLLM runs, for the module; one server for the openai checks): scores equal the transformers
 scorer's (float32 both sides; the LM-head formats and the pooling heads qwen_prm and
 token_classification) on the golden requests of ``test_prm_models`` and on a beam-search
 workload, within ``TOLERANCE``; the step prefixes of one solution hit vLLM's prefix cache;
@@ -263,20 +263,20 @@ def test_identity_keeps_earlier_folders_and_tells_backends_apart(tiny_llama, tin
 
 
 @pytest.fixture(scope="module")
-def label_prm_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("label-prms")
+def vllm_prm_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vllm-prms")
     return {t: BUILDERS[t](root / DIR_NAMES[t]) for t in VLLM_TYPES}
 
 
 @pytest.fixture(scope="module")
-def vllm_prms(label_prm_dirs):
+def vllm_prms(vllm_prm_dirs):
     """(vLLM PRM, transformers PRM without prefix reuse) per format vLLM runs, float32 both."""
     mp = pytest.MonkeyPatch()
     mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     mp.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     prms = {}
     try:
-        for t, path in label_prm_dirs.items():
+        for t, path in vllm_prm_dirs.items():
             config = PRMConfig(str(path), backend="vllm", dtype="float32", max_model_len=4096)
             prms[t] = (
                 load_backend_prm(config),
@@ -369,14 +369,14 @@ def test_searches_run_with_the_vllm_prm_and_select_as_with_hf(strategy, vllm_prm
 
 
 @pytest.fixture
-def prm_server(vllm_servers, label_prm_dirs):
-    return vllm_servers.serve(label_prm_dirs["rlhflow"])
+def prm_server(vllm_servers, vllm_prm_dirs):
+    return vllm_servers.serve(vllm_prm_dirs["rlhflow"])
 
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_openai_backend_scores_equal_the_transformers_scorer(prm_server, label_prm_dirs, capsys):
-    path = label_prm_dirs["rlhflow"]
+def test_openai_backend_scores_equal_the_transformers_scorer(prm_server, vllm_prm_dirs, capsys):
+    path = vllm_prm_dirs["rlhflow"]
     config = PRMConfig(str(path), backend="openai", base_url=prm_server.base_url)
     remote = load_backend_prm(config)
     hf = load_prm(str(path), device="cpu", dtype="float32", cache_bytes=0)
@@ -401,11 +401,11 @@ def test_openai_backend_scores_equal_the_transformers_scorer(prm_server, label_p
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_openai_backend_start_up_checks_are_one_line(prm_server, label_prm_dirs, tmp_path):
+def test_openai_backend_start_up_checks_are_one_line(prm_server, vllm_prm_dirs, tmp_path):
     from tiny_models import build_tokenizer
     from vllm_server import free_port
 
-    path = label_prm_dirs["rlhflow"]
+    path = vllm_prm_dirs["rlhflow"]
     url = prm_server.base_url
     cases = []
     down = f"http://127.0.0.1:{free_port()}/v1"

@@ -344,7 +344,7 @@ def prm_backends_of(prm_type: str, *, head: Any = None) -> tuple[str, ...]:
         if prm_type not in PRM_TYPE_HEADS:
             return PRM_BACKENDS
         head = PRM_TYPE_HEADS[prm_type]
-    return HEAD_BACKENDS.get(head, ("hf",)) if isinstance(head, str) else ("hf",)
+    return HEAD_BACKENDS.get(head, ("hf",))
 
 
 def check_prm_backend(prm_type: str, backend: str, *, head: Any = None) -> None:
@@ -355,20 +355,14 @@ def check_prm_backend(prm_type: str, backend: str, *, head: Any = None) -> None:
         raise invalid(
             "prm_backend",
             backend,
-            f"{' or '.join(backends)} for prm_type={prm_type} (vllm runs the LM-head formats "
-            f"{', '.join(_types_on('vllm', LABEL_HEAD))} and the pooling heads "
-            f"{', '.join(_types_on('vllm', '', exclude=LABEL_HEAD))}; openai the LM-head "
-            "formats only; other heads run on transformers only)",
+            f"{' or '.join(backends)} for prm_type={prm_type} (vllm runs {_runs_on('vllm')}; "
+            f"openai runs {_runs_on('openai')}; the others run on transformers only)",
         )
 
 
-def _types_on(backend: str, head: str, *, exclude: str = "") -> list[str]:
-    """The built-in PRM types with ``head`` (any head but ``exclude`` when empty) on ``backend``."""
-    return [
-        t
-        for t, h in PRM_TYPE_HEADS.items()
-        if (h == head if head else h != exclude) and backend in HEAD_BACKENDS.get(h, ("hf",))
-    ]
+def _runs_on(backend: str) -> str:
+    """The built-in PRM types ``prm_backend=backend`` runs, comma-separated."""
+    return ", ".join(t for t in PRM_TYPE_HEADS if backend in prm_backends_of(t))
 
 
 @dataclass(frozen=True)
@@ -385,8 +379,8 @@ class PRMConfig:
     ``OPENAI_API_KEY``), ``model`` (the served name; None: the only one listed),
     ``max_concurrency``, ``timeout_s``, ``max_retries``, as ``backend=openai`` has them; ``path``
     then names the PRM's tokenizer). vllm runs the LM-head and pooling-head formats, openai the
-    LM-head ones (:func:`prm_backends_of`). :data:`PRM_BACKEND_FIELDS` lists what only one backend reads;
-    another backend refuses them."""
+    LM-head ones (:func:`prm_backends_of`). :data:`PRM_BACKEND_FIELDS` lists what only one
+    backend reads; another backend refuses them."""
 
     path: str
     prm_type: str | None = None

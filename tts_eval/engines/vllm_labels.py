@@ -62,18 +62,65 @@ def label_logprobs(entry: Any, ids: Sequence[int]) -> list[float]:
     return [float(values[t]) for t in ids]
 
 
-class VLLMLabelReader:
+class _VLLMReader:
+    """What both readers share: the PRM's own ``vllm.LLM`` (``options``: extra ``vllm.LLM``
+    arguments), running token prompts that must fit its ``max_model_len``, and closing it."""
+
+    def __init__(self, config: EngineConfig, **options: Any) -> None:
+        if config.backend != "vllm":
+            raise ValueError(f"{type(self).__name__} needs backend=vllm, got {config.backend!r}")
+        self.config = config
+        self._vllm = import_vllm()
+        self.llm, on_cpu = open_llm(config, **options)
+        self.device = "cpu" if on_cpu else "gpu"
+        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def _run(self, method: str, prompts: Sequence[tuple[int, ...]], params: Any, **kw: Any) -> Any:
+        """``self.llm.<method>`` on ``prompts`` as token prompts; a vLLM failure is one
+        ``EngineError`` line."""
+        from vllm.inputs import TokensPrompt
+
+        if "llm" not in self.__dict__:
+            raise RuntimeError("this PRM was closed; load it again")
+        for prompt in prompts:
+            if not prompt or len(prompt) >= self.max_model_len:
+                raise ValueError(
+                    f"a PRM input of {len(prompt)} tokens does not fit the PRM's "
+                    f"max_model_len={self.max_model_len} (set prm_max_model_len=)"
+                )
+        t0 = time.perf_counter()
+        try:
+            outputs = getattr(self.llm, method)(
+                [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+                params,
+                use_tqdm=False,
+                **kw,
+            )
+        except Exception as exc:
+            raise EngineError(
+                f"PRM {self.config.pretrained} on vLLM failed reading {len(prompts)} step "
+                f"prefixes: {first_line(exc)} (vLLM's log above has the full traceback)"
+            ) from exc
+        logger.debug("vLLM PRM: %d reads in %.2fs", len(prompts), time.perf_counter() - t0)
+        return outputs
+
+    def close(self) -> None:
+        """Stop vLLM's engine core and free the PRM's memory (idempotent)."""
+        close_llm(self)
+
+
+def _cached(out: Any) -> int | None:
+    """vLLM's count of a request's prompt tokens served from its prefix cache (None: unknown)."""
+    cached = getattr(out, "num_cached_tokens", None)
+    return None if cached is None else int(cached)
+
+
+class VLLMLabelReader(_VLLMReader):
     """One-token label reads over an in-process ``vllm.LLM`` (see the module docstring)."""
 
     def __init__(self, config: EngineConfig, good_id: int, bad_id: int) -> None:
-        if config.backend != "vllm":
-            raise ValueError(f"VLLMLabelReader needs backend=vllm, got {config.backend!r}")
-        self.config = config
+        super().__init__(config)
         self.good_id, self.bad_id = int(good_id), int(bad_id)
-        self._vllm = import_vllm()
-        self.llm, on_cpu = open_llm(config)
-        self.device = "cpu" if on_cpu else "gpu"
-        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         labels = [self.good_id, self.bad_id]
         self._params = self._vllm.SamplingParams(
             max_tokens=1,
@@ -85,81 +132,37 @@ class VLLMLabelReader:
 
     def read(self, prompts: Sequence[tuple[int, ...]]) -> list[tuple[float, float, int | None]]:
         """``(good, bad, cached prompt tokens)`` per prompt (``tts_eval.prm.labels.LabelRead``)."""
-        outputs = _run(
-            self, prompts, lambda ps: self.llm.generate(ps, self._params, use_tqdm=False)
-        )
         reads = []
-        for out in outputs:
+        for out in self._run("generate", prompts, self._params):
             if len(out.outputs) != 1:
                 raise RuntimeError(f"vLLM returned {len(out.outputs)} outputs for a label read")
             good, bad = label_logprobs(out.outputs[0].logprobs, (self.good_id, self.bad_id))
-            cached = getattr(out, "num_cached_tokens", None)
-            reads.append((good, bad, None if cached is None else int(cached)))
+            reads.append((good, bad, _cached(out)))
         return reads
 
-    def close(self) -> None:
-        """Stop vLLM's engine core and free the PRM's memory (idempotent)."""
-        close_llm(self)
 
-
-def _run(reader: Any, prompts: Sequence[tuple[int, ...]], call: Any) -> list[Any]:
-    """``call`` (a ``vllm.LLM`` method over token prompts) on ``prompts``, checked to fit the
-    reader's ``max_model_len``; a vLLM failure is one ``EngineError`` line."""
-    from vllm.inputs import TokensPrompt
-
-    if "llm" not in reader.__dict__:
-        raise RuntimeError("this PRM was closed; load it again")
-    for prompt in prompts:
-        if not prompt or len(prompt) >= reader.max_model_len:
-            raise ValueError(
-                f"a PRM input of {len(prompt)} tokens does not fit the PRM's "
-                f"max_model_len={reader.max_model_len} (set prm_max_model_len=)"
-            )
-    t0 = time.perf_counter()
-    try:
-        outputs = call([TokensPrompt(prompt_token_ids=list(p)) for p in prompts])
-    except Exception as exc:
-        raise EngineError(
-            f"PRM {reader.config.pretrained} on vLLM failed reading {len(prompts)} step "
-            f"prefixes: {first_line(exc)} (vLLM's log above has the full traceback)"
-        ) from exc
-    logger.debug("vLLM PRM: %d reads in %.2fs", len(prompts), time.perf_counter() - t0)
-    return outputs
-
-
-class VLLMHeadReader:
+class VLLMHeadReader(_VLLMReader):
     """Head reads over an in-process pooling ``vllm.LLM`` (see the module docstring):
     ``good_id``/``bad_id`` are the head's class indices (1 and 0)."""
 
     good_id, bad_id = 1, 0
 
     def __init__(self, config: EngineConfig) -> None:
-        if config.backend != "vllm":
-            raise ValueError(f"VLLMHeadReader needs backend=vllm, got {config.backend!r}")
-        self.config = config
-        self._vllm = import_vllm()
+        import_vllm()  # its install hint, before vllm.config is imported
         from vllm.config import PoolerConfig
 
         pooler = PoolerConfig(task="token_classify", tok_pooling_type="ALL", use_activation=False)
-        self.llm, on_cpu = open_llm(config, runner="pooling", pooler_config=pooler)
+        super().__init__(config, runner="pooling", pooler_config=pooler)
         # vLLM skips the prefix cache for token pooling (its output then covers only the tokens
         # computed); the reads need only the last token's row, which is always computed
         self._params = self._vllm.PoolingParams(
             use_activation=False, skip_reading_prefix_cache=False
         )
-        self.device = "cpu" if on_cpu else "gpu"
-        self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 
     def read(self, prompts: Sequence[tuple[int, ...]]) -> list[tuple[float, float, int | None]]:
         """``(class-1 logit, class-0 logit, cached prompt tokens)`` at each prompt's last token
         (a one-logit head: ``(logit, 0.0, cached)``)."""
-        outputs = _run(
-            self,
-            prompts,
-            lambda ps: self.llm.encode(
-                ps, self._params, pooling_task="token_classify", use_tqdm=False
-            ),
-        )
+        outputs = self._run("encode", prompts, self._params, pooling_task="token_classify")
         reads = []
         for prompt, out in zip(prompts, outputs, strict=True):
             logits = out.outputs.data
@@ -170,10 +173,5 @@ class VLLMHeadReader:
                 )
             last = logits[-1].float().tolist()
             good, bad = (last[0], 0.0) if len(last) == 1 else (last[1], last[0])
-            cached = getattr(out, "num_cached_tokens", None)
-            reads.append((good, bad, None if cached is None else int(cached)))
+            reads.append((good, bad, _cached(out)))
         return reads
-
-    def close(self) -> None:
-        """Stop vLLM's engine core and free the PRM's memory (idempotent)."""
-        close_llm(self)

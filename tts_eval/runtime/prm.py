@@ -83,7 +83,7 @@ def load_prm(config: PRMConfig) -> ProcessRewardModel:
     tokenizer = AutoTokenizer.from_pretrained(path)
     fmt = build_format(prm_type, tokenizer, config.step_separator)
     logger.info("loading PRM %s as prm_type=%s on prm_backend=%s", path, prm_type, config.backend)
-    if config.backend == "vllm" and prm_type_spec(prm_type).head != LABEL_HEAD:
+    if config.backend == "vllm" and prm_type_spec(prm_type).head != LABEL_HEAD:  # pooling
         from tts_eval.engines.vllm_labels import VLLMHeadReader
 
         reader = VLLMHeadReader(vllm_config(config))
