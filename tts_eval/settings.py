@@ -534,6 +534,13 @@ class RayOptions:
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
+def unescape(text: str) -> str:
+    """Python string escapes of ``text`` decoded (``\\n`` -> newline, ``\\u043a`` -> ``к``),
+    every other character kept as it is: non-Latin-1 characters (``" ки"``, ``"。"``) pass through
+    as escapes of their own, so the decoding does not read their UTF-8 bytes as Latin-1."""
+    return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
+
+
 def coerce(key: str, value: Any, annotation: Any, *, escaped: bool = False) -> Any:
     """Convert a ``model_args`` value to a field's annotated type (int, float, bool, str,
     Optional); ``escaped``: a string given with escapes on the command line (``\\n\\n``)."""
@@ -565,7 +572,7 @@ def coerce(key: str, value: Any, annotation: Any, *, escaped: bool = False) -> A
         if base is str:
             text = str(value)
             if escaped:
-                text = text.encode("utf-8").decode("unicode_escape")
+                text = unescape(text)
             return text
     except (TypeError, ValueError):
         raise invalid(key, value, accepted) from None
