@@ -7,7 +7,9 @@ intra-call sharing of a common prefix, token-budget batching and chunking.
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 
 import pytest
 from prm_models import BUILDERS, DIR_NAMES
@@ -270,3 +272,47 @@ def test_children_of_one_cached_parent_run_packed(prm_type, prm_dirs, prms, monk
         counts[packable] = (stats.forwards, stats.real_past_tokens)
     packed, single = counts[True], counts[False]
     assert packed[0] < single[0] and packed[1] < single[1]
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("prm_type", SUPPORTED)
+def test_loading_prints_no_load_report_for_the_head_tensors(prm_type, prm_dirs, caplog):
+    """The heads read their own tensors; transformers' UNEXPECTED table for them is not shown
+    (transformers' loggers do not propagate: a handler of our own hears them)."""
+    heard = _Collect()
+    hf_root = logging.getLogger("transformers")
+    hf_root.addHandler(heard)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="tts_eval.prm.registry"):
+            prm = load_prm(str(prm_dirs[prm_type]), device="cpu")
+    finally:
+        hf_root.removeHandler(heard)
+    assert prm.score([PRMRequest(PROBLEM, STEPS[:2])])[0].step_scores
+    assert not [m for m in heard.messages if "LOAD REPORT" in m or "UNEXPECTED" in m], (
+        heard.messages
+    )
+    assert not [r for r in caplog.records if r.name.startswith("tts_eval") and r.levelno >= 30]
+
+
+def test_a_backbone_tensor_missing_from_the_checkpoint_is_a_warning(prm_dirs, tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    source = prm_dirs["token_classification"]
+    target = tmp_path / DIR_NAMES["token_classification"]
+    shutil.copytree(source, target)
+    state = load_file(str(target / "model.safetensors"))
+    dropped = next(k for k in state if k.endswith("layers.0.mlp.up_proj.weight"))
+    save_file({k: v for k, v in state.items() if k != dropped}, str(target / "model.safetensors"))
+    with caplog.at_level(logging.WARNING, logger="tts_eval.prm.registry"):
+        load_prm(str(target), device="cpu")
+    [record] = [r for r in caplog.records if r.name == "tts_eval.prm.registry"]
+    assert "1 backbone tensor(s)" in record.getMessage()
+    assert "layers.0.mlp.up_proj.weight" in record.getMessage()

@@ -374,14 +374,13 @@ def load_prm_from_config(config: PRMConfig) -> PRMAdapter:
     fmt = build_format(prm_type, tokenizer, config.step_separator)
 
     import torch
-    from transformers import AutoModel
 
     from .hf import HFScorer, build_head
 
     device = config.resolved_device(torch.cuda.is_available())
     dtype = config.resolved_dtype(device)
     logger.info("loading PRM %s as prm_type=%s on %s (%s)", path, prm_type, device, dtype)
-    backbone = AutoModel.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+    backbone = load_backbone(path, getattr(torch, dtype)).to(device)
     spec = prm_type_spec(prm_type)
     if callable(spec.head):
         head = spec.head(path, backbone, fmt)
@@ -396,3 +395,38 @@ def load_prm_from_config(config: PRMConfig) -> PRMAdapter:
         block_size=config.block_size,
     )
     return PRMAdapter(fmt, scorer, name=path)
+
+
+def load_backbone(path: str, dtype: Any) -> Any:
+    """The checkpoint's backbone (``AutoModel.from_pretrained``) without transformers' load report.
+
+    The heads read their own tensors from the checkpoint by name (``tts_eval.prm.heads``), so the
+    checkpoint's ``lm_head``/``score``/``v_head`` tensors are expected to be left over, not the
+    "UNEXPECTED ... not ok if you expect identical arch" table transformers prints for them on
+    every load: they are logged at debug level. Backbone tensors the checkpoint lacks (left
+    randomly initialised) are still a warning.
+    """
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logger = hf_logging.get_logger("transformers.modeling_utils")
+    level = hf_logger.level
+    hf_logger.setLevel(logging.ERROR)
+    try:
+        model, info = AutoModel.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    finally:
+        hf_logger.setLevel(level)
+    unexpected = sorted(info.get("unexpected_keys") or ())
+    if unexpected:
+        logger.debug("PRM %s: checkpoint tensors outside the backbone: %s", path, unexpected)
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        logger.warning(
+            "PRM %s: the checkpoint has no weights for %d backbone tensor(s) (%s): they are "
+            "randomly initialised",
+            path,
+            len(missing),
+            shown,
+        )
+    return model
