@@ -316,3 +316,25 @@ def test_a_backbone_tensor_missing_from_the_checkpoint_is_a_warning(prm_dirs, tm
     [record] = [r for r in caplog.records if r.name == "tts_eval.prm.registry"]
     assert "1 backbone tensor(s)" in record.getMessage()
     assert "layers.0.mlp.up_proj.weight" in record.getMessage()
+
+
+def test_a_backbone_tensor_of_the_wrong_shape_fails_with_transformers_report(prm_dirs, tmp_path):
+    """The silenced load fails; the error comes after transformers' table naming the tensor."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    target = tmp_path / DIR_NAMES["token_classification"]
+    shutil.copytree(prm_dirs["token_classification"], target)
+    state = load_file(str(target / "model.safetensors"))
+    bad = next(k for k in state if k.endswith("layers.0.mlp.up_proj.weight"))
+    state[bad] = torch.zeros(state[bad].shape[0] + 1, state[bad].shape[1])
+    save_file(state, str(target / "model.safetensors"))
+    heard = _Collect()
+    hf_root = logging.getLogger("transformers")
+    hf_root.addHandler(heard)
+    try:
+        with pytest.raises(RuntimeError):
+            load_prm(str(target), device="cpu")
+    finally:
+        hf_root.removeHandler(heard)
+    assert any("LOAD REPORT" in m and "layers.0.mlp.up_proj.weight" in m for m in heard.messages)

@@ -257,6 +257,10 @@ def engine_core_env(
     if not small or MULTIPROCESSING_ENV in env:
         yield
         return
+    logger.info(
+        "vLLM engine core in this process on a small CPU (%s=1 keeps vLLM's own process)",
+        MULTIPROCESSING_ENV,
+    )
     env[MULTIPROCESSING_ENV] = "0"
     try:
         yield

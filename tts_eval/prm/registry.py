@@ -404,7 +404,8 @@ def load_backbone(path: str, dtype: Any) -> Any:
     checkpoint's ``lm_head``/``score``/``v_head`` tensors are expected to be left over, not the
     "UNEXPECTED ... not ok if you expect identical arch" table transformers prints for them on
     every load: they are logged at debug level. Backbone tensors the checkpoint lacks (left
-    randomly initialised) are still a warning.
+    randomly initialised) are still a warning. A load that fails (tensors of the wrong shape) is
+    run again with the report on, so the error comes with transformers' table of what is wrong.
     """
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
@@ -414,6 +415,10 @@ def load_backbone(path: str, dtype: Any) -> Any:
     hf_logger.setLevel(logging.ERROR)
     try:
         model, info = AutoModel.from_pretrained(path, dtype=dtype, output_loading_info=True)
+    except Exception:
+        hf_logger.setLevel(level)
+        AutoModel.from_pretrained(path, dtype=dtype)  # fails again, after printing its report
+        raise
     finally:
         hf_logger.setLevel(level)
     unexpected = sorted(info.get("unexpected_keys") or ())
