@@ -163,3 +163,47 @@ def test_a_labels_folder_from_before_a_new_engine_setting_still_resumes(tmp_path
     )
     with pytest.raises(ValueError, match="policy.dtype: 'float16' there, 'auto' now"):
         _check_folder(tmp_path, identity)
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "expected"),
+    [
+        # a step checked right is right, before or after uncheckable ones; the last step is the
+        # solution's answer's
+        ((None, True, True), [(False, "outcome"), (True, "checker"), (False, "outcome")]),
+        # after a step checked wrong, a step checked right is not (its prefix holds an error)
+        ((False, True, None), [(False, "checker"), (False, "outcome"), (False, "outcome")]),
+        ((True, False, None), [(True, "checker"), (False, "checker"), (False, "outcome")]),
+        # a wrong last step is wrong even in a solution whose answer is right
+        ((None, None, False), [(False, "outcome"), (False, "outcome"), (False, "checker")]),
+    ],
+)
+def test_combine_labels_with_a_checker_that_also_says_right(verdicts, expected):
+    views = ("s1", "s2", "s3")
+    verdict = dict(zip(views, verdicts, strict=True))
+    got = combine_labels(views, outcome=False, mc={}, checker=verdict.get)
+    assert [(s.label, s.source) for s in got] == expected
+    right = combine_labels(views, outcome=True, mc={}, checker=verdict.get)
+    assert right[-1].label is (verdicts[-1] is not False)
+
+
+def test_the_checker_digest_names_the_file_that_defines_it(tmp_path):
+    """A folder records which checker labelled it (a digest of its file): editing the checker
+    changes the digest, so ``tts-eval label`` refuses to resume that folder with it."""
+    import importlib.util
+
+    from tts_eval.learn.label import checker_digest
+
+    def load(name: str, body: str):
+        path = tmp_path / f"{name}.py"
+        path.write_text(f"def check_step(doc, step):\n    return {body}\n")
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.check_step
+
+    first, same, edited = load("a", "None"), load("b", "None"), load("c", "False")
+    assert checker_digest(None) is None
+    assert checker_digest(first) == checker_digest(same)  # same source, same verdicts
+    assert checker_digest(first) != checker_digest(edited)
+    assert len(checker_digest(first)) == 16

@@ -161,6 +161,28 @@ def test_arith_step_checker(step, verdict):
     assert _arith().check_step({}, step) is verdict
 
 
+@pytest.mark.parametrize(
+    ("expression", "step", "verdict"),
+    [
+        ("9 + 2", "9 + 2 = 11", True),
+        ("9 + 2", "2 * 9 = 18", False),  # true, but not the question's operation
+        ("9 - 2", "9 + 2 = 11", False),
+        ("9 - 2 + 1", "9 - 2 = 7", True),
+        ("9 - 2 + 1", "2 - 1 = 1 so 9 - 1 = 8", True),  # 9 - (2 - 1)
+        ("9 - 2 + 1", "2 + 1 = 3", False),  # 9 - (2 + 1) is not the question
+        ("9 - 2 + 1", "7 + 1 = 8", True),
+        ("2 + 5 - 2", "5 - 2 = 3", True),
+        ("2 + 5 - 2", "2 + 5 = 8", False),  # false arithmetic
+        ("2 + 5 - 2", "The answer is 5.", None),
+    ],
+)
+def test_arith_step_checker_knows_the_way_to_the_answer(expression, step, verdict):
+    arith = _arith()
+    assert arith.check_step({"expression": expression}, step) is verdict
+    values = {int(v) for v in arith.path_values(expression)}
+    assert eval(expression) in values  # noqa: S307 (digits, +, -)
+
+
 def test_arith_training_split_is_disjoint_from_the_test_questions():
     arith = _arith()
     train = arith.training_problems(2000, 1)

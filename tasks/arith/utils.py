@@ -18,8 +18,11 @@ Three tasks share these hooks (their YAML passes ``dataset_kwargs`` to ``load_ar
   question (``tts-eval label --task arith_train``).
 
 ``check_step(doc, step)`` is the task's exact step checker (read by ``tts-eval label``): a step
-that states arithmetic (``9 - 2 + 1 = 8``) is right when every such equation holds, wrong when
-one does not, and not checkable (None) when it states none.
+that states arithmetic (``9 - 2 + 1 = 8``) is right when every such equation holds and its value
+lies on the way to the problem's answer (a run of neighbouring terms of the problem's expression:
+for ``9 - 2 + 1``, one of 7, 1 and 8), wrong when an equation is false or off that way (``9 + 2 =
+11`` for it: right sum, wrong operation), and not checkable (None) when it states none. A doc
+without its ``expression`` is checked for arithmetic only.
 
 The prompt asks for one step per line (search with ``step_delimiter=\n``: SmolLM2 rarely leaves
 blank lines between steps) and a last line ``The answer is N.`` (what
@@ -198,14 +201,33 @@ def _evaluate(expression: str) -> Fraction | None:
     return sum((s * t for s, t in zip(signs, terms, strict=True)), Fraction(0))
 
 
+def path_values(expression: str) -> frozenset[Fraction]:
+    """Values a right solution of ``expression`` (``a op b op c``, + and -) can state: each run of
+    neighbouring terms, grouped as the expression needs it (``a - b + c``: ``a - b``, ``b - c``
+    as in ``a - (b - c)``, and the whole)."""
+    tokens = _TOKEN.findall(expression)
+    numbers, ops = [Fraction(t) for t in tokens[0::2]], tokens[1::2]
+    values = set()
+    for start in range(len(numbers)):
+        # a run after a minus is subtracted whole: its own operators flip
+        flip = start > 0 and ops[start - 1] == "-"
+        value = numbers[start]
+        for op, number in zip(ops[start:], numbers[start + 1 :], strict=False):
+            value = value + number if (op == "+") != flip else value - number
+            values.add(value)
+    return frozenset(values)
+
+
 def check_step(doc: dict, step: str) -> bool | None:
-    """Exact check of one step's arithmetic: False if an equation it states is wrong, True if it
-    states at least one and all hold, None if it states none (see the module docstring)."""
+    """Exact check of one step (see the module docstring): False if an equation it states is
+    wrong, or (when ``doc`` has its ``expression``) equals no value on the way to the answer;
+    True if it states at least one and all pass; None if it states none."""
+    on_path = path_values(doc["expression"]) if doc.get("expression") else None
     verdicts = []
     for lhs, rhs in _EQUATION.findall(step):
         value = _evaluate(lhs)
         if value is not None:
-            verdicts.append(value == Fraction(rhs))
+            verdicts.append(value == Fraction(rhs) and (on_path is None or value in on_path))
     if not verdicts:
         return None
     return all(verdicts)

@@ -11,7 +11,7 @@ data set records is what a PRM sees in a search (the last user turn).
 The output folder holds:
 
 - ``manifest.json``: what identifies the labels (task, policy and engine, every labelling
-  setting, the seed, the answer format, whether the task's step checker was used) and running
+  setting, the seed, the answer format, the task's step checker: a digest of its file) and running
   statistics (problems, steps, label shares by source, tokens, prefix-cache share, wall time);
 - ``records.jsonl``: one line per problem, appended (and fsynced) after each chunk, so a killed
   job loses at most the chunk in flight; re-run, it labels only what is missing (a torn last line
@@ -32,6 +32,8 @@ What this module does not do: sample or label (``rollouts``), train (``train``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import json
 import logging
 import os
@@ -225,6 +227,18 @@ def task_checker(task: Any) -> Callable[[Mapping[str, Any], str], bool | None] |
         if callable(hook) and namespace is not None and callable(namespace.get("check_step")):
             return namespace["check_step"]
     return None
+
+
+def checker_digest(checker: Callable[..., Any] | None) -> str | None:
+    """What identifies a checker's verdicts: a digest of the file that defines it (a changed
+    checker labels differently, so a folder labelled with another one is not resumed)."""
+    if checker is None:
+        return None
+    try:
+        source = Path(inspect.getsourcefile(checker) or "").read_bytes()
+    except (TypeError, OSError):
+        source = f"{checker.__module__}.{checker.__qualname__}".encode()
+    return hashlib.sha256(source).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +442,8 @@ def run_labelling(
     docs = task_docs(task, job.task, job.limit)
     checker = task_checker(task) if job.use_checker else None
     folder = Path(job.output_dir)
-    manifest = _check_folder(folder, job.identity())
+    identity = {**job.identity(), "checker_source": checker_digest(checker)}
+    manifest = _check_folder(folder, identity)
     records_path = folder / RECORDS
     records = read_records(records_path)
     todo = [doc for doc in docs if doc.doc_id not in records]

@@ -19,8 +19,10 @@
    one; one cut off at ``max_tokens`` before any final step reaches nothing.
 3. **Labels**, one per step, with its source:
 
-   - ``checker``: the task's exact step checker says the step is wrong (e.g. false arithmetic);
-     the label is False whatever else says;
+   - ``checker``: the task's exact step checker says the step is wrong (e.g. false arithmetic):
+     the label is False whatever else says; or it says the step is right (a true step on the way
+     to the answer) and no earlier step was checked wrong: True, unless it is the last step (the
+     solution's answer decides that one);
    - ``outcome``: the last step of a solution, labelled by the solution's own answer (True iff it
      equals the gold answer; a solution cut off at ``max_tokens`` is False); also every step when
      ``rollouts=0`` (outcome supervision), and the steps a cap round closed together (no token
@@ -187,10 +189,15 @@ def combine_labels(
     share of rollouts that reached gold; steps without one, and the last step, take ``outcome``."""
     labels = []
     last = len(views) - 1
+    checked_wrong = False
     for i, view in enumerate(views):
         soft = mc.get(i) if i != last else None
-        if checker is not None and checker(view) is False:
+        verdict = checker(view) if checker is not None else None
+        if verdict is False:
+            checked_wrong = True
             labels.append(StepLabel(view, False, soft, "checker"))
+        elif verdict is True and i != last and not checked_wrong:
+            labels.append(StepLabel(view, True, soft, "checker"))
         elif soft is not None:
             labels.append(StepLabel(view, soft > 0, soft, "mc"))
         else:
