@@ -10,16 +10,20 @@ finished.
 1. ``label``: ``tts-eval label --task arith_train`` (problems of another seed than the test
    problems, none of their questions), twice: outcome labels with arith's exact step checker on
    ``--label-problems`` problems x ``--samples`` solutions (``--rollouts 0``), and Monte Carlo
-   labels (``--rollouts`` completions per step) on ``--mc-problems`` problems with another seed.
+   labels (``--rollouts`` completions per step) on ``--mc-problems`` problems with another seed
+   (0: none). Label folders are keyed by the digest of the checker's file, as ``tts-eval label``
+   records it (an edited checker labels anew).
 2. ``train``: ``tts-eval train-prm`` from SmolLM2-135M-Instruct on both label sets (full
    fine-tuning of its first ``--layers`` decoder layers, fp32, at most
-   ``--negatives-per-positive`` solutions ending wrong per solution ending right, epochs chosen so
-   the training tokens fit ``--train-tokens``).
+   ``--negatives-per-positive`` solutions ending wrong per solution ending right, 0: every row;
+   epochs chosen so the training tokens fit ``--train-tokens``).
 3. ``eval``: two ``tts-eval sweep`` runs on the first ``--test-problems`` problems of
    ``arith_500`` (majority, best_of_n, beam_search, dvts at ``--budgets``; beam width 4), one with
    the trained PRM, one with SmolLM2 itself read as an RLHFlow PRM (untrained).
    ``rescore`` (also a stage of its own): weighted best-of-N with the untrained PRM on the
-   trained sweep's best_of_n samples, no generation.
+   trained sweep's best_of_n samples, no generation; with ``--samples-from SWEEP`` (a sweep of
+   the same policy settings, e.g. with an earlier PRM) both PRMs rescore that sweep's samples
+   instead of the trained sweep generating them again.
 4. ``report``: ``tts-eval compare`` of both sweeps (leaderboard, figures) and the table of this
    benchmark: per strategy, PRM and n, accuracy with its 95% bootstrap interval, the paired
    difference to majority voting at the same n (interval and sign-flip p-value), policy and PRM
@@ -81,14 +85,27 @@ def _policy_args(policy: Path, seed: int, max_tokens: int) -> str:
     )
 
 
+def checker_tag() -> str:
+    """What keys labels by the task's step checker: the digest ``tts-eval label`` records of the
+    file that defines arith's ``check_step`` (an edited checker labels into new folders)."""
+    import hashlib
+
+    from tts_eval.plugin import tasks_dir
+
+    return hashlib.sha256((tasks_dir() / "arith" / "utils.py").read_bytes()).hexdigest()[:8]
+
+
 def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, Any]:
     out = {}
     jobs = {
         "outcome": (a.label_problems, a.samples, 0, 0),
         "mc": (a.mc_problems, a.samples, a.rollouts, 1),
     }
+    tag = checker_tag()
     for name, (problems, samples, rollouts, seed) in jobs.items():
-        folder = cache / f"labels-{name}-p{problems}-s{samples}-m{rollouts}-seed{seed}"
+        if problems <= 0:
+            continue
+        folder = cache / f"labels-{name}-p{problems}-s{samples}-m{rollouts}-seed{seed}-ck{tag}"
         seconds = _run(
             [
                 "label", "--task", "arith_train", "--model_args",
@@ -106,27 +123,28 @@ def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> 
 def _prm_dir(a: argparse.Namespace, cache: Path) -> Path:
     return cache / (
         f"prm-p{a.label_problems}-{a.mc_problems}-s{a.samples}-m{a.rollouts}-t{a.train_tokens}"
-        f"-l{a.layers}-r{a.negatives_per_positive:g}-lr{a.learning_rate:g}"
+        f"-l{a.layers}-r{a.negatives_per_positive:g}-lr{a.learning_rate:g}-ck{checker_tag()}"
     )
 
 
 def train_stage(a: argparse.Namespace, policy: Path, cache: Path, labels: dict, log: Path) -> dict:
     from datasets import load_from_disk
 
-    folders = [labels[k]["folder"] for k in ("outcome", "mc")]
-    # epochs so that the training tokens fit the budget (rows kept after balancing x ~tokens each)
+    folders = [labels[k]["folder"] for k in ("outcome", "mc") if k in labels]
+    # epochs so that the training tokens fit the budget (rows kept after balancing x ~tokens each;
+    # --negatives-per-positive 0 keeps every row)
     ends = [row[-1] for f in folders for row in load_from_disk(str(Path(f) / "dataset"))["labels"]]
-    positives = sum(ends)
-    rows = min(len(ends), positives * (1 + a.negatives_per_positive))
+    ratio = a.negatives_per_positive
+    rows = len(ends) if ratio <= 0 else min(len(ends), sum(ends) * (1 + ratio))
     epochs = max(0.25, min(4.0, a.train_tokens / (rows * a.row_tokens)))
+    balance = [] if ratio <= 0 else ["--negatives-per-positive", str(ratio)]
     out = _prm_dir(a, cache)
     _run(
         [
             "train-prm", "--model", str(policy), *sum((["--data", f] for f in folders), []),
             "--output_dir", str(out), "--epochs", f"{epochs:.2f}", "--batch-size", "8",
             "--learning-rate", str(a.learning_rate), "--val-fraction", "0.1",
-            "--save-steps", "50", "--layers", str(a.layers),
-            "--negatives-per-positive", str(a.negatives_per_positive), "--no-progress",
+            "--save-steps", "50", "--layers", str(a.layers), *balance, "--no-progress",
         ],
         log,
     )  # fmt: skip
@@ -193,16 +211,16 @@ def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> d
     """The sweeps, one (strategies, budget) slice at a time in :data:`EVAL_ORDER` (each resumes
     what an earlier run of this script recorded; majority comes with best_of_n's run)."""
     seconds = {}
-    prms = {
-        "trained": (_prm_dir(a, cache), "token_classification"),
-        "untrained": (policy, "rlhflow"),
-    }
+    prms = _prms(a, policy, cache)
     sweeps = _sweeps(a, policy, cache)
     for name, strategies, budget in EVAL_ORDER:
         if name not in a.eval_prms or int(budget) not in a.budgets:
             continue
-        if name == "untrained" and "rescore" not in seconds:
-            seconds["rescore"] = rescore_stage(a, policy, cache)
+        if name == "untrained" and "rescore untrained" not in seconds:
+            seconds["rescore untrained"] = rescore_stage(a, policy, cache, "untrained")
+        if strategies == "best_of_n" and a.samples_from:  # the samples are there: score them
+            seconds[f"rescore {name}"] = rescore_stage(a, policy, cache, name)
+            continue
         prm, prm_type = prms[name]
         recipe = _recipe(a, policy, prm, prm_type, sweeps[name])
         key = f"{name} {strategies} n={budget}"
@@ -214,14 +232,34 @@ def eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> d
     return seconds
 
 
-def _rescored(a: argparse.Namespace, policy: Path, cache: Path) -> Path:
-    return cache / f"rescored-untrained-{_sweeps(a, policy, cache)['trained'].name}.jsonl"
+def _prms(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, tuple[Path, str]]:
+    return {
+        "trained": (_prm_dir(a, cache), "token_classification"),
+        "untrained": (policy, "rlhflow"),
+    }
 
 
-def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
-    """Weighted best-of-N with the untrained PRM on the very samples of the trained sweep's
-    best_of_n run (the same seeds would draw them again): every candidate's steps scored by
-    SmolLM2 read as an RLHFlow PRM, written as a trace file for ``tts-eval compare``."""
+def _samples_sweep(a: argparse.Namespace, policy: Path, cache: Path) -> Path:
+    """The sweep whose best_of_n samples weighted best-of-N reads: ``--samples-from`` (a sweep of
+    the same policy settings, e.g. an earlier PRM's), else the trained sweep."""
+    return Path(a.samples_from) if a.samples_from else _sweeps(a, policy, cache)["trained"]
+
+
+def _samples_run(a: argparse.Namespace, policy: Path, cache: Path) -> Path | None:
+    runs = sorted((_samples_sweep(a, policy, cache) / "runs").glob("best_of_n*.jsonl"))
+    return runs[-1] if runs else None
+
+
+def _rescored(a: argparse.Namespace, policy: Path, cache: Path, name: str) -> Path:
+    prm = "untrained" if name == "untrained" else _prm_dir(a, cache).name
+    return cache / f"rescored-{prm}-{_samples_sweep(a, policy, cache).name}.jsonl"
+
+
+def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path, name: str) -> float:
+    """Weighted best-of-N with PRM ``name`` (``untrained``: SmolLM2 read as an RLHFlow PRM;
+    ``trained``) on the very samples of :func:`_samples_sweep`'s best_of_n run (the same seeds
+    would draw them again): every candidate's steps scored, written as a trace file for
+    ``tts-eval compare``."""
     from tts_eval.grader import NumberAnswerSpec
     from tts_eval.learn.label import load_task, task_docs
     from tts_eval.lm_model import context_to_messages, problem_text
@@ -230,20 +268,21 @@ def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path) -> float:
     from tts_eval.traces import append_jsonl, read_jsonl, result_from_record, result_record
     from tts_eval.types import PRMRequest
 
-    out = _rescored(a, policy, cache)
-    runs = sorted((_sweeps(a, policy, cache)["trained"] / "runs").glob("best_of_n*.jsonl"))
-    if out.is_file() or not runs:
+    out = _rescored(a, policy, cache, name)
+    run = _samples_run(a, policy, cache)
+    if out.is_file() or run is None:
         return 0.0
     started = time.monotonic()
-    records = list(read_jsonl(runs[-1]))
+    records = list(read_jsonl(run))
     if len(records) < a.test_problems:  # a sweep still running (or stopped): rescore it whole later
         raise SystemExit(
-            f"{runs[-1]} holds {len(records)} of {a.test_problems} problems: run the trained "
+            f"{run} holds {len(records)} of {a.test_problems} problems: run the trained "
             "sweep's best_of_n slice to the end first (--stages eval)"
         )
     docs = {d.doc_id: d for d in task_docs(load_task("arith_500"), "arith_500", a.test_problems)}
     texts = {i: problem_text(context_to_messages(d.context)) for i, d in docs.items()}
-    prm = load_prm(str(policy), "rlhflow")
+    prm_path, prm_type = _prms(a, policy, cache)[name]
+    prm = load_prm(str(prm_path), prm_type)
     grouper = AnswerGrouper(NumberAnswerSpec())
     # records land one by one in a partial file: a stopped rescoring resumes where it was
     partial = out.with_suffix(".partial.jsonl")
@@ -292,31 +331,41 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
 
     sweeps = _sweeps(a, policy, cache)
     out_dir = cache / f"compare-{sweeps['trained'].name}"
-    rescored = _rescored(a, policy, cache)
-    results = {"trained": sweeps["trained"], "untrained": sweeps["untrained"], "rescored": rescored}
+    prms = _prms(a, policy, cache)
+    # weighted best-of-N: rescored samples (the untrained PRM; the trained one with --samples-from)
+    results = {
+        "trained": sweeps["trained"],
+        "untrained": sweeps["untrained"],
+        "rescored untrained": _rescored(a, policy, cache, "untrained"),
+    }
+    if a.samples_from:
+        results["rescored trained"] = _rescored(a, policy, cache, "trained")
     present = {k: v for k, v in results.items() if v.exists()}
     args = ["compare", *map(str, present.values()), "--out", str(out_dir)]
-    labels = {"trained": "trained PRM", "untrained": "untrained PRM", "rescored": "untrained PRM"}
     for name, path in present.items():
-        args += ["--label", f"{path}={labels[name]}"]
-    if "rescored" in present:
-        args += ["--policy", f"{rescored}={policy}", "--prm", f"{rescored}={policy}"]
+        args += ["--label", f"{path}={name.split()[-1]} PRM"]
+        if name.startswith("rescored"):
+            prm = prms[name.split()[-1]][0]
+            args += ["--policy", f"{path}={policy}", "--prm", f"{path}={prm}"]
     _run(args, log)
     systems = {}
     for name, path in present.items():
-        named = {"policy": str(policy), "prm": str(policy)} if name == "rescored" else {}
+        prm_name = name.split()[-1]
+        named = {}
+        if name.startswith("rescored"):
+            named = {"policy": str(policy), "prm": str(prms[prm_name][0])}
         for system in load_systems(path, **named):
-            if name == "rescored" and system.strategy == "majority":
-                continue  # the trained sweep's majority: the same samples
-            prm_name = "untrained" if name == "rescored" else name
-            systems[(prm_name, system.strategy, system.selection)] = system
+            key = (prm_name, system.strategy, system.selection)
+            if system.strategy == "majority":  # every source of these samples has the same vote
+                key = ("-", system.strategy, system.selection)
+                if key in systems:
+                    continue
+            systems[key] = system
     majority = {
         p.n: p.accuracy for key, s in systems.items() if key[1] == "majority" for p in s.points
     }
     rows = []
     for (prm, strategy, selection), system in sorted(systems.items()):
-        if strategy == "majority" and prm == "untrained":
-            continue  # the same samples (same seeds) as the trained sweep's majority
         for point in system.points:
             acc = [100 * v for v in point.accuracy.values()]
             mean, low, high = _stat(acc)
@@ -358,32 +407,37 @@ def checker_bound(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str,
     from tts_eval.search.voting import majority_vote, pass_at_n, weighted_vote_by
     from tts_eval.traces import read_jsonl, result_from_record
 
-    runs = sorted((_sweeps(a, policy, cache)["trained"] / "runs").glob("best_of_n*.jsonl"))
-    if not runs:
+    run = _samples_run(a, policy, cache)
+    if run is None:
         return None
     task = load_task("arith_500")
     check = task_checker(task)
     docs = {d.doc_id: d for d in task_docs(task, "arith_500", a.test_problems)}
     spec = NumberAnswerSpec()
     grouper = AnswerGrouper(spec)
-    hits = {"majority": 0, "checker": 0, "pass": 0}
-    passing, total, problems = 0, 0, 0
-    for record in read_jsonl(runs[-1]):
+    hits = {"majority": 0, "arithmetic checker": 0, "path checker": 0, "pass": 0}
+    passing = {"arithmetic checker": 0, "path checker": 0}
+    total, problems = 0, 0
+    for record in read_jsonl(run):
         doc = docs[record["doc_id"]]
         cands = result_from_record(record).candidates
-        ok = [all(check(doc.doc, step) is not False for step in c.steps) for c in cands]
-        passing, total, problems = passing + sum(ok), total + len(ok), problems + 1
+        # the doc without its expression: arithmetic only; with it: also the way to the answer
+        arithmetic_only = {k: v for k, v in doc.doc.items() if k != "expression"}
+        total, problems = total + len(cands), problems + 1
 
         def right(index: int | None, doc=doc, cands=cands) -> bool:
             return index is not None and spec.equivalent(cands[index].answer, doc.gold)
 
+        for name, known in (("arithmetic checker", arithmetic_only), ("path checker", doc.doc)):
+            ok = [all(check(known, step) is not False for step in c.steps) for c in cands]
+            passing[name] += sum(ok)
+            hits[name] += right(weighted_vote_by(cands, grouper, [1.0 if o else 1e-3 for o in ok]))
         hits["majority"] += right(majority_vote(cands, grouper))
-        hits["checker"] += right(weighted_vote_by(cands, grouper, [1.0 if o else 1e-3 for o in ok]))
         hits["pass"] += pass_at_n(cands, lambda ans, doc=doc: spec.equivalent(ans, doc.gold))
     return {
         "problems": problems,
         "accuracy": {k: 100 * v / problems for k, v in hits.items()},
-        "solutions_passing_checker": passing / total,
+        "solutions_passing": {k: v / total for k, v in passing.items()},
     }
 
 
@@ -404,15 +458,12 @@ def prm_eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) 
     val = cache / f"validation-{prm_dir.name}.parquet"
     if not val.is_file():
         parts = []
-        for folder in sorted(cache.glob("labels-*")):
+        for folder in report["data"].split(", "):  # the label folders it was trained on
             data = load_from_disk(str(folder / "dataset"))
             parts.append(data.filter(lambda row: row["uid"] in held_out))
         concatenate_datasets(parts).to_parquet(str(val))
     out = {}
-    for name, (prm, prm_type) in {
-        "trained": (prm_dir, "token_classification"),
-        "untrained": (policy, "rlhflow"),
-    }.items():
+    for name, (prm, prm_type) in _prms(a, policy, cache).items():
         target = cache / f"prm-eval-{name}-{prm_dir.name}.json"
         if target.is_file():  # named by the PRM folder, as the validation set it was run on
             out[name] = json.loads(target.read_text())
@@ -462,6 +513,10 @@ def main() -> None:
     parser.add_argument("--budgets", default="4,16")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--eval-prms", default="trained,untrained", help="sweeps to run")
+    parser.add_argument(
+        "--samples-from",
+        help="a sweep folder whose best_of_n samples both PRMs rescore (same policy settings)",
+    )
     parser.add_argument("--json", help="write every figure here")
     parser.add_argument("--figure", help="copy compare's accuracy-vs-budget figure here")
     a = parser.parse_args()
@@ -488,7 +543,11 @@ def main() -> None:
     if "eval" in stages:
         result["eval_seconds"] = eval_stage(a, policy, cache, log)
     if "rescore" in stages:  # also run by eval before the untrained sweep's first slice
-        result["eval_seconds"] = {"rescore": rescore_stage(a, policy, cache)}
+        result["eval_seconds"] = {
+            f"rescore {name}": rescore_stage(a, policy, cache, name)
+            for name in a.eval_prms
+            if name == "untrained" or a.samples_from
+        }
     if "report" in stages:
         result["prm_eval"] = prm_eval_stage(a, policy, cache, log)
         result.update(report_stage(a, policy, cache, log))
@@ -496,12 +555,13 @@ def main() -> None:
         _print_table(result)
         bound = result["checker_bound"]
         if bound:
-            acc = bound["accuracy"]
+            acc, share = bound["accuracy"], bound["solutions_passing"]
             print(
                 f"\narith's step checker as the verifier ({bound['problems']} problems, the "
-                f"best-of-N samples): {acc['checker']:.1f}% vs majority {acc['majority']:.1f}%, "
-                f"pass@n {acc['pass']:.1f}%; {bound['solutions_passing_checker']:.1%} of the "
-                "solutions pass it"
+                f"best-of-N samples): arithmetic only {acc['arithmetic checker']:.1f}% "
+                f"({share['arithmetic checker']:.1%} of the solutions pass), with the way to the "
+                f"answer {acc['path checker']:.1f}% ({share['path checker']:.1%} pass), vs "
+                f"majority {acc['majority']:.1f}%, pass@n {acc['pass']:.1f}%"
             )
     result["seconds"] = time.monotonic() - started
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2, default=str))
