@@ -354,3 +354,57 @@ def test_the_arith_task_offers_its_step_checker():
     checker = task_checker(load_task("arith_train"))
     assert checker is not None
     assert checker({}, "9 - 8 = 2") is False and checker({}, "9 - 8 = 1") is True
+
+
+CHECKED_HOOKS = """
+def doc_to_text(doc):
+    return doc["question"]
+
+
+def check_step(doc, step):
+    return {verdict}
+"""
+
+
+def test_relabel_gives_what_labelling_anew_with_the_changed_checker_gives(scripted_llama, tmp_path):
+    """A task's checker changes after its labels were written: the folder is refused (one line
+    naming the checker), ``--relabel`` labels its recorded solutions again without generating,
+    and the records equal a new job's with the changed checker."""
+    tasks = _task_folder(tmp_path / "tasks")
+    yaml = TASK_YAML.format(name="tinyqc", docs=tasks / "docs.jsonl", target="{{answer}}")
+    yaml = yaml.replace('doc_to_text: "{{question}}"', "doc_to_text: !function hooks.doc_to_text")
+    (tasks / "tinyqc.yaml").write_text(yaml)
+    hooks = tasks / "hooks.py"
+
+    def label(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        args = _label_args(scripted_llama, tasks, out, *extra)
+        args[args.index("--task") + 1] = "tinyqc"
+        return _cli("label", *args)
+
+    hooks.write_text(CHECKED_HOOKS.format(verdict="None"))
+    first = label(tmp_path / "a")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = [json.loads(line) for line in (tmp_path / "a" / "records.jsonl").open()]
+    assert {s["source"] for r in before for sol in r["solutions"] for s in sol["steps"]} != {
+        "checker"
+    }
+    hooks.write_text(CHECKED_HOOKS.format(verdict="False"))  # every step is wrong now
+    refused = label(tmp_path / "a")
+    assert refused.returncode == 2
+    assert "was labelled with other settings (checker_source: " in refused.stderr
+    relabelled = label(tmp_path / "a", "--relabel")
+    assert relabelled.returncode == 0, relabelled.stderr[-3000:]
+    assert "6 problems recorded before, 0 labelled" in relabelled.stdout
+    anew = label(tmp_path / "b")
+    assert anew.returncode == 0, anew.stderr[-3000:]
+    after = {r["doc_id"]: r for r in map(json.loads, (tmp_path / "a" / "records.jsonl").open())}
+    fresh = {r["doc_id"]: r for r in map(json.loads, (tmp_path / "b" / "records.jsonl").open())}
+    assert after == fresh
+    steps = [s for r in after.values() for sol in r["solutions"] for s in sol["steps"]]
+    assert steps and all(s["source"] == "checker" and s["label"] is False for s in steps)
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    assert (
+        manifest["identity"]["checker_source"]
+        == json.loads((tmp_path / "b" / "manifest.json").read_text())["identity"]["checker_source"]
+    )
+    assert manifest["relabelled"][0]["problems"] == 6

@@ -64,6 +64,12 @@ def label_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--no-checker", action="store_true", help="ignore the task's exact step checker"
     )
+    parser.add_argument(
+        "--relabel",
+        action="store_true",
+        help="label the folder's recorded solutions again with the task's checker as it is now "
+        "(it changed since they were labelled); nothing is generated again",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(list(argv))
     _logging()
@@ -85,6 +91,7 @@ def label_main(argv: Sequence[str]) -> int:
         limit=args.limit,
         chunk_size=args.chunk,
         use_checker=not args.no_checker,
+        relabel=args.relabel,
         task_max_tokens=generation.get("max_gen_toks"),
     )
     summary = run_labelling(job, task=task, progress=not args.no_progress)

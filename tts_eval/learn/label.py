@@ -51,6 +51,7 @@ from tts_eval.learn.rollouts import (
     LabelSettings,
     ProblemLabels,
     StepChecker,
+    combine_labels,
     label_problems,
 )
 from tts_eval.model_args import parse_model_args
@@ -90,6 +91,7 @@ class LabelJob:
     limit: int | None = None
     chunk_size: int = 16
     use_checker: bool = True
+    relabel: bool = False
 
     def __post_init__(self) -> None:
         if self.config.prm is not None:
@@ -130,6 +132,7 @@ def job_from_args(
     limit: int | None = None,
     chunk_size: int = 16,
     use_checker: bool = True,
+    relabel: bool = False,
     task_max_tokens: int | None = None,
 ) -> LabelJob:
     """A :class:`LabelJob` from ``--model tts``-style ``model_args`` (checked before any load).
@@ -152,7 +155,7 @@ def job_from_args(
         num_iterations=search.num_iterations,
     )
     return LabelJob(
-        task, config, settings, output_dir, include_path, limit, chunk_size, use_checker
+        task, config, settings, output_dir, include_path, limit, chunk_size, use_checker, relabel
     )
 
 
@@ -229,6 +232,10 @@ def task_checker(task: Any) -> Callable[[Mapping[str, Any], str], bool | None] |
     return None
 
 
+# what --relabel may change in a folder's identity: the checker, nothing that generated the records
+CHECKER_KEYS = ("step_checker", "checker_source")
+
+
 def checker_digest(checker: Callable[..., Any] | None) -> str | None:
     """What identifies a checker's verdicts: a digest of the file that defines it (a changed
     checker labels differently, so a folder labelled with another one is not resumed)."""
@@ -255,7 +262,9 @@ class LabelSummary:
     stats: Mapping[str, Any]
 
 
-def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
+def _check_folder(
+    folder: Path, identity: Mapping[str, Any], ignore: Sequence[str] = ()
+) -> dict[str, Any]:
     path = folder / MANIFEST
     if not path.is_file():
         if (folder / RECORDS).exists():
@@ -272,7 +281,7 @@ def _check_folder(folder: Path, identity: Mapping[str, Any]) -> dict[str, Any]:
         )
     theirs = _with_defaults(json.loads(json.dumps(manifest.get("identity", {}), default=str)))
     mine = _with_defaults(json.loads(json.dumps(identity, default=str)))
-    for name in sorted(set(theirs) | set(mine)):
+    for name in sorted((set(theirs) | set(mine)) - set(ignore)):
         if theirs.get(name) != mine.get(name):
             detail = _first_difference(theirs.get(name), mine.get(name), name)
             raise DataError(
@@ -327,6 +336,56 @@ def _append(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 def record_of(doc: TaskDoc, labels: ProblemLabels) -> dict[str, Any]:
     return {"doc_id": doc.doc_id, **dataclasses.asdict(labels)}
+
+
+def relabel_record(record: Mapping[str, Any], checker: StepChecker | None) -> dict[str, Any]:
+    """``record`` with its solutions' labels combined again (:func:`combine_labels`) from what
+    it keeps (step texts, rollout shares, each solution's outcome) under ``checker``: the labels a
+    new job with that checker gives (same seeds, same solutions), without generating anything."""
+    solutions = []
+    for solution in record.get("solutions", []):
+        steps = solution["steps"]
+        mc = {i: s["soft"] for i, s in enumerate(steps) if s["soft"] is not None}
+        labels = combine_labels(
+            tuple(s["text"] for s in steps),
+            outcome=bool(solution["correct"]),
+            mc=mc,
+            checker=checker,
+        )
+        solutions.append({**solution, "steps": [dataclasses.asdict(x) for x in labels]})
+    return {**record, "solutions": solutions} if "solutions" in record else dict(record)
+
+
+def _relabel_folder(
+    job: LabelJob,
+    task: Any,
+    checker: Callable[[Mapping[str, Any], str], bool | None] | None,
+    records: dict[int, dict[str, Any]],
+    records_path: Path,
+    manifest: dict[str, Any],
+    identity: Mapping[str, Any],
+) -> None:
+    """``--relabel``: every recorded problem labelled again with today's checker (the records
+    rewritten whole, atomically), the manifest's identity moved to it."""
+    docs = {d.doc_id: d for d in task_docs(task, job.task, max(records) + 1)}
+    for doc_id, record in records.items():
+        bound = _bind(checker, docs[doc_id].doc) if checker is not None else None
+        records[doc_id] = relabel_record(record, bound)
+    partial = records_path.with_suffix(".relabel.jsonl")
+    partial.unlink(missing_ok=True)
+    _append(partial, [records[i] for i in sorted(records)])
+    os.replace(partial, records_path)
+    before = manifest["identity"].get("checker_source")
+    manifest["identity"] = dict(identity)
+    manifest.setdefault("relabelled", []).append(
+        {"checker_source": [before, identity["checker_source"]], "problems": len(records)}
+    )
+    logger.info(
+        "relabelled %d recorded problems with the task's checker %s (was %s), nothing generated",
+        len(records),
+        identity["checker_source"],
+        before,
+    )
 
 
 def dataset_rows(records: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -443,9 +502,11 @@ def run_labelling(
     checker = task_checker(task) if job.use_checker else None
     folder = Path(job.output_dir)
     identity = {**job.identity(), "checker_source": checker_digest(checker)}
-    manifest = _check_folder(folder, identity)
+    manifest = _check_folder(folder, identity, ignore=CHECKER_KEYS if job.relabel else ())
     records_path = folder / RECORDS
     records = read_records(records_path)
+    if job.relabel and records:
+        _relabel_folder(job, task, checker, records, records_path, manifest, identity)
     todo = [doc for doc in docs if doc.doc_id not in records]
     done_before = len(docs) - len(todo)
     logger.info(
