@@ -181,7 +181,7 @@ def _recipe(a: argparse.Namespace, policy: Path, prm: Path, prm_type: str, out: 
             "apply_chat_template": True,
         },
     }
-    path = out.with_suffix(".yaml")
+    path = out.parent / f"{out.name}.yaml"  # the name holds dots (lr0.0001)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -459,7 +459,7 @@ def prm_eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) 
     if not val.is_file():
         parts = []
         for folder in report["data"].split(", "):  # the label folders it was trained on
-            data = load_from_disk(str(folder / "dataset"))
+            data = load_from_disk(str(Path(folder) / "dataset"))
             parts.append(data.filter(lambda row: row["uid"] in held_out))
         concatenate_datasets(parts).to_parquet(str(val))
     out = {}
