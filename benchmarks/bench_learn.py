@@ -497,14 +497,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--cache", help="artifacts folder (default $TTS_EVAL_CACHE/learn)")
-    parser.add_argument("--label-problems", type=int, default=1000)
-    parser.add_argument("--mc-problems", type=int, default=100)
+    parser.add_argument("--label-problems", type=int, default=600)
+    parser.add_argument("--mc-problems", type=int, default=0, help="problems with MC labels")
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--train-tokens", type=int, default=260_000)
+    parser.add_argument("--train-tokens", type=int, default=900_000)
     parser.add_argument("--layers", type=int, default=12, help="PRM: the base's first N layers")
-    parser.add_argument("--negatives-per-positive", type=float, default=3.0)
+    parser.add_argument(
+        "--negatives-per-positive", type=float, default=0.0, help="0: every row (the default)"
+    )
     parser.add_argument("--row-tokens", type=float, default=230.0, help="estimate per row")
     # 2e-5 (transformers' usual fine-tuning rate) left the new head at the label prior: validation
     # step AUROC 0.49 after 1.6 epochs of 600 problems' labels
