@@ -396,11 +396,10 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
 
 
 def checker_bound(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, Any] | None:
-    """What a PRM that only checks arithmetic could reach, on the trained sweep's best-of-N samples:
-    arith's exact step checker as the verifier (weight 1 for a solution none of whose steps it
-    finds wrong, 1e-3 otherwise, weighted vote), beside majority voting and pass@n on the same
-    samples. A verifier scoring no better than this bound must judge more than the arithmetic
-    (which numbers and operations the question asks for)."""
+    """What arith's exact step checker reaches as the verifier, on the best-of-N samples (weight 1
+    for a solution none of whose steps it finds wrong, 1e-3 otherwise, weighted vote): checking
+    the arithmetic only (the doc without its expression) and checking the way to the answer too,
+    beside majority voting and pass@n on the same samples."""
     from tts_eval.grader import NumberAnswerSpec
     from tts_eval.learn.label import load_task, task_checker, task_docs
     from tts_eval.search import AnswerGrouper
