@@ -273,11 +273,11 @@ def rescore_stage(a: argparse.Namespace, policy: Path, cache: Path, name: str) -
     if out.is_file() or run is None:
         return 0.0
     started = time.monotonic()
-    records = list(read_jsonl(run))
+    records = [r for r in read_jsonl(run) if r["doc_id"] < a.test_problems]
     if len(records) < a.test_problems:  # a sweep still running (or stopped): rescore it whole later
         raise SystemExit(
-            f"{run} holds {len(records)} of {a.test_problems} problems: run the trained "
-            "sweep's best_of_n slice to the end first (--stages eval)"
+            f"{run} holds {len(records)} of {a.test_problems} problems: run that sweep's "
+            "best_of_n slice to the end first (--stages eval)"
         )
     docs = {d.doc_id: d for d in task_docs(load_task("arith_500"), "arith_500", a.test_problems)}
     texts = {i: problem_text(context_to_messages(d.context)) for i, d in docs.items()}
@@ -355,6 +355,8 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
         if name.startswith("rescored"):
             named = {"policy": str(policy), "prm": str(prms[prm_name][0])}
         for system in load_systems(path, **named):
+            if a.samples_from and not named and system.strategy in ("majority", "best_of_n"):
+                continue  # other samples than the rescored ones every best-of-N row reads
             key = (prm_name, system.strategy, system.selection)
             if system.strategy == "majority":  # every source of these samples has the same vote
                 key = ("-", system.strategy, system.selection)
@@ -418,6 +420,8 @@ def checker_bound(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str,
     passing = {"arithmetic checker": 0, "path checker": 0}
     total, problems = 0, 0
     for record in read_jsonl(run):
+        if record["doc_id"] not in docs:  # a sweep of more problems than --test-problems
+            continue
         doc = docs[record["doc_id"]]
         cands = result_from_record(record).candidates
         # the doc without its expression: arithmetic only; with it: also the way to the answer

@@ -388,7 +388,10 @@ def test_relabel_gives_what_labelling_anew_with_the_changed_checker_gives(script
     assert {s["source"] for r in before for sol in r["solutions"] for s in sol["steps"]} != {
         "checker"
     }
-    hooks.write_text(CHECKED_HOOKS.format(verdict="False"))  # every step is wrong now
+    # now a verdict for each step before the answer, by problem: right where the gold is 1
+    hooks.write_text(
+        CHECKED_HOOKS.format(verdict='None if "boxed" in step else doc["answer"] == "1"')
+    )
     refused = label(tmp_path / "a")
     assert refused.returncode == 2
     assert "was labelled with other settings (checker_source: " in refused.stderr
@@ -400,11 +403,20 @@ def test_relabel_gives_what_labelling_anew_with_the_changed_checker_gives(script
     after = {r["doc_id"]: r for r in map(json.loads, (tmp_path / "a" / "records.jsonl").open())}
     fresh = {r["doc_id"]: r for r in map(json.loads, (tmp_path / "b" / "records.jsonl").open())}
     assert after == fresh
-    steps = [s for r in after.values() for sol in r["solutions"] for s in sol["steps"]]
-    assert steps and all(s["source"] == "checker" and s["label"] is False for s in steps)
+    checked = {
+        (r["gold"], s["label"])
+        for r in after.values()
+        for sol in r["solutions"]
+        for s in sol["steps"][:-1]  # the last step is the answer's
+        if s["source"] == "checker"
+    }
+    assert checked == {("1", True), ("2", False)}  # the checker saw each problem's own doc
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert (
         manifest["identity"]["checker_source"]
         == json.loads((tmp_path / "b" / "manifest.json").read_text())["identity"]["checker_source"]
     )
     assert manifest["relabelled"][0]["problems"] == 6
+    missing = label(tmp_path / "c", "--relabel")  # nothing recorded there: nothing to relabel
+    assert missing.returncode == 2 and not (tmp_path / "c").exists()
+    assert "--relabel: --output_dir" in missing.stderr and "no recorded labels" in missing.stderr

@@ -367,7 +367,7 @@ def _relabel_folder(
 ) -> None:
     """``--relabel``: every recorded problem labelled again with today's checker (the records
     rewritten whole, atomically), the manifest's identity moved to it."""
-    docs = {d.doc_id: d for d in task_docs(task, job.task, max(records) + 1)}
+    docs = {d.doc_id: d for d in task_docs(task, job.task, max(records, default=-1) + 1)}
     for doc_id, record in records.items():
         bound = _bind(checker, docs[doc_id].doc) if checker is not None else None
         records[doc_id] = relabel_record(record, bound)
@@ -502,10 +502,15 @@ def run_labelling(
     checker = task_checker(task) if job.use_checker else None
     folder = Path(job.output_dir)
     identity = {**job.identity(), "checker_source": checker_digest(checker)}
-    manifest = _check_folder(folder, identity, ignore=CHECKER_KEYS if job.relabel else ())
     records_path = folder / RECORDS
+    if job.relabel and not (folder / MANIFEST).is_file():
+        raise DataError(
+            f"--relabel: --output_dir {folder} has no recorded labels to label again; accepted: "
+            "a folder tts-eval label wrote (without --relabel, a new folder is labelled)"
+        )
+    manifest = _check_folder(folder, identity, ignore=CHECKER_KEYS if job.relabel else ())
     records = read_records(records_path)
-    if job.relabel and records:
+    if job.relabel:
         _relabel_folder(job, task, checker, records, records_path, manifest, identity)
     todo = [doc for doc in docs if doc.doc_id not in records]
     done_before = len(docs) - len(todo)
