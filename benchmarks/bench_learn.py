@@ -343,7 +343,13 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
     present = {k: v for k, v in results.items() if v.exists()}
     args = ["compare", *map(str, present.values()), "--out", str(out_dir)]
     for name, path in present.items():
-        args += ["--label", f"{path}={name.split()[-1]} PRM"]
+        label = f"{name.split()[-1]} PRM"
+        held = (
+            {run.name.split("-n")[0] for run in path.glob("runs/*.jsonl")} if path.is_dir() else {}
+        )
+        if len(held) == 1:  # compare names a result's only system by its label alone
+            label += f": {held.pop()}"
+        args += ["--label", f"{path}={label}"]
         if name.startswith("rescored"):
             prm = prms[name.split()[-1]][0]
             args += ["--policy", f"{path}={policy}", "--prm", f"{path}={prm}"]
@@ -391,7 +397,7 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
                     "p_value": diff["p_value"],
                 }
             rows.append(row)
-    figure = out_dir / "accuracy_vs_budget.png"
+    figure = out_dir / "compare_accuracy_vs_budget.png"
     if a.figure and figure.is_file():
         shutil.copyfile(figure, a.figure)
     return {"rows": rows, "compare": str(out_dir)}
