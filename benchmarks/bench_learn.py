@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -85,14 +86,20 @@ def _policy_args(policy: Path, seed: int, max_tokens: int) -> str:
     )
 
 
+@functools.cache
 def checker_tag() -> str:
-    """What keys labels by the task's step checker: the digest ``tts-eval label`` records of the
-    file that defines arith's ``check_step`` (an edited checker labels into new folders)."""
-    import hashlib
+    """What keys labels by the task's step checker: the digest ``tts-eval label`` records of
+    arith's ``check_step`` (:func:`tts_eval.learn.label.checker_digest`; an edited checker labels
+    into new folders)."""
+    import importlib.util
 
+    from tts_eval.learn.label import checker_digest
     from tts_eval.plugin import tasks_dir
 
-    return hashlib.sha256((tasks_dir() / "arith" / "utils.py").read_bytes()).hexdigest()[:8]
+    spec = importlib.util.spec_from_file_location("arith_hooks", tasks_dir() / "arith" / "utils.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    return checker_digest(hooks.check_step)[:8]
 
 
 def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, Any]:
@@ -345,7 +352,9 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
     for name, path in present.items():
         label = f"{name.split()[-1]} PRM"
         held = (
-            {run.name.split("-n")[0] for run in path.glob("runs/*.jsonl")} if path.is_dir() else {}
+            {run.name.split("-n")[0] for run in path.glob("runs/*.jsonl")}
+            if path.is_dir()
+            else set()
         )
         if len(held) == 1:  # compare names a result's only system by its label alone
             label += f": {held.pop()}"

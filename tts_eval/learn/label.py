@@ -45,6 +45,7 @@ from typing import Any
 
 from tts_eval.config import TTSConfig
 from tts_eval.errors import DataError
+from tts_eval.files import write_atomic
 from tts_eval.learn.data import DATASET_DIR, MANIFEST, save_dataset
 from tts_eval.learn.rollouts import (
     LabelProblem,
@@ -371,10 +372,8 @@ def _relabel_folder(
     for doc_id, record in records.items():
         bound = _bind(checker, docs[doc_id].doc) if checker is not None else None
         records[doc_id] = relabel_record(record, bound)
-    partial = records_path.with_suffix(".relabel.jsonl")
-    partial.unlink(missing_ok=True)
-    _append(partial, [records[i] for i in sorted(records)])
-    os.replace(partial, records_path)
+    lines = (json.dumps(records[i], ensure_ascii=False) + "\n" for i in sorted(records))
+    write_atomic(records_path, "".join(lines), option="--output_dir")
     before = manifest["identity"].get("checker_source")
     manifest["identity"] = dict(identity)
     manifest.setdefault("relabelled", []).append(
