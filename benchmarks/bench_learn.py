@@ -45,6 +45,7 @@ import functools
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -69,12 +70,21 @@ def _run(args: list[str], log: Path) -> float:
     print("$ tts-eval " + " ".join(args), flush=True)
     started = time.monotonic()
     with open(log, "a") as f:
-        result = subprocess.run(
+        child = subprocess.Popen(
             [str(exe), *args], stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **ENV}
         )
+        try:
+            returncode = child.wait()
+        finally:  # the bench stopped (Ctrl-C, SIGTERM): stop the stage too, it resumes on re-run
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    child.kill()
     seconds = time.monotonic() - started
-    if result.returncode != 0:
-        raise SystemExit(f"tts-eval {args[0]} failed (exit {result.returncode}); see {log}")
+    if returncode != 0:
+        raise SystemExit(f"tts-eval {args[0]} failed (exit {returncode}); see {log}")
     print(f"  done in {seconds:.0f} s", flush=True)
     return seconds
 
@@ -589,5 +599,10 @@ def main() -> None:
         Path(a.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)  # unwinds _run, which stops its stage
     main()
