@@ -393,6 +393,8 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
     }
     rows = []
     for (prm, strategy, selection), system in sorted(systems.items()):
+        untrained = systems.get(("untrained", strategy, selection)) if prm == "trained" else None
+        untrained_at = {p.n: p.accuracy for p in untrained.points} if untrained else {}
         for point in system.points:
             acc = [100 * v for v in point.accuracy.values()]
             mean, low, high = _stat(acc)
@@ -409,17 +411,23 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
                 "prm_tokens": _mean(point.prm_tokens),
             }
             if strategy != "majority" and point.n in majority:
-                diff = paired_bootstrap(point.accuracy, majority[point.n])
-                row["vs_majority"] = {
-                    "diff": 100 * diff["mean"],
-                    "ci": [100 * diff["ci_low"], 100 * diff["ci_high"]],
-                    "p_value": diff["p_value"],
-                }
+                row["vs_majority"] = _diff(paired_bootstrap(point.accuracy, majority[point.n]))
+            if point.n in untrained_at:  # the same search with the untrained PRM
+                row["vs_untrained"] = _diff(paired_bootstrap(point.accuracy, untrained_at[point.n]))
             rows.append(row)
     figure = out_dir / "compare_accuracy_vs_budget.png"
     if a.figure and figure.is_file():
         shutil.copyfile(figure, a.figure)
     return {"rows": rows, "compare": str(out_dir)}
+
+
+def _diff(paired: dict[str, Any]) -> dict[str, Any]:
+    """A paired comparison in accuracy points: difference, its 95% interval, sign-flip p."""
+    return {
+        "diff": 100 * paired["mean"],
+        "ci": [100 * paired["ci_low"], 100 * paired["ci_high"]],
+        "p_value": paired["p_value"],
+    }
 
 
 def checker_bound(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, Any] | None:
@@ -502,22 +510,22 @@ def prm_eval_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) 
     return out
 
 
+def _diff_text(vs: dict[str, Any] | None) -> str:
+    if not vs or vs["p_value"] is None:
+        return "-"
+    return f"{vs['diff']:+.1f} [{vs['ci'][0]:+.1f}, {vs['ci'][1]:+.1f}], p={vs['p_value']:.3g}"
+
+
 def _print_table(result: dict[str, Any]) -> None:
     print("\n| PRM | strategy | n | accuracy % [95% CI] | vs majority@n: diff [95% CI], p | "
-          "policy tokens | PRM tokens |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
+          "vs untrained PRM | policy tokens | PRM tokens |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
-        vs = r.get("vs_majority")
-        vs_text = (
-            f"{vs['diff']:+.1f} [{vs['ci'][0]:+.1f}, {vs['ci'][1]:+.1f}], p={vs['p_value']:.3g}"
-            if vs and vs["p_value"] is not None
-            else "-"
-        )
         prm_tokens = f"{r['prm_tokens']:.0f}" if r["prm_tokens"] else "0"
         print(
             f"| {r['prm']} | {r['strategy']} | {r['n']} | {r['accuracy']:.1f} "
-            f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | {vs_text} | {r['policy_tokens']:.0f} | "
-            f"{prm_tokens} |"
+            f"[{r['ci'][0]:.1f}, {r['ci'][1]:.1f}] | {_diff_text(r.get('vs_majority'))} | "
+            f"{_diff_text(r.get('vs_untrained'))} | {r['policy_tokens']:.0f} | {prm_tokens} |"
         )
 
 
