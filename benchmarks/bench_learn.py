@@ -214,13 +214,16 @@ def _sweeps(a: argparse.Namespace, policy: Path, cache: Path) -> dict[str, Path]
 
 # (sweep, strategies, budgets) in the order they run: weighted best-of-N (the goal's first row),
 # then the tree searches at the small budget for both PRMs (each slice ~4x cheaper than at n=16:
-# a whole n=4 table sooner), then n=16.
+# a whole n=4 table sooner), then n=16: DVTS first (measured on 200 problems: 2,736 s of search
+# against beam search's 4,318 s, and the stronger search), beam search last.
 EVAL_ORDER = (
     ("trained", "best_of_n", "16"),
     ("trained", "beam_search,dvts", "4"),
     ("untrained", "beam_search,dvts", "4"),
-    ("trained", "beam_search,dvts", "16"),
-    ("untrained", "beam_search,dvts", "16"),
+    ("trained", "dvts", "16"),
+    ("untrained", "dvts", "16"),
+    ("trained", "beam_search", "16"),
+    ("untrained", "beam_search", "16"),
 )
 
 
