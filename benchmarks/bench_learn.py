@@ -101,15 +101,10 @@ def checker_tag() -> str:
     """What keys labels by the task's step checker: the digest ``tts-eval label`` records of
     arith's ``check_step`` (:func:`tts_eval.learn.label.checker_digest`; an edited checker labels
     into new folders)."""
-    import importlib.util
-
     from tts_eval.learn.label import checker_digest
-    from tts_eval.plugin import tasks_dir
+    from tts_eval.plugin import task_hooks
 
-    spec = importlib.util.spec_from_file_location("arith_hooks", tasks_dir() / "arith" / "utils.py")
-    hooks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hooks)
-    return checker_digest(hooks.check_step)[:8]
+    return checker_digest(task_hooks("arith").check_step)[:8]
 
 
 def label_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) -> dict[str, Any]:
@@ -364,12 +359,9 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
     args = ["compare", *map(str, present.values()), "--out", str(out_dir)]
     for name, path in present.items():
         label = f"{name.split()[-1]} PRM"
-        held = (
-            {run.name.split("-n")[0] for run in path.glob("runs/*.jsonl")}
-            if path.is_dir()
-            else set()
-        )
-        if len(held) == 1:  # compare names a result's only system by its label alone
+        if (
+            len(held := _strategies_run(path)) == 1
+        ):  # compare names a result's only system by its label alone
             label += f": {held.pop()}"
         args += ["--label", f"{path}={label}"]
         if name.startswith("rescored"):
@@ -422,6 +414,18 @@ def report_stage(a: argparse.Namespace, policy: Path, cache: Path, log: Path) ->
     if a.figure and figure.is_file():
         shutil.copyfile(figure, a.figure)
     return {"rows": rows, "compare": str(out_dir)}
+
+
+def _strategies_run(result: Path) -> set[str]:
+    """The strategies a sweep folder holds runs of (from its manifest); none for a trace file."""
+    from tts_eval.workflow.results import RUNS_DIR, read_manifest
+
+    manifest = read_manifest(result) if result.is_dir() else None
+    return {
+        run["strategy"]
+        for run in (manifest or {}).get("runs", [])
+        if (result / RUNS_DIR / f"{run['key']}.jsonl").is_file()
+    }
 
 
 def _diff(paired: dict[str, Any]) -> dict[str, Any]:

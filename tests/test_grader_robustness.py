@@ -40,8 +40,6 @@ def _warm_grader_helpers():
 LIMIT_S = 2.0  # wall seconds of a call that does not run out of CPU budget, plus its helper CPU
 LOAD_FACTOR = 3.0  # wall seconds per helper CPU second allowed (other tests share the machine)
 CPU_SLACK_S = 0.3  # a helper notices an expired budget within its timer's 50 ms, plus accounting
-
-
 ABUSE_WALL_S = 10.0  # wall seconds for an abusive answer that is decided in the main process
 
 

@@ -161,18 +161,27 @@ def _task_names(signature: inspect.Signature, args: tuple, kwargs: dict) -> list
     return [t.strip() for t in tasks or [] if isinstance(t, str)]
 
 
+def task_hooks(task: str) -> ModuleType:
+    """A task folder's hook module (``<tasks_dir>/<task>/utils.py``, standard library only),
+    loaded on its own: without lm-eval building the task."""
+    spec = importlib.util.spec_from_file_location(
+        f"tts_eval_{task}_hooks", tasks_dir() / task / "utils.py"
+    )
+    if spec is None or spec.loader is None:
+        raise MissingFileError(f"task {task!r} has no utils.py under {tasks_dir()}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def check_task_data(tasks: Sequence[str]) -> None:
     """Check the local data file of our tasks among ``tasks`` (``math500`` with
     ``$TTS_EVAL_MATH500``) before lm-eval builds the model: one line naming file, line and field
     (the hooks raise built-in errors, being standard library only: ours here)."""
     if "math500" not in tasks or not os.environ.get("TTS_EVAL_MATH500"):
         return
-    hooks = tasks_dir() / "math500" / "utils.py"
-    spec = importlib.util.spec_from_file_location("tts_eval_math500_hooks", hooks)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     try:
-        module.check_math500_file()
+        task_hooks("math500").check_math500_file()
     except FileNotFoundError as exc:
         raise MissingFileError(str(exc)) from None
     except ValueError as exc:

@@ -87,14 +87,9 @@ def resolve_backend(backend: str) -> str:
 
 def arith_rows(count: int) -> list[dict[str, Any]]:
     """The first ``count`` problems of ``arith_500`` (the task's own generator)."""
-    from tts_eval.plugin import tasks_dir
+    from tts_eval.plugin import task_hooks
 
-    spec = importlib.util.spec_from_file_location(
-        "tts_eval_arith", tasks_dir() / "arith" / "utils.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
+    module = task_hooks("arith")
     return [{**row, "text": module.doc_to_text(row)} for row in module.generate_problems(count)]
 
 
