@@ -26,7 +26,8 @@ finished.
    instead of the trained sweep generating them again.
 4. ``report``: ``tts-eval compare`` of both sweeps (leaderboard, figures) and the table of this
    benchmark: per strategy, PRM and n, accuracy with its 95% bootstrap interval, the paired
-   difference to majority voting at the same n (interval and sign-flip p-value), policy and PRM
+   difference to majority voting at the same n (interval and sign-flip p-value), for the trained
+   PRM also the paired difference to the same search with the untrained one, policy and PRM
    tokens per problem; labelling cost (rollout tokens, prefix-cache share), training time and the
    validation AUROC of both PRMs (``tts-eval prm-eval`` on the trained PRM's validation problems).
 
@@ -34,7 +35,8 @@ finished.
         [--budgets 4,16] [--json out.json] [--figure docs/learn_arith_smollm2.png]
 
 A figure to report (README), not a test; ``tests/test_learn_pipeline.py`` runs the pipeline on
-tiny models. On this 2-core CPU the whole run takes hours (each stage's time is printed).
+tiny models. On this 2-core CPU the whole run takes hours (each stage's time is printed);
+stopped (Ctrl-C, SIGTERM), it stops the running stage too.
 """
 
 from __future__ import annotations
